@@ -1,0 +1,81 @@
+"""bundler: a Keras/TensorFlow model and its custom code as a checksummed, self-describing bundle.
+
+The public API. Names are imported on first use, so ``import bundler`` stays cheap and never
+imports TensorFlow, pydantic or jsonschema until a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AdapterError,
+    BundleError,
+    ComponentError,
+    ExampleMismatchError,
+    IncompatibleBundleError,
+    IntegrityError,
+    LoadError,
+    LockError,
+    ManifestError,
+    SignatureError,
+    UnsafeBundleError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterError",
+    "Bundle",
+    "BundleError",
+    "ComponentError",
+    "ExampleMismatchError",
+    "IncompatibleBundleError",
+    "IntegrityError",
+    "LoadError",
+    "LoadedBundle",
+    "LockError",
+    "ManifestError",
+    "SignatureError",
+    "UnsafeBundleError",
+    "VerifyReport",
+    "__version__",
+    "adapter",
+    "build_bundle",
+    "load_bundle",
+    "read_manifest",
+    "verify_bundle",
+]
+
+_LAZY = {
+    "build_bundle": "build",
+    "Bundle": "build",
+    "verify_bundle": "verify",
+    "VerifyReport": "verify",
+    "load_bundle": "load",
+    "LoadedBundle": "load",
+    "adapter": "adapters",
+    "read_manifest": "manifest",
+}
+
+if TYPE_CHECKING:
+    from .adapters import adapter
+    from .build import Bundle, build_bundle
+    from .load import LoadedBundle, load_bundle
+    from .manifest import read_manifest
+    from .verify import VerifyReport, verify_bundle
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bundler' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,607 @@
+"""Build: manifest -> temporary folder -> artifacts -> lock -> atomic rename into place.
+
+A build is all or nothing. Everything is written into a folder beside OUT named
+``.<out-name>.bundler-tmp.<pid>.<token>``, flushed to disk, and renamed to OUT in one step, so
+OUT is only ever absent, the old complete bundle or the new complete bundle. A build that dies
+(even by SIGKILL) leaves at most its recognisably named temporary folder, which the next build of
+the same OUT removes once the process that made it is gone.
+
+``--force`` swaps the new bundle in with ``renameat2(RENAME_EXCHANGE)`` where the kernel offers it
+(one atomic step); elsewhere it renames the old bundle aside, then the new one in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import errno
+import importlib
+import os
+import platform
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .components import (
+    import_component,
+    imported_version,
+    registered_objects,
+    source_sha256,
+)
+from .digest import hash_files, walk_tree
+from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
+from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
+from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
+from .versions import caret_range, parse_range
+
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+EXAMPLES_DIR = "examples"
+
+Stage = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle on disk and its lock."""
+
+    path: Path
+    lock: Lock
+    model: Any = field(default=None, compare=False, repr=False)  # the Keras model just saved
+
+    @property
+    def digest(self) -> str:
+        return self.lock.digest
+
+
+def default_output(manifest: Manifest) -> Path:
+    return Path("bundles") / f"{manifest.name}-{manifest.version}"
+
+
+# -- the build ------------------------------------------------------------------------------------
+
+
+def build_bundle(
+    manifest: str | Path | Manifest | ManifestSource,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    on_stage: Stage | None = None,
+) -> Bundle:
+    """Build a bundle from a manifest (a file, or a Manifest whose paths resolve from the cwd)."""
+    source = _as_source(manifest)
+    stage = on_stage or (lambda _: None)
+    target = Path(out) if out is not None else default_output(source.manifest)
+    target = Path(os.path.abspath(target))
+    _check_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    workdir = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    workdir.mkdir()
+    try:
+        lock, model = _build_into(source, workdir, stage)
+        stage("installing")
+        _sync_tree(workdir)
+        _install(workdir, target, force)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return Bundle(target, lock, model)
+
+
+def _as_source(manifest: str | Path | Manifest | ManifestSource) -> ManifestSource:
+    if isinstance(manifest, ManifestSource):
+        return manifest
+    if isinstance(manifest, Manifest):
+        return ManifestSource(manifest, Path.cwd() / "manifest.yaml")
+    return read_manifest(manifest)
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if not os.path.lexists(target):
+        return
+    if not force:
+        raise UsageError("already exists; pass --force to replace it", path=target)
+    if target.is_symlink() or not target.is_dir():
+        raise UsageError("exists and is not a bundle folder; refusing to replace it", path=target)
+    if any(target.iterdir()) and not (target / LOCK_FILENAME).is_file():
+        raise UsageError(
+            f"exists and is not a bundle (no {LOCK_FILENAME}); refusing to replace it",
+            path=target,
+        )
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-9a-f]+$")
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove temporary folders of earlier builds of ``target`` whose process no longer runs."""
+    removed: list[Path] = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = _TEMP_NAME.match(sibling.name)
+        if not match or match["name"] != target.name or _process_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(sibling, ignore_errors=True)
+        removed.append(sibling)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _build_path(source: ManifestSource) -> Iterator[None]:
+    """The manifest's ``paths`` on sys.path for the build only."""
+    entries = [str(source.root / entry) for entry in source.manifest.paths]
+    for entry, rel in zip(entries, source.manifest.paths, strict=False):
+        if not os.path.isdir(entry):
+            raise ManifestError(
+                f"folder {rel!r} does not exist", path=source.path, field="paths", value=rel
+            )
+    saved = list(sys.path)
+    sys.path[:0] = entries
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _build_into(source: ManifestSource, workdir: Path, stage: Stage) -> tuple[Lock, Any]:
+    manifest = source.manifest
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # components usually import TensorFlow
+    with _build_path(source):
+        stage("importing components")
+        components = [_lock_component(source, index) for index in range(len(manifest.components))]
+        keras = _import_keras()
+        stage(f"calling {manifest.model.factory}")
+        model = _make_model(source, keras)
+    stage("saving model.keras")
+    try:
+        model.save(workdir / KERAS_FILE)
+    except Exception as error:
+        raise BuildError(
+            f"Keras could not save the model: {type(error).__name__}: {error}",
+            path=source.path,
+            field="model.factory",
+        ) from error
+    stage("exporting saved_model/")
+    _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
+    examples = []
+    if manifest.examples:
+        stage("running golden examples")
+        (workdir / EXAMPLES_DIR).mkdir()
+        examples = [
+            _run_example(model, source, index, workdir) for index in range(len(manifest.examples))
+        ]
+    stage("hashing files")
+    files = _hash_tree(workdir)
+    lock = Lock.model_validate(
+        {
+            "format": FORMAT,
+            "name": manifest.name,
+            "version": manifest.version,
+            "description": manifest.description,
+            "digest": files_digest(files),
+            "manifest": manifest.model_dump(mode="json"),
+            "components": components,
+            "environment": _environment(keras),
+            "artifacts": {
+                "keras": KERAS_FILE,
+                "saved_model": SAVED_MODEL_DIR,
+                "examples": EXAMPLES_DIR if examples else None,
+            },
+            "files": files,
+            "metadata": manifest.metadata,
+            "examples": examples,
+            "created": _created(),
+        }
+    )
+    (workdir / LOCK_FILENAME).write_bytes(lock.to_json())
+    return lock, model
+
+
+def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:
+    spec = source.manifest.components[index]
+    at = f"components[{index}]"
+    module = import_component(spec.module, field=f"{at}.module", path=str(source.path))
+    installed = imported_version(module)
+    if installed.version is None:
+        raise ComponentError(
+            f"component {spec.module!r} has no __version__ and no installed distribution; "
+            "give the module a __version__ string",
+            path=source.path,
+            field=f"{at}.module",
+            value=spec.module,
+        )
+    try:
+        requirement = parse_range(spec.version)
+        fits = requirement.contains(installed.version)
+    except ValueError as error:
+        raise ComponentError(
+            f"installed version {installed.version!r} of {spec.module!r} is not semver: {error}",
+            path=source.path,
+            field=f"{at}.version",
+            value=installed.version,
+        ) from error
+    if not fits:
+        raise ComponentError(
+            f"installed {spec.module} {installed.version} does not satisfy the manifest's "
+            f"requirement {spec.version!r}; install a matching version or change the manifest",
+            path=source.path,
+            field=f"{at}.version",
+            value=spec.version,
+        )
+    compatible = spec.compatible or caret_range(installed.version)
+    if not parse_range(compatible).contains(installed.version):
+        raise ComponentError(
+            f"compatible range {compatible!r} does not include the pinned version "
+            f"{installed.version}",
+            path=source.path,
+            field=f"{at}.compatible",
+            value=compatible,
+        )
+    objects = sorted(registered_objects(module))
+    return {
+        "module": spec.module,
+        "version": installed.version,
+        "requirement": spec.version,
+        "compatible": compatible,
+        "distribution": installed.distribution,
+        "objects": objects,
+        "source_sha256": source_sha256(module),
+    }
+
+
+def _import_keras() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+        import tensorflow  # noqa: F401 - export needs it; fail here with a clear message
+    except ImportError as error:
+        raise BuildError(f"building needs TensorFlow and Keras: {error}") from error
+    return keras
+
+
+def _resolve(factory: str, source: ManifestSource) -> Callable[..., Any]:
+    module_name, _, attribute = factory.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ManifestError(
+            f"cannot import {module_name!r}: no module named {error.name!r} "
+            "(add its folder to 'paths', or install it)",
+            path=source.path,
+            field="model.factory",
+            value=factory,
+        ) from error
+    except Exception as error:
+        raise BuildError(
+            f"importing {module_name!r} failed: {type(error).__name__}: {error}",
+            path=source.path,
+            field="model.factory",
+            value=factory,
+        ) from error
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ManifestError(
+                f"{module_name!r} has no attribute {attribute!r}",
+                path=source.path,
+                field="model.factory",
+                value=factory,
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ManifestError(
+            f"{factory!r} is not callable", path=source.path, field="model.factory", value=factory
+        )
+    return target  # type: ignore[no-any-return, unused-ignore]
+
+
+def _make_model(source: ManifestSource, keras: Any) -> Any:
+    spec = source.manifest.model
+    factory = _resolve(spec.factory, source)
+    try:
+        model = factory(**spec.args)
+    except TypeError as error:
+        raise BuildError(
+            f"calling {spec.factory} failed: {error}",
+            path=source.path,
+            field="model.args",
+            value=spec.args,
+        ) from error
+    except Exception as error:
+        raise BuildError(
+            f"the model factory {spec.factory} raised {type(error).__name__}: {error}",
+            path=source.path,
+            field="model.factory",
+        ) from error
+    if not isinstance(model, keras.Model):
+        raise BuildError(
+            f"the model factory {spec.factory} returned {type(model).__name__}, not a keras.Model",
+            path=source.path,
+            field="model.factory",
+        )
+    if spec.weights:
+        weights = source.root / spec.weights
+        if not weights.is_file():
+            raise ManifestError(
+                "weights file does not exist",
+                path=source.path,
+                field="model.weights",
+                value=spec.weights,
+            )
+        try:
+            model.load_weights(weights)
+        except Exception as error:
+            raise BuildError(
+                f"loading weights failed: {type(error).__name__}: {error}",
+                path=source.path,
+                field="model.weights",
+                value=spec.weights,
+            ) from error
+    if not model.built or not getattr(model, "inputs", None):
+        raise BuildError(
+            "the model has no known inputs; build it in the factory (keras.Input, or call it on "
+            "sample data) so that its SavedModel signature can be derived",
+            path=source.path,
+            field="model.factory",
+        )
+    return model
+
+
+def _export_saved_model(model: Any, folder: Path, source: ManifestSource) -> None:
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            model.export(str(folder), format="tf_saved_model", verbose=False)
+    except Exception as error:
+        raise BuildError(
+            f"exporting the SavedModel failed: {type(error).__name__}: {error}",
+            path=source.path,
+            field="model.factory",
+        ) from error
+
+
+# -- golden examples ------------------------------------------------------------------------------
+
+
+def example_inputs(spec: ExampleSpec, model: Any, root: Path, where: str) -> dict[str, Any]:
+    """An example's inputs as {model input name: float array}, whatever form the manifest used."""
+    import numpy as np
+
+    names = [tensor.name.split(":")[0] for tensor in model.inputs]
+    if isinstance(spec.inputs, str):
+        path = root / spec.inputs
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError) as error:
+            raise ManifestError(
+                f"cannot read example inputs: {error}",
+                path=where,
+                field="inputs",
+                value=spec.inputs,
+            ) from error
+        if len(arrays) == 1 and len(names) == 1:
+            arrays = {names[0]: next(iter(arrays.values()))}
+    elif isinstance(spec.inputs, dict):
+        arrays = dict(spec.inputs)
+    else:
+        if len(names) != 1:
+            raise ManifestError(
+                f"the model has {len(names)} inputs {names}; give inputs as a mapping by name",
+                path=where,
+                field="inputs",
+            )
+        arrays = {names[0]: spec.inputs}
+    if sorted(arrays) != sorted(names):
+        raise ManifestError(
+            f"inputs are named {sorted(arrays)}, the model's inputs are {names}",
+            path=where,
+            field="inputs",
+        )
+    dtypes = {tensor.name.split(":")[0]: tensor.dtype for tensor in model.inputs}
+    try:
+        return {key: np.asarray(value, dtype=str(dtypes[key])) for key, value in arrays.items()}
+    except (TypeError, ValueError) as error:
+        raise ManifestError(
+            f"inputs are not a numeric array: {error}", path=where, field="inputs"
+        ) from error
+
+
+def outputs_as_arrays(outputs: Any) -> dict[str, Any]:
+    """Model outputs (a tensor, a list or a dict of them) as {name: numpy array}."""
+    import numpy as np
+
+    if isinstance(outputs, dict):
+        return {str(key): np.asarray(value) for key, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return {f"output_{index}": np.asarray(value) for index, value in enumerate(outputs)}
+    return {"output_0": np.asarray(outputs)}
+
+
+def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) -> dict[str, Any]:
+    import numpy as np
+
+    spec = source.manifest.examples[index]
+    where = f"{source.path}: examples[{index}]"
+    inputs = example_inputs(spec, model, source.root, where)
+    try:
+        feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+        outputs = outputs_as_arrays(model(feed, training=False))
+    except Exception as error:
+        raise BuildError(
+            f"running example {spec.name!r} failed: {type(error).__name__}: {error}",
+            path=source.path,
+            field=f"examples[{index}]",
+        ) from error
+    inputs_rel = f"{EXAMPLES_DIR}/{spec.name}.inputs.npz"
+    outputs_rel = f"{EXAMPLES_DIR}/{spec.name}.outputs.npz"
+    np.savez(workdir / inputs_rel, **inputs)
+    np.savez(workdir / outputs_rel, **outputs)
+    return {
+        "name": spec.name,
+        "inputs": inputs_rel,
+        "outputs": outputs_rel,
+        "rtol": spec.rtol,
+        "atol": spec.atol,
+    }
+
+
+# -- lock helpers ---------------------------------------------------------------------------------
+
+
+def _hash_tree(workdir: Path) -> dict[str, dict[str, Any]]:
+    entries = walk_tree(workdir)
+    odd = [entry.path for entry in entries if entry.kind not in ("file", "dir")]
+    if odd:
+        raise BuildError(f"the build produced entries that are not plain files: {odd}")
+    paths = [entry.path for entry in entries if entry.kind == "file"]
+    hashed = hash_files(workdir, paths)
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(hashed):
+        result = hashed[path]
+        if isinstance(result, OSError):
+            raise BuildError(f"cannot read {path} just written: {result}")
+        files[path] = {"size": result.size, "sha256": result.sha256}
+    return files
+
+
+def _environment(keras: Any) -> dict[str, str]:
+    import numpy as np
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "bundler": __version__,
+        "platform": f"{sys.platform}-{platform.machine()}",
+    }
+
+
+def _created() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            moment = dt.datetime.fromtimestamp(int(epoch), tz=dt.timezone.utc)
+        except (ValueError, OverflowError, OSError) as error:
+            raise UsageError(
+                "is not a whole number of seconds", field="SOURCE_DATE_EPOCH", value=epoch
+            ) from error
+    else:
+        moment = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- durability and installation ------------------------------------------------------------------
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(root: Path) -> None:
+    """Flush every file and folder of the new bundle before it is renamed into place."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            _fsync_path(Path(folder) / name)
+        _fsync_path(Path(folder), directory=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _install(workdir: Path, target: Path, force: bool) -> None:
+    try:
+        if force and os.path.lexists(target):
+            if _exchange(workdir, target):
+                shutil.rmtree(workdir, ignore_errors=True)  # now holds the old bundle
+            else:
+                aside = (
+                    target.parent
+                    / f".{target.name}.bundler-old.{os.getpid()}.{secrets.token_hex(4)}"
+                )
+                os.rename(target, aside)
+                os.rename(workdir, target)
+                shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(workdir, target)
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise BuildError(
+                "another build created it while this one ran; pass --force to replace it",
+                path=target,
+            ) from error
+        raise BuildError(
+            f"cannot move the bundle into place: {error.strerror}", path=target
+        ) from error
+    _fsync_path(target.parent, directory=True)
+
+
+def describe_failure(error: BaseException) -> BundleError:
+    """Any exception from a build as a BundleError (for callers that must not see tracebacks)."""
+    if isinstance(error, BundleError):
+        return error
+    if isinstance(error, OSError):
+        return BuildError(f"{error.strerror or error}", path=error.filename)
+    return BuildError(f"{type(error).__name__}: {error}")

@@ -1,0 +1,492 @@
+"""The ``bundle`` command: argument parsing and printing only; every verb is one API call.
+
+Exit codes: 0 success, 1 the operation failed (a damaged or incompatible bundle, a failed build),
+2 bad input (a bad manifest, a path that is not a bundle, a wrong option). User mistakes print one
+clear line (plus details) on stderr, never a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .errors import BundleError, UsageError
+
+PROG = "bundle"
+EXAMPLES = """\
+examples:
+  bundle build example_bundles/custom_layer/manifest.yaml -o bundles/regressor
+  bundle verify bundles/regressor                  # integrity + will it load here?
+  bundle verify bundles/regressor --env prod.txt   # ... on the target described by prod.txt
+  bundle verify bundles/regressor --smoke          # ... and replay the golden examples
+  bundle inspect bundles/regressor
+  bundle env > prod.txt                            # run on the deploy target
+
+exit codes: 0 ok, 1 failed (damaged, incompatible, build failed), 2 bad input
+"""
+
+
+class _Style:
+    """Colour on a terminal only, and never when NO_COLOR is set."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.enabled = (
+            stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        )
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+    def ok(self, text: str) -> str:
+        return self(text, "32;1")
+
+    def bad(self, text: str) -> str:
+        return self(text, "31;1")
+
+    def dim(self, text: str) -> str:
+        return self(text, "2")
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+class _Progress:
+    """Bytes hashed, on one rewritten stderr line, for big bundles on a terminal only."""
+
+    THRESHOLD = 200_000_000
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.enabled = enabled and total >= self.THRESHOLD and sys.stderr.isatty()
+        self.started = time.perf_counter()
+        self.shown = 0.0
+
+    def __call__(self, count: int) -> None:
+        self.done += count  # a race between threads only skews the display, never the result
+        now = time.perf_counter()
+        if self.enabled and now - self.shown > 0.1:
+            self.shown = now
+            rate = self.done / max(now - self.started, 1e-9)
+            sys.stderr.write(
+                f"\r{self.label}: {_size(self.done)} / {_size(self.total)} ({_size(rate)}/s)   "
+            )
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+            sys.stderr.flush()
+
+
+def _print_json(document: Any) -> None:
+    json.dump(document, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 closed off: its C++ start-up log lines are written
+    before any log level applies. CLI only; a library must not swallow a service's stderr."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass  # the API reports a missing TensorFlow with its own clear error
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+# -- verbs ----------------------------------------------------------------------------------------
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .build import build_bundle
+
+    style = _Style(sys.stderr)
+    quiet = args.json or not sys.stderr.isatty()
+    started = time.perf_counter()
+
+    def stage(text: str) -> None:
+        if not quiet:
+            sys.stderr.write(style.dim(f"  {text}...") + "\n")
+
+    from .manifest import read_manifest
+
+    source = read_manifest(args.manifest)  # bad input fails fast, before TensorFlow loads
+    if not args.debug:
+        stage("importing TensorFlow")
+        _import_tensorflow_quietly()
+    bundle = build_bundle(source, args.output, force=args.force, on_stage=stage)
+    seconds = time.perf_counter() - started
+    total = sum(entry.size for entry in bundle.lock.files.values())
+    if args.json:
+        _print_json(
+            {
+                "bundle": str(bundle.path),
+                "name": bundle.lock.name,
+                "version": bundle.lock.version,
+                "digest": bundle.digest,
+                "files": len(bundle.lock.files),
+                "bytes": total,
+                "seconds": round(seconds, 3),
+            }
+        )
+    else:
+        print(
+            f"built {_display_path(bundle.path)}  {bundle.lock.name} {bundle.lock.version}  "
+            f"{bundle.digest}  ({len(bundle.lock.files)} files, {_size(total)}, {seconds:.1f} s)"
+        )
+    return 0
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import bundle_root, read_lock, verify_bundle
+
+    style = _Style(sys.stdout)
+    root = bundle_root(args.bundle)
+    total = 0
+    lock, _ = read_lock(root)
+    if lock:
+        total = sum(int(entry.get("size", 0)) for entry in lock["files"].values())
+    progress = _Progress("verifying", total, enabled=not args.json)
+    if args.smoke and not args.debug:
+        _import_tensorflow_quietly()
+    try:
+        if args.key:
+            from .signing import verify_signature
+
+            verify_signature(root, [args.key])
+        report = verify_bundle(
+            root, policy=args.policy, smoke=args.smoke, env=args.env, progress=progress
+        )
+    finally:
+        progress.close()
+    signed_by = "signature: valid" if args.key else None
+    if args.json:
+        document = report.to_json()
+        if signed_by:
+            document["signature"] = "valid"
+        _print_json(document)
+        return 0 if report.ok else 1
+    head = f"{report.lock.get('name')} {report.lock.get('version')}" if report.lock else ""
+    if report.ok:
+        print(
+            f"{style.ok('OK')}  {_display_path(root)}  {head}  {report.digest}\n"
+            f"    {report.files_checked} files, {_size(report.bytes_hashed)} verified in "
+            f"{report.seconds:.2f} s"
+        )
+        if signed_by:
+            print(f"    {signed_by} ({args.key})")
+    else:
+        print(f"{style.bad('FAILED')}  {_display_path(root)}  {head}")
+        for problem in report.problems:
+            if problem.kind == "incompatible":
+                continue  # printed with the plan below
+            print(f"  {style.bad('x')} {problem}")
+    if report.plan is not None:
+        plan = report.plan
+        mode = {
+            "keras": "loads the Keras model",
+            "graph": "serves the SavedModel graph",
+            "refused": "REFUSES to load",
+        }[plan.mode]
+        where = "here" if plan.environment == "local" else f"on {plan.environment}"
+        print(f"\n  load plan {where}, policy '{plan.policy}': {mode}")
+        if plan.mode != "keras":
+            print(f"  why: {plan.reason}")
+        print("\n" + "\n".join("    " + line for line in plan.table().splitlines()))
+        if plan.mode == "refused":
+            remedies = plan.remedies()
+            if remedies:
+                print("\n  to load it: " + ("\n              ".join(remedies)))
+    for result in report.smoke:
+        mark = style.ok("ok") if result.get("ok") else style.bad("drifted")
+        diff = result.get("max_abs_diff")
+        extra = f" (max abs diff {diff:.2g}, {result.get('mode')} path)" if diff is not None else ""
+        print(f"  example {result['name']}: {mark}{extra}")
+    return 0 if report.ok else 1
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .compat import StaticEnvironment, make_plan
+    from .verify import bundle_root, read_lock
+
+    root = bundle_root(args.bundle)
+    lock, problems = read_lock(root)
+    if lock is None:
+        raise UsageError(
+            "cannot be inspected: " + "; ".join(p.message for p in problems),
+            path=root / "bundle.lock.json",
+        )
+    plan = make_plan(lock, "adapt", StaticEnvironment())
+    if args.json:
+        _print_json(
+            {
+                "bundle": str(root),
+                "name": lock["name"],
+                "version": lock["version"],
+                "description": lock.get("description"),
+                "digest": lock["digest"],
+                "created": lock["created"],
+                "environment": lock["environment"],
+                "components": lock["components"],
+                "plan": plan.to_json(),
+                "metadata": lock.get("metadata", {}),
+                "examples": lock.get("examples", []),
+                "files": lock["files"],
+                "lock_problems": [p.to_json() for p in problems],
+            }
+        )
+        return 0
+    env = lock["environment"]
+    total = sum(entry["size"] for entry in lock["files"].values())
+    print(
+        f"{lock['name']} {lock['version']}"
+        + (f" - {lock['description']}" if lock.get("description") else "")
+    )
+    print(f"  digest   {lock['digest']}")
+    print(f"  created  {lock['created']}  with bundler {env['bundler']}")
+    print(
+        f"  built on python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, "
+        f"numpy {env['numpy']}, {env['platform']}"
+    )
+    if problems:
+        for problem in problems:
+            print(f"  warning: {problem}")
+    print("\ncomponents (pinned vs installed here):")
+    print("\n".join("  " + line for line in plan.table().splitlines()))
+    for component in lock["components"]:
+        if component["objects"]:
+            print(f"  {component['module']} provides: {', '.join(component['objects'])}")
+    if lock.get("metadata"):
+        print("\nmetadata:")
+        for line in json.dumps(lock["metadata"], indent=2, sort_keys=True).splitlines()[1:-1]:
+            print(line)
+    if lock.get("examples"):
+        print("\nexamples:")
+        for example in lock["examples"]:
+            print(f"  {example['name']}: rtol {example['rtol']:g}, atol {example['atol']:g}")
+    print(f"\nfiles ({len(lock['files'])}, {_size(total)}):")
+    width = max((len(name) for name in lock["files"]), default=0)
+    for name, entry in sorted(lock["files"].items()):
+        print(f"  {name.ljust(width)}  {_size(entry['size']):>9}  {entry['sha256'][:12]}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import checked_in
+
+    sys.stdout.write(checked_in(args.which))
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import importlib.metadata
+
+    from .components import normalize_name
+
+    lines = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            lines[normalize_name(name)] = f"{name}=={dist.version}"
+    if args.bundle:
+        from .components import static_version
+        from .verify import bundle_root, read_lock
+
+        lock, problems = read_lock(bundle_root(args.bundle))
+        if lock is None:
+            raise UsageError("; ".join(p.message for p in problems), path=args.bundle)
+        for component in lock["components"]:
+            found = static_version(component["module"])
+            known = normalize_name(component.get("distribution") or component["module"])
+            if found.version and known not in lines:
+                lines[normalize_name(component["module"])] = (
+                    f"{component['module']}=={found.version}"
+                )
+    for key in sorted(lines):
+        print(lines[key])
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .signing import keygen
+
+    private, public = keygen(args.output, force=args.force)
+    print(f"wrote {private} (keep it secret) and {public} (give it to verifiers)")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from .signing import sign_bundle
+
+    signature = sign_bundle(args.bundle, args.key)
+    print(f"signed {args.bundle}: {signature}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Build, verify and inspect Keras/TensorFlow model bundles: a checksummed "
+        "folder with a .keras file, a SavedModel and a lock of pinned component versions.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    build = verbs.add_parser(
+        "build",
+        help="build a bundle from a manifest, atomically",
+        description="Import the components, call the model factory, write model.keras, a "
+        "SavedModel and bundle.lock.json into a temporary folder, then rename it into place. "
+        "A failed or interrupted build leaves nothing at OUT.",
+    )
+    build.add_argument("manifest", metavar="MANIFEST", help="manifest file (YAML or JSON)")
+    build.add_argument(
+        "-o", "--output", metavar="OUT", help="bundle folder (default bundles/NAME-VERSION)"
+    )
+    build.add_argument(
+        "--force", action="store_true", help="replace OUT if it is a bundle (atomically)"
+    )
+    build.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    build.set_defaults(run=_cmd_build)
+
+    verify = verbs.add_parser(
+        "verify",
+        help="check integrity and whether the bundle would load (no TensorFlow needed)",
+        description="Check the lock against its schema and digest, every file's size and sha256, "
+        "that nothing is missing, extra or a link, and the load plan for the installed (or "
+        "--env) versions. Exit 0 ok, 1 not ok, 2 not a bundle.",
+    )
+    verify.add_argument("bundle", metavar="BUNDLE")
+    verify.add_argument(
+        "--policy",
+        choices=("strict", "adapt", "fallback"),
+        default="adapt",
+        help="what load_bundle may do: strict = exact/compatible only; adapt "
+        "(default) = also apply registered adapters; fallback = also serve the "
+        "SavedModel graph",
+    )
+    verify.add_argument(
+        "--env",
+        metavar="FILE",
+        help="plan for a target described by `pip freeze` "
+        "output (name==version lines) instead of this machine",
+    )
+    verify.add_argument(
+        "--smoke",
+        action="store_true",
+        help="also load the model here and replay its golden examples (imports TensorFlow)",
+    )
+    verify.add_argument("--key", metavar="PUBLIC.pem", help="require a valid signature by this key")
+    verify.add_argument("--json", action="store_true", help="print one JSON document")
+    verify.set_defaults(run=_cmd_verify)
+
+    inspect = verbs.add_parser("inspect", help="show what is inside a bundle, at a glance")
+    inspect.add_argument("bundle", metavar="BUNDLE")
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.set_defaults(run=_cmd_inspect)
+
+    schema = verbs.add_parser("schema", help="print the JSON Schema of the manifest or the lock")
+    schema.add_argument("which", choices=("manifest", "lock"))
+    schema.set_defaults(run=_cmd_schema)
+
+    env = verbs.add_parser(
+        "env",
+        help="print this environment as name==version lines (for verify --env)",
+        description="Print installed distributions as name==version lines, the format "
+        "`bundle verify --env FILE` reads. Run it on the deploy target.",
+    )
+    env.add_argument(
+        "--bundle",
+        metavar="BUNDLE",
+        help="also list the bundle's components found on sys.path without a distribution",
+    )
+    env.set_defaults(run=_cmd_env)
+
+    sign = verbs.add_parser("sign", help="sign a bundle's digest with a private key")
+    sign.add_argument("bundle", metavar="BUNDLE")
+    sign.add_argument("--key", metavar="PRIVATE.pem", required=True)
+    sign.set_defaults(run=_cmd_sign)
+
+    keygen = verbs.add_parser("keygen", help="create an Ed25519 key pair for signing")
+    keygen.add_argument(
+        "-o",
+        "--output",
+        metavar="PREFIX",
+        default="bundle-key",
+        help="writes PREFIX.pem (private) and PREFIX.pub.pem (public)",
+    )
+    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    keygen.set_defaults(run=_cmd_keygen)
+    return parser
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # Turn SIGTERM into SystemExit so that `finally` blocks remove a build's temporary folder.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except BundleError as error:
+        if args.debug:
+            raise
+        sys.stderr.write(f"{PROG}: error: {error}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as error:
+        if args.debug:
+            raise
+        sys.stderr.write(
+            f"{PROG}: internal error: {type(error).__name__}: {error}\n"
+            f"  (this is a bug in bundler; run with --debug for the traceback)\n"
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""The compatibility plan: for each pinned component and framework, what is installed decides.
+
+| installed                               | status        |
+| equal to pinned                         | exact         |
+| inside the component's compatible range | compatible    |
+| outside, but adapters cover pinned ->   | adapted       |
+| outside, no adapter                     | incompatible  |
+| not installed at all                    | missing       |
+
+Keras and TensorFlow follow the same idea: the same major version as pinned is ``compatible``.
+The policy then picks the load path: ``strict`` takes only exact/compatible, ``adapt`` (default)
+also adapted, ``fallback`` additionally serves the SavedModel graph when the Keras path is refused.
+
+The plan is one value object shared by verify, load_bundle, inspect and every JSON output, so
+``bundle verify --policy P`` predicts exactly what ``load_bundle(policy=P)`` will do. Where the
+installed versions come from is an ``Environment``: this interpreter read without importing
+(verify), this interpreter after importing (load), or a target described by a pip-freeze file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .adapters import Adapter, declared_adapters, plan_adaptations, registered_adapters
+from .components import (
+    InstalledComponent,
+    _find_source,
+    import_component,
+    imported_version,
+    normalize_name,
+    static_version,
+)
+from .errors import UsageError
+from .versions import VersionError, parse_range, parse_version
+
+POLICIES = ("strict", "adapt", "fallback")
+FRAMEWORKS = ("keras", "tensorflow")
+ACCEPTED = {
+    "strict": {"exact", "compatible"},
+    "adapt": {"exact", "compatible", "adapted"},
+    "fallback": {"exact", "compatible", "adapted"},
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """What is installed of one pinned component or framework, and what that means."""
+
+    name: str
+    kind: str  # "component" or "framework"
+    pinned: str
+    allowed: str
+    installed: str | None
+    status: str  # exact, compatible, adapted, incompatible, missing
+    reason: str
+    adaptations: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "pinned": self.pinned,
+            "allowed": self.allowed,
+            "installed": self.installed,
+            "status": self.status,
+            "reason": self.reason,
+            "adaptations": list(self.adaptations),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    policy: str
+    checks: tuple[Check, ...]
+    mode: str  # "keras", "graph" or "refused"
+    reason: str
+    environment: str = "local"
+    adapters: dict[str, list[Adapter]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.mode != "refused"
+
+    @property
+    def blocking(self) -> list[Check]:
+        """The checks that keep the Keras path from being taken under this policy."""
+        return [c for c in self.checks if c.status not in ACCEPTED[self.policy]]
+
+    def table(self) -> str:
+        rows = [("component", "pinned", "allowed", "installed", "status")]
+        for check in self.checks:
+            status = (
+                check.status if check.status in ("exact",) else f"{check.status}: {check.reason}"
+            )
+            rows.append((check.name, check.pinned, check.allowed, check.installed or "-", status))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = []
+        for row in rows:
+            cells = [row[i].ljust(widths[i]) for i in range(4)]
+            lines.append("  ".join([*cells, row[4]]).rstrip())
+        return "\n".join(lines)
+
+    def remedies(self) -> list[str]:
+        hints = []
+        for check in self.blocking:
+            if check.status == "adapted":
+                hints.append(
+                    f"use policy 'adapt' to apply the adapters registered for {check.name}"
+                )
+            elif check.kind == "framework" or check.status == "missing":
+                hints.append(f"install {check.name} {check.allowed}")
+            else:
+                hints.append(
+                    f"install {check.name} {check.allowed}, or release {check.name} "
+                    f"{check.installed} with an @adapter for its objects from {check.pinned}"
+                )
+        if self.policy != "fallback" and _framework_ok(self.checks, "tensorflow"):
+            hints.append("or use policy 'fallback' to serve the SavedModel graph for inference")
+        return hints
+
+    def refusal(self, bundle: str) -> str:
+        lines = [f"{bundle} cannot be loaded under policy '{self.policy}': {self.reason}", ""]
+        lines.append(self.table())
+        remedies = self.remedies()
+        if remedies:
+            lines.append("")
+            lines.append("to load it: " + remedies[0])
+            lines.extend(f"         {hint}" for hint in remedies[1:])
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "mode": self.mode,
+            "ok": self.ok,
+            "reason": self.reason,
+            "environment": self.environment,
+            "checks": [check.to_json() for check in self.checks],
+        }
+
+
+def _framework_ok(checks: tuple[Check, ...], name: str) -> bool:
+    return any(
+        c.kind == "framework" and c.name == name and c.status in ("exact", "compatible")
+        for c in checks
+    )
+
+
+# -- environments ---------------------------------------------------------------------------------
+
+
+class Environment(Protocol):
+    label: str
+
+    def component(self, module: str, distribution: str | None) -> InstalledComponent: ...
+
+    def framework(self, name: str) -> str | None: ...
+
+    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]: ...
+
+
+def _installed_distribution(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _component_sources(module: str) -> list[Path]:
+    import sys
+
+    source = _find_source(module, sys.path)
+    if source is None:
+        return []
+    if source.name == "__init__.py":
+        return sorted(source.parent.rglob("*.py"))
+    return [source]
+
+
+class StaticEnvironment:
+    """This interpreter's installed versions, read without importing any component or framework."""
+
+    label = "local"
+
+    def component(self, module: str, distribution: str | None) -> InstalledComponent:
+        return static_version(module)
+
+    def framework(self, name: str) -> str | None:
+        return _installed_distribution(name)
+
+    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
+        return declared_adapters(_component_sources(module), module)
+
+
+class ImportedEnvironment:
+    """This interpreter after importing each component: what load_bundle will actually use."""
+
+    label = "local"
+
+    def component(self, module: str, distribution: str | None) -> InstalledComponent:
+        try:
+            loaded = import_component(module)
+        except Exception:
+            return InstalledComponent(module, None, None, False)
+        return imported_version(loaded)
+
+    def framework(self, name: str) -> str | None:
+        return _installed_distribution(name)
+
+    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
+        return registered_adapters()
+
+
+_FREEZE_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#]+)")
+
+
+class TargetEnvironment:
+    """A deploy target described by ``pip freeze`` output (``name==version`` lines)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.label = str(path)
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError("no such environment file", path=path) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read environment file: {error}", path=path) from error
+        self.versions: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith(("#", "-")) or " @ " in stripped:
+                continue  # comments, options, editable installs and direct references
+            match = _FREEZE_LINE.match(stripped)
+            if not match:
+                raise UsageError(
+                    f"line {number} is not 'name==version': {stripped[:80]!r}", path=path
+                )
+            self.versions[normalize_name(match[1])] = match[2]
+
+    def _lookup(self, *names: str | None) -> str | None:
+        for name in names:
+            if name and normalize_name(name) in self.versions:
+                return self.versions[normalize_name(name)]
+        return None
+
+    def component(self, module: str, distribution: str | None) -> InstalledComponent:
+        parts = module.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+        version = self._lookup(distribution, *prefixes)
+        return InstalledComponent(module, version, distribution, version is not None)
+
+    def framework(self, name: str) -> str | None:
+        return self._lookup(name)
+
+    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
+        # A target's code cannot be read from here; when this machine has the very same version
+        # of the component, its declared adapters are the target's too.
+        local = static_version(module)
+        if local.version is not None and local.version == installed.version:
+            return declared_adapters(_component_sources(module), module)
+        return []
+
+
+# -- the plan -------------------------------------------------------------------------------------
+
+
+def _same(left: str, right: str) -> bool:
+    try:
+        return parse_version(left).compare(parse_version(right)) == 0
+    except VersionError:
+        return left == right
+
+
+def _component_check(
+    component: dict[str, Any], env: Environment
+) -> tuple[Check, dict[str, list[Adapter]]]:
+    module = component["module"]
+    pinned = component["version"]
+    allowed = component["compatible"]
+    installed = env.component(module, component.get("distribution"))
+
+    def check(status: str, reason: str, adaptations: tuple[str, ...] = ()) -> Check:
+        return Check(
+            module, "component", pinned, allowed, installed.version, status, reason, adaptations
+        )
+
+    if not installed.found:
+        return check("missing", "not installed"), {}
+    if installed.version is None:
+        return check("incompatible", "installed, but it declares no version"), {}
+    try:
+        parse_version(installed.version)
+    except VersionError:
+        return check("incompatible", f"installed version {installed.version!r} is not semver"), {}
+    if _same(installed.version, pinned):
+        return check("exact", "same version as pinned"), {}
+    if parse_range(allowed).contains(installed.version):
+        return check("compatible", f"inside {allowed}"), {}
+    adapters = env.adapters(module, installed)
+    plan = plan_adaptations(adapters, list(component.get("objects", [])), pinned, installed.version)
+    if plan:
+        labels = tuple(step.label for steps in plan.values() for step in steps)
+        return check("adapted", f"outside {allowed}; adapters from {pinned}", labels), plan
+    return (
+        check("incompatible", f"outside {allowed} and no adapter from {pinned}"),
+        {},
+    )
+
+
+def _framework_check(name: str, pinned: str, env: Environment) -> Check:
+    installed = env.framework(name)
+    major = pinned.split(".", 1)[0]
+    allowed = f"{major}.x"
+    if installed is None:
+        return Check(name, "framework", pinned, allowed, None, "missing", "not installed")
+    if installed == pinned:
+        return Check(
+            name, "framework", pinned, allowed, installed, "exact", "same version as pinned"
+        )
+    if installed.split(".", 1)[0] == major:
+        return Check(
+            name, "framework", pinned, allowed, installed, "compatible", f"same major {major}"
+        )
+    return Check(
+        name,
+        "framework",
+        pinned,
+        allowed,
+        installed,
+        "incompatible",
+        f"major version changed from {major}",
+    )
+
+
+def make_plan(lock: dict[str, Any], policy: str, env: Environment) -> Plan:
+    """The load plan for a bundle's lock under ``policy`` in environment ``env``."""
+    if policy not in POLICIES:
+        raise UsageError(
+            f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}", field="policy"
+        )
+    checks = []
+    adapters: dict[str, list[Adapter]] = {}
+    for component in lock.get("components", []):
+        check, plan = _component_check(component, env)
+        checks.append(check)
+        adapters.update(plan)
+    environment = lock.get("environment", {})
+    for name in FRAMEWORKS:
+        checks.append(_framework_check(name, str(environment.get(name, "?")), env))
+    frozen = tuple(checks)
+    blocking = [c for c in frozen if c.status not in ACCEPTED[policy]]
+    if not blocking:
+        adapted = [c for c in frozen if c.status == "adapted"]
+        reason = (
+            "adapted: " + ", ".join(c.name for c in adapted)
+            if adapted
+            else "all pinned versions fit"
+        )
+        return Plan(policy, frozen, "keras", reason, env.label, adapters)
+    why = "; ".join(f"{c.name} {c.installed or '(missing)'}: {c.reason}" for c in blocking)
+    if policy == "fallback" and _framework_ok(frozen, "tensorflow"):
+        return Plan(
+            policy,
+            frozen,
+            "graph",
+            f"Keras path refused ({why}); serving the SavedModel graph",
+            env.label,
+        )
+    return Plan(policy, frozen, "refused", why, env.label)

@@ -1,0 +1,402 @@
+"""Loading a bundle in a service: verify, plan, then the Keras model, an adapted one, or the graph.
+
+The Keras path imports exactly the component modules the lock names, and before Keras sees the
+config it is scanned: every serialized object must come from Keras itself or from one of those
+modules. Keras 3 refuses to import other modules on its own, but a bundle must not depend on which
+Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused.
+
+Adapted loads rewrite ``config.json`` inside the ``.keras`` zip in memory (weights untouched) and
+hand the result to Keras's loader as a file object. The graph path loads ``saved_model/`` with
+``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code.
+
+Keras deserialization is guarded by one lock: services load from many threads, and Keras's
+registries and naming counters are process-wide.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .compat import ImportedEnvironment, Plan, make_plan
+from .components import import_component, registered_objects
+from .errors import (
+    BundleError,
+    ExampleMismatchError,
+    FallbackWarning,
+    IncompatibleBundleError,
+    IntegrityError,
+    LoadError,
+    UnsafeBundleError,
+    UnsafeLoadWarning,
+)
+from .lock import Lock
+from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
+
+log = logging.getLogger("bundler")
+
+CONFIG_MAX_BYTES = 64 << 20
+_keras_lock = threading.RLock()
+_BUILTIN_MODULES = ("keras", "builtins")
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedBundle:
+    """A loaded bundle: the model, how it was loaded, and what the bundle says about itself."""
+
+    path: Path
+    model: Any
+    mode: str  # "keras" or "graph"
+    lock: Lock
+    compatibility: Plan
+    adaptations: tuple[str, ...] = ()
+    _signature: Any = field(default=None, repr=False)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.lock.metadata)
+
+    @property
+    def digest(self) -> str:
+        return self.lock.digest
+
+    def predict(self, x: Any) -> Any:
+        """Run the model on ``x`` (an array, or a dict by input name); returns numpy."""
+        if self.mode == "graph":
+            return _graph_predict(self._signature, x)
+        import keras
+
+        outputs = self.model(x, training=False)
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+
+
+def _integrity(root: Path, verify: bool) -> dict[str, Any]:
+    lock, problems = read_lock(root)
+    if lock is not None:
+        problems += _check_artifacts(lock)
+        if verify:
+            problems += check_files(root, lock["files"])[0]
+    if problems:
+        raise IntegrityError(
+            f"the bundle failed verification ({len(problems)} problem"
+            f"{'s' if len(problems) > 1 else ''}); refusing to load it",
+            path=root,
+            details=[str(p) for p in problems],
+        )
+    assert lock is not None
+    return lock
+
+
+def load_bundle(
+    path: str | Path,
+    *,
+    policy: str = "adapt",
+    verify: bool = True,
+    check_examples: bool = False,
+    trusted_keys: Any = None,
+    unsafe: bool = False,
+) -> LoadedBundle:
+    """Load a bundle for inference or further training. See the module docstring for the paths.
+
+    ``verify=False`` skips hashing the files (the lock is still read and validated);
+    ``check_examples=True`` replays the golden examples through the chosen path;
+    ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs): only for bundles you made.
+    """
+    root = bundle_root(path)
+    if trusted_keys is not None:
+        from .signing import verify_signature
+
+        verify_signature(root, trusted_keys)
+    lock_json = _integrity(root, verify)
+    lock = Lock.model_validate(lock_json)
+    plan = make_plan(lock_json, policy, ImportedEnvironment())
+    if plan.mode == "refused":
+        raise IncompatibleBundleError(plan.refusal(str(root)), plan=plan, path=root)
+    loaded: LoadedBundle
+    if plan.mode == "keras":
+        try:
+            model, applied = _load_keras(root, lock, plan, unsafe)
+            loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))
+        except (LoadError, UnsafeBundleError) as error:
+            if policy != "fallback" or isinstance(error, UnsafeBundleError):
+                raise
+            loaded = _load_graph(root, lock, plan, f"the Keras model could not be loaded: {error}")
+    else:
+        loaded = _load_graph(root, lock, plan, plan.reason)
+    if check_examples:
+        _, problems = replay_examples(loaded)
+        if problems:
+            raise ExampleMismatchError(
+                "golden examples drifted", path=root, details=[str(p) for p in problems]
+            )
+    return loaded
+
+
+# -- the Keras path -------------------------------------------------------------------------------
+
+
+def _serialized_objects(node: Any) -> Iterator[dict[str, Any]]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("class_name"), str) and "config" in current:
+                yield current
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+def check_config_modules(config: Any, allowed: list[str], where: str) -> None:
+    """Refuse a config naming a module outside Keras and the lock's components."""
+    for obj in _serialized_objects(config):
+        module = obj.get("module")
+        if module is None:
+            continue
+        if not isinstance(module, str):
+            raise UnsafeBundleError(f"{obj['class_name']!r} has a non-string module", path=where)
+        top = module.split(".", 1)[0]
+        if top in _BUILTIN_MODULES or any(
+            module == m or module.startswith(m + ".") for m in allowed
+        ):
+            continue
+        raise UnsafeBundleError(
+            f"the model config names module {module!r} (for {obj['class_name']!r}), which is not "
+            f"a component in the lock ({', '.join(allowed) or 'none'}); refusing to load it",
+            path=where,
+        )
+
+
+def _read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
+    try:
+        info = archive.getinfo("config.json")
+    except KeyError:
+        raise LoadError("model.keras has no config.json", path=where) from None
+    if info.file_size > CONFIG_MAX_BYTES:
+        raise UnsafeBundleError(f"config.json is larger than {CONFIG_MAX_BYTES} bytes", path=where)
+    try:
+        config = json.loads(archive.read(info))
+    except (ValueError, RecursionError) as error:
+        raise LoadError(f"config.json is not valid JSON: {error}", path=where) from error
+    if not isinstance(config, dict):
+        raise LoadError("config.json is not a JSON object", path=where)
+    return config
+
+
+def _rewritten(archive: zipfile.ZipFile, config: dict[str, Any]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for info in archive.infolist():
+            data = (
+                json.dumps(config).encode()
+                if info.filename == "config.json"
+                else archive.read(info)
+            )
+            out.writestr(info, data)
+    buffer.seek(0)
+    return buffer
+
+
+def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, list[str]]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    from keras.src.saving import saving_lib
+
+    where = str(root / lock.artifacts.keras)
+    modules = [component.module for component in lock.components]
+    custom_objects: dict[str, Any] = {}
+    for component in lock.components:
+        custom_objects.update(registered_objects(import_component(component.module)))
+    if unsafe:
+        message = f"loading {root} with Keras safe_mode OFF: code inside the model will run"
+        log.warning(message)
+        warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
+    try:
+        archive = zipfile.ZipFile(where)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise LoadError(
+            f"model.keras is not a readable .keras file: {error}", path=where
+        ) from error
+    with archive:
+        config = _read_config(archive, where)
+        check_config_modules(config, modules, where)
+        applied: list[str] = []
+        if plan.adapters:
+            from .adapters import apply_to_config
+
+            config, applied = apply_to_config(config, plan.adapters)
+            source: Any = _rewritten(archive, config)
+        else:
+            source = None
+        with _keras_lock:
+            try:
+                if source is None:
+                    model = keras.saving.load_model(
+                        where, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
+                    )
+                else:
+                    model = saving_lib.load_model(
+                        source, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
+                    )
+            except BundleError:
+                raise
+            except Exception as error:
+                text = f"{type(error).__name__}: {error}"
+                if "lambda" in text.lower() and "safe" in text.lower():
+                    raise UnsafeBundleError(
+                        "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                        "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                        path=where,
+                    ) from error
+                if len(text) > 600:
+                    text = text[:597] + "..."
+                raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+    return model, applied
+
+
+# -- the graph path -------------------------------------------------------------------------------
+
+
+def _load_graph(root: Path, lock: Lock, plan: Plan, why: str) -> LoadedBundle:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    folder = root / lock.artifacts.saved_model
+    with _keras_lock:
+        try:
+            graph = tf.saved_model.load(str(folder))
+        except Exception as error:
+            raise LoadError(
+                f"the SavedModel could not be loaded either: {type(error).__name__}: {error}",
+                path=folder,
+            ) from error
+    signature = graph.signatures.get("serving_default")
+    if signature is None:
+        raise LoadError("the SavedModel has no serving_default signature", path=folder)
+    message = f"{root}: serving the SavedModel graph, not the full Keras model: {why}"
+    log.warning(message)
+    warnings.warn(message, FallbackWarning, stacklevel=3)
+    return LoadedBundle(root, graph, "graph", lock, plan, (), signature)
+
+
+def _graph_predict(signature: Any, x: Any) -> Any:
+    import numpy as np
+    import tensorflow as tf
+
+    specs = signature.structured_input_signature[1]
+    if isinstance(x, dict):
+        feed = dict(x)
+    elif len(specs) == 1:
+        feed = {next(iter(specs)): x}
+    elif isinstance(x, (list, tuple)) and len(x) == len(specs):
+        feed = dict(zip(specs, x, strict=False))  # positional inputs, in the model's input order
+    else:
+        raise LoadError(f"the model takes inputs {sorted(specs)}; pass a dict by name")
+    missing = set(specs) - set(feed)
+    if missing:
+        raise LoadError(f"missing inputs {sorted(missing)}; the model takes {sorted(specs)}")
+    tensors = {
+        name: tf.convert_to_tensor(np.asarray(value), dtype=specs[name].dtype)
+        for name, value in feed.items()
+    }
+    outputs = {key: value.numpy() for key, value in signature(**tensors).items()}
+    names = sorted(outputs, key=lambda k: (len(k), k))
+    if all(name.startswith("output_") and name[7:].isdigit() for name in names):
+        ordered = [outputs[name] for name in names]
+        return ordered[0] if len(ordered) == 1 else ordered
+    return outputs
+
+
+# -- golden examples ------------------------------------------------------------------------------
+
+
+def _as_named(outputs: Any) -> dict[str, Any]:
+    import numpy as np
+
+    if isinstance(outputs, dict):
+        return {str(k): np.asarray(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return {f"output_{i}": np.asarray(v) for i, v in enumerate(outputs)}
+    return {"output_0": np.asarray(outputs)}
+
+
+def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Run each golden example through the loaded model; compare with the stored outputs."""
+    import numpy as np
+
+    results: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for example in loaded.lock.examples:
+        with np.load(loaded.path / example.inputs, allow_pickle=False) as archive:
+            inputs = {key: archive[key] for key in archive.files}
+        with np.load(loaded.path / example.outputs, allow_pickle=False) as archive:
+            expected = {key: archive[key] for key in archive.files}
+        feed: Any = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+        try:
+            actual = _as_named(loaded.predict(feed))
+        except Exception as error:
+            problems.append(
+                Problem(example.inputs, "smoke", f"example {example.name!r} failed to run: {error}")
+            )
+            results.append({"name": example.name, "ok": False, "error": str(error)})
+            continue
+        worst_abs = 0.0
+        worst_rel = 0.0
+        diffs = []
+        for key, want in expected.items():
+            got = actual.get(key)
+            if got is None or got.shape != want.shape:
+                shape = None if got is None else list(got.shape)
+                diffs.append(f"output {key!r}: shape {shape}, expected {list(want.shape)}")
+                continue
+            delta = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            worst_abs = max(worst_abs, float(delta.max(initial=0.0)))
+            scale = np.abs(want.astype(np.float64))
+            rel = delta / np.where(scale == 0, 1.0, scale)
+            worst_rel = max(worst_rel, float(rel.max(initial=0.0)))
+            if not np.allclose(got, want, rtol=example.rtol, atol=example.atol):
+                index = np.unravel_index(int(np.argmax(delta - example.rtol * scale)), delta.shape)
+                diffs.append(
+                    f"output {key!r} at {tuple(int(i) for i in index)}: got {got[index]!r}, "
+                    f"expected {want[index]!r} (max abs diff {float(delta.max()):.3g}, "
+                    f"rtol {example.rtol:g}, atol {example.atol:g})"
+                )
+        ok = not diffs
+        results.append(
+            {
+                "name": example.name,
+                "ok": ok,
+                "max_abs_diff": worst_abs,
+                "max_rel_diff": worst_rel,
+                "mode": loaded.mode,
+            }
+        )
+        for diff in diffs:
+            problems.append(
+                Problem(example.outputs, "smoke", f"example {example.name!r} drifted: {diff}")
+            )
+    return results, problems
+
+
+def smoke_test(
+    root: Path, lock: dict[str, Any], policy: str
+) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FallbackWarning)
+            loaded = load_bundle(root, policy=policy, verify=False)
+    except BundleError as error:
+        return [], [Problem(".", "smoke", f"loading for the smoke test failed: {error}")]
+    if not loaded.lock.examples:
+        return [], []
+    return replay_examples(loaded)

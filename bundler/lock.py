@@ -1,0 +1,141 @@
+"""``bundle.lock.json``: the bundle's self-description, its canonical JSON and its digest.
+
+Format ``bundler.bundle/v1``::
+
+    {
+      "format": "bundler.bundle/v1",
+      "name": ..., "version": ..., "description": ...,
+      "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
+      "manifest": {...},                   # the normalized manifest the bundle was built from
+      "components": [{"module", "version" (pinned), "requirement", "compatible",
+                      "distribution", "objects", "source_sha256"}],
+      "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
+      "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
+      "files": {"<posix path>": {"size": int, "sha256": "<hex>"}},   # every file but the lock
+      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>"
+    }
+
+Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
+gives the same bytes, so the digest identifies the bundle's content whatever wrote the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+
+from .digest import unsafe_path_reason
+
+FORMAT = "bundler.bundle/v1"
+LOCK_FILENAME = "bundle.lock.json"
+SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the lock, not in the table
+LOCK_MAX_BYTES = 64 << 20
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def files_digest(files: dict[str, dict[str, Any]]) -> str:
+    """The bundle digest: sha256 over the canonical JSON of the files table."""
+    table = {
+        path: {"sha256": entry["sha256"], "size": entry["size"]} for path, entry in files.items()
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(table)).hexdigest()
+
+
+def _bundle_path(value: str) -> str:
+    reason = unsafe_path_reason(value)
+    if reason:
+        raise ValueError(f"path {value!r} {reason}")
+    return value
+
+
+BundlePath = Annotated[str, AfterValidator(_bundle_path)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileEntry(_Frozen):
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class LockedComponent(_Frozen):
+    module: str = Field(description="Importable dotted module name.")
+    version: str = Field(description="The version installed at build time (pinned).")
+    requirement: str = Field(description="The manifest's requirement the pinned version met.")
+    compatible: str = Field(description="Versions that may load the bundle.")
+    distribution: str | None = Field(
+        default=None, description="The installed distribution providing the module, if any."
+    )
+    objects: list[str] = Field(
+        default_factory=list, description="Keras registered names the module provides."
+    )
+    source_sha256: str = Field(
+        pattern=SHA256_PATTERN, description="sha256 over the module's source files."
+    )
+
+
+class Environment(_Frozen):
+    python: str
+    tensorflow: str
+    keras: str
+    numpy: str
+    bundler: str
+    platform: str
+
+
+class Artifacts(_Frozen):
+    keras: BundlePath = "model.keras"
+    saved_model: BundlePath = "saved_model"
+    examples: BundlePath | None = None
+
+
+class LockedExample(_Frozen):
+    name: str
+    inputs: BundlePath
+    outputs: BundlePath
+    rtol: float = Field(ge=0)
+    atol: float = Field(ge=0)
+
+
+class Lock(_Frozen):
+    """The contents of ``bundle.lock.json``."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="bundler bundle lock",
+        json_schema_extra={"$id": "https://bundler.dev/schemas/lock.schema.json"},
+    )
+
+    format: Literal["bundler.bundle/v1"]
+    name: str
+    version: str
+    description: str | None = None
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    manifest: dict[str, JsonValue]
+    components: list[LockedComponent]
+    environment: Environment
+    artifacts: Artifacts
+    files: dict[BundlePath, FileEntry]
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    examples: list[LockedExample] = Field(default_factory=list)
+    created: str = Field(description="UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH.")
+
+    def to_json(self) -> bytes:
+        """The lock file's bytes: readable (indented, sorted), ending with a newline."""
+        text = json.dumps(
+            self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False
+        )
+        return (text + "\n").encode("utf-8")

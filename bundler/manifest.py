@@ -1,0 +1,425 @@
+"""The manifest: pydantic models of ``apiVersion: bundler/v1``, and reading one from YAML or JSON.
+
+Reading is strict because a manifest is written by hand: unknown keys, duplicate keys, YAML tags
+that construct Python objects, alias bombs and over-deep nesting are refused, each with an error
+that names the file, the field path (``components[1].version``) and the offending value.
+
+Older ``apiVersion``s are migrated forward on read, one function a step (``MIGRATIONS``); a newer
+one than this bundler knows is refused with "upgrade bundler".
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .digest import unsafe_path_reason
+from .errors import BundleError, ManifestError
+from .versions import VersionError, parse_range, parse_version
+
+API_VERSION = "bundler/v1"
+MANIFEST_MAX_BYTES = 1 << 20
+MAX_NODES = 100_000  # after alias expansion: a hand-written manifest is far smaller
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+EXAMPLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+# apiVersion -> function turning a manifest of that version into one of the next version.
+MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _relative_path(value: str) -> str:
+    reason = unsafe_path_reason(value)
+    if reason:
+        raise ValueError(f"path {value!r} {reason}; paths are relative to the manifest's folder")
+    return value
+
+
+def _semver(value: str) -> str:
+    try:
+        parse_version(value)
+    except VersionError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def _version_range(value: str) -> str:
+    try:
+        parse_range(value)
+    except VersionError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+RelativePath = Annotated[
+    str,
+    AfterValidator(_relative_path),
+    Field(description="A POSIX path relative to the manifest's folder, without '..'."),
+]
+SemVer = Annotated[
+    str,
+    AfterValidator(_semver),
+    Field(description="A semantic version, MAJOR.MINOR.PATCH[-pre][+build]."),
+]
+VersionRangeText = Annotated[
+    str,
+    AfterValidator(_version_range),
+    Field(
+        description="A version or range: exact '1.2.0', comparators '>=1.2.0 <2.0.0' (space or "
+        "comma separated), caret '^1.2.0', tilde '~1.2.0'."
+    ),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class ModelSpec(_Strict):
+    """How to create the model: a factory called with keyword arguments, then optional weights."""
+
+    factory: str = Field(
+        pattern=FACTORY_PATTERN,
+        description="'module:attribute' of a callable that returns a keras.Model.",
+        examples=["text_classifier.model:build"],
+    )
+    args: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Keyword arguments for the factory."
+    )
+    weights: RelativePath | None = Field(
+        default=None, description="Weights file loaded with model.load_weights after the factory."
+    )
+
+
+class ComponentSpec(_Strict):
+    """A module holding custom objects (layers, losses, metrics), with its semantic version."""
+
+    module: str = Field(pattern=MODULE_PATTERN, description="Importable dotted module name.")
+    version: VersionRangeText = Field(
+        description="Requirement on the installed version at build time: exact or a range."
+    )
+    compatible: VersionRangeText | None = Field(
+        default=None,
+        description="Versions that may load the bundle; default '^<pinned version>'.",
+    )
+
+
+NestedNumbers = list[Any]
+
+
+class ExampleSpec(_Strict):
+    """A golden input: run at build time, its outputs stored, replayed by verify --smoke."""
+
+    name: str = Field(pattern=EXAMPLE_NAME_PATTERN)
+    inputs: RelativePath | NestedNumbers | dict[str, NestedNumbers] = Field(
+        description="A .npz file relative to the manifest, nested lists for a single input, "
+        "or a mapping from input name to nested lists."
+    )
+    rtol: float = Field(default=1.0e-5, ge=0)
+    atol: float = Field(default=1.0e-6, ge=0)
+
+    @field_validator("inputs")
+    @classmethod
+    def _npz_only(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.endswith(".npz"):
+            raise ValueError(f"example inputs file {value!r} must be a .npz file")
+        return value
+
+
+class Manifest(_Strict):
+    """A bundle manifest, ``apiVersion: bundler/v1``."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="bundler manifest",
+        json_schema_extra={"$id": "https://bundler.dev/schemas/manifest.schema.json"},
+    )
+
+    apiVersion: Literal["bundler/v1"] = Field(description="Manifest format version.")
+    name: str = Field(pattern=NAME_PATTERN, description="Bundle name, safe as a folder name.")
+    version: SemVer = Field(description="The model's own semantic version.")
+    description: str | None = Field(default=None, max_length=4096)
+    model: ModelSpec
+    components: list[ComponentSpec] = Field(default_factory=list)
+    paths: list[RelativePath] = Field(
+        default_factory=list,
+        description="sys.path entries for the build, relative to the manifest's folder.",
+    )
+    metadata: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Free-form JSON: data sets, hyperparameters, metrics, owners.",
+    )
+    examples: list[ExampleSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Manifest:
+        for label, names in (
+            ("components", [c.module for c in self.components]),
+            ("examples", [e.name for e in self.examples]),
+        ):
+            seen: set[str] = set()
+            for index, name in enumerate(names):
+                if name in seen:
+                    raise ValueError(f"{label}[{index}] repeats {name!r}")
+                seen.add(name)
+        return self
+
+
+class ManifestSource(NamedTuple):
+    """A validated manifest and the file it came from (relative paths resolve from its folder)."""
+
+    manifest: Manifest
+    path: Path
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: the second one would silently win otherwise."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _count_nodes(value: Any, memo: dict[int, int], active: set[int]) -> int:
+    """Size of ``value`` with every alias expanded, computed once per shared object."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ManifestError("a YAML alias refers to itself (recursive structure)")
+    active.add(key)
+    children = value.values() if isinstance(value, dict) else value
+    total = 1
+    for child in children:
+        total += _count_nodes(child, memo, active)
+        if total > MAX_NODES:
+            break
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
+def parse_document(text: str, path: Path) -> Any:
+    """YAML or JSON text to plain Python values, safely; JSON first when it looks like JSON."""
+    try:
+        if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            try:
+                return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+            except json.JSONDecodeError as error:
+                if path.suffix.lower() == ".json":
+                    raise ManifestError(
+                        f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}",
+                        path=path,
+                    ) from error
+            except ValueError as error:
+                raise ManifestError(str(error), path=path) from error
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        if "python/" in str(error):
+            problem = f"{problem} (YAML tags that build Python objects are not allowed)"
+        raise ManifestError(f"invalid YAML{where}: {problem}", path=path) from error
+    except RecursionError as error:
+        raise ManifestError("the document is nested too deeply", path=path) from error
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys allowed at ``loc`` (the parent of an unknown key), for 'did you mean'."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = field.annotation
+        # unwrap list[X] / X | None to the model inside, if any
+        for arg in getattr(current, "__args__", ()) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+                break
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _describe(error: Any, model: type[BaseModel]) -> tuple[str, str, Any]:
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    field = _field_path(loc)
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        near = difflib.get_close_matches(key, _known_keys(model, loc[:-1]), n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return field, f"unknown key {key!r}{hint}", value
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if error["type"] == "missing":
+        return field, "is required", None
+    shown = json.dumps(value, default=str)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return field, f"{message} (got {shown})", value
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic puts the union member it tried in the location: 'str', 'function-after[...]'
+    return isinstance(part, str) and (
+        "[" in part or part in {"str", "list", "dict", "int", "float", "bool"}
+    )
+
+
+def validation_error(
+    error: ValidationError, path: Path | str, model: type[BaseModel], kind: type[BundleError]
+) -> BundleError:
+    """Turn a pydantic ValidationError into one of our errors naming file, field and value."""
+    described = []
+    seen = set()
+    for item in error.errors():
+        entry = _describe(item, model)
+        if (entry[0], entry[1]) not in seen:
+            seen.add((entry[0], entry[1]))
+            described.append(entry)
+    field, message, value = described[0]
+    details = [f"{f}: {m}" for f, m, _ in described[1:]]
+    if details:
+        details.insert(0, f"and {len(details)} more problem{'s' if len(details) > 1 else ''}:")
+    return kind(message, path=path, field=field or None, value=value, details=details)
+
+
+_API_VERSION_RE = re.compile(r"^bundler/v(\d+)$")
+
+
+def _migrate(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    api = document.get("apiVersion")
+    if api is None:
+        raise ManifestError(
+            f"is required (this bundler reads {API_VERSION!r})", path=path, field="apiVersion"
+        )
+    match = _API_VERSION_RE.match(str(api))
+    if not match:
+        raise ManifestError(
+            f"unknown apiVersion {api!r}; expected {API_VERSION!r}", path=path, field="apiVersion"
+        )
+    known = int(API_VERSION.rsplit("v", 1)[1])
+    if int(match.group(1)) > known:
+        raise ManifestError(
+            f"{api!r} is newer than this bundler understands ({API_VERSION!r}); upgrade bundler",
+            path=path,
+            field="apiVersion",
+            value=api,
+        )
+    while document.get("apiVersion") != API_VERSION:
+        step = MIGRATIONS.get(str(document.get("apiVersion")))
+        if step is None:
+            raise ManifestError(
+                f"no migration from {document.get('apiVersion')!r}", path=path, field="apiVersion"
+            )
+        document = step(document)
+    return document
+
+
+def manifest_from_document(document: Any, path: Path | str) -> Manifest:
+    path = Path(path)
+    if not isinstance(document, dict):
+        kind = type(document).__name__ if document is not None else "an empty document"
+        raise ManifestError(f"a manifest is a mapping of keys to values, not {kind}", path=path)
+    if _count_nodes(document, {}, set()) > MAX_NODES:
+        raise ManifestError(
+            f"the document has more than {MAX_NODES} values once YAML aliases are expanded",
+            path=path,
+        )
+    document = _migrate(document, path)
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as error:
+        raise validation_error(error, path, Manifest, ManifestError) from None
+    except RecursionError as error:
+        raise ManifestError("the document is nested too deeply", path=path) from error
+
+
+def read_manifest(path: str | Path) -> ManifestSource:
+    """Read and validate a manifest file (YAML or JSON)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read(MANIFEST_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ManifestError("no such manifest file", path=path) from None
+    except IsADirectoryError:
+        raise ManifestError("is a folder; give the manifest file itself", path=path) from None
+    except OSError as error:
+        raise ManifestError(f"cannot read: {error.strerror}", path=path) from error
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise ManifestError(f"is larger than {MANIFEST_MAX_BYTES} bytes", path=path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"is not UTF-8 text (byte {error.start})", path=path) from error
+    document = parse_document(text, path)
+    return ManifestSource(manifest_from_document(document, path), path.resolve())

@@ -1,0 +1,191 @@
+"""Detached Ed25519 signatures over a bundle: who vouches for this exact content.
+
+``bundle.sig.json`` sits beside ``bundle.lock.json`` and, like the lock, is not in the files
+table (signing must not change the digest it signs)::
+
+    {
+      "format": "bundler.signature/v1",
+      "algorithm": "ed25519",
+      "key_id": "sha256:<hex of the raw 32-byte public key>",
+      "statement": {"type": "bundler.signature/v1", "name": ..., "version": ...,
+                    "digest": "sha256:<bundle digest>", "lock_sha256": "<hex of the lock file>"},
+      "signature": "<base64 of Ed25519(canonical_json(statement))>"
+    }
+
+The statement binds the bundle digest (which covers every file) *and* the lock file's own bytes,
+so the pinned versions, compatible ranges and metadata in the lock are vouched for too, not only
+the files. A signature is checked before anything else in the bundle is believed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import SignatureError, UsageError
+from .lock import LOCK_FILENAME, SIGNATURE_FILENAME, canonical_json
+
+SIGNATURE_FORMAT = "bundler.signature/v1"
+
+
+def _crypto() -> Any:
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as error:  # pragma: no cover - cryptography is a dependency
+        raise UsageError("signing needs the 'cryptography' package") from error
+    return serialization, ed25519
+
+
+def key_id(public_key: Any) -> str:
+    serialization, _ = _crypto()
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def keygen(prefix: str | Path, *, force: bool = False) -> tuple[Path, Path]:
+    """Write PREFIX.pem (private, mode 0600) and PREFIX.pub.pem (public)."""
+    serialization, ed25519 = _crypto()
+    private_path = Path(f"{prefix}.pem")
+    public_path = Path(f"{prefix}.pub.pem")
+    for path in (private_path, public_path):
+        if path.exists() and not force:
+            raise UsageError("already exists; pass --force to overwrite it", path=path)
+    key = ed25519.Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return private_path, public_path
+
+
+def _load_key(source: Any, private: bool) -> Any:
+    serialization, ed25519 = _crypto()
+    wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if isinstance(source, wanted):
+        return source
+    if isinstance(source, (str, Path)):
+        try:
+            data = Path(source).read_bytes()
+        except OSError as error:
+            raise UsageError(f"cannot read key: {error.strerror}", path=source) from error
+        where: Any = source
+    elif isinstance(source, bytes):
+        data, where = source, None
+    else:
+        raise UsageError(
+            f"a key is a PEM file path, PEM bytes or a key object, not {type(source).__name__}"
+        )
+    try:
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
+    except (ValueError, TypeError) as error:
+        kind = "private" if private else "public"
+        raise UsageError(f"is not a PEM {kind} key: {error}", path=where) from error
+    if not isinstance(key, wanted):
+        raise UsageError("is not an Ed25519 key (bundler signs with Ed25519)", path=where)
+    return key
+
+
+def _statement(root: Path) -> dict[str, Any]:
+    lock_bytes = (root / LOCK_FILENAME).read_bytes()
+    lock = json.loads(lock_bytes)
+    return {
+        "type": SIGNATURE_FORMAT,
+        "name": lock.get("name"),
+        "version": lock.get("version"),
+        "digest": lock.get("digest"),
+        "lock_sha256": hashlib.sha256(lock_bytes).hexdigest(),
+    }
+
+
+def sign_bundle(bundle: str | Path, private_key: Any) -> str:
+    """Sign a verified bundle; writes bundle.sig.json atomically and returns the key id."""
+    from .verify import verify_bundle
+
+    root = Path(bundle)
+    report = verify_bundle(root)
+    if not report.integrity_ok:
+        raise SignatureError(
+            "refusing to sign a bundle that fails verification",
+            path=root,
+            details=[str(p) for p in report.problems],
+        )
+    key = _load_key(private_key, private=True)
+    statement = _statement(root)
+    document = {
+        "format": SIGNATURE_FORMAT,
+        "algorithm": "ed25519",
+        "key_id": key_id(key.public_key()),
+        "statement": statement,
+        "signature": base64.b64encode(key.sign(canonical_json(statement))).decode("ascii"),
+    }
+    temporary = root / f".{SIGNATURE_FILENAME}.tmp"
+    temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, root / SIGNATURE_FILENAME)
+    return str(document["key_id"])
+
+
+def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> str:
+    """Check bundle.sig.json against the trusted public keys; returns the signing key's id."""
+    root = Path(bundle)
+    keys = (
+        [trusted_keys]
+        if isinstance(trusted_keys, (str, Path, bytes)) or not isinstance(trusted_keys, Iterable)
+        else list(trusted_keys)
+    )
+    trusted = {key_id(k): k for k in (_load_key(source, private=False) for source in keys)}
+    if not trusted:
+        raise UsageError("no trusted keys given")
+    path = root / SIGNATURE_FILENAME
+    if path.is_symlink() or not path.is_file():
+        raise SignatureError("the bundle is not signed (a signature is required)", path=path)
+    try:
+        document = json.loads(path.read_bytes()[: 1 << 20])
+        statement = document["statement"]
+        signature = base64.b64decode(document["signature"], validate=True)
+        signer = document["key_id"]
+        if document.get("format") != SIGNATURE_FORMAT or document.get("algorithm") != "ed25519":
+            raise ValueError("unknown signature format")
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        raise SignatureError(f"is not a valid signature file: {error}", path=path) from error
+    key = trusted.get(signer)
+    if key is None:
+        raise SignatureError(
+            f"signed by key {signer}, which is not among the trusted keys", path=path
+        )
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(signature, canonical_json(statement))
+    except InvalidSignature:
+        raise SignatureError(
+            "the signature does not match its statement (forged or damaged)", path=path
+        ) from None
+    try:
+        actual = _statement(root)
+    except (OSError, ValueError) as error:
+        raise SignatureError(
+            f"cannot read the lock to check the signature: {error}", path=path
+        ) from error
+    for field in ("digest", "lock_sha256"):
+        if statement.get(field) != actual[field]:
+            raise SignatureError(
+                f"the signature is for another bundle or an earlier lock ({field} differs)",
+                path=path,
+            )
+    return str(signer)

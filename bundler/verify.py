@@ -1,0 +1,350 @@
+"""Verification: is this bundle intact, and would it load here (or on a target)?
+
+Three layers, each reported in full rather than stopping at the first problem:
+
+1. the lock: readable, bounded in size, of a known format, valid against ``lock.schema.json``,
+   every path in it safe, and its digest equal to the digest of its own files table;
+2. the files: every listed file present as a plain file with the listed size and sha256; nothing
+   extra, no symlinks, FIFOs, devices or hard links; nothing outside the bundle is ever opened;
+3. the plan: what ``load_bundle`` with the same policy would do with the installed versions.
+
+None of this imports TensorFlow or Keras: component versions are read from source text, and
+framework versions from distribution metadata. Only ``smoke=True`` runs the model, and so imports
+TensorFlow, after everything else passed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .compat import POLICIES, Environment, Plan, StaticEnvironment, make_plan
+from .digest import FileDigest, Progress, hash_files, unsafe_path_reason, walk_tree
+from .errors import UsageError
+from .lock import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, files_digest
+
+_FORMAT_RE = re.compile(r"^bundler\.bundle/v(\d+)$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a bundle, by the file it is about."""
+
+    path: str
+    # lock, schema, digest, missing, extra, changed, size, symlink, unsafe, incompatible, smoke
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "kind": self.kind, "message": self.message}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    bundle: str
+    problems: tuple[Problem, ...]
+    lock: dict[str, Any] | None = field(default=None, repr=False)
+    plan: Plan | None = None
+    files_checked: int = 0
+    bytes_hashed: int = 0
+    seconds: float = 0.0
+    smoke: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def digest(self) -> str | None:
+        return self.lock.get("digest") if self.lock else None
+
+    @property
+    def integrity_ok(self) -> bool:
+        return not any(p.kind not in ("incompatible", "smoke") for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        lock = self.lock or {}
+        return {
+            "bundle": self.bundle,
+            "ok": self.ok,
+            "name": lock.get("name"),
+            "version": lock.get("version"),
+            "digest": self.digest,
+            "problems": [problem.to_json() for problem in self.problems],
+            "plan": self.plan.to_json() if self.plan else None,
+            "files_checked": self.files_checked,
+            "bytes_hashed": self.bytes_hashed,
+            "seconds": round(self.seconds, 4),
+            "smoke": list(self.smoke),
+        }
+
+
+@cache
+def lock_schema() -> dict[str, Any]:
+    text = resources.files("bundler.schemas").joinpath("lock.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _json_path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def bundle_root(path: str | Path) -> Path:
+    """The bundle folder, or a UsageError when ``path`` is not a bundle at all (exit 2)."""
+    root = Path(path)
+    if not root.exists() and not root.is_symlink():
+        raise UsageError("no such bundle folder", path=root)
+    if root.is_symlink() or not root.is_dir():
+        raise UsageError("is not a bundle folder", path=root)
+    lock = root / LOCK_FILENAME
+    if not lock.exists() and not lock.is_symlink():
+        raise UsageError(f"is not a bundle: it has no {LOCK_FILENAME}", path=root)
+    return root
+
+
+def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The lock as validated JSON, or the problems that make it unusable."""
+    path = root / LOCK_FILENAME
+    try:
+        info = path.lstat()
+    except OSError as error:
+        return None, [Problem(LOCK_FILENAME, "lock", f"cannot be read: {error.strerror}")]
+    if not path.is_file() or path.is_symlink():
+        return None, [Problem(LOCK_FILENAME, "lock", "is not a plain file")]
+    if info.st_size > LOCK_MAX_BYTES:
+        return None, [Problem(LOCK_FILENAME, "lock", f"is larger than {LOCK_MAX_BYTES} bytes")]
+    try:
+        text = path.read_bytes().decode("utf-8")
+        document = json.loads(text)
+    except UnicodeDecodeError:
+        return None, [Problem(LOCK_FILENAME, "lock", "is not UTF-8 text")]
+    except json.JSONDecodeError as error:
+        return None, [
+            Problem(
+                LOCK_FILENAME,
+                "lock",
+                f"is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
+            )
+        ]
+    except RecursionError:
+        return None, [Problem(LOCK_FILENAME, "lock", "is nested too deeply to be a lock")]
+    except OSError as error:
+        return None, [Problem(LOCK_FILENAME, "lock", f"cannot be read: {error.strerror}")]
+    if not isinstance(document, dict):
+        return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
+    fmt = document.get("format")
+    match = _FORMAT_RE.match(fmt) if isinstance(fmt, str) else None
+    if match and match[0] != FORMAT and int(match[1]) > int(FORMAT.rsplit("v", 1)[1]):
+        return None, [
+            Problem(
+                LOCK_FILENAME,
+                "lock",
+                f"format {fmt!r} is newer than this bundler understands ({FORMAT!r}); "
+                "upgrade bundler",
+            )
+        ]
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(lock_schema())
+    try:
+        errors = sorted(
+            validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))
+        )
+    except RecursionError:
+        return None, [Problem(LOCK_FILENAME, "lock", "is nested too deeply to be a lock")]
+    if errors:
+        problems = []
+        for failure in errors[:20]:
+            message = failure.message
+            shown = message if len(message) < 200 else message[:197] + "..."
+            problems.append(
+                Problem(LOCK_FILENAME, "schema", f"{_json_path(failure.absolute_path)}: {shown}")
+            )
+        return None, problems
+    problems = [
+        Problem(LOCK_FILENAME, "unsafe", f"files: path {name!r} {reason}")
+        for name in document["files"]
+        if (reason := unsafe_path_reason(name)) is not None
+    ]
+    if problems:
+        return None, problems
+    if files_digest(document["files"]) != document["digest"]:
+        problems.append(
+            Problem(
+                LOCK_FILENAME,
+                "digest",
+                "digest does not match the lock's own files table (the lock was edited)",
+            )
+        )
+    return document, problems
+
+
+def check_files(
+    root: Path, files: dict[str, Any], progress: Progress | None = None
+) -> tuple[list[Problem], int]:
+    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed)."""
+    problems: list[Problem] = []
+    try:
+        entries = walk_tree(root)
+    except OSError as error:
+        return [Problem(".", "unreadable", f"cannot list the bundle: {error.strerror}")], 0
+    found = {entry.path: entry for entry in entries}
+    for entry in entries:
+        if entry.path in (LOCK_FILENAME, SIGNATURE_FILENAME):
+            continue  # the two files that describe the bundle are not in its files table
+        if entry.kind == "dir":
+            if entry.path in files:
+                problems.append(Problem(entry.path, "type", "is a folder, the lock lists a file"))
+            continue
+        if entry.kind != "file":
+            problems.append(
+                Problem(entry.path, entry.kind, f"is a {entry.kind}; bundles hold plain files only")
+            )
+        elif entry.path not in files:
+            problems.append(Problem(entry.path, "extra", "is not listed in the lock (extra file)"))
+        elif entry.links > 1:
+            problems.append(
+                Problem(
+                    entry.path,
+                    "hardlink",
+                    f"is hard-linked ({entry.links} links); bundles hold their own copies",
+                )
+            )
+    to_hash = []
+    for name, expected in files.items():
+        listed = found.get(name)
+        if listed is None:
+            problems.append(Problem(name, "missing", "is missing"))
+        elif listed.kind == "file" and listed.links == 1:
+            if listed.size != expected["size"]:
+                problems.append(
+                    Problem(
+                        name, "size", f"has {listed.size} bytes, the lock says {expected['size']}"
+                    )
+                )
+            else:
+                to_hash.append(name)
+    hashed = hash_files(root, to_hash, progress=progress)
+    total = 0
+    for name in to_hash:
+        result = hashed[name]
+        if isinstance(result, FileDigest):
+            total += result.size
+            if result.sha256 != files[name]["sha256"]:
+                problems.append(
+                    Problem(
+                        name,
+                        "changed",
+                        f"content changed: sha256 {result.sha256[:16]}..., the lock says "
+                        f"{files[name]['sha256'][:16]}...",
+                    )
+                )
+            elif result.size != files[name]["size"]:
+                problems.append(Problem(name, "size", "changed size while being read"))
+        else:
+            problems.append(
+                Problem(name, "unreadable", f"cannot be read: {result.strerror or result}")
+            )
+    problems.sort(key=lambda p: p.path)
+    return problems, total
+
+
+def _check_artifacts(lock: dict[str, Any]) -> list[Problem]:
+    files = lock["files"]
+    artifacts = lock["artifacts"]
+    problems = []
+    if artifacts["keras"] not in files:
+        problems.append(
+            Problem(artifacts["keras"], "missing", "the Keras model is not in the files table")
+        )
+    if f"{artifacts['saved_model']}/saved_model.pb" not in files:
+        problems.append(
+            Problem(artifacts["saved_model"], "missing", "the SavedModel is not in the files table")
+        )
+    for example in lock.get("examples", []):
+        for key in ("inputs", "outputs"):
+            if example[key] not in files:
+                problems.append(
+                    Problem(
+                        example[key],
+                        "missing",
+                        f"example {example['name']!r} {key} not in the files table",
+                    )
+                )
+    return problems
+
+
+def verify_bundle(
+    path: str | Path,
+    *,
+    policy: str = "adapt",
+    smoke: bool = False,
+    env: Environment | str | Path | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check a bundle's integrity, its lock, and whether it would load under ``policy``.
+
+    ``env`` is a pip-freeze file describing a deploy target (default: this interpreter).
+    Raises UsageError when ``path`` is not a bundle at all; every other finding is a Problem.
+    """
+    if policy not in POLICIES:
+        raise UsageError(
+            f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}", field="policy"
+        )
+    started = time.perf_counter()
+    root = bundle_root(path)
+    environment: Environment
+    if env is None:
+        environment = StaticEnvironment()
+    elif isinstance(env, (str, Path)):
+        from .compat import TargetEnvironment
+
+        environment = TargetEnvironment(env)
+    else:
+        environment = env
+    lock, problems = read_lock(root)
+    if lock is None:
+        return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
+    problems += _check_artifacts(lock)
+    file_problems, hashed = check_files(root, lock["files"], progress)
+    problems += file_problems
+    plan = make_plan(lock, policy, environment)
+    if not plan.ok:
+        problems.append(Problem(".", "incompatible", plan.refusal(str(root))))
+    report = VerifyReport(
+        str(root),
+        tuple(problems),
+        lock,
+        plan,
+        files_checked=len(lock["files"]),
+        bytes_hashed=hashed,
+        seconds=time.perf_counter() - started,
+    )
+    if smoke and report.ok:
+        from .load import smoke_test
+
+        results, smoke_problems = smoke_test(root, lock, policy)
+        report = VerifyReport(
+            report.bundle,
+            tuple(smoke_problems),
+            lock,
+            plan,
+            report.files_checked,
+            report.bytes_hashed,
+            time.perf_counter() - started,
+            tuple(results),
+        )
+    return report

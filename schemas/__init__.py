@@ -1,0 +1,1 @@
+"""The checked-in JSON Schemas, installed as the data package bundler.schemas (see bundler/schema.py)."""

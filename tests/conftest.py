@@ -1,0 +1,87 @@
+"""Shared fixtures: example bundles built once per session, fresh copies to damage, the CLI.
+
+Every process that imports TensorFlow pays seconds, so bundles are built once, in this process,
+and tests that need to change one work on a copy. Subprocesses are kept for what only a
+subprocess can show: the command line, other component versions on PYTHONPATH, killed builds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "example_bundles"
+EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yaml").is_file())
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(extra)
+    return env
+
+
+def service_env(example: str = "custom_layer", **extra: str) -> dict[str, str]:
+    """The environment of a service that has the example's components installed (on its path)."""
+    return cli_env(PYTHONPATH=str(EXAMPLES / example / "src"), **extra)
+
+
+def run_bundle(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `bundle` command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "bundler", *args],
+        cwd=cwd or ROOT,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd or ROOT,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every example bundle, built once for the session: name -> bundler.Bundle."""
+    from bundler import build_bundle
+
+    out = tmp_path_factory.mktemp("bundles")
+    return {
+        name: build_bundle(EXAMPLES / name / "manifest.yaml", out / name) for name in EXAMPLE_NAMES
+    }
+
+
+@pytest.fixture()
+def copy_bundle(built: dict[str, Any], tmp_path: Path) -> Callable[[str], Path]:
+    """A private copy of a session bundle, safe to damage."""
+
+    def make(name: str = "custom_layer") -> Path:
+        target = tmp_path / f"{name}-copy"
+        shutil.copytree(built[name].path, target)
+        return target
+
+    return make

@@ -1,0 +1,210 @@
+"""The core loop in process: build -> verify -> load gives the model the factory built."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bundler import ComponentError, build_bundle, load_bundle, verify_bundle
+from bundler.build import remove_stale_temporaries
+from bundler.errors import BuildError, UsageError
+from bundler.lock import LOCK_FILENAME, Lock, files_digest
+
+from .conftest import EXAMPLE_NAMES, EXAMPLES
+
+INPUTS = {
+    "sequential": np.random.default_rng(1).normal(size=(16, 8)).astype("float32"),
+    "custom_layer": np.random.default_rng(2).normal(size=(16, 4)).astype("float32"),
+    "with_metadata": np.random.default_rng(3).normal(size=(16, 2)).astype("float32"),
+}
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_build_verify_load_gives_the_factory_model_predictions(built: dict, name: str) -> None:
+    bundle = built[name]
+    assert verify_bundle(bundle.path).ok
+    loaded = load_bundle(bundle.path)
+    assert loaded.mode == "keras"
+    expected = np.asarray(bundle.model(INPUTS[name], training=False))
+    np.testing.assert_allclose(loaded.predict(INPUTS[name]), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_bundle_holds_keras_file_saved_model_and_a_valid_lock(built: dict, name: str) -> None:
+    root = built[name].path
+    lock = Lock.model_validate_json((root / LOCK_FILENAME).read_bytes())
+    assert lock.artifacts.keras == "model.keras" and (root / "model.keras").is_file()
+    assert (root / "saved_model" / "saved_model.pb").is_file()
+    assert lock.digest == files_digest({k: v.model_dump() for k, v in lock.files.items()})
+    on_disk = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != LOCK_FILENAME
+    )
+    assert sorted(lock.files) == on_disk
+    assert lock.environment.keras.startswith("3.")
+
+
+def test_lock_pins_the_component_and_its_objects(built: dict) -> None:
+    lock = built["custom_layer"].lock
+    (component,) = lock.components
+    assert component.module == "acme_layers.layers"
+    assert component.version == "1.2.0"
+    assert component.compatible == ">=1.2.0 <2.0.0"
+    assert component.objects == ["acme>Scale", "acme>scaled_mse"]
+    assert len(component.source_sha256) == 64
+
+
+def test_compiled_model_keeps_optimizer_state_and_compile_settings(built: dict) -> None:
+    bundle = built["sequential"]
+    model = load_bundle(bundle.path).model
+    original = bundle.model
+    assert type(model.optimizer).__name__ == type(original.optimizer).__name__
+    assert float(model.optimizer.learning_rate) == pytest.approx(
+        float(original.optimizer.learning_rate)
+    )
+    assert int(model.optimizer.iterations) == int(original.optimizer.iterations) > 0
+    for mine, theirs in zip(model.optimizer.variables, original.optimizer.variables, strict=False):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs))
+    assert model.loss == original.loss
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    assert any("Total params" in line for line in lines)
+
+
+def test_metadata_is_inside_the_bundle(built: dict) -> None:
+    bundle = built["with_metadata"]
+    manifest = yaml.safe_load((EXAMPLES / "with_metadata" / "manifest.yaml").read_text())
+    loaded = load_bundle(bundle.path)
+    assert loaded.metadata == manifest["metadata"]
+    lock = json.loads((bundle.path / LOCK_FILENAME).read_text())
+    assert lock["metadata"]["hyperparameters"]["learning_rate"] == 0.01
+    assert not [p for p in bundle.path.iterdir() if p.suffix in (".yaml", ".yml")]
+
+
+def test_loaded_bundle_describes_itself(built: dict) -> None:
+    loaded = load_bundle(built["custom_layer"].path)
+    assert loaded.digest == built["custom_layer"].digest
+    assert loaded.lock.name == "custom-layer-regressor"
+    assert loaded.adaptations == ()
+    statuses = {c.name: c.status for c in loaded.compatibility.checks}
+    assert statuses["acme_layers.layers"] == "exact"
+    assert statuses["keras"] == "exact"
+
+
+def test_load_from_many_threads_at_once(built: dict) -> None:
+    path = built["custom_layer"].path
+    expected = np.asarray(built["custom_layer"].model(INPUTS["custom_layer"], training=False))
+    results: list[object] = []
+
+    def worker() -> None:
+        try:
+            results.append(load_bundle(path).predict(INPUTS["custom_layer"]))
+        except Exception as error:  # collected and asserted below
+            results.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6
+    for result in results:
+        assert isinstance(result, np.ndarray), result
+        np.testing.assert_allclose(result, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_source_date_epoch_sets_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    bundle = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", tmp_path / "b")
+    assert bundle.lock.created == "2023-11-14T22:13:20Z"
+
+
+def test_existing_output_is_refused_without_force(built: dict) -> None:
+    with pytest.raises(UsageError, match="already exists; pass --force"):
+        build_bundle(EXAMPLES / "sequential" / "manifest.yaml", built["sequential"].path)
+
+
+def test_force_replaces_a_bundle_atomically(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    first = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out)
+    second = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, force=True)
+    assert verify_bundle(out).ok
+    assert verify_bundle(out).digest == second.digest
+    assert first.path == second.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_force_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(UsageError, match="not a bundle"):
+        build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, force=True)
+    assert (out / "thesis.tex").exists()
+
+
+def _manifest_copy(tmp_path: Path, name: str, **changes: object) -> Path:
+    document = yaml.safe_load((EXAMPLES / name / "manifest.yaml").read_text())
+    document.update(changes)
+    document["paths"] = [str((EXAMPLES / name / "src").relative_to(EXAMPLES / name))]
+    folder = tmp_path / "manifest"
+    folder.mkdir(exist_ok=True)
+    import shutil
+
+    shutil.copytree(EXAMPLES / name / "src", folder / "src", dirs_exist_ok=True)
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_component_outside_the_requirement_refuses_the_build(tmp_path: Path) -> None:
+    path = _manifest_copy(
+        tmp_path,
+        "custom_layer",
+        components=[{"module": "acme_layers.layers", "version": ">=2.0.0"}],
+    )
+    out = tmp_path / "out"
+    with pytest.raises(ComponentError) as caught:
+        build_bundle(path, out)
+    assert caught.value.field == "components[0].version"
+    assert "1.2.0" in str(caught.value) and ">=2.0.0" in str(caught.value)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest"]
+
+
+def test_missing_component_module_is_named(tmp_path: Path) -> None:
+    path = _manifest_copy(
+        tmp_path, "custom_layer", components=[{"module": "acme_layers.nope", "version": "1.2.0"}]
+    )
+    with pytest.raises(ComponentError, match=r"acme_layers\.nope") as caught:
+        build_bundle(path, tmp_path / "out")
+    assert caught.value.field == "components[0].module"
+
+
+def test_failing_factory_leaves_nothing(tmp_path: Path) -> None:
+    path = _manifest_copy(
+        tmp_path,
+        "sequential",
+        model={"factory": "sequential_demo.model:build", "args": {"no_such_argument": 1}},
+    )
+    with pytest.raises(BuildError, match="no_such_argument"):
+        build_bundle(path, tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest"]
+
+
+def test_stale_temporary_folders_of_dead_builds_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    dead = tmp_path / ".b.bundler-tmp.999999999.abcd1234"
+    dead.mkdir()
+    alive = tmp_path / f".b.bundler-tmp.{__import__('os').getpid()}.abcd1234"
+    alive.mkdir()
+    other = tmp_path / ".c.bundler-tmp.999999999.abcd1234"
+    other.mkdir()
+    assert remove_stale_temporaries(out) == [dead]
+    assert alive.exists() and other.exists()

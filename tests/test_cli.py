@@ -1,0 +1,190 @@
+"""The `bundle` command line, as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bundler import verify_bundle
+from bundler.schema import SCHEMA_NAMES, checked_in
+
+from .conftest import EXAMPLES, ROOT, cli_env, run_bundle, service_env
+
+
+def test_build_verify_inspect_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "regressor"
+    built = run_bundle(
+        "build", str(EXAMPLES / "custom_layer" / "manifest.yaml"), "-o", str(out), "--json"
+    )
+    assert built.returncode == 0, built.stderr
+    document = json.loads(built.stdout)
+    assert document["name"] == "custom-layer-regressor" and document["digest"].startswith("sha256:")
+
+    # a service has the component installed; here its source folder stands in for that
+    service = service_env()
+    verified = run_bundle("verify", str(out), env=service)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK")
+    assert document["digest"] in verified.stdout
+    assert "acme_layers.layers" in verified.stdout  # the load plan table
+
+    inspected = run_bundle("inspect", str(out), env=service)
+    assert inspected.returncode == 0, inspected.stderr
+    for words in (
+        "custom-layer-regressor 0.3.0",
+        document["digest"],
+        "acme>Scale",
+        "model.keras",
+        "saved_model/saved_model.pb",
+        "1.2.0",
+    ):
+        assert words in inspected.stdout
+
+    as_json = json.loads(run_bundle("inspect", str(out), "--json").stdout)
+    assert as_json["components"][0]["module"] == "acme_layers.layers"
+    assert "model.keras" in as_json["files"]
+
+
+def test_verify_predicts_refusal_when_the_component_is_not_installed(built: dict) -> None:
+    result = run_bundle("verify", str(built["custom_layer"].path))
+    assert result.returncode == 1
+    assert "REFUSES to load" in result.stdout
+    assert "acme_layers.layers" in result.stdout and "missing" in result.stdout
+    assert "install acme_layers.layers >=1.2.0 <2.0.0" in result.stdout
+    fallback = run_bundle("verify", str(built["custom_layer"].path), "--policy", "fallback")
+    assert fallback.returncode == 0, fallback.stdout
+    assert "serves the SavedModel graph" in fallback.stdout
+
+
+def test_build_default_output_is_bundles_name_version(tmp_path: Path) -> None:
+    result = run_bundle("build", str(EXAMPLES / "sequential" / "manifest.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert verify_bundle(tmp_path / "bundles" / "sequential-classifier-1.0.0").ok
+    again = run_bundle("build", str(EXAMPLES / "sequential" / "manifest.yaml"), cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_inspect_shows_metadata(built: dict) -> None:
+    result = run_bundle("inspect", str(built["with_metadata"].path))
+    assert result.returncode == 0, result.stderr
+    for words in ("two-moons", "learning_rate", "accuracy", "ml-platform@example.com", "smoke"):
+        assert words in result.stdout
+
+
+@pytest.mark.parametrize("which", SCHEMA_NAMES)
+def test_schema_prints_the_checked_in_schema(which: str) -> None:
+    result = run_bundle("schema", which)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == json.loads(checked_in(which))
+
+
+def test_version_and_help() -> None:
+    version = run_bundle("--version")
+    assert version.returncode == 0 and version.stdout.startswith("bundle ")
+    helped = run_bundle("--help")
+    assert helped.returncode == 0
+    for verb in ("build", "verify", "inspect", "schema", "env"):
+        assert verb in helped.stdout
+    assert "exit codes" in helped.stdout
+    verify_help = run_bundle("verify", "--help")
+    assert "--policy" in verify_help.stdout and "--env" in verify_help.stdout
+
+
+def test_unknown_option_exits_2() -> None:
+    result = run_bundle("verify", "--frobnicate")
+    assert result.returncode == 2
+
+
+def test_env_prints_name_version_lines() -> None:
+    result = run_bundle("env")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.lower().startswith("tensorflow==") for line in lines)
+    assert all("==" in line for line in lines)
+
+
+def test_build_killed_at_any_moment_leaves_nothing_or_a_complete_bundle(tmp_path: Path) -> None:
+    """SIGKILL a real build at moments spread over its run; OUT is absent or verifies."""
+    manifest = str(EXAMPLES / "custom_layer" / "manifest.yaml")
+    started = time.perf_counter()
+    probe = run_bundle("build", manifest, "-o", str(tmp_path / "probe"))
+    assert probe.returncode == 0, probe.stderr
+    duration = time.perf_counter() - started
+    outcomes = []
+    for fraction in (0.3, 0.6, 0.8, 0.9, 0.97):
+        out = tmp_path / f"killed-{fraction}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bundler", "build", manifest, "-o", str(out)],
+            cwd=ROOT,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(duration * fraction)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if out.exists():
+            assert verify_bundle(out).ok
+            outcomes.append("complete")
+        else:
+            outcomes.append("absent")
+        # the next build of the same OUT cleans what the killed one left
+        rebuilt = run_bundle("build", manifest, "-o", str(out), "--force")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert not [p for p in tmp_path.iterdir() if ".bundler-" in p.name]
+    assert "absent" in outcomes  # the kill points really did interrupt builds
+
+
+def test_sigterm_removes_the_temporary_folder(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bundler",
+            "build",
+            str(EXAMPLES / "sequential" / "manifest.yaml"),
+            "-o",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not [
+        p for p in tmp_path.iterdir() if ".bundler-tmp" in p.name
+    ]:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if ".bundler-" in p.name]
+    assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+
+
+def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
+    """The README's first command, minus the install (this interpreter already has bundler)."""
+    import shutil
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```sh", 1)[1].split("```", 1)[0]
+    line = next(line for line in block.splitlines() if "bundle build" in line)
+    commands = [
+        part.strip() for part in line.split("&&") if part.strip().startswith(".venv/bin/bundle")
+    ]
+    assert len(commands) == 2
+    shutil.copytree(EXAMPLES, tmp_path / "example_bundles")
+    for command in commands:
+        result = run_bundle(*command.split()[1:], cwd=tmp_path, env=cli_env(PYTHONPATH=str(ROOT)))
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+    assert verify_bundle(tmp_path / "bundles" / "moons").ok
