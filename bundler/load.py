@@ -74,9 +74,13 @@ class LoadedBundle:
         if self.mode == "graph":
             return _graph_predict(self._signature, x)
         import keras
+        import numpy as np
 
         outputs = self.model(x, training=False)
-        return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+        # .numpy() on eager tensors: np.asarray on them warns under NumPy 2 (copy keyword)
+        return keras.tree.map_structure(
+            lambda t: t.numpy() if hasattr(t, "numpy") else np.asarray(t), outputs
+        )
 
 
 def _integrity(root: Path, verify: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def test_build_verify_load_gives_the_factory_model_predictions(built: dict, name
     assert verify_bundle(bundle.path).ok
     loaded = load_bundle(bundle.path)
     assert loaded.mode == "keras"
-    expected = np.asarray(bundle.model(INPUTS[name], training=False))
+    expected = bundle.model(INPUTS[name], training=False).numpy()
     np.testing.assert_allclose(loaded.predict(INPUTS[name]), expected, rtol=1e-6, atol=1e-6)
 
 
@@ -70,7 +70,7 @@ def test_compiled_model_keeps_optimizer_state_and_compile_settings(built: dict) 
     )
     assert int(model.optimizer.iterations) == int(original.optimizer.iterations) > 0
     for mine, theirs in zip(model.optimizer.variables, original.optimizer.variables, strict=False):
-        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs))
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy())
     assert model.loss == original.loss
     lines: list[str] = []
     model.summary(print_fn=lambda line, **_: lines.append(line))
@@ -99,7 +99,7 @@ def test_loaded_bundle_describes_itself(built: dict) -> None:
 
 def test_load_from_many_threads_at_once(built: dict) -> None:
     path = built["custom_layer"].path
-    expected = np.asarray(built["custom_layer"].model(INPUTS["custom_layer"], training=False))
+    expected = built["custom_layer"].model(INPUTS["custom_layer"], training=False).numpy()
     results: list[object] = []
 
     def worker() -> None:
