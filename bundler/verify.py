@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .compat import POLICIES, Environment, Plan, StaticEnvironment, make_plan
-from .digest import FileDigest, Progress, hash_files, unsafe_path_reason, walk_tree
+from .digest import (
+    FileDigest,
+    Progress,
+    hash_files,
+    read_plain_file,
+    unsafe_path_reason,
+    walk_tree,
+)
 from .errors import UsageError
 from .lock import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, files_digest
 
@@ -127,7 +134,7 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
     if info.st_size > LOCK_MAX_BYTES:
         return None, [Problem(LOCK_FILENAME, "lock", f"is larger than {LOCK_MAX_BYTES} bytes")]
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_plain_file(path, LOCK_MAX_BYTES).decode("utf-8")
         document = json.loads(text)
     except UnicodeDecodeError:
         return None, [Problem(LOCK_FILENAME, "lock", "is not UTF-8 text")]
@@ -143,6 +150,8 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, [Problem(LOCK_FILENAME, "lock", "is nested too deeply to be a lock")]
     except OSError as error:
         return None, [Problem(LOCK_FILENAME, "lock", f"cannot be read: {error.strerror}")]
+    except ValueError as error:  # replaced by a link, FIFO or bigger file since the lstat
+        return None, [Problem(LOCK_FILENAME, "lock", str(error))]
     if not isinstance(document, dict):
         return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
     fmt = document.get("format")
