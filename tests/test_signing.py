@@ -22,7 +22,7 @@ from bundler.errors import SignatureError, UsageError
 from bundler.lock import SIGNATURE_FILENAME
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import run_bundle, service_env
+from .conftest import ROOT, run_bundle, service_env
 from .hostile import edit_lock, reseal
 
 
@@ -52,16 +52,22 @@ def test_signed_bundle_verifies_and_loads_with_the_trusted_key(copy_bundle, keys
     assert not [p for p in root.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_cli_keygen_sign_verify_key(copy_bundle, tmp_path: Path) -> None:
+def test_cli_keygen_sign_verify_key_as_the_readme_shows(copy_bundle, tmp_path: Path) -> None:
+    """The README's signing commands, run as written (on a copy of the bundle)."""
     root = copy_bundle("custom_layer")
-    made = run_bundle("keygen", "-o", str(tmp_path / "k"))
-    assert made.returncode == 0, made.stderr
-    signed = run_bundle("sign", str(root), "--key", str(tmp_path / "k.pem"))
-    assert signed.returncode == 0, signed.stderr
-    checked = run_bundle("verify", str(root), "--key", str(tmp_path / "k.pub.pem"), "--json",
-                         env=service_env())  # fmt: skip
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert json.loads(checked.stdout)["signature"] == "valid"
+    section = (ROOT / "README.md").read_text().split("## Signing", 1)[1].split("\n## ", 1)[0]
+    commands = [
+        line[2:].split("#", 1)[0].replace("bundles/custom-layer", str(root)).split()
+        for line in section.splitlines()
+        if line.startswith("$ bundle ")
+    ]
+    assert [command[1] for command in commands] == ["keygen", "sign", "verify"]
+    for command in commands:
+        extra = ["--json"] if command[1] == "verify" else []
+        result = run_bundle(*command[1:], *extra, cwd=tmp_path, env=service_env())
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+    assert json.loads(result.stdout)["signature"] == "valid"
+    load_bundle(root, trusted_keys=[tmp_path / "publisher.pub.pem"], verify=False)
 
 
 # -- forgeries: each returns the words the refusal must contain ----------------------------------
