@@ -81,17 +81,26 @@ def build_bundle(
     target = Path(out) if out is not None else default_output(source.manifest)
     target = Path(os.path.abspath(target))
     _check_target(target, force)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
     workdir = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
-    workdir.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        workdir.mkdir()
+    except OSError as error:  # a read-only or full file system, a missing permission
+        raise BuildError(
+            f"cannot create a temporary folder beside it: {error.strerror or error}", path=target
+        ) from error
     try:
         lock, model = _build_into(source, workdir, stage)
         stage("installing")
         _sync_tree(workdir)
         _install(workdir, target, force)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(workdir, ignore_errors=True)
+        if isinstance(error, OSError):  # the disk filled up, a file grew over RLIMIT_FSIZE, ...
+            raise BuildError(
+                f"writing the bundle failed: {error.strerror or error}", path=target
+            ) from error
         raise
     return Bundle(target, lock, model)
 

@@ -102,6 +102,19 @@ def walk_tree(root: Path) -> list[TreeEntry]:
     return entries
 
 
+def read_plain_file(path: Path, limit: int) -> bytes:
+    """A small regular file's bytes, at most ``limit``: never through a symlink, never blocking
+    on a FIFO or a device swapped in after an earlier check (ValueError for those)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    with os.fdopen(os.open(path, flags), "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise ValueError("is not a plain file")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit} bytes")
+    return data
+
+
 def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
     """sha256 and size of one regular file, streamed; refuses to follow a symlink."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .compat import ImportedEnvironment, Plan, make_plan
 from .components import import_component, registered_objects
 from .errors import (
@@ -36,10 +38,11 @@ from .errors import (
     IncompatibleBundleError,
     IntegrityError,
     LoadError,
+    LockError,
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
-from .lock import Lock
+from .lock import LOCK_FILENAME, Lock
 from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
 
 log = logging.getLogger("bundler")
@@ -121,7 +124,13 @@ def load_bundle(
 
         verify_signature(root, trusted_keys)
     lock_json = _integrity(root, verify)
-    lock = Lock.model_validate(lock_json)
+    try:
+        lock = Lock.model_validate(lock_json)
+    except ValidationError as error:
+        # the JSON Schema cannot express every rule of the model (safe paths in artifacts, ...)
+        raise LockError(
+            f"does not validate: {error.errors()[0]['msg']}", path=root / LOCK_FILENAME
+        ) from error
     plan = make_plan(lock_json, policy, ImportedEnvironment())
     if plan.mode == "refused":
         raise IncompatibleBundleError(plan.refusal(str(root)), plan=plan, path=root)
@@ -168,16 +177,66 @@ def check_config_modules(config: Any, allowed: list[str], where: str) -> None:
             continue
         if not isinstance(module, str):
             raise UnsafeBundleError(f"{obj['class_name']!r} has a non-string module", path=where)
-        top = module.split(".", 1)[0]
-        if top in _BUILTIN_MODULES or any(
-            module == m or module.startswith(m + ".") for m in allowed
-        ):
+        if _module_allowed(module, allowed):
             continue
         raise UnsafeBundleError(
             f"the model config names module {module!r} (for {obj['class_name']!r}), which is not "
             f"a component in the lock ({', '.join(allowed) or 'none'}); refusing to load it",
             path=where,
         )
+
+
+def _module_allowed(module: str, allowed: list[str]) -> bool:
+    top = module.split(".", 1)[0]
+    return top in _BUILTIN_MODULES or any(
+        module == m or module.startswith(m + ".") for m in allowed
+    )
+
+
+def _registry_names(obj: dict[str, Any]) -> list[str]:
+    """The names Keras looks up in its process-wide registry to deserialize ``obj``."""
+    class_name = obj["class_name"]
+    names = [class_name]
+    if class_name == "function" and isinstance(obj.get("config"), str):
+        names.append(obj["config"])
+    registered = obj.get("registered_name", class_name)
+    if isinstance(registered, str):
+        names.append(registered)
+    spec_name = obj.get("spec_name")
+    if isinstance(spec_name, str):
+        names.append(spec_name)
+    return names
+
+
+def check_config_objects(config: Any, allowed: list[str], where: str, *, unsafe: bool) -> None:
+    """Refuse what Keras would resolve outside Keras and the lock's components, and lambdas.
+
+    Keras resolves ``registered_name`` (and a function's name) in its process-wide registry
+    *before* it looks at ``module``: any class another imported module registered would be
+    instantiated, although the lock does not name that module. Python lambdas are refused here
+    too, not left to whichever Keras release enforces ``safe_mode`` how.
+    """
+    import keras
+
+    for obj in _serialized_objects(config):
+        if obj["class_name"] == "__lambda__" and not unsafe:
+            raise UnsafeBundleError(
+                "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                path=where,
+            )
+        for name in _registry_names(obj):
+            found = keras.saving.get_registered_object(name)
+            if found is None:
+                continue
+            owner = getattr(found, "__module__", None) or ""
+            if not _module_allowed(owner, allowed):
+                raise UnsafeBundleError(
+                    f"the model config names {name!r}, registered by module {owner!r}, which is "
+                    f"not a component in the lock ({', '.join(allowed) or 'none'}); refusing to "
+                    "load it",
+                    path=where,
+                )
 
 
 def _read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
@@ -233,6 +292,7 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
     with archive:
         config = _read_config(archive, where)
         check_config_modules(config, modules, where)
+        check_config_objects(config, modules, where, unsafe=unsafe)
         applied: list[str] = []
         if plan.adapters:
             from .adapters import apply_to_config
@@ -333,6 +393,16 @@ def _as_named(outputs: Any) -> dict[str, Any]:
     return {"output_0": np.asarray(outputs)}
 
 
+def _read_arrays(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    archive = np.load(path, allow_pickle=False)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError("is not a .npz archive")
+    with archive:
+        return {key: archive[key] for key in archive.files}
+
+
 def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Run each golden example through the loaded model; compare with the stored outputs."""
     import numpy as np
@@ -340,10 +410,24 @@ def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Pr
     results: list[dict[str, Any]] = []
     problems: list[Problem] = []
     for example in loaded.lock.examples:
-        with np.load(loaded.path / example.inputs, allow_pickle=False) as archive:
-            inputs = {key: archive[key] for key in archive.files}
-        with np.load(loaded.path / example.outputs, allow_pickle=False) as archive:
-            expected = {key: archive[key] for key in archive.files}
+        try:
+            inputs = _read_arrays(loaded.path / example.inputs)
+            expected = _read_arrays(loaded.path / example.outputs)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            # allow_pickle stays off: an object array (a pickle) is refused, never unpickled
+            problems.append(
+                Problem(
+                    example.inputs,
+                    "smoke",
+                    f"example {example.name!r} cannot be read: {type(error).__name__}: {error}",
+                )
+            )
+            results.append({"name": example.name, "ok": False, "error": str(error)})
+            continue
+        if not inputs:
+            problems.append(Problem(example.inputs, "smoke", f"example {example.name!r} is empty"))
+            results.append({"name": example.name, "ok": False, "error": "no inputs"})
+            continue
         feed: Any = inputs if len(inputs) > 1 else next(iter(inputs.values()))
         try:
             actual = _as_named(loaded.predict(feed))

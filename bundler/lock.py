@@ -35,6 +35,10 @@ SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the loc
 LOCK_MAX_BYTES = 64 << 20
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# A component is found on sys.path by its dotted name, also by `verify`, which must not be
+# steered outside sys.path by a name like '/etc.x' or '..'.
+MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+MODULE_MAX_LENGTH = 256
 
 
 def canonical_json(value: Any) -> bytes:
@@ -71,7 +75,11 @@ class FileEntry(_Frozen):
 
 
 class LockedComponent(_Frozen):
-    module: str = Field(description="Importable dotted module name.")
+    module: str = Field(
+        pattern=MODULE_PATTERN,
+        max_length=MODULE_MAX_LENGTH,
+        description="Importable dotted module name.",
+    )
     version: str = Field(description="The version installed at build time (pinned).")
     requirement: str = Field(description="The manifest's requirement the pinned version met.")
     compatible: str = Field(description="Versions that may load the bundle.")

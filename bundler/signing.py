@@ -20,6 +20,7 @@ the files. A signature is checked before anything else in the bundle is believed
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -27,8 +28,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .digest import read_plain_file
 from .errors import SignatureError, UsageError
-from .lock import LOCK_FILENAME, SIGNATURE_FILENAME, canonical_json
+from .lock import LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, canonical_json
 
 SIGNATURE_FORMAT = "bundler.signature/v1"
 
@@ -101,9 +103,13 @@ def _load_key(source: Any, private: bool) -> Any:
     return key
 
 
-def _statement(root: Path) -> dict[str, Any]:
-    lock_bytes = (root / LOCK_FILENAME).read_bytes()
+SIGNATURE_MAX_BYTES = 1 << 20
+
+
+def _statement_of(lock_bytes: bytes) -> dict[str, Any]:
     lock = json.loads(lock_bytes)
+    if not isinstance(lock, dict):
+        raise ValueError("the lock is not a JSON object")
     return {
         "type": SIGNATURE_FORMAT,
         "name": lock.get("name"),
@@ -111,6 +117,10 @@ def _statement(root: Path) -> dict[str, Any]:
         "digest": lock.get("digest"),
         "lock_sha256": hashlib.sha256(lock_bytes).hexdigest(),
     }
+
+
+def _statement(root: Path) -> dict[str, Any]:
+    return _statement_of(read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES))
 
 
 def sign_bundle(bundle: str | Path, private_key: Any) -> str:
@@ -134,9 +144,22 @@ def sign_bundle(bundle: str | Path, private_key: Any) -> str:
         "statement": statement,
         "signature": base64.b64encode(key.sign(canonical_json(statement))).decode("ascii"),
     }
-    temporary = root / f".{SIGNATURE_FILENAME}.tmp"
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, root / SIGNATURE_FILENAME)
+    # Written beside the bundle, not inside it: a crash must not leave an extra file that would
+    # make the bundle fail verification; O_EXCL | O_NOFOLLOW so a planted link is never followed.
+    temporary = root.parent / f".{root.name}.{SIGNATURE_FILENAME}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        with os.fdopen(os.open(temporary, flags, 0o644), "w", encoding="utf-8") as stream:
+            stream.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, root / SIGNATURE_FILENAME)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise SignatureError(f"cannot write the signature: {error.strerror}", path=root) from error
     return str(document["key_id"])
 
 
@@ -152,16 +175,21 @@ def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> s
     if not trusted:
         raise UsageError("no trusted keys given")
     path = root / SIGNATURE_FILENAME
-    if path.is_symlink() or not path.is_file():
+    if not os.path.lexists(path):
         raise SignatureError("the bundle is not signed (a signature is required)", path=path)
     try:
-        document = json.loads(path.read_bytes()[: 1 << 20])
-        statement = document["statement"]
-        signature = base64.b64decode(document["signature"], validate=True)
-        signer = document["key_id"]
+        document = json.loads(read_plain_file(path, SIGNATURE_MAX_BYTES))
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
         if document.get("format") != SIGNATURE_FORMAT or document.get("algorithm") != "ed25519":
             raise ValueError("unknown signature format")
-    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        statement = document["statement"]
+        signer = document["key_id"]
+        if not isinstance(statement, dict) or not isinstance(signer, str):
+            raise ValueError("'statement' must be an object and 'key_id' a string")
+        signature = base64.b64decode(document["signature"], validate=True)
+        signed = canonical_json(statement)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise SignatureError(f"is not a valid signature file: {error}", path=path) from error
     key = trusted.get(signer)
     if key is None:
@@ -171,14 +199,14 @@ def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> s
     from cryptography.exceptions import InvalidSignature
 
     try:
-        key.verify(signature, canonical_json(statement))
+        key.verify(signature, signed)
     except InvalidSignature:
         raise SignatureError(
             "the signature does not match its statement (forged or damaged)", path=path
         ) from None
     try:
         actual = _statement(root)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise SignatureError(
             f"cannot read the lock to check the signature: {error}", path=path
         ) from error

@@ -25,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from .compat import POLICIES, Environment, Plan, StaticEnvironment, make_plan
-from .digest import FileDigest, Progress, hash_files, unsafe_path_reason, walk_tree
+from .digest import (
+    FileDigest,
+    Progress,
+    hash_files,
+    read_plain_file,
+    unsafe_path_reason,
+    walk_tree,
+)
 from .errors import UsageError
-from .lock import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, files_digest
+from .lock import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, Artifacts, files_digest
 
 _FORMAT_RE = re.compile(r"^bundler\.bundle/v(\d+)$")
+_ARTIFACT_DEFAULTS = Artifacts().model_dump()
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,19 @@ def bundle_root(path: str | Path) -> Path:
     return root
 
 
+def _lock_paths(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every path the lock holds, by the field holding it (the schema checked the types)."""
+    paths = [("files", name) for name in document["files"]]
+    paths += [
+        (f"artifacts.{key}", value)
+        for key, value in document["artifacts"].items()
+        if isinstance(value, str)
+    ]
+    for index, example in enumerate(document.get("examples", [])):
+        paths += [(f"examples[{index}].{key}", example[key]) for key in ("inputs", "outputs")]
+    return paths
+
+
 def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The lock as validated JSON, or the problems that make it unusable."""
     path = root / LOCK_FILENAME
@@ -127,7 +148,7 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
     if info.st_size > LOCK_MAX_BYTES:
         return None, [Problem(LOCK_FILENAME, "lock", f"is larger than {LOCK_MAX_BYTES} bytes")]
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_plain_file(path, LOCK_MAX_BYTES).decode("utf-8")
         document = json.loads(text)
     except UnicodeDecodeError:
         return None, [Problem(LOCK_FILENAME, "lock", "is not UTF-8 text")]
@@ -143,6 +164,8 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, [Problem(LOCK_FILENAME, "lock", "is nested too deeply to be a lock")]
     except OSError as error:
         return None, [Problem(LOCK_FILENAME, "lock", f"cannot be read: {error.strerror}")]
+    except ValueError as error:  # replaced by a link, FIFO or bigger file since the lstat
+        return None, [Problem(LOCK_FILENAME, "lock", str(error))]
     if not isinstance(document, dict):
         return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
     fmt = document.get("format")
@@ -174,9 +197,11 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
                 Problem(LOCK_FILENAME, "schema", f"{_json_path(failure.absolute_path)}: {shown}")
             )
         return None, problems
+    # Fields with defaults may be left out of a lock; fill them in once, for every reader.
+    document["artifacts"] = {**_ARTIFACT_DEFAULTS, **document["artifacts"]}
     problems = [
-        Problem(LOCK_FILENAME, "unsafe", f"files: path {name!r} {reason}")
-        for name in document["files"]
+        Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
+        for where, name in _lock_paths(document)
         if (reason := unsafe_path_reason(name)) is not None
     ]
     if problems:

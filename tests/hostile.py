@@ -1,0 +1,85 @@
+"""Helpers that forge hostile bundles: an attacker who can write the whole bundle folder.
+
+Such an attacker rewrites the lock to match whatever they put in the folder (sizes, sha256, the
+digest), so integrity verification passes; only a signature, or the loader's own guards, stop them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bundler.digest import walk_tree
+from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
+
+
+def edit_lock(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to the lock, then re-seal it: the digest matches the new files table."""
+    path = root / LOCK_FILENAME
+    lock = json.loads(path.read_text())
+    change(lock)
+    lock["digest"] = files_digest(lock["files"])
+    path.write_text(json.dumps(lock, indent=2))
+
+
+def reseal(root: Path) -> None:
+    """Rewrite the files table from what is in the folder now, so `verify` passes again."""
+
+    def rehash(lock: dict[str, Any]) -> None:
+        files = {}
+        for entry in walk_tree(root):
+            if entry.kind == "file" and entry.path not in (LOCK_FILENAME, SIGNATURE_FILENAME):
+                data = (root / entry.path).read_bytes()
+                files[entry.path] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        lock["files"] = files
+
+    edit_lock(root, rehash)
+
+
+def edit_keras_config(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite config.json inside model.keras (other members untouched), then reseal the lock."""
+    path = root / "model.keras"
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for info, data in members:
+            if info.filename == "config.json":
+                config = json.loads(data)
+                change(config)
+                data = json.dumps(config).encode()
+            out.writestr(info, data)
+    path.write_bytes(buffer.getvalue())
+    reseal(root)
+
+
+def replace_keras_member(root: Path, name: str, data: bytes) -> None:
+    path = root / "model.keras"
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for info, original in members:
+            out.writestr(info, data if info.filename == name else original)
+    path.write_bytes(buffer.getvalue())
+    reseal(root)
+
+
+def find_objects(node: Any, **match: Any) -> list[dict[str, Any]]:
+    """Every serialized Keras object in a config whose keys equal ``match``."""
+    found = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if all(current.get(k) == v for k, v in match.items()):
+                found.append(current)
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return found

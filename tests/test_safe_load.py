@@ -1,0 +1,261 @@
+"""Safe loading: a hostile model.keras whose lock was re-sealed to match is still refused.
+
+The attacker here can write the whole bundle folder, so integrity verification passes (each test
+asserts it does); what stops them is the loader: it imports nothing the lock does not name, lets
+Keras resolve no registered object from another module, keeps safe_mode on, and never unpickles.
+Every refusal is a BundleError subclass, with and without ``verify=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bundler import BundleError, UnsafeBundleError, load_bundle, verify_bundle
+from bundler.errors import ExampleMismatchError, LoadError, UnsafeLoadWarning
+
+from .hostile import edit_keras_config, edit_lock, find_objects, replace_keras_member, reseal
+
+EVIL_MODULE = """
+from pathlib import Path
+Path(__file__).with_name("imported.marker").touch()
+import keras
+
+@keras.saving.register_keras_serializable(package="evil")
+class Evil(keras.layers.Layer):
+    pass
+"""
+
+
+@pytest.fixture()
+def evil_module(tmp_path: Path) -> Iterator[Path]:
+    """An importable module ``evil_mod`` that leaves a marker file when it is imported."""
+    folder = tmp_path / "evil_path"
+    folder.mkdir()
+    (folder / "evil_mod.py").write_text(EVIL_MODULE)
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder / "imported.marker"
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("evil_mod", None)
+
+
+class _Marker:
+    """A payload whose unpickling creates a file: proof that something was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+@pytest.fixture()
+def rogue_registered(tmp_path: Path) -> Iterator[Path]:
+    """A class and a function registered with Keras by a module the lock does not name.
+
+    Services import many modules; any of them may register objects in Keras's process-wide
+    registry. Instantiating one leaves a marker file.
+    """
+    import keras
+
+    marker = tmp_path / "rogue.marker"
+
+    class Rogue(keras.layers.Layer):
+        def __init__(self, **kwargs: Any) -> None:
+            marker.touch()
+            super().__init__()
+
+    def rogue_fn(y_true: Any, y_pred: Any) -> Any:
+        marker.touch()
+        return y_pred
+
+    for obj in (Rogue, rogue_fn):
+        obj.__module__ = "rogue_mod"
+    registry = keras.saving.get_custom_objects()
+    registry["rogue>Rogue"] = Rogue
+    registry["rogue>rogue_fn"] = rogue_fn
+    try:
+        yield marker
+    finally:
+        registry.pop("rogue>Rogue", None)
+        registry.pop("rogue>rogue_fn", None)
+
+
+def _scale_layer(config: dict[str, Any]) -> dict[str, Any]:
+    return find_objects(config, class_name="Scale")[0]
+
+
+def _foreign_module_with_registered_name(config: dict[str, Any]) -> None:
+    # Keras would find Scale by its registered name and never look at `module`: unguarded, this
+    # loads; the loader must still refuse a config that names a module outside the lock.
+    _scale_layer(config)["module"] = "evil_mod"
+
+
+def _foreign_module_only(config: dict[str, Any]) -> None:
+    # Unguarded, Keras raises a TypeError (turned into LoadError); the guard names the module.
+    layer = _scale_layer(config)
+    layer.update(module="evil_mod", class_name="Evil", registered_name=None)
+
+
+def _foreign_registered_class(config: dict[str, Any]) -> None:
+    # Unguarded, Keras resolves 'rogue>Rogue' from its global registry and instantiates it.
+    layer = _scale_layer(config)
+    layer.update(module="keras.layers", registered_name="rogue>Rogue")
+
+
+def _foreign_registered_function(config: dict[str, Any]) -> None:
+    # Unguarded, Keras resolves the loss 'rogue>rogue_fn' from its global registry.
+    loss = config["compile_config"]["loss"]
+    loss["config"] = "rogue>rogue_fn"
+
+
+def _nested_lambda(config: dict[str, Any]) -> None:
+    # bytecode hidden in a config value: refused by the loader's own scan, whatever Keras does
+    layer = _scale_layer(config)
+    layer["config"]["factor"] = {
+        "class_name": "__lambda__",
+        "config": {"code": "YQ==", "defaults": None, "closure": None},
+    }
+
+
+def _reduce_payload(config: dict[str, Any]) -> None:
+    # a pickle-style object in the config: JSON cannot unpickle, Keras finds no such class
+    layer = _scale_layer(config)
+    layer["config"]["factor"] = {
+        "module": "keras.layers",
+        "class_name": "__reduce__",
+        "config": {"callable": "os.system", "args": ["touch /tmp/never"]},
+        "registered_name": None,
+    }
+
+
+HOSTILE_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None], type[BundleError], str]] = [
+    ("foreign module beside a registered name", _foreign_module_with_registered_name,
+     UnsafeBundleError, "evil_mod"),
+    ("foreign module", _foreign_module_only, UnsafeBundleError, "evil_mod"),
+    ("registered class from another module", _foreign_registered_class, UnsafeBundleError,
+     "rogue_mod"),
+    ("registered function from another module", _foreign_registered_function,
+     UnsafeBundleError, "rogue_mod"),
+    ("lambda bytecode in a config value", _nested_lambda, UnsafeBundleError, "Lambda"),
+    ("__reduce__ payload in a config value", _reduce_payload, LoadError, "could not load"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verify", "no-verify"])
+@pytest.mark.parametrize(
+    ("label", "change", "error", "words"), HOSTILE_CONFIGS, ids=[c[0] for c in HOSTILE_CONFIGS]
+)
+def test_load_refuses_a_hostile_config_even_with_a_resealed_lock(
+    copy_bundle,
+    evil_module: Path,
+    rogue_registered: Path,
+    label: str,
+    change: Callable[[dict[str, Any]], None],
+    error: type[BundleError],
+    words: str,
+    verify: bool,
+) -> None:
+    root = copy_bundle("custom_layer")
+    edit_keras_config(root, change)
+    assert verify_bundle(root).ok  # the forgery passes integrity checks
+    with pytest.raises(error) as caught:
+        load_bundle(root, verify=verify)
+    assert words in str(caught.value)
+    assert not evil_module.exists() and "evil_mod" not in sys.modules  # never imported
+    assert not rogue_registered.exists()  # never instantiated nor called
+
+
+def test_load_ignores_the_manifest_paths_of_a_hostile_lock(copy_bundle) -> None:
+    """The lock's manifest `paths` served the build; load never puts them on sys.path."""
+    root = copy_bundle("custom_layer")
+    (root / "evil_mod.py").write_text(EVIL_MODULE)  # importable only through the bundle
+    edit_keras_config(root, _foreign_module_only)
+    edit_lock(root, lambda lock: lock["manifest"].update(paths=["."]))
+    assert verify_bundle(root).ok
+    with pytest.raises(UnsafeBundleError, match="evil_mod"):
+        load_bundle(root)
+    assert not (root / "imported.marker").exists() and "evil_mod" not in sys.modules
+
+
+@pytest.fixture(scope="module")
+def lambda_keras_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model with a Lambda layer (Python bytecode in its config), saved by Keras."""
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    outputs = keras.layers.Lambda(lambda x: x * 2)(inputs)
+    path = tmp_path_factory.mktemp("lambda") / "model.keras"
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def _lambda_bundle(copy_bundle, lambda_keras_file: Path) -> Path:
+    root = copy_bundle("custom_layer")
+    (root / "model.keras").write_bytes(lambda_keras_file.read_bytes())
+    reseal(root)
+    assert verify_bundle(root).ok
+    return root
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verify", "no-verify"])
+def test_lambda_layer_is_refused_in_safe_mode(copy_bundle, lambda_keras_file, verify) -> None:
+    root = _lambda_bundle(copy_bundle, lambda_keras_file)
+    with pytest.raises(UnsafeBundleError, match="Lambda"):
+        load_bundle(root, verify=verify)
+
+
+def test_unsafe_load_runs_the_lambda_and_says_so_loudly(
+    copy_bundle, lambda_keras_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _lambda_bundle(copy_bundle, lambda_keras_file)
+    with (
+        caplog.at_level(logging.WARNING, logger="bundler"),
+        pytest.warns(UnsafeLoadWarning, match="safe_mode OFF"),
+    ):
+        loaded = load_bundle(root, unsafe=True)
+    assert any("safe_mode OFF" in record.message for record in caplog.records)
+    x = np.ones((1, 4), dtype="float32")
+    np.testing.assert_allclose(loaded.predict(x), 2 * x)
+
+
+def test_pickled_weights_file_is_never_unpickled(copy_bundle, tmp_path: Path) -> None:
+    """model.weights.h5 replaced by a pickle: Keras reads HDF5 only, so loading fails cleanly."""
+    marker = tmp_path / "unpickled.marker"
+    root = copy_bundle("custom_layer")
+    replace_keras_member(root, "model.weights.h5", pickle.dumps(_Marker(marker)))
+    assert verify_bundle(root).ok
+    for verify in (True, False):
+        with pytest.raises(BundleError):
+            load_bundle(root, verify=verify)
+    assert not marker.exists()
+
+
+def _pickled_example(root: Path, marker: Path) -> None:
+    """Golden example inputs replaced by an object array: a pickle inside a .npz."""
+    payload = np.array([_Marker(marker)], dtype=object)
+    np.savez(root / "examples" / "smoke.inputs.npz", x=payload)  # np.savez pickles objects
+    reseal(root)
+
+
+def test_golden_example_with_a_pickle_is_refused_not_unpickled(copy_bundle, tmp_path) -> None:
+    # Guards the example replay: allow_pickle stays off, and numpy's refusal (a ValueError) is
+    # turned into a problem report instead of escaping load_bundle as a raw exception.
+    marker = tmp_path / "unpickled.marker"
+    root = copy_bundle("with_metadata")
+    _pickled_example(root, marker)
+    assert verify_bundle(root).ok
+    with pytest.raises(ExampleMismatchError, match="cannot be read"):
+        load_bundle(root, check_examples=True)
+    report = verify_bundle(root, smoke=True)  # verify --smoke reports it as a problem
+    assert not report.ok and any("cannot be read" in p.message for p in report.problems)
+    assert not marker.exists()
