@@ -270,9 +270,10 @@ BAD_MANIFEST_TEXT = [
     ("garbage", b"\x00\x01\x02\xff", "not UTF-8"),
     ("truncated JSON", json.dumps(MANIFEST).encode()[:30], "invalid JSON"),
     ("100k-deep JSON", b"{" + b'"a":{' * 100_000 + b"}" * 100_001, "nested too deeply"),
-    ("100k-deep YAML", b"a:\n" + b"".join(b" " * i + b"- \n" for i in range(1, 3000)), ""),
+    ("100k-deep YAML", b"a: " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ("over 1 MiB", b"a:\n" + b"".join(b" " * i + b"- \n" for i in range(1, 3000)), "larger than"),
     ("wrong types", json.dumps({**MANIFEST, "components": "x", "model": []}).encode(), "model"),
-    ("NUL", b"apiVersion: bundler/v1\nname: a\x00b\n", ""),
+    ("NUL", b"apiVersion: bundler/v1\nname: a\x00b\n", "invalid YAML: unacceptable character"),
 ]
 
 
