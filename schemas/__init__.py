@@ -1,1 +1,1 @@
-"""The checked-in JSON Schemas, installed as the data package bundler.schemas (see bundler/schema.py)."""
+"""The checked-in JSON Schemas, installed as the data package bundler.schemas."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-
 from acme_layers.layers import Scale, scaled_mse
 
 SEED = 42

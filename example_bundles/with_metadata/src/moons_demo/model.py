@@ -12,7 +12,9 @@ import numpy as np
 SEED = 7
 
 
-def make_moons(samples: int = 512, noise: float = 0.1, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+def make_moons(
+    samples: int = 512, noise: float = 0.1, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles (like ``sklearn.datasets.make_moons``), from a fixed seed.
 
     Implemented with NumPy so the example needs no extra dependency and no download.
