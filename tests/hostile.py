@@ -41,33 +41,32 @@ def reseal(root: Path) -> None:
     edit_lock(root, rehash)
 
 
-def edit_keras_config(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Rewrite config.json inside model.keras (other members untouched), then reseal the lock."""
+def _rewrite_keras_member(root: Path, name: str, transform: Callable[[bytes], bytes]) -> None:
+    """Rewrite one member of model.keras (the others untouched), then reseal the lock."""
     path = root / "model.keras"
     with zipfile.ZipFile(path) as archive:
         members = [(info, archive.read(info)) for info in archive.infolist()]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as out:
         for info, data in members:
-            if info.filename == "config.json":
-                config = json.loads(data)
-                change(config)
-                data = json.dumps(config).encode()
-            out.writestr(info, data)
+            out.writestr(info, transform(data) if info.filename == name else data)
     path.write_bytes(buffer.getvalue())
     reseal(root)
+
+
+def edit_keras_config(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change config.json inside model.keras in place, then reseal the lock."""
+
+    def transform(data: bytes) -> bytes:
+        config = json.loads(data)
+        change(config)
+        return json.dumps(config).encode()
+
+    _rewrite_keras_member(root, "config.json", transform)
 
 
 def replace_keras_member(root: Path, name: str, data: bytes) -> None:
-    path = root / "model.keras"
-    with zipfile.ZipFile(path) as archive:
-        members = [(info, archive.read(info)) for info in archive.infolist()]
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as out:
-        for info, original in members:
-            out.writestr(info, data if info.filename == name else original)
-    path.write_bytes(buffer.getvalue())
-    reseal(root)
+    _rewrite_keras_member(root, name, lambda _: data)
 
 
 def find_objects(node: Any, **match: Any) -> list[dict[str, Any]]:
