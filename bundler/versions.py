@@ -1,4 +1,12 @@
-"""Semantic versions and ranges (interim implementation; see tests/test_versions.py)."""
+"""Semantic versions (``semver``) and the ranges the manifest and adapters use.
+
+A range is alternatives separated by ``||``; each alternative is comparators separated by spaces
+or commas, all of which must hold: ``1.2.0`` or ``=1.2.0`` (exact), ``>=1.2.0 <2.0.0``,
+``^1.2.0`` (same leftmost non-zero part: ``^0.2.1`` is ``>=0.2.1 <0.3.0``, as npm has it),
+``~1.2.0`` (same major and minor), ``*`` (any release). Pre-releases follow npm: ``2.0.0-rc.1``
+satisfies an alternative only if one of its comparators names a pre-release of 2.0.0, so a range
+of releases never admits a pre-release by accident.
+"""
 
 from __future__ import annotations
 
@@ -81,7 +89,7 @@ class VersionRange:
 def parse_range(text: str) -> VersionRange:
     if not isinstance(text, str) or not text.strip():
         raise VersionError("a version range cannot be empty")
-    groups = []
+    groups: list[tuple[tuple[str, semver.Version], ...]] = []
     for part in text.split("||"):
         tokens = [t for t in re.split(r"[\s,]+", part.strip()) if t]
         if tokens == ["*"]:
