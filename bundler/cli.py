@@ -309,31 +309,17 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    import importlib.metadata
+    from .compat import describe_environment
 
-    from .components import normalize_name
-
-    lines = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            lines[normalize_name(name)] = f"{name}=={dist.version}"
+    lock = None
     if args.bundle:
-        from .components import static_version
         from .verify import bundle_root, read_lock
 
         lock, problems = read_lock(bundle_root(args.bundle))
         if lock is None:
             raise UsageError("; ".join(p.message for p in problems), path=args.bundle)
-        for component in lock["components"]:
-            found = static_version(component["module"])
-            known = normalize_name(component.get("distribution") or component["module"])
-            if found.version and known not in lines:
-                lines[normalize_name(component["module"])] = (
-                    f"{component['module']}=={found.version}"
-                )
-    for key in sorted(lines):
-        print(lines[key])
+    for line in describe_environment(lock):
+        print(line)
     return 0
 
 
@@ -434,7 +420,8 @@ def _parser() -> argparse.ArgumentParser:
     env.add_argument(
         "--bundle",
         metavar="BUNDLE",
-        help="also list the bundle's components found on sys.path without a distribution",
+        help="also list the bundle's components found on sys.path without a distribution, "
+        "and the adapters their code declares (so verify --env can predict adapted loads)",
     )
     env.set_defaults(run=_cmd_env)
 

@@ -20,6 +20,7 @@ installed versions come from is an ``Environment``: this interpreter read withou
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,11 +216,20 @@ class ImportedEnvironment:
         return registered_adapters()
 
 
+ADAPTER_LINE = "# bundler-adapter "
 _FREEZE_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#]+)")
 
 
 class TargetEnvironment:
-    """A deploy target described by ``pip freeze`` output (``name==version`` lines)."""
+    """A deploy target described by ``pip freeze`` output (``name==version`` lines).
+
+    ``bundle env --bundle B`` run on the target also writes, for each of the bundle's components,
+    the adapters its installed code declares, as comment lines pip ignores::
+
+        # bundler-adapter {"module": "evolve_layers", "name": "evolve>Blend", "to": "2.0.0", ...}
+
+    so that this machine can predict an ``adapted`` load without having the target's code.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -231,8 +241,12 @@ class TargetEnvironment:
         except (OSError, UnicodeDecodeError) as error:
             raise UsageError(f"cannot read environment file: {error}", path=path) from error
         self.versions: dict[str, str] = {}
+        self.declared: dict[str, list[Adapter]] = {}
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
+            if stripped.startswith(ADAPTER_LINE):
+                self._read_adapter(stripped[len(ADAPTER_LINE) :], number)
+                continue
             if not stripped or stripped.startswith(("#", "-")) or " @ " in stripped:
                 continue  # comments, options, editable installs and direct references
             match = _FREEZE_LINE.match(stripped)
@@ -241,6 +255,21 @@ class TargetEnvironment:
                     f"line {number} is not 'name==version': {stripped[:80]!r}", path=path
                 )
             self.versions[normalize_name(match[1])] = match[2]
+
+    def _read_adapter(self, text: str, number: int) -> None:
+        try:
+            entry = json.loads(text)
+            found = Adapter(
+                str(entry["name"]), str(entry["versions"]), entry.get("to"), str(entry["module"])
+            )
+            parse_range(found.versions)
+            if found.to is not None:
+                parse_version(found.to)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UsageError(
+                f"line {number} is not a valid adapter declaration: {error}", path=self.path
+            ) from None
+        self.declared.setdefault(found.module, []).append(found)
 
     def _lookup(self, *names: str | None) -> str | None:
         for name in names:
@@ -258,12 +287,42 @@ class TargetEnvironment:
         return self._lookup(name)
 
     def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
-        # A target's code cannot be read from here; when this machine has the very same version
-        # of the component, its declared adapters are the target's too.
+        if module in self.declared:
+            return self.declared[module]
+        # Without declarations in the file, the target's code cannot be read from here; when this
+        # machine has the very same version of the component, its declared adapters are the
+        # target's too.
         local = static_version(module)
         if local.version is not None and local.version == installed.version:
             return declared_adapters(_component_sources(module), module)
         return []
+
+
+def describe_environment(lock: dict[str, Any] | None = None) -> list[str]:
+    """This interpreter as ``name==version`` lines, read without importing anything.
+
+    With a bundle's lock, its components found on ``sys.path`` without a distribution are listed
+    too, each followed by the adapters its code declares (``ADAPTER_LINE`` comments).
+    """
+    lines = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            lines[normalize_name(name)] = [f"{name}=={dist.version}"]
+    for component in (lock or {}).get("components", []):
+        module = component["module"]
+        found = static_version(module)
+        if not found.found:
+            continue
+        key = normalize_name(found.distribution or module)
+        if key not in lines and found.version:
+            lines[key] = [f"{module}=={found.version}"]
+        for declared in declared_adapters(_component_sources(module), module):
+            entry = {"module": module, "name": declared.name, "versions": declared.versions}
+            if declared.to is not None:
+                entry["to"] = declared.to
+            lines.setdefault(key, []).append(ADAPTER_LINE + json.dumps(entry, sort_keys=True))
+    return [line for key in sorted(lines) for line in lines[key]]
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -368,7 +427,7 @@ def make_plan(lock: dict[str, Any], policy: str, env: Environment) -> Plan:
             policy,
             frozen,
             "graph",
-            f"Keras path refused ({why}); serving the SavedModel graph",
+            f"the Keras path is refused: {why}",
             env.label,
         )
     return Plan(policy, frozen, "refused", why, env.label)
