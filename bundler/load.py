@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from .compat import ImportedEnvironment, Plan, make_plan
 from .components import import_component, registered_objects
 from .errors import (
+    AdapterError,
     BundleError,
     ExampleMismatchError,
     FallbackWarning,
@@ -139,7 +140,9 @@ def load_bundle(
         try:
             model, applied = _load_keras(root, lock, plan, unsafe)
             loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))
-        except (LoadError, UnsafeBundleError) as error:
+        except (LoadError, AdapterError, UnsafeBundleError) as error:
+            # a hostile model is refused outright; a model Keras or an adapter cannot load is
+            # served as the graph under 'fallback', with a warning that says why
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
             loaded = _load_graph(root, lock, plan, f"the Keras model could not be loaded: {error}")
