@@ -1,0 +1,1 @@
+"""Factory of the evolving-layer example bundle."""

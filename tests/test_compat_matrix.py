@@ -1,0 +1,301 @@
+"""Every cell of policy x installed state, each state in a fresh process with its release.
+
+The evolving_layer example bundle pins ``evolve_layers`` 1.0.0; its releases stand in for what a
+service may have installed months later:
+
+| installed | status       | strict  | adapt            | fallback         |
+| 1.0.0     | exact        | keras   | keras            | keras            |
+| 1.1.0     | compatible   | keras   | keras            | keras            |
+| 2.0.0     | adapted      | refused | keras (adapted)  | keras (adapted)  |
+| 3.1.0     | adapted      | refused | keras (chain)    | keras (chain)    |
+| 3.0.0     | incompatible | refused | refused          | graph            |
+| nothing   | missing      | refused | refused          | graph            |
+
+For each cell: the mode, the predictions (equal to the built model's within 1e-5), the refusal
+text, and that `bundle verify --policy P` here, and `bundle verify --policy P --env FILE` on a
+machine without the component, exit exactly as `load_bundle` behaves.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .conftest import EXAMPLES, cli_env, run_bundle, run_python
+from .hostile import reseal
+
+RELEASES = EXAMPLES / "evolving_layer" / "releases"
+POLICIES = ("strict", "adapt", "fallback")
+V1_TO_2 = "evolve>Blend (<2.0.0 -> 2.0.0) by evolve_layers"
+V2_TO_3 = "evolve>Blend (>=2.0.0 <3.0.0 -> 3.0.0) by evolve_layers"
+
+# state -> (release on the path, status, {policy: mode or "refused"}, adaptations when adapted)
+STATES: dict[str, tuple[str | None, str, dict[str, str], list[str]]] = {
+    "exact": ("1.0.0", "exact", dict.fromkeys(POLICIES, "keras"), []),
+    "compatible": ("1.1.0", "compatible", dict.fromkeys(POLICIES, "keras"), []),
+    "adapted": (
+        "2.0.0",
+        "adapted",
+        {"strict": "refused", "adapt": "keras", "fallback": "keras"},
+        [V1_TO_2],
+    ),
+    "adapted-chain": (
+        "3.1.0",
+        "adapted",
+        {"strict": "refused", "adapt": "keras", "fallback": "keras"},
+        [V1_TO_2, V2_TO_3],
+    ),
+    "incompatible": (
+        "3.0.0",
+        "incompatible",
+        {"strict": "refused", "adapt": "refused", "fallback": "graph"},
+        [],
+    ),
+    "missing": (
+        None,
+        "missing",
+        {"strict": "refused", "adapt": "refused", "fallback": "graph"},
+        [],
+    ),
+}
+
+LOAD_EVERY_POLICY = """
+import json, sys, warnings
+import numpy as np
+import bundler
+from bundler.errors import BundleError
+
+x = np.array(json.loads(sys.argv[2]), dtype="float32")
+out = {}
+for policy in ("strict", "adapt", "fallback"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loaded = bundler.load_bundle(sys.argv[1], policy=policy, check_examples=True)
+        except BundleError as error:
+            out[policy] = {"error": type(error).__name__, "message": str(error)}
+            continue
+    out[policy] = {
+        "mode": loaded.mode,
+        "predictions": np.asarray(loaded.predict(x)).tolist(),
+        "adaptations": list(loaded.adaptations),
+        "statuses": [c.status for c in loaded.compatibility.checks],
+        "warnings": [str(w.message) for w in caught if w.category.__name__ == "FallbackWarning"],
+    }
+print(json.dumps(out))
+"""
+
+
+def release_env(release: str | None) -> dict[str, str]:
+    """A service with that release of evolve_layers installed (on its path), or none at all."""
+    return cli_env(PYTHONPATH=str(RELEASES / release)) if release else cli_env()
+
+
+@pytest.fixture(scope="module")
+def evolving(built: dict[str, Any]) -> Path:
+    return Path(built["evolving_layer"].path)
+
+
+@pytest.fixture(scope="module")
+def inputs_and_expected(evolving: Path) -> tuple[list[list[float]], np.ndarray]:
+    """The golden inputs, and the outputs the factory's model gave for them at build time."""
+    with np.load(evolving / "examples" / "smoke.inputs.npz") as archive:
+        x = archive[archive.files[0]]
+    with np.load(evolving / "examples" / "smoke.outputs.npz") as archive:
+        expected = archive[archive.files[0]]
+    return x.tolist(), expected
+
+
+@pytest.fixture(scope="module")
+def loads(evolving: Path, inputs_and_expected) -> dict[str, dict[str, Any]]:
+    """state -> policy -> what load_bundle did, one fresh process per state (two at a time)."""
+    x, _ = inputs_and_expected
+
+    def run(state: str) -> tuple[str, dict[str, Any]]:
+        completed = subprocess.run(
+            [sys.executable, "-c", LOAD_EVERY_POLICY, str(evolving), json.dumps(x)],
+            env=release_env(STATES[state][0]),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return state, json.loads(completed.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, STATES))
+
+
+@pytest.fixture(scope="module")
+def target_files(evolving: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`bundle env --bundle B` as each deploy target would print it."""
+    folder = tmp_path_factory.mktemp("targets")
+    files = {}
+    for state, (release, *_) in STATES.items():
+        result = run_bundle("env", "--bundle", str(evolving), env=release_env(release))
+        assert result.returncode == 0, result.stderr
+        files[state] = folder / f"{state}.txt"
+        files[state].write_text(result.stdout)
+    return files
+
+
+CELLS = [(state, policy) for state in STATES for policy in POLICIES]
+
+
+@pytest.mark.parametrize(("state", "policy"), CELLS)
+def test_load_bundle_in_each_cell(loads, inputs_and_expected, state: str, policy: str) -> None:
+    _, status, modes, adaptations = STATES[state]
+    outcome = loads[state][policy]
+    if modes[policy] == "refused":
+        assert outcome["error"] == "IncompatibleBundleError", outcome
+        message = outcome["message"]
+        for words in ("component", "pinned", "allowed", "installed", "status", "evolve_layers"):
+            assert words in message, message
+        assert "1.0.0" in message and "^1.0.0" in message and status in message
+        assert "to load it:" in message
+        if status == "adapted":  # only strict refuses an adaptable bundle
+            assert "use policy 'adapt'" in message
+        else:
+            assert "install evolve_layers ^1.0.0" in message
+            assert "policy 'fallback'" in message
+        return
+    assert "error" not in outcome, outcome.get("message")
+    assert outcome["mode"] == modes[policy]
+    assert outcome["statuses"][0] == status
+    _, expected = inputs_and_expected
+    np.testing.assert_allclose(np.array(outcome["predictions"]), expected, rtol=1e-5, atol=1e-5)
+    if outcome["mode"] == "keras":
+        assert outcome["adaptations"] == adaptations
+        assert outcome["warnings"] == []
+    else:
+        assert outcome["adaptations"] == []
+        assert len(outcome["warnings"]) == 1 and "SavedModel" in outcome["warnings"][0]
+        why = "no adapter from 1.0.0" if status == "incompatible" else "not installed"
+        assert "the Keras path is refused: evolve_layers" in outcome["warnings"][0]
+        assert why in outcome["warnings"][0], outcome["warnings"][0]
+
+
+def _verify_exits(evolving: Path, target_files: dict[str, Path]) -> dict[tuple[str, str, str], int]:
+    """Exit codes of `bundle verify --policy P`, here (with the release) and for --env FILE."""
+    jobs = []
+    for state, policy in CELLS:
+        release = STATES[state][0]
+        here = ("verify", str(evolving), "--policy", policy)
+        jobs.append(((state, policy, "here"), here, release_env(release)))
+        target = (*here, "--env", str(target_files[state]))
+        jobs.append(((state, policy, "target"), target, cli_env()))  # no component on this path
+
+    def run(job: tuple[tuple[str, str, str], tuple[str, ...], dict[str, str]]):
+        key, args, env = job
+        result = run_bundle(*args, env=env)
+        assert "Traceback" not in result.stderr, result.stderr
+        return key, result.returncode
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(run, jobs))
+
+
+def test_verify_policy_and_env_exit_as_load_bundle_behaves(
+    evolving: Path, target_files: dict[str, Path], loads
+) -> None:
+    exits = _verify_exits(evolving, target_files)
+    wrong = []
+    for state, policy in CELLS:
+        expected = 1 if "error" in loads[state][policy] else 0
+        for where in ("here", "target"):
+            if exits[(state, policy, where)] != expected:
+                wrong.append((state, policy, where, exits[(state, policy, where)], expected))
+    assert not wrong, f"verify exit (got, expected) differs from load_bundle: {wrong}"
+
+
+def test_verify_json_plan_matches_the_load(evolving: Path, loads) -> None:
+    result = run_bundle(
+        "verify", str(evolving), "--policy", "fallback", "--json", env=release_env("3.1.0")
+    )
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["plan"]["mode"] == loads["adapted-chain"]["fallback"]["mode"]
+    component = report["plan"]["checks"][0]
+    assert component["status"] == "adapted"
+    assert component["adaptations"] == [V1_TO_2, V2_TO_3]
+
+
+def test_target_file_carries_the_adapters_the_target_declares(target_files) -> None:
+    lines = target_files["adapted-chain"].read_text().splitlines()
+    assert "evolve_layers==3.1.0" in lines
+    declared = [json.loads(line.split(" ", 2)[2]) for line in lines if "bundler-adapter" in line]
+    assert {(d["versions"], d["to"]) for d in declared} == {
+        ("<2.0.0", "2.0.0"),
+        (">=2.0.0 <3.0.0", "3.0.0"),
+    }
+    assert "bundler-adapter" not in target_files["incompatible"].read_text().split("==3.0.0")[0]
+
+
+def test_smoke_replays_examples_through_the_planned_path(evolving: Path) -> None:
+    for release, policy, mode in (("2.0.0", "adapt", "keras"), (None, "fallback", "graph")):
+        result = run_bundle(
+            "verify", str(evolving), "--smoke", "--policy", policy, "--json",
+            env=release_env(release),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads(result.stdout)
+        assert [(e["name"], e["ok"], e["mode"]) for e in report["smoke"]] == [
+            ("smoke", True, mode)
+        ]
+
+
+def _drift(root: Path, delta: float) -> None:
+    path = root / "examples" / "smoke.outputs.npz"
+    with np.load(path) as archive:
+        outputs = {key: archive[key] + np.float32(delta) for key in archive.files}
+    np.savez(path, **outputs)
+    reseal(root)
+
+
+def test_drifting_examples_fail_smoke_and_check_examples_with_a_diff(copy_bundle) -> None:
+    root = copy_bundle("evolving_layer")
+    _drift(root, 0.01)
+    result = run_bundle("verify", str(root), "--smoke", env=release_env("2.0.0"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    assert "examples/smoke.outputs.npz" in text and "example 'smoke' drifted" in text
+    assert "expected" in text and "max abs diff 0.01" in text and "rtol 1e-05" in text
+    loaded = run_python(
+        "import bundler, sys\n"
+        "try:\n"
+        f"    bundler.load_bundle({str(root)!r}, policy='fallback', check_examples=True)\n"
+        "except bundler.BundleError as error:\n"
+        "    print(type(error).__name__, error); sys.exit(3)\n",
+        env=release_env(None),
+    )
+    assert loaded.returncode == 3, loaded.stderr[-2000:]
+    assert loaded.stdout.startswith("ExampleMismatchError") and "drifted" in loaded.stdout
+
+
+def test_an_adapter_that_raises_is_a_clear_refusal(evolving: Path, tmp_path: Path) -> None:
+    release = tmp_path / "2.0.1"
+    shutil.copytree(RELEASES / "2.0.0", release)
+    source = release / "evolve_layers" / "__init__.py"
+    text = source.read_text().replace('__version__ = "2.0.0"', '__version__ = "2.0.1"')
+    source.write_text(text.replace('config["mix"] = config.pop("alpha")', 'config["mix"] = 1 / 0'))
+    result = run_python(
+        "import bundler, sys\n"
+        "try:\n"
+        f"    bundler.load_bundle({str(evolving)!r})\n"
+        "except bundler.BundleError as error:\n"
+        "    print(type(error).__name__, error)\n"
+        f"print(bundler.load_bundle({str(evolving)!r}, policy='fallback').mode)\n",
+        env=cli_env(PYTHONPATH=str(release)),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, mode = result.stdout.strip().splitlines()[0], result.stdout.strip().splitlines()[-1]
+    assert first.startswith("AdapterError") and V1_TO_2 in first, first
+    assert "ZeroDivisionError" in first
+    assert mode == "graph"
