@@ -28,8 +28,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from .digest import unsafe_path_reason
+from .formats import Migration
 
 FORMAT = "bundler.bundle/v1"
+# format -> function turning a lock of that format into one of the next (see bundler.formats).
+LOCK_MIGRATIONS: dict[str, Migration] = {}
 LOCK_FILENAME = "bundle.lock.json"
 SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the lock, not in the table
 LOCK_MAX_BYTES = 64 << 20

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -31,6 +29,7 @@ from pydantic import (
 
 from .digest import unsafe_path_reason
 from .errors import BundleError, ManifestError
+from .formats import FormatError, Migration, migrate_forward
 from .versions import VersionError, parse_range, parse_version
 
 API_VERSION = "bundler/v1"
@@ -42,7 +41,7 @@ MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 EXAMPLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 # apiVersion -> function turning a manifest of that version into one of the next version.
-MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+MIGRATIONS: dict[str, Migration] = {}
 
 
 def _relative_path(value: str) -> str:
@@ -352,36 +351,13 @@ def validation_error(
     return kind(message, path=path, field=field or None, value=value, details=details)
 
 
-_API_VERSION_RE = re.compile(r"^bundler/v(\d+)$")
-
-
 def _migrate(document: dict[str, Any], path: Path) -> dict[str, Any]:
-    api = document.get("apiVersion")
-    if api is None:
+    try:
+        return migrate_forward(document, "apiVersion", API_VERSION, MIGRATIONS)
+    except FormatError as error:
         raise ManifestError(
-            f"is required (this bundler reads {API_VERSION!r})", path=path, field="apiVersion"
-        )
-    match = _API_VERSION_RE.match(str(api))
-    if not match:
-        raise ManifestError(
-            f"unknown apiVersion {api!r}; expected {API_VERSION!r}", path=path, field="apiVersion"
-        )
-    known = int(API_VERSION.rsplit("v", 1)[1])
-    if int(match.group(1)) > known:
-        raise ManifestError(
-            f"{api!r} is newer than this bundler understands ({API_VERSION!r}); upgrade bundler",
-            path=path,
-            field="apiVersion",
-            value=api,
-        )
-    while document.get("apiVersion") != API_VERSION:
-        step = MIGRATIONS.get(str(document.get("apiVersion")))
-        if step is None:
-            raise ManifestError(
-                f"no migration from {document.get('apiVersion')!r}", path=path, field="apiVersion"
-            )
-        document = step(document)
-    return document
+            str(error), path=path, field="apiVersion", value=document.get("apiVersion")
+        ) from None
 
 
 def manifest_from_document(document: Any, path: Path | str) -> Manifest:

@@ -16,7 +16,6 @@ TensorFlow, after everything else passed.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,9 +33,17 @@ from .digest import (
     walk_tree,
 )
 from .errors import UsageError
-from .lock import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, Artifacts, files_digest
+from .formats import FormatError, migrate_forward
+from .lock import (
+    FORMAT,
+    LOCK_FILENAME,
+    LOCK_MAX_BYTES,
+    LOCK_MIGRATIONS,
+    SIGNATURE_FILENAME,
+    Artifacts,
+    files_digest,
+)
 
-_FORMAT_RE = re.compile(r"^bundler\.bundle/v(\d+)$")
 _ARTIFACT_DEFAULTS = Artifacts().model_dump()
 
 
@@ -168,17 +175,10 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, [Problem(LOCK_FILENAME, "lock", str(error))]
     if not isinstance(document, dict):
         return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
-    fmt = document.get("format")
-    match = _FORMAT_RE.match(fmt) if isinstance(fmt, str) else None
-    if match and match[0] != FORMAT and int(match[1]) > int(FORMAT.rsplit("v", 1)[1]):
-        return None, [
-            Problem(
-                LOCK_FILENAME,
-                "lock",
-                f"format {fmt!r} is newer than this bundler understands ({FORMAT!r}); "
-                "upgrade bundler",
-            )
-        ]
+    try:
+        document = migrate_forward(document, "format", FORMAT, LOCK_MIGRATIONS)
+    except FormatError as error:
+        return None, [Problem(LOCK_FILENAME, "lock", f"format: {error}")]
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(lock_schema())
