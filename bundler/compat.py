@@ -103,6 +103,9 @@ class Plan:
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(4)]
             lines.append("  ".join([*cells, row[4]]).rstrip())
+        for check in self.checks:
+            for number, label in enumerate(check.adaptations, start=1):
+                lines.append(f"{check.name} adapter {number}: {label}")
         return "\n".join(lines)
 
     def remedies(self) -> list[str]:
@@ -123,8 +126,9 @@ class Plan:
             hints.append("or use policy 'fallback' to serve the SavedModel graph for inference")
         return hints
 
-    def refusal(self, bundle: str) -> str:
-        lines = [f"{bundle} cannot be loaded under policy '{self.policy}': {self.reason}", ""]
+    def refusal(self) -> str:
+        """The refusal as a message: why, the table, and what would make the bundle load."""
+        lines = [f"cannot be loaded under policy '{self.policy}': {self.reason}", ""]
         lines.append(self.table())
         remedies = self.remedies()
         if remedies:

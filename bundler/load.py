@@ -134,7 +134,7 @@ def load_bundle(
         ) from error
     plan = make_plan(lock_json, policy, ImportedEnvironment())
     if plan.mode == "refused":
-        raise IncompatibleBundleError(plan.refusal(str(root)), plan=plan, path=root)
+        raise IncompatibleBundleError(plan.refusal(), plan=plan, path=root)
     loaded: LoadedBundle
     if plan.mode == "keras":
         try:
@@ -350,7 +350,8 @@ def _load_graph(root: Path, lock: Lock, plan: Plan, why: str) -> LoadedBundle:
     if signature is None:
         raise LoadError("the SavedModel has no serving_default signature", path=folder)
     message = f"{root}: serving the SavedModel graph, not the full Keras model: {why}"
-    log.warning(message)
+    if log.hasHandlers():  # a service that configured logging sees it there; a script, once
+        log.warning(message)
     warnings.warn(message, FallbackWarning, stacklevel=3)
     return LoadedBundle(root, graph, "graph", lock, plan, (), signature)
 

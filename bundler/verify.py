@@ -348,7 +348,7 @@ def verify_bundle(
     problems += file_problems
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
-        problems.append(Problem(".", "incompatible", plan.refusal(str(root))))
+        problems.append(Problem(".", "incompatible", plan.refusal()))
     report = VerifyReport(
         str(root),
         tuple(problems),
