@@ -19,6 +19,8 @@ machine without the component, exit exactly as `load_bundle` behaves.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,9 +248,7 @@ def test_smoke_replays_examples_through_the_planned_path(evolving: Path) -> None
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         report = json.loads(result.stdout)
-        assert [(e["name"], e["ok"], e["mode"]) for e in report["smoke"]] == [
-            ("smoke", True, mode)
-        ]
+        assert [(e["name"], e["ok"], e["mode"]) for e in report["smoke"]] == [("smoke", True, mode)]
 
 
 def _drift(root: Path, delta: float) -> None:
@@ -299,3 +299,45 @@ def test_an_adapter_that_raises_is_a_clear_refusal(evolving: Path, tmp_path: Pat
     assert first.startswith("AdapterError") and V1_TO_2 in first, first
     assert "ZeroDivisionError" in first
     assert mode == "graph"
+
+
+# lines that do not change from build to build (no digests, sizes or timings)
+STABLE = re.compile(
+    r"^\s*(load plan|why:|evolve_layers[ =]|keras |tensorflow |to load it:|example |# bundler-)"
+)
+
+
+def _console_commands(section: str) -> list[tuple[str, list[str]]]:
+    """($ command, the output lines the README shows for it) in a section's console blocks."""
+    commands: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", section, flags=re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            elif commands:
+                commands[-1][1].append(line)
+    return commands
+
+
+def test_readme_walkthrough_output_is_what_the_commands_print(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme.split("## When the custom code moves on", 1)[1].split("\n## ", 1)[0]
+    commands = _console_commands(section)
+    assert len(commands) >= 7
+    (tmp_path / "example_bundles").symlink_to(EXAMPLES)
+    env = cli_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    for command, shown in commands:
+        script = command.split("   # ", 1)[0]
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        printed = [line.rstrip() for line in (result.stdout + result.stderr).splitlines()]
+        verdict = shown[0].split()[0] if shown and shown[0].split() else None
+        if verdict in ("OK", "FAILED"):
+            assert result.returncode == (0 if verdict == "OK" else 1), (command, printed)
+            assert any(line.startswith(verdict + " ") for line in printed), (command, printed)
+        else:
+            assert result.returncode == 0, (command, result.stderr)
+        expected = [line.rstrip() for line in shown if STABLE.match(line)]
+        missing = [line for line in expected if line not in printed]
+        assert not missing, (command, missing, printed)
