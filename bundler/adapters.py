@@ -11,7 +11,12 @@ A component that changes the config of one of its objects incompatibly registers
 
 ``versions`` says which pinned versions of the component the adapter migrates from; ``to`` says
 which version the result corresponds to (default: the installed version), so adapters chain:
-1.x -> 2.0.0 -> 3.0.0. The registry is the one piece of module-level state here, deliberately, like
+1.x -> 2.0.0 -> 3.0.0. A layer whose variables changed too passes ``weights=``, a function from
+the layer's saved variables (numpy arrays, in creation order) to the new ones::
+
+    @adapter("acme>Scale", versions="<2.0.0", to="2.0.0", weights=lambda v: [np.log(v[0])])
+
+The registry is the one piece of module-level state here, deliberately, like
 Keras's own object registry; a lock guards it because services load bundles from many threads.
 
 Verification must predict adaptations without importing the component (that would import
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from .errors import AdapterError
 from .versions import parse_range, parse_version
 
 ConfigMigration = Callable[[dict[str, Any]], dict[str, Any]]
+WeightsMigration = Callable[[list[Any]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Adapter:
     to: str | None
     module: str
     function: ConfigMigration | None = None  # None when read from source text only
+    weights: WeightsMigration | None = None
 
     @property
     def label(self) -> str:
@@ -50,20 +58,31 @@ class Adapter:
         return f"{self.name} ({self.versions} -> {target}) by {self.module}"
 
 
+@dataclass(frozen=True)
+class WeightsEdit:
+    """Migrate the variables saved under ``path`` (``layers/<name>/``) with ``step.weights``."""
+
+    path: str
+    step: Adapter
+
+
 _registry: list[Adapter] = []
 _registry_lock = threading.Lock()
 
 
 def adapter(
-    name: str, *, versions: str, to: str | None = None
+    name: str, *, versions: str, to: str | None = None, weights: WeightsMigration | None = None
 ) -> Callable[[ConfigMigration], ConfigMigration]:
-    """Register ``function`` as the migration of ``name``'s config from ``versions``."""
+    """Register ``function`` as the migration of ``name``'s config from ``versions``.
+
+    ``weights``, if given, migrates the layer's saved variables as well.
+    """
     parse_range(versions)  # fail at import time, in the component's own code, on a bad range
     if to is not None:
         parse_version(to)
 
     def register(function: ConfigMigration) -> ConfigMigration:
-        entry = Adapter(name, versions, to, getattr(function, "__module__", "?"), function)
+        entry = Adapter(name, versions, to, getattr(function, "__module__", "?"), function, weights)
         with _registry_lock:
             _registry[:] = [
                 a
@@ -120,42 +139,102 @@ def plan_adaptations(
 
 def apply_to_config(
     config: dict[str, Any], plan: dict[str, list[Adapter]]
-) -> tuple[dict[str, Any], list[str]]:
-    """Migrate every serialized object in a Keras model config; returns (new config, applied)."""
+) -> tuple[dict[str, Any], list[str], list[WeightsEdit]]:
+    """Migrate every serialized object in a Keras model config.
+
+    Returns the new config, the labels of the adapters applied, and the weight migrations to apply
+    to ``model.weights.h5``, each at the path where Keras saved that layer's variables: a layer of a
+    model is saved under ``layers/<its name>/``, nested models nest the same way.
+    """
     result = copy.deepcopy(config)
     applied: list[str] = []
+    edits: list[WeightsEdit] = []
 
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            name = node.get("registered_name") or node.get("class_name")
-            steps = plan.get(name) if isinstance(name, str) else None
-            if steps and isinstance(node.get("config"), dict):
-                for step in steps:
-                    if step.function is None:
-                        raise AdapterError(f"adapter {step.label} is not loaded")
-                    try:
-                        migrated = step.function(copy.deepcopy(node["config"]))
-                    except Exception as error:
-                        raise AdapterError(
-                            f"adapter {step.label} failed on {name}: "
-                            f"{type(error).__name__}: {error}",
-                            field=name,
-                        ) from error
-                    if not isinstance(migrated, dict):
-                        raise AdapterError(
-                            f"adapter {step.label} returned {type(migrated).__name__}, not a dict",
-                            field=name,
-                        )
-                    node["config"] = migrated
-                    applied.append(step.label)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
+    def migrate(node: dict[str, Any], name: str, steps: list[Adapter], where: str | None) -> None:
+        for step in steps:
+            if step.function is None:
+                raise AdapterError(f"adapter {step.label} is not loaded")
+            try:
+                migrated = step.function(copy.deepcopy(node["config"]))
+            except Exception as error:
+                raise AdapterError(
+                    f"adapter {step.label} failed on {name}: {type(error).__name__}: {error}",
+                    field=name,
+                ) from error
+            if not isinstance(migrated, dict):
+                raise AdapterError(
+                    f"adapter {step.label} returned {type(migrated).__name__}, not a dict",
+                    field=name,
+                )
+            node["config"] = migrated
+            applied.append(step.label)
+            if step.weights is not None:
+                if where is None:
+                    raise AdapterError(
+                        f"adapter {step.label} migrates weights, but {name} is not a layer of "
+                        "the model whose saved variables can be found",
+                        field=name,
+                    )
+                edits.append(WeightsEdit(where, step))
+
+    def visit(node: Any, where: str | None) -> None:
+        if isinstance(node, list):
             for value in node:
-                visit(value)
+                visit(value, None)
+            return
+        if not isinstance(node, dict):
+            return
+        name = node.get("registered_name") or node.get("class_name")
+        steps = plan.get(name) if isinstance(name, str) else None
+        if steps and isinstance(node.get("config"), dict):
+            assert isinstance(name, str)
+            migrate(node, name, steps, where)
+        for key, value in node.items():
+            layers = value.get("layers") if key == "config" and isinstance(value, dict) else None
+            if where is None or not isinstance(layers, list):
+                visit(value, None)
+                continue
+            for layer in layers:
+                inner = layer.get("config") if isinstance(layer, dict) else None
+                layer_name = inner.get("name") if isinstance(inner, dict) else None
+                visit(
+                    layer, f"{where}layers/{layer_name}/" if isinstance(layer_name, str) else None
+                )
+            visit({k: v for k, v in value.items() if k != "layers"}, None)
 
-    visit(result)
-    return result, applied
+    visit(result, "")
+    return result, applied, edits
+
+
+def apply_to_weights(source: bytes, edits: list[WeightsEdit]) -> bytes:
+    """``model.weights.h5`` with each edit's variables replaced by what its adapter returns."""
+    import h5py  # Keras's own dependency for .keras weights
+
+    buffer = io.BytesIO(source)
+    with h5py.File(buffer, "r+") as weights:
+        for edit in edits:
+            group_path = edit.path + "vars"
+            group = weights.get(group_path)
+            if not isinstance(group, h5py.Group):
+                raise AdapterError(
+                    f"adapter {edit.step.label}: no saved variables at {group_path!r}",
+                    field=edit.step.name,
+                )
+            old = [group[str(i)][()] for i in range(len(group))]
+            assert edit.step.weights is not None
+            try:
+                new = list(edit.step.weights(old))
+            except Exception as error:
+                raise AdapterError(
+                    f"adapter {edit.step.label} failed on the weights of {edit.path!r}: "
+                    f"{type(error).__name__}: {error}",
+                    field=edit.step.name,
+                ) from error
+            for key in list(group):
+                del group[key]
+            for index, value in enumerate(new):
+                group.create_dataset(str(index), data=value)
+    return buffer.getvalue()
 
 
 # -- reading declarations from source, without importing -----------------------------------------

@@ -258,15 +258,18 @@ def _read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
     return config
 
 
-def _rewritten(archive: zipfile.ZipFile, config: dict[str, Any]) -> io.BytesIO:
+def _rewritten(archive: zipfile.ZipFile, config: dict[str, Any], edits: list[Any]) -> io.BytesIO:
+    """The .keras archive in memory, with the adapted config and, if adapters say so, weights."""
+    from .adapters import apply_to_weights
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as out:
         for info in archive.infolist():
-            data = (
-                json.dumps(config).encode()
-                if info.filename == "config.json"
-                else archive.read(info)
-            )
+            data = archive.read(info)
+            if info.filename == "config.json":
+                data = json.dumps(config).encode()
+            elif info.filename == "model.weights.h5" and edits:
+                data = apply_to_weights(data, edits)
             out.writestr(info, data)
     buffer.seek(0)
     return buffer
@@ -300,8 +303,8 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         if plan.adapters:
             from .adapters import apply_to_config
 
-            config, applied = apply_to_config(config, plan.adapters)
-            source: Any = _rewritten(archive, config)
+            config, applied, edits = apply_to_config(config, plan.adapters)
+            source: Any = _rewritten(archive, config, edits)
         else:
             source = None
         with _keras_lock:

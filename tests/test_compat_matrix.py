@@ -341,3 +341,66 @@ def test_readme_walkthrough_output_is_what_the_commands_print(tmp_path: Path) ->
         expected = [line.rstrip() for line in shown if STABLE.match(line)]
         missing = [line for line in expected if line not in printed]
         assert not missing, (command, missing, printed)
+
+
+HALVED_GAIN_RELEASE = '''
+"""evolve_layers 2.1.0: the variable is saved as half the gain (a change to the weights too)."""
+from typing import Any
+
+import keras
+
+from bundler import adapter
+
+__version__ = "2.1.0"
+
+
+@keras.saving.register_keras_serializable(package="evolve")
+class Blend(keras.layers.Layer):
+    def __init__(self, mix: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mix = float(mix)
+
+    def build(self, input_shape):
+        self.half_gain = self.add_weight(name="half_gain", shape=(input_shape[-1],))
+
+    def call(self, inputs):
+        return self.mix * (inputs * 2.0 * self.half_gain) + (1.0 - self.mix) * inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mix": self.mix}
+
+
+def rename(config):
+    config["mix"] = config.pop("alpha")
+    return config
+
+
+adapter("evolve>Blend", versions="<2.0.0", to="2.1.0", weights=WEIGHTS)(rename)
+'''
+
+
+def test_an_adapter_can_migrate_a_layers_weights_too(evolving: Path, tmp_path: Path) -> None:
+    """With weights= the golden examples replay exactly; without it they drift (so it matters)."""
+    variants = {"with": "lambda saved: [saved[0] / 2]", "without": "None"}
+    for label, weights in variants.items():
+        package = tmp_path / label / "evolve_layers"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(HALVED_GAIN_RELEASE.replace("WEIGHTS", weights))
+    script = (
+        "import bundler, sys\n"
+        "try:\n"
+        f"    loaded = bundler.load_bundle({str(evolving)!r}, check_examples=True)\n"
+        "    print(loaded.mode, len(loaded.adaptations))\n"
+        "except bundler.BundleError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+
+    def run(label: str) -> str:
+        result = run_python(script, env=cli_env(PYTHONPATH=str(tmp_path / label)))
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcome = dict(zip(variants, pool.map(run, variants), strict=True))
+    assert outcome["with"] == "keras 1", outcome["with"]
+    assert outcome["without"].startswith("ExampleMismatchError"), outcome["without"]

@@ -135,7 +135,9 @@ def ref_satisfies(alternatives: list[list[tuple[str, str]]], version: str) -> bo
 
 # -- properties ----------------------------------------------------------------------------------
 
-PRE = st.sampled_from(["", "-alpha", "-alpha.1", "-alpha.beta", "-beta.2", "-beta.11", "-rc.1", "-1"])
+PRE = st.sampled_from(
+    ["", "-alpha", "-alpha.1", "-alpha.beta", "-beta.2", "-beta.11", "-rc.1", "-1"]
+)
 VERSIONS = st.builds(
     lambda a, b, c, pre: f"{a}.{b}.{c}{pre}",
     st.integers(0, 3),
