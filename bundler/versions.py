@@ -40,16 +40,18 @@ def _expand(token: str) -> list[tuple[str, semver.Version]]:
         raise VersionError(f"{token!r} is not a version comparator")
     op, rest = match.group(1) or "=", match.group(2)
     version = parse_version(rest)
+    # Upper bounds are the lowest pre-release of the next version ("-0", as npm has it), so that
+    # ^2.0.0 excludes 3.0.0-alpha, which sorts below 3.0.0 but is not a 2.x release.
     if op == "^":
         if version.major:
-            upper = semver.Version(version.major + 1, 0, 0)
+            upper = semver.Version(version.major + 1, 0, 0, "0")
         elif version.minor:
-            upper = semver.Version(0, version.minor + 1, 0)
+            upper = semver.Version(0, version.minor + 1, 0, "0")
         else:
-            upper = semver.Version(0, 0, version.patch + 1)
+            upper = semver.Version(0, 0, version.patch + 1, "0")
         return [(">=", version), ("<", upper)]
     if op == "~":
-        return [(">=", version), ("<", semver.Version(version.major, version.minor + 1, 0))]
+        return [(">=", version), ("<", semver.Version(version.major, version.minor + 1, 0, "0"))]
     return [("==" if op == "=" else op, version)]
 
 
