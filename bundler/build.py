@@ -35,7 +35,7 @@ from .components import (
     registered_objects,
     source_sha256,
 )
-from .digest import hash_files, walk_tree
+from .digest import SHARD_SIZE, hash_files, walk_tree
 from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
@@ -493,6 +493,8 @@ def _hash_tree(workdir: Path) -> dict[str, dict[str, Any]]:
         if isinstance(result, OSError):
             raise BuildError(f"cannot read {path} just written: {result}")
         files[path] = {"size": result.size, "sha256": result.sha256}
+        if result.shards:
+            files[path]["shards"] = {"size": SHARD_SIZE, "sha256": list(result.shards)}
     return files
 
 

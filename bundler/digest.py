@@ -5,6 +5,12 @@ it digests a chunk, so with one thread per core every core is busy and memory st
 the file size. Files are opened with ``O_NOFOLLOW`` so that a symlink swapped in after the walk is
 refused rather than followed out of the bundle.
 
+A file larger than ``SHARD_SIZE`` also gets the sha256 of each ``SHARD_SIZE`` slice (its shards),
+as OpenSSF model-signing does: the build computes them in the same single read as the whole-file
+sha256 (a second thread digests the shards), and verification checks the shards, which cover
+every byte, in parallel, so a bundle dominated by one 1 GB variables file still keeps every core
+busy. The whole-file sha256 stays in the lock for ``sha256sum`` and other tools.
+
 The walk uses ``lstat`` only and never follows a link: a bundle is plain files in plain folders, and
 anything else (symlink, FIFO, device, socket, a file hard-linked elsewhere) is reported by name.
 """
@@ -13,13 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 CHUNK_SIZE = 4 << 20  # large reads amortise syscalls; 4 MiB keeps a thread's buffer small
+SHARD_SIZE = 128 << 20  # 8 shards for 1 GB: enough to balance two cores, few enough to list
 MAX_PATH_LENGTH = 1024
 MAX_PATH_DEPTH = 32
 
@@ -30,6 +39,7 @@ Progress = Callable[[int], None]
 class FileDigest:
     size: int
     sha256: str
+    shards: tuple[str, ...] = ()  # sha256 of each SHARD_SIZE slice, for files over SHARD_SIZE
 
 
 @dataclass(frozen=True)
@@ -115,22 +125,115 @@ def read_plain_file(path: Path, limit: int) -> bytes:
     return data
 
 
-def hash_file(path: Path, progress: Progress | None = None) -> FileDigest:
-    """sha256 and size of one regular file, streamed; refuses to follow a symlink."""
+def _open_regular(path: Path) -> int:
+    """A descriptor for reading a regular file, never through a symlink (OSError otherwise)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    with os.fdopen(os.open(path, flags), "rb", buffering=0) as stream:
-        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            raise OSError(f"{path} is not a regular file")
+    fd = os.open(path, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
+
+
+def _digest_shards(chunks: queue.Queue[bytes | None], shard_size: int, out: list[str]) -> None:
+    """Consume chunks (None ends them) and append the sha256 of every shard_size slice."""
+    current, filled = hashlib.sha256(), 0
+    while (chunk := chunks.get()) is not None:
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), shard_size - filled)
+            current.update(view[:take])
+            filled += take
+            view = view[take:]
+            if filled == shard_size:
+                out.append(current.hexdigest())
+                current, filled = hashlib.sha256(), 0
+    if filled:
+        out.append(current.hexdigest())
+
+
+def hash_file(
+    path: Path, progress: Progress | None = None, *, shard_size: int | None = None
+) -> FileDigest:
+    """sha256 and size of one regular file, streamed; refuses to follow a symlink.
+
+    With ``shard_size``, a file larger than it also gets its shard digests, from the same read:
+    this thread digests the whole file while a helper thread digests the shards.
+    """
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb", buffering=0) as stream:
         digest = hashlib.sha256()
         size = 0
-        buffer = bytearray(CHUNK_SIZE)
+        sharded = shard_size is not None and os.fstat(fd).st_size > shard_size
+        if not sharded:
+            buffer = bytearray(CHUNK_SIZE)
+            view = memoryview(buffer)
+            while count := stream.readinto(buffer):
+                digest.update(view[:count])
+                size += count
+                if progress is not None:
+                    progress(count)
+            return FileDigest(size, digest.hexdigest())
+        assert shard_size is not None
+        shards: list[str] = []
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # bounded: memory stays flat
+        helper = threading.Thread(
+            target=_digest_shards, args=(chunks, shard_size, shards), name="bundler-shards"
+        )
+        helper.start()
+        try:
+            while chunk := stream.read(CHUNK_SIZE):  # a fresh buffer: the helper still reads it
+                digest.update(chunk)
+                chunks.put(chunk)
+                size += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        finally:
+            chunks.put(None)
+            helper.join()
+        return FileDigest(size, digest.hexdigest(), tuple(shards))
+
+
+def hash_range(path: Path, start: int, length: int, progress: Progress | None = None) -> str:
+    """sha256 of ``length`` bytes of a regular file from ``start`` (one shard), with preads.
+
+    OSError if the file ends early.
+    """
+    fd = _open_regular(path)
+    try:
+        digest = hashlib.sha256()
+        buffer = bytearray(min(CHUNK_SIZE, max(length, 1)))
         view = memoryview(buffer)
-        while count := stream.readinto(buffer):
+        offset, end = start, start + length
+        while offset < end:
+            count = os.preadv(fd, [view[: min(len(buffer), end - offset)]], offset)
+            if count == 0:
+                raise OSError(f"{path} ended at byte {offset}, before the {end} the lock lists")
             digest.update(view[:count])
-            size += count
+            offset += count
             if progress is not None:
                 progress(count)
-        return FileDigest(size, digest.hexdigest())
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _largest_first(root: Path, items: list[str]) -> list[str]:
+    def size_of(rel: str) -> int:
+        try:
+            return (root / rel).lstat().st_size
+        except OSError:
+            return 0
+
+    return sorted(items, key=size_of, reverse=True)
+
+
+def _run_all(tasks: list[Callable[[], object]], workers: int | None) -> list[object]:
+    count = min(len(tasks), workers or os.cpu_count() or 1)
+    if count <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="bundler-hash") as pool:
+        return list(pool.map(lambda task: task(), tasks))
 
 
 def hash_files(
@@ -139,31 +242,117 @@ def hash_files(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    shard_size: int | None = SHARD_SIZE,
 ) -> dict[str, FileDigest | OSError]:
     """Hash many files below ``root`` in parallel; a file that cannot be read maps to its OSError.
 
-    Larger files are submitted first so that one big file does not start last and leave a core idle.
+    Larger files are submitted first so that one big file does not start last and leave a core
+    idle. Files over ``shard_size`` get their shard digests too (see ``hash_file``).
     """
-    items = list(paths)
+    items = _largest_first(root, list(paths))
 
-    def size_of(rel: str) -> int:
+    def one(rel: str) -> Callable[[], FileDigest | OSError]:
+        def task() -> FileDigest | OSError:
+            try:
+                return hash_file(root / rel, progress, shard_size=shard_size)
+            except OSError as error:
+                return error
+
+        return task
+
+    results = _run_all([one(rel) for rel in items], workers)
+    return dict(zip(items, results, strict=True))  # type: ignore[arg-type, unused-ignore]
+
+
+def shard_spans(size: int, shard_size: int) -> list[tuple[int, int]]:
+    """(start, length) of each shard of a file of ``size`` bytes."""
+    return [(start, min(shard_size, size - start)) for start in range(0, size, shard_size)]
+
+
+def check_digests(
+    root: Path,
+    expected: dict[str, dict[str, object]],
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, tuple[str, str] | None]:
+    """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
+
+    An entry with ``shards`` is checked shard by shard (each shard a task of its own, so one
+    large file is spread over every core); the others by their whole-file sha256.
+    """
+    tasks: list[Callable[[], object]] = []
+    owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
+    verdicts: dict[str, tuple[str, str] | None] = dict.fromkeys(expected)
+    for rel in _largest_first(root, list(expected)):
+        entry = expected[rel]
+        shards = entry.get("shards")
+        if isinstance(shards, dict):
+            spans = shard_spans(int(str(entry["size"])), int(str(shards["size"])))
+            if len(spans) != len(shards["sha256"]):
+                verdicts[rel] = (
+                    "shards",
+                    f"the lock lists {len(shards['sha256'])} shards of {shards['size']} bytes "
+                    f"for {entry['size']} bytes; they must cover the file exactly",
+                )
+                continue
+            for index, (start, length) in enumerate(spans):
+                tasks.append(_range_task(root / rel, start, length, progress))
+                owners.append((rel, index))
+        else:
+            tasks.append(_whole_task(root / rel, progress))
+            owners.append((rel, -1))
+    for (rel, index), result in zip(owners, _run_all(tasks, workers), strict=True):
+        if verdicts[rel] is not None:
+            continue  # the first problem of a file is enough
+        verdicts[rel] = _verdict(rel, index, result, expected[rel])
+    return verdicts
+
+
+def _whole_task(path: Path, progress: Progress | None) -> Callable[[], object]:
+    def task() -> object:
         try:
-            return (root / rel).lstat().st_size
-        except OSError:
-            return 0
-
-    items.sort(key=size_of, reverse=True)
-
-    def one(rel: str) -> FileDigest | OSError:
-        try:
-            return hash_file(root / rel, progress)
+            return hash_file(path, progress)
         except OSError as error:
             return error
 
-    if not items:
-        return {}
-    count = min(len(items), workers or os.cpu_count() or 1)
-    if count == 1:
-        return {rel: one(rel) for rel in items}
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="bundler-hash") as pool:
-        return dict(zip(items, pool.map(one, items), strict=False))
+    return task
+
+
+def _range_task(
+    path: Path, start: int, length: int, progress: Progress | None
+) -> Callable[[], object]:
+    def task() -> object:
+        try:
+            return hash_range(path, start, length, progress)
+        except OSError as error:
+            return error
+
+    return task
+
+
+def _verdict(
+    rel: str, index: int, result: object, entry: dict[str, object]
+) -> tuple[str, str] | None:
+    if isinstance(result, OSError):
+        return "unreadable", f"cannot be read: {result.strerror or result}"
+    if index < 0:
+        assert isinstance(result, FileDigest)
+        if result.sha256 != entry["sha256"]:
+            return "changed", (
+                f"content changed: sha256 {result.sha256[:16]}..., "
+                f"the lock says {str(entry['sha256'])[:16]}..."
+            )
+        if result.size != entry["size"]:
+            return "size", "changed size while being read"
+        return None
+    shards = entry["shards"]
+    assert isinstance(shards, dict) and isinstance(result, str)
+    want = shards["sha256"][index]
+    if result != want:
+        start = index * int(shards["size"])
+        return "changed", (
+            f"content changed in shard {index} (from byte {start}): sha256 {result[:16]}..., "
+            f"the lock says {str(want)[:16]}..."
+        )
+    return None

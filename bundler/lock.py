@@ -53,7 +53,12 @@ def canonical_json(value: Any) -> bytes:
 def files_digest(files: dict[str, dict[str, Any]]) -> str:
     """The bundle digest: sha256 over the canonical JSON of the files table."""
     table = {
-        path: {"sha256": entry["sha256"], "size": entry["size"]} for path, entry in files.items()
+        path: {
+            "sha256": entry["sha256"],
+            "size": entry["size"],
+            **({"shards": entry["shards"]} if entry.get("shards") is not None else {}),
+        }
+        for path, entry in files.items()
     }
     return "sha256:" + hashlib.sha256(canonical_json(table)).hexdigest()
 
@@ -72,9 +77,20 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ShardTable(_Frozen):
+    """The sha256 of each ``size``-byte slice of a large file in order; the last may be shorter."""
+
+    size: int = Field(ge=1 << 20, description="Bytes per shard.")
+    sha256: list[Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(min_length=2)
+
+
 class FileEntry(_Frozen):
     size: int = Field(ge=0)
     sha256: str = Field(pattern=SHA256_PATTERN)
+    shards: ShardTable | None = Field(
+        default=None,
+        description="For files over 128 MiB: shard digests, checked in parallel by verify.",
+    )
 
 
 class LockedComponent(_Frozen):
@@ -146,7 +162,9 @@ class Lock(_Frozen):
 
     def to_json(self) -> bytes:
         """The lock file's bytes: readable (indented, sorted), ending with a newline."""
-        text = json.dumps(
-            self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False
-        )
+        document = self.model_dump(mode="json")
+        for entry in document["files"].values():
+            if entry.get("shards") is None:
+                entry.pop("shards", None)  # only large files have shards
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
         return (text + "\n").encode("utf-8")

@@ -25,9 +25,8 @@ from typing import Any
 
 from .compat import POLICIES, Environment, Plan, StaticEnvironment, make_plan
 from .digest import (
-    FileDigest,
     Progress,
-    hash_files,
+    check_digests,
     read_plain_file,
     unsafe_path_reason,
     walk_tree,
@@ -262,27 +261,14 @@ def check_files(
                 )
             else:
                 to_hash.append(name)
-    hashed = hash_files(root, to_hash, progress=progress)
+    verdicts = check_digests(root, {name: files[name] for name in to_hash}, progress=progress)
     total = 0
     for name in to_hash:
-        result = hashed[name]
-        if isinstance(result, FileDigest):
-            total += result.size
-            if result.sha256 != files[name]["sha256"]:
-                problems.append(
-                    Problem(
-                        name,
-                        "changed",
-                        f"content changed: sha256 {result.sha256[:16]}..., the lock says "
-                        f"{files[name]['sha256'][:16]}...",
-                    )
-                )
-            elif result.size != files[name]["size"]:
-                problems.append(Problem(name, "size", "changed size while being read"))
+        verdict = verdicts[name]
+        if verdict is None:
+            total += files[name]["size"]
         else:
-            problems.append(
-                Problem(name, "unreadable", f"cannot be read: {result.strerror or result}")
-            )
+            problems.append(Problem(name, *verdict))
     problems.sort(key=lambda p: p.path)
     return problems, total
 

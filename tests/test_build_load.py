@@ -21,6 +21,7 @@ INPUTS = {
     "sequential": np.random.default_rng(1).normal(size=(16, 8)).astype("float32"),
     "custom_layer": np.random.default_rng(2).normal(size=(16, 4)).astype("float32"),
     "with_metadata": np.random.default_rng(3).normal(size=(16, 2)).astype("float32"),
+    "evolving_layer": np.random.default_rng(4).normal(size=(16, 4)).astype("float32"),
 }
 
 
