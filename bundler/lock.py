@@ -21,46 +21,44 @@ gives the same bytes, so the digest identifies the bundle's content whatever wro
 
 from __future__ import annotations
 
-import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from .digest import unsafe_path_reason
-from .formats import Migration
+from .layout import (
+    ARTIFACT_DEFAULTS,
+    DIGEST_PATTERN,
+    FORMAT,
+    LOCK_FILENAME,
+    LOCK_MAX_BYTES,
+    LOCK_MIGRATIONS,
+    MODULE_MAX_LENGTH,
+    MODULE_PATTERN,
+    SHA256_PATTERN,
+    SIGNATURE_FILENAME,
+    canonical_json,
+    files_digest,
+)
 
-FORMAT = "bundler.bundle/v1"
-# format -> function turning a lock of that format into one of the next (see bundler.formats).
-LOCK_MIGRATIONS: dict[str, Migration] = {}
-LOCK_FILENAME = "bundle.lock.json"
-SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the lock, not in the table
-LOCK_MAX_BYTES = 64 << 20
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
-DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
-# A component is found on sys.path by its dotted name, also by `verify`, which must not be
-# steered outside sys.path by a name like '/etc.x' or '..'.
-MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
-MODULE_MAX_LENGTH = 256
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def files_digest(files: dict[str, dict[str, Any]]) -> str:
-    """The bundle digest: sha256 over the canonical JSON of the files table."""
-    table = {
-        path: {
-            "sha256": entry["sha256"],
-            "size": entry["size"],
-            **({"shards": entry["shards"]} if entry.get("shards") is not None else {}),
-        }
-        for path, entry in files.items()
-    }
-    return "sha256:" + hashlib.sha256(canonical_json(table)).hexdigest()
+__all__ = [  # the layout's names are re-exported: readers of the lock find them here too
+    "ARTIFACT_DEFAULTS",
+    "DIGEST_PATTERN",
+    "FORMAT",
+    "LOCK_FILENAME",
+    "LOCK_MAX_BYTES",
+    "LOCK_MIGRATIONS",
+    "MODULE_MAX_LENGTH",
+    "MODULE_PATTERN",
+    "SHA256_PATTERN",
+    "SIGNATURE_FILENAME",
+    "Artifacts",
+    "FileEntry",
+    "Lock",
+    "canonical_json",
+    "files_digest",
+]
 
 
 def _bundle_path(value: str) -> str:
@@ -123,9 +121,9 @@ class Environment(_Frozen):
 
 
 class Artifacts(_Frozen):
-    keras: BundlePath = "model.keras"
-    saved_model: BundlePath = "saved_model"
-    examples: BundlePath | None = None
+    keras: BundlePath = ARTIFACT_DEFAULTS["keras"]  # type: ignore[assignment]
+    saved_model: BundlePath = ARTIFACT_DEFAULTS["saved_model"]  # type: ignore[assignment]
+    examples: BundlePath | None = ARTIFACT_DEFAULTS["examples"]
 
 
 class LockedExample(_Frozen):

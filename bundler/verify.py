@@ -33,17 +33,15 @@ from .digest import (
 )
 from .errors import UsageError
 from .formats import FormatError, migrate_forward
-from .lock import (
+from .layout import (
+    ARTIFACT_DEFAULTS,
     FORMAT,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
     LOCK_MIGRATIONS,
     SIGNATURE_FILENAME,
-    Artifacts,
     files_digest,
 )
-
-_ARTIFACT_DEFAULTS = Artifacts().model_dump()
 
 
 @dataclass(frozen=True)
@@ -197,7 +195,7 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
             )
         return None, problems
     # Fields with defaults may be left out of a lock; fill them in once, for every reader.
-    document["artifacts"] = {**_ARTIFACT_DEFAULTS, **document["artifacts"]}
+    document["artifacts"] = {**ARTIFACT_DEFAULTS, **document["artifacts"]}
     problems = [
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
         for where, name in _lock_paths(document)

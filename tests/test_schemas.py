@@ -38,3 +38,11 @@ def test_schema_rejects_unknown_manifest_keys() -> None:
     document["vesion"] = "1.0.0"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(document, json.loads(checked_in("manifest")))
+
+
+def test_the_layout_defaults_are_the_lock_models_defaults() -> None:
+    """verify fills in omitted artifacts from bundler.layout without pydantic; they must agree."""
+    from bundler.layout import ARTIFACT_DEFAULTS
+    from bundler.lock import Artifacts
+
+    assert Artifacts().model_dump() == ARTIFACT_DEFAULTS

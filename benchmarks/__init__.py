@@ -1,0 +1,1 @@
+"""Bundler against the baselines users compare it with: ``python -m benchmarks``."""

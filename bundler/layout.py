@@ -1,0 +1,50 @@
+"""The bundle's fixed names and its digest: what every reader needs, with no dependencies.
+
+``bundler.verify`` reads locks with these and ``jsonschema`` alone; the pydantic models of the lock
+(``bundler.lock``) are for the build and the loader, which can afford importing pydantic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .formats import Migration
+
+FORMAT = "bundler.bundle/v1"
+# format -> function turning a lock of that format into one of the next (see bundler.formats).
+LOCK_MIGRATIONS: dict[str, Migration] = {}
+LOCK_FILENAME = "bundle.lock.json"
+SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the lock, not in the table
+LOCK_MAX_BYTES = 64 << 20
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+# A component is found on sys.path by its dotted name, also by `verify`, which must not be
+# steered outside sys.path by a name like '/etc.x' or '..'.
+MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+MODULE_MAX_LENGTH = 256
+ARTIFACT_DEFAULTS: dict[str, str | None] = {
+    "keras": "model.keras",
+    "saved_model": "saved_model",
+    "examples": None,
+}
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def files_digest(files: dict[str, dict[str, Any]]) -> str:
+    """The bundle digest: sha256 over the canonical JSON of the files table."""
+    table = {
+        path: {
+            "sha256": entry["sha256"],
+            "size": entry["size"],
+            **({"shards": entry["shards"]} if entry.get("shards") is not None else {}),
+        }
+        for path, entry in files.items()
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(table)).hexdigest()
