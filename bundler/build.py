@@ -35,7 +35,7 @@ from .components import (
     registered_objects,
     source_sha256,
 )
-from .digest import SHARD_SIZE, hash_files, walk_tree
+from .digest import SHARD_SIZE, Progress, hash_files, walk_tree
 from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
@@ -46,6 +46,7 @@ SAVED_MODEL_DIR = "saved_model"
 EXAMPLES_DIR = "examples"
 
 Stage = Callable[[str], None]
+ProgressFactory = Callable[[int], Progress | None]  # total bytes -> a callback for bytes done
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,13 @@ def build_bundle(
     *,
     force: bool = False,
     on_stage: Stage | None = None,
+    on_hashing: ProgressFactory | None = None,
 ) -> Bundle:
-    """Build a bundle from a manifest (a file, or a Manifest whose paths resolve from the cwd)."""
+    """Build a bundle from a manifest (a file, or a Manifest whose paths resolve from the cwd).
+
+    ``on_stage(text)`` is told each stage; ``on_hashing(total_bytes)`` may return a callback that
+    is given the bytes hashed as they are (and whose ``close()``, if any, is called at the end).
+    """
     source = _as_source(manifest)
     stage = on_stage or (lambda _: None)
     target = Path(out) if out is not None else default_output(source.manifest)
@@ -91,7 +97,7 @@ def build_bundle(
             f"cannot create a temporary folder beside it: {error.strerror or error}", path=target
         ) from error
     try:
-        lock, model = _build_into(source, workdir, stage)
+        lock, model = _build_into(source, workdir, stage, on_hashing)
         stage("installing")
         _sync_tree(workdir)
         _install(workdir, target, force)
@@ -176,7 +182,9 @@ def _build_path(source: ManifestSource) -> Iterator[None]:
         sys.path[:] = saved
 
 
-def _build_into(source: ManifestSource, workdir: Path, stage: Stage) -> tuple[Lock, Any]:
+def _build_into(
+    source: ManifestSource, workdir: Path, stage: Stage, on_hashing: ProgressFactory | None = None
+) -> tuple[Lock, Any]:
     manifest = source.manifest
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # components usually import TensorFlow
     with _build_path(source):
@@ -204,7 +212,7 @@ def _build_into(source: ManifestSource, workdir: Path, stage: Stage) -> tuple[Lo
             _run_example(model, source, index, workdir) for index in range(len(manifest.examples))
         ]
     stage("hashing files")
-    files = _hash_tree(workdir)
+    files = _hash_tree(workdir, on_hashing)
     lock = Lock.model_validate(
         {
             "format": FORMAT,
@@ -480,13 +488,21 @@ def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) 
 # -- lock helpers ---------------------------------------------------------------------------------
 
 
-def _hash_tree(workdir: Path) -> dict[str, dict[str, Any]]:
+def _hash_tree(
+    workdir: Path, on_hashing: ProgressFactory | None = None
+) -> dict[str, dict[str, Any]]:
     entries = walk_tree(workdir)
     odd = [entry.path for entry in entries if entry.kind not in ("file", "dir")]
     if odd:
         raise BuildError(f"the build produced entries that are not plain files: {odd}")
     paths = [entry.path for entry in entries if entry.kind == "file"]
-    hashed = hash_files(workdir, paths)
+    meter = on_hashing(sum(e.size for e in entries if e.kind == "file")) if on_hashing else None
+    try:
+        hashed = hash_files(workdir, paths, progress=meter)
+    finally:
+        close = getattr(meter, "close", None)
+        if close is not None:
+            close()
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(hashed):
         result = hashed[path]

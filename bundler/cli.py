@@ -64,15 +64,20 @@ def _size(count: float) -> str:
 
 
 class _Progress:
-    """Bytes hashed, on one rewritten stderr line, for big bundles on a terminal only."""
+    """Bytes hashed, on one rewritten stderr line, for big bundles on a terminal only.
 
-    THRESHOLD = 200_000_000
+    Big means ``BUNDLER_PROGRESS_MIN_BYTES`` (default 200 MB): small bundles hash in a blink.
+    """
 
     def __init__(self, label: str, total: int, enabled: bool) -> None:
         self.label = label
         self.total = total
         self.done = 0
-        self.enabled = enabled and total >= self.THRESHOLD and sys.stderr.isatty()
+        try:
+            threshold = int(os.environ.get("BUNDLER_PROGRESS_MIN_BYTES", 200_000_000))
+        except ValueError:
+            threshold = 200_000_000
+        self.enabled = enabled and total >= threshold and sys.stderr.isatty()
         self.started = time.perf_counter()
         self.shown = 0.0
 
@@ -137,7 +142,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not args.debug:
         stage("importing TensorFlow")
         _import_tensorflow_quietly()
-    bundle = build_bundle(source, args.output, force=args.force, on_stage=stage)
+    bundle = build_bundle(
+        source,
+        args.output,
+        force=args.force,
+        on_stage=stage,
+        on_hashing=lambda total: _Progress("  hashing", total, enabled=not quiet),
+    )
     seconds = time.perf_counter() - started
     total = sum(entry.size for entry in bundle.lock.files.values())
     if args.json:
@@ -168,27 +179,23 @@ def _display_path(path: Path) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import bundle_root, read_lock, verify_bundle
+    from .verify import bundle_root, verify_bundle
 
     style = _Style(sys.stdout)
     root = bundle_root(args.bundle)
-    total = 0
-    lock, _ = read_lock(root)
-    if lock:
-        total = sum(int(entry.get("size", 0)) for entry in lock["files"].values())
-    progress = _Progress("verifying", total, enabled=not args.json)
     if args.smoke and not args.debug:
         _import_tensorflow_quietly()
-    try:
-        if args.key:
-            from .signing import verify_signature
+    if args.key:
+        from .signing import verify_signature
 
-            verify_signature(root, [args.key])
-        report = verify_bundle(
-            root, policy=args.policy, smoke=args.smoke, env=args.env, progress=progress
-        )
-    finally:
-        progress.close()
+        verify_signature(root, [args.key])
+    report = verify_bundle(
+        root,
+        policy=args.policy,
+        smoke=args.smoke,
+        env=args.env,
+        on_hashing=lambda total: _Progress("verifying", total, enabled=not args.json),
+    )
     signed_by = "signature: valid" if args.key else None
     if args.json:
         document = report.to_json()

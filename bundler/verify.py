@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -302,11 +303,12 @@ def verify_bundle(
     policy: str = "adapt",
     smoke: bool = False,
     env: Environment | str | Path | None = None,
-    progress: Progress | None = None,
+    on_hashing: Callable[[int], Progress | None] | None = None,
 ) -> VerifyReport:
     """Check a bundle's integrity, its lock, and whether it would load under ``policy``.
 
     ``env`` is a pip-freeze file describing a deploy target (default: this interpreter).
+    ``on_hashing(total_bytes)`` may return a callback given the bytes hashed as they are.
     Raises UsageError when ``path`` is not a bundle at all; every other finding is a Problem.
     """
     if policy not in POLICIES:
@@ -328,7 +330,14 @@ def verify_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += _check_artifacts(lock)
-    file_problems, hashed = check_files(root, lock["files"], progress)
+    total = sum(int(entry["size"]) for entry in lock["files"].values())
+    meter = on_hashing(total) if on_hashing is not None else None
+    try:
+        file_problems, hashed = check_files(root, lock["files"], meter)
+    finally:
+        close = getattr(meter, "close", None)
+        if close is not None:
+            close()
     problems += file_problems
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
