@@ -19,6 +19,7 @@ change can be compared with this one. Timings are warm-cache: each run follows t
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -50,21 +51,38 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1] if text[-1:] in "KMG" else text) * scale)
 
 
+def _timed(action: Callable[[], Any], setup: Callable[[], Any] | None) -> float:
+    if setup is not None:
+        setup()
+    gc.collect()  # the last run's model is freed now, not in the middle of this one
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
 def median_time(
     action: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None = None
 ) -> float:
     """Median wall time of ``repeat`` runs, after one untimed run that warms caches and imports."""
-    if setup is not None:
-        setup()
-    action()
-    times = []
+    _timed(action, setup)
+    return statistics.median(_timed(action, setup) for _ in range(repeat))
+
+
+def paired_times(
+    ours: Callable[[], Any],
+    base: Callable[[], Any],
+    repeat: int,
+    setup_ours: Callable[[], Any] | None = None,
+    setup_base: Callable[[], Any] | None = None,
+) -> tuple[float, float]:
+    """Medians of bundler and baseline runs taken in turns, so drift in the machine hits both."""
+    _timed(base, setup_base)
+    _timed(ours, setup_ours)
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        if setup is not None:
-            setup()
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        times[1].append(_timed(base, setup_base))
+        times[0].append(_timed(ours, setup_ours))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def bundle_files(root: Path) -> list[Path]:
@@ -144,15 +162,17 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
         model.save(bare / "model.keras")
         model.export(str(bare / "saved_model"), verbose=False)
 
-    t_ours = median_time(build_ours, repeat)
-    t_bare = median_time(build_bare, repeat, setup=clean(bare))
+    t_ours, t_bare = paired_times(build_ours, build_bare, repeat, setup_base=clean(bare))
     size = sum(p.stat().st_size for p in bundle_files(out))
     note = f"{params / 1e6:g}M params, bundle {size / 1e6:.0f} MB"
     rows.append(row("build", t_ours, t_bare, note=note))
 
     keras_file = out / "model.keras"
-    t_keras = median_time(lambda: keras.models.load_model(keras_file), repeat)
-    t_unverified = median_time(lambda: bundler.load_bundle(out, verify=False), repeat)
+    t_unverified, t_keras = paired_times(
+        lambda: bundler.load_bundle(out, verify=False),
+        lambda: keras.models.load_model(keras_file),
+        repeat,
+    )
     t_verified = median_time(lambda: bundler.load_bundle(out, verify=True), repeat)
     rows.append(row("load_verify_false", t_unverified, t_keras, note=note))
     t_hash = median_time(lambda: bundler.verify_bundle(out), repeat)

@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from .components import (
     registered_objects,
     source_sha256,
 )
-from .digest import SHARD_SIZE, Progress, hash_files, walk_tree
+from .digest import SHARD_SIZE, FileDigest, Progress, hash_file, hash_files, walk_tree
 from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
@@ -202,17 +203,24 @@ def _build_into(
             path=source.path,
             field="model.factory",
         ) from error
-    stage("exporting saved_model/")
-    _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
-    examples = []
-    if manifest.examples:
-        stage("running golden examples")
-        (workdir / EXAMPLES_DIR).mkdir()
-        examples = [
-            _run_example(model, source, index, workdir) for index in range(len(manifest.examples))
-        ]
+    # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so
+    # each file is hashed once, right after it is written, and the build waits for no extra pass
+    early = _EarlyHash(workdir / KERAS_FILE)
+    try:
+        stage("exporting saved_model/")
+        _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
+        examples = []
+        if manifest.examples:
+            stage("running golden examples")
+            (workdir / EXAMPLES_DIR).mkdir()
+            examples = [
+                _run_example(model, source, index, workdir)
+                for index in range(len(manifest.examples))
+            ]
+    finally:
+        keras_digest = early.result()
     stage("hashing files")
-    files = _hash_tree(workdir, on_hashing)
+    files = _hash_tree(workdir, on_hashing, known={KERAS_FILE: keras_digest})
     lock = Lock.model_validate(
         {
             "format": FORMAT,
@@ -488,17 +496,43 @@ def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) 
 # -- lock helpers ---------------------------------------------------------------------------------
 
 
+class _EarlyHash:
+    """Hash and flush one finished file on a thread of its own; ``result()`` waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.outcome: FileDigest | OSError = OSError(f"{path} was not hashed")
+        self.thread = threading.Thread(target=self._run, name="bundler-early-hash", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.outcome = hash_file(self.path, shard_size=SHARD_SIZE)
+            _fsync_path(self.path)
+        except OSError as error:
+            self.outcome = error
+
+    def result(self) -> FileDigest | OSError:
+        self.thread.join()
+        return self.outcome
+
+
 def _hash_tree(
-    workdir: Path, on_hashing: ProgressFactory | None = None
+    workdir: Path,
+    on_hashing: ProgressFactory | None = None,
+    known: dict[str, FileDigest | OSError] | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """The files table of ``workdir``; ``known`` holds digests already taken of final files."""
+    known = known or {}
     entries = walk_tree(workdir)
     odd = [entry.path for entry in entries if entry.kind not in ("file", "dir")]
     if odd:
         raise BuildError(f"the build produced entries that are not plain files: {odd}")
-    paths = [entry.path for entry in entries if entry.kind == "file"]
-    meter = on_hashing(sum(e.size for e in entries if e.kind == "file")) if on_hashing else None
+    paths = [entry.path for entry in entries if entry.kind == "file" and entry.path not in known]
+    pending = sum(e.size for e in entries if e.kind == "file" and e.path not in known)
+    meter = on_hashing(pending) if on_hashing else None
     try:
-        hashed = hash_files(workdir, paths, progress=meter)
+        hashed = {**known, **hash_files(workdir, paths, progress=meter)}
     finally:
         close = getattr(meter, "close", None)
         if close is not None:

@@ -1,0 +1,41 @@
+"""The benchmark script runs and writes its results; speed itself is reported, never asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ROOT, cli_env
+
+METRICS = {
+    "build",
+    "load_verify_false",
+    "load_verify_true",
+    "verify_vs_sha256sum",
+    "verify_vs_hashlib_1_thread",
+    "verify_throughput",
+    "startup_vs_pass",
+}
+
+
+def test_quick_benchmark_prints_ratios_and_writes_json(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ratio" in result.stdout and "results: " in result.stdout
+    (written,) = tmp_path.glob("*-quick.json")
+    document = json.loads(written.read_text())
+    rows = {row["metric"]: row for row in document["rows"]}
+    assert set(rows) >= METRICS, sorted(rows)
+    for row in rows.values():
+        assert row["bundler"] > 0 and row["baseline"] > 0 and math.isfinite(row["ratio"]), row
+    assert document["machine"]["cpus"] >= 1
