@@ -154,7 +154,7 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
         return lambda: shutil.rmtree(path, ignore_errors=True)
 
     def build_ours() -> None:
-        bundler.build_bundle(manifest, out, force=True)
+        bundler.build_bundle(manifest, out)
 
     def build_bare() -> None:
         bare.mkdir()
@@ -162,10 +162,20 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
         model.save(bare / "model.keras")
         model.export(str(bare / "saved_model"), verbose=False)
 
-    t_ours, t_bare = paired_times(build_ours, build_bare, repeat, setup_base=clean(bare))
+    def build_bare_durable() -> None:  # what a build must also do: flush before it is trusted
+        build_bare()
+        for path in bundle_files(bare):
+            with path.open("rb") as stream:
+                os.fsync(stream.fileno())
+
+    t_ours, t_bare = paired_times(
+        build_ours, build_bare, repeat, setup_ours=clean(out), setup_base=clean(bare)
+    )
+    t_durable = median_time(build_bare_durable, repeat, setup=clean(bare))
     size = sum(p.stat().st_size for p in bundle_files(out))
     note = f"{params / 1e6:g}M params, bundle {size / 1e6:.0f} MB"
     rows.append(row("build", t_ours, t_bare, note=note))
+    rows.append(row("build_vs_bare_plus_fsync", t_ours, t_durable, note=note))
 
     keras_file = out / "model.keras"
     t_unverified, t_keras = paired_times(

@@ -532,7 +532,8 @@ def _hash_tree(
     pending = sum(e.size for e in entries if e.kind == "file" and e.path not in known)
     meter = on_hashing(pending) if on_hashing else None
     try:
-        hashed = {**known, **hash_files(workdir, paths, progress=meter)}
+        # each file is flushed by the task that hashed it, while other files are still hashing
+        hashed = {**known, **hash_files(workdir, paths, progress=meter, then=_fsync_path)}
     finally:
         close = getattr(meter, "close", None)
         if close is not None:

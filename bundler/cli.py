@@ -29,6 +29,8 @@ examples:
   bundle verify bundles/regressor --smoke          # ... and replay the golden examples
   bundle inspect bundles/regressor
   bundle env > prod.txt                            # run on the deploy target
+  bundle push bundles/regressor oci://registry.example.com/ml/regressor
+  bundle pull oci://registry.example.com/ml/regressor@sha256:... -o bundles/regressor
 
 exit codes: 0 ok, 1 failed (damaged, incompatible, build failed), 2 bad input
 """
@@ -346,6 +348,46 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .oci import push
+
+    result = push(args.bundle, args.reference, insecure=args.insecure)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"pushed {args.bundle} to {result['tag']}  ({result['files']} files, "
+            f"{_size(result['bytes'])})\n  {result['reference']}"
+        )
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from .oci import fetch, pull_to
+
+    started = time.perf_counter()
+    if args.output:
+        path, fetched = pull_to(
+            args.reference, args.output, insecure=args.insecure, force=args.force
+        )
+    else:
+        path, fetched = fetch(args.reference, insecure=args.insecure)
+    seconds = time.perf_counter() - started
+    if args.json:
+        _print_json(
+            {
+                "reference": args.reference,
+                "path": str(path),
+                "downloaded": fetched,
+                "seconds": round(seconds, 3),
+            }
+        )
+    else:
+        how = "downloaded and verified" if fetched else "from the cache"
+        print(f"pulled {args.reference} -> {_display_path(path)}  ({how}, {seconds:.2f} s)")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -431,6 +473,39 @@ def _parser() -> argparse.ArgumentParser:
         "and the adapters their code declares (so verify --env can predict adapted loads)",
     )
     env.set_defaults(run=_cmd_env)
+
+    push = verbs.add_parser(
+        "push",
+        help="verify a bundle, then push it to an OCI registry",
+        description="Verify BUNDLE, then push it as an OCI artifact: the lock as config, one "
+        "layer per file. Prints the manifest digest to pull or deploy by. Needs the oci extra: "
+        "pip install 'bundler[oci]'. Credentials: BUNDLER_REGISTRY_USERNAME/PASSWORD, or "
+        "docker's config.json ($DOCKER_CONFIG or ~/.docker).",
+    )
+    push.add_argument("bundle", metavar="BUNDLE")
+    push.add_argument(
+        "reference", metavar="oci://HOST[:PORT]/REPO[:TAG]", help="tag defaults to the version"
+    )
+    push.add_argument(
+        "--insecure", action="store_true", help="plain HTTP (always for localhost registries)"
+    )
+    push.add_argument("--json", action="store_true", help="print one JSON document")
+    push.set_defaults(run=_cmd_push)
+
+    pull = verbs.add_parser(
+        "pull",
+        help="fetch a bundle from an OCI registry into the cache (and -o DIR)",
+        description="Fetch the bundle at REFERENCE into the content-addressed cache "
+        "($BUNDLER_CACHE, default ~/.cache/bundler), checking every blob's digest and verifying "
+        "the bundle before it is used; with -o, also copy it to DIR. A digest already in the "
+        "cache is not fetched again.",
+    )
+    pull.add_argument("reference", metavar="oci://HOST[:PORT]/REPO[:TAG|@sha256:...]")
+    pull.add_argument("-o", "--output", metavar="DIR", help="also place the bundle at DIR")
+    pull.add_argument("--force", action="store_true", help="replace an existing bundle at DIR")
+    pull.add_argument("--insecure", action="store_true", help="plain HTTP")
+    pull.add_argument("--json", action="store_true", help="print one JSON document")
+    pull.set_defaults(run=_cmd_pull)
 
     sign = verbs.add_parser("sign", help="sign a bundle's digest with a private key")
     sign.add_argument("bundle", metavar="BUNDLE")

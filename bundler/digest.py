@@ -243,18 +243,23 @@ def hash_files(
     workers: int | None = None,
     progress: Progress | None = None,
     shard_size: int | None = SHARD_SIZE,
+    then: Callable[[Path], None] | None = None,
 ) -> dict[str, FileDigest | OSError]:
     """Hash many files below ``root`` in parallel; a file that cannot be read maps to its OSError.
 
     Larger files are submitted first so that one big file does not start last and leave a core
-    idle. Files over ``shard_size`` get their shard digests too (see ``hash_file``).
+    idle. Files over ``shard_size`` get their shard digests too (see ``hash_file``). ``then``
+    is called with each file's path once it is hashed, by the same worker (the build flushes it).
     """
     items = _largest_first(root, list(paths))
 
     def one(rel: str) -> Callable[[], FileDigest | OSError]:
         def task() -> FileDigest | OSError:
             try:
-                return hash_file(root / rel, progress, shard_size=shard_size)
+                result = hash_file(root / rel, progress, shard_size=shard_size)
+                if then is not None:
+                    then(root / rel)
+                return result
             except OSError as error:
                 return error
 

@@ -119,6 +119,10 @@ def load_bundle(
     ``check_examples=True`` replays the golden examples through the chosen path;
     ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs): only for bundles you made.
     """
+    if isinstance(path, str) and path.startswith("oci://"):
+        from .oci import pull
+
+        path = pull(path)  # into the content-addressed cache, verified there
     root = bundle_root(path)
     if trusted_keys is not None:
         from .signing import verify_signature

@@ -1,0 +1,450 @@
+"""Bundles in OCI registries: push, pull into a content-addressed cache, load by reference.
+
+A pushed bundle is an OCI image manifest of our own artifact type::
+
+    artifactType  application/vnd.bundler.bundle.v1+json
+    config        bundle.lock.json              application/vnd.bundler.lock.v1+json
+    layers        one per file of the bundle    application/vnd.bundler.file.v1
+                  (org.opencontainers.image.title: its path in the bundle)
+    annotations   org.opencontainers.image.{title,version,created,description}, dev.bundler.digest
+
+One layer per file, not archives: a layer's digest *is* the file's sha256 from the lock, so push
+sends the files as they are, pull checks every blob against its descriptor while it streams, and
+there is nothing to unpack (so no archive path tricks). Paths come from the title annotation and
+are checked like every lock path.
+
+Pulls land in ``$BUNDLER_CACHE`` (default ``$XDG_CACHE_HOME/bundler`` or ``~/.cache/bundler``) at
+``sha256/<manifest digest>/``: downloaded into a temporary folder beside it, verified as a bundle,
+then renamed into place, so concurrent pulls of one digest never leave a partial entry (the loser
+discards its copy). A reference by digest that is in the cache makes no request at all; a tag is
+resolved with one manifest request.
+
+The protocol is spoken through ``oras`` (``pip install 'bundler[oci]'``), imported only here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .digest import unsafe_path_reason
+from .errors import BundleError, IntegrityError, UsageError
+from .layout import LOCK_FILENAME, canonical_json
+
+ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1+json"
+LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.v1+json"
+FILE_MEDIA_TYPE = "application/vnd.bundler.file.v1"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+TITLE = "org.opencontainers.image.title"
+MAX_MANIFEST_BYTES = 4 << 20
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+_REFERENCE = re.compile(
+    r"^oci://(?P<host>[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)"
+    r"/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+class RegistryError(BundleError):
+    """The registry could not be reached, refused us, or has no such artifact."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    host: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def local(self) -> bool:
+        return self.host.rsplit(":", 1)[0] in LOCAL_HOSTS or self.host.startswith("[::1]")
+
+    def __str__(self) -> str:
+        text = f"oci://{self.host}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def is_reference(text: object) -> bool:
+    return isinstance(text, str) and text.startswith("oci://")
+
+
+def parse_reference(text: str) -> Reference:
+    match = _REFERENCE.match(text)
+    if not match:
+        raise UsageError(
+            "not a registry reference; expected oci://HOST[:PORT]/REPOSITORY[:TAG][@sha256:...]",
+            path=text,
+        )
+    return Reference(match["host"], match["repo"], match["tag"], match["digest"])
+
+
+def cache_root() -> Path:
+    if os.environ.get("BUNDLER_CACHE"):
+        return Path(os.environ["BUNDLER_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bundler"
+
+
+def credentials(host: str) -> tuple[str, str] | None:
+    """(user, password) for ``host``: BUNDLER_REGISTRY_USERNAME/PASSWORD, else docker's config."""
+    user = os.environ.get("BUNDLER_REGISTRY_USERNAME")
+    password = os.environ.get("BUNDLER_REGISTRY_PASSWORD")
+    if user and password:
+        return user, password
+    folder = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    path = Path(folder) / "config.json"
+    try:
+        auths = json.loads(path.read_text(encoding="utf-8")).get("auths", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(auths, dict):
+        return None
+    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v2/"):
+        entry = auths.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
+            try:
+                decoded = base64.b64decode(entry["auth"]).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                raise UsageError(
+                    f"the auth entry for {host} is not base64 user:password", path=path
+                ) from None
+            name, _, secret = decoded.partition(":")
+            return name, secret
+    return None
+
+
+class _Client:
+    """The few registry calls we need, through oras's session, auth and retries."""
+
+    def __init__(self, ref: Reference, insecure: bool) -> None:
+        try:
+            import oras.container
+            import oras.provider
+        except ImportError:
+            raise UsageError(
+                "registry support needs the oras package: pip install 'bundler[oci]'"
+            ) from None
+        plain_http = insecure or ref.local
+        self.registry = oras.provider.Registry(hostname=ref.host, insecure=plain_http)
+        found = credentials(ref.host)
+        if found is not None:
+            self.registry.auth.set_basic_auth(*found)
+        self.container = oras.container.Container(
+            f"{ref.repository}:{ref.tag or 'latest'}", registry=ref.host
+        )
+        self.ref = ref
+        self.prefix = "http" if plain_http else "https"
+
+    def _request(self, url: str, method: str, **kwargs: Any) -> Any:
+        """One request through oras's session and auth, with two quick retries of our own.
+
+        oras's own retry waits up to a minute for a registry that is down; a deploy that cannot
+        reach its registry should hear so in seconds.
+        """
+        import requests
+
+        send = getattr(
+            type(self.registry).do_request, "__wrapped__", type(self.registry).do_request
+        )
+        for attempt in range(3):
+            try:
+                return send(self.registry, url, method, **kwargs)
+            except requests.ConnectionError as error:
+                if attempt == 2:
+                    raise RegistryError(
+                        f"cannot reach the registry: {_reason(error)}", path=str(self.ref)
+                    ) from None
+                time.sleep(0.25 * (attempt + 1))
+            except requests.RequestException as error:
+                raise RegistryError(
+                    f"cannot reach the registry: {_reason(error)}", path=str(self.ref)
+                ) from None
+            except ValueError as error:  # oras: "Cannot respond to request for authentication."
+                raise RegistryError(
+                    f"the registry refused us: {error}", path=str(self.ref)
+                ) from None
+        raise AssertionError("unreachable")
+
+    def ping(self) -> None:
+        """Fail fast, before any upload, when the registry is not there."""
+        response = self._request(f"{self.prefix}://{self.ref.host}/v2/", "GET")
+        if response.status_code not in (200, 401):
+            raise RegistryError(
+                f"{self.ref.host} does not answer as an OCI registry ({response.status_code})",
+                path=str(self.ref),
+            )
+
+    def manifest(self, reference: str) -> tuple[bytes, str]:
+        url = f"{self.prefix}://{self.container.manifest_url(reference)}"
+        response = self._request(url, "GET", headers={"Accept": MANIFEST_MEDIA_TYPE})
+        if response.status_code == 404:
+            raise RegistryError(
+                f"no artifact {reference!r} in {self.ref.repository}", path=str(self.ref)
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"the registry answered {response.status_code} for the manifest", path=str(self.ref)
+            )
+        body = response.content
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise IntegrityError("the registry sent a manifest over 4 MiB", path=str(self.ref))
+        return body, "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def put_manifest(self, body: bytes, tag: str) -> None:
+        url = f"{self.prefix}://{self.container.manifest_url(tag)}"
+        response = self._request(
+            url, "PUT", data=body, headers={"Content-Type": MANIFEST_MEDIA_TYPE}
+        )
+        if response.status_code not in (200, 201):
+            raise RegistryError(
+                f"the registry refused the manifest ({response.status_code}): "
+                f"{response.text[:200]}",
+                path=str(self.ref),
+            )
+
+    def put_blob(self, path: Path, descriptor: dict[str, Any]) -> None:
+        try:
+            response = self.registry.upload_blob(str(path), self.container, descriptor)
+        except Exception as error:
+            raise RegistryError(
+                f"uploading {path.name} failed: {error}", path=str(self.ref)
+            ) from None
+        if response.status_code not in (200, 201, 202):
+            raise RegistryError(
+                f"the registry refused {path.name} ({response.status_code})", path=str(self.ref)
+            )
+
+    def fetch_blob(self, descriptor: dict[str, Any], target: Path) -> None:
+        """Stream one blob to ``target``; refused unless size and sha256 are the descriptor's."""
+        digest, size = descriptor["digest"], descriptor["size"]
+        url = f"{self.prefix}://{self.container.get_blob_url(digest)}"
+        response = self._request(url, "GET", stream=True)
+        with response:
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"the registry answered {response.status_code} for blob {digest}",
+                    path=str(self.ref),
+                )
+            hasher, received = hashlib.sha256(), 0
+            with target.open("xb") as out:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    received += len(chunk)
+                    if received > size:
+                        break
+                    hasher.update(chunk)
+                    out.write(chunk)
+        if received != size or "sha256:" + hasher.hexdigest() != digest:
+            raise IntegrityError(
+                f"the registry served a blob that does not match its digest {digest} "
+                f"({received} bytes, expected {size}); refusing it",
+                path=str(self.ref),
+            )
+
+
+def _reason(error: Exception) -> str:
+    """The innermost reason of a requests error (connection refused, name not known, ...)."""
+    reason: BaseException = error
+    while reason.__context__ is not None or getattr(reason, "reason", None) is not None:
+        inner = getattr(reason, "reason", None) or reason.__context__
+        if not isinstance(inner, BaseException) or inner is reason:
+            break
+        reason = inner
+    text = str(reason)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+
+
+def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[str, Any]:
+    """Verify ``bundle``, then push it; returns the manifest digest and where it went."""
+    from .verify import bundle_root, verify_bundle
+
+    root = bundle_root(bundle)
+    report = verify_bundle(root)
+    if not report.integrity_ok:
+        raise IntegrityError(
+            "the bundle failed verification; refusing to push it",
+            path=root,
+            details=[str(p) for p in report.problems],
+        )
+    lock = report.lock
+    assert lock is not None  # integrity_ok implies a lock
+    ref = parse_reference(reference)
+    if ref.digest:
+        raise UsageError("push to a tag, not a digest (the digest is computed)", path=reference)
+    tag = ref.tag or str(lock["version"]).replace("+", "_")
+    client = _Client(ref, insecure)
+    client.ping()
+    lock_bytes = (root / LOCK_FILENAME).read_bytes()
+    config = {
+        "mediaType": LOCK_MEDIA_TYPE,
+        "digest": "sha256:" + hashlib.sha256(lock_bytes).hexdigest(),
+        "size": len(lock_bytes),
+    }
+    client.put_blob(root / LOCK_FILENAME, config)
+    layers = []
+    for name, entry in sorted(lock["files"].items()):
+        descriptor = {
+            "mediaType": FILE_MEDIA_TYPE,
+            "digest": "sha256:" + entry["sha256"],
+            "size": entry["size"],
+            "annotations": {TITLE: name},
+        }
+        client.put_blob(root / name, descriptor)
+        layers.append(descriptor)
+    annotations = {
+        "org.opencontainers.image.title": str(lock["name"]),
+        "org.opencontainers.image.version": str(lock["version"]),
+        "org.opencontainers.image.created": str(lock["created"]),
+        "dev.bundler.digest": str(lock["digest"]),
+    }
+    if lock.get("description"):
+        annotations["org.opencontainers.image.description"] = str(lock["description"])
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": config,
+        "layers": layers,
+        "annotations": annotations,
+    }
+    body = canonical_json(manifest)
+    client.put_manifest(body, tag)
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    where = Reference(ref.host, ref.repository, tag, None)
+    return {
+        "reference": f"{where}@{digest}",
+        "tag": str(where),
+        "digest": digest,
+        "bundle_digest": lock["digest"],
+        "files": len(layers),
+        "bytes": sum(layer["size"] for layer in layers),
+    }
+
+
+def _checked_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        raise IntegrityError(
+            "the registry sent a manifest that is not JSON", path=str(ref)
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("artifactType") != ARTIFACT_TYPE:
+        raise UsageError(f"{ref} is not a bundle (artifact type is not {ARTIFACT_TYPE})")
+    config, layers = manifest.get("config"), manifest.get("layers")
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        raise IntegrityError("the manifest has no config or layers", path=str(ref))
+    seen: set[str] = set()
+    for layer in [config, *layers]:
+        if not (
+            isinstance(layer, dict)
+            and isinstance(layer.get("digest"), str)
+            and re.fullmatch(r"sha256:[0-9a-f]{64}", layer["digest"])
+            and isinstance(layer.get("size"), int)
+            and layer["size"] >= 0
+        ):
+            raise IntegrityError("the manifest has a malformed descriptor", path=str(ref))
+    for layer in layers:
+        title = (layer.get("annotations") or {}).get(TITLE)
+        reason = unsafe_path_reason(title) if isinstance(title, str) else "is missing"
+        if reason is None and (title in seen or title in (LOCK_FILENAME, "")):
+            reason = "is listed twice or names the lock"
+        if reason is not None:
+            raise IntegrityError(f"a layer's path {title!r} {reason}", path=str(ref))
+        seen.add(str(title))
+    return manifest
+
+
+def pull(reference: str, *, insecure: bool = False) -> Path:
+    """The bundle at ``reference`` in the local cache (downloaded and verified if not there)."""
+    return fetch(reference, insecure=insecure)[0]
+
+
+def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
+    """(the bundle's folder in the cache, whether it was downloaded now)."""
+    ref = parse_reference(reference)
+    cache = cache_root() / "sha256"
+    if ref.digest:
+        cached = cache / ref.digest.split(":", 1)[1]
+        if (cached / LOCK_FILENAME).is_file():
+            return cached, False  # content-addressed: no request needed
+    client = _Client(ref, insecure)
+    body, digest = client.manifest(ref.digest or ref.tag or "latest")
+    if ref.digest and digest != ref.digest:
+        raise IntegrityError(
+            f"the registry served a manifest whose digest is {digest}, not {ref.digest}",
+            path=str(ref),
+        )
+    final = cache / digest.split(":", 1)[1]
+    if (final / LOCK_FILENAME).is_file():
+        return final, False
+    manifest = _checked_manifest(body, ref)
+    cache.mkdir(parents=True, exist_ok=True)
+    work = cache / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    work.mkdir()
+    try:
+        client.fetch_blob(manifest["config"], work / LOCK_FILENAME)
+        for layer in manifest["layers"]:
+            target = work / layer["annotations"][TITLE]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.fetch_blob(layer, target)
+        from .verify import verify_bundle
+
+        report = verify_bundle(work)
+        if not report.integrity_ok:
+            raise IntegrityError(
+                "the pulled bundle failed verification; refusing it",
+                path=str(ref),
+                details=[str(p) for p in report.problems],
+            )
+        try:
+            os.rename(work, final)
+        except OSError:
+            if not (final / LOCK_FILENAME).is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final, True
+
+
+def pull_to(
+    reference: str, out: str | Path, *, insecure: bool = False, force: bool = False
+) -> tuple[Path, bool]:
+    """Pull into the cache, then copy the bundle to ``out`` (atomically, like a build).
+
+    Returns ``out`` and whether the bundle was downloaded now (else it came from the cache).
+    """
+    cached, fetched = fetch(reference, insecure=insecure)
+    target = Path(out)
+    if target.exists() and not force:
+        raise UsageError("exists; use --force to replace it", path=target)
+    if target.exists() and not (target / LOCK_FILENAME).is_file():
+        raise UsageError("exists and is not a bundle; refusing to replace it", path=target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        shutil.copytree(cached, work)
+        if target.exists():
+            old = target.parent / f".{target.name}.bundler-old.{secrets.token_hex(4)}"
+            os.rename(target, old)
+            os.rename(work, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target, fetched

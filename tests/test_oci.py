@@ -1,0 +1,259 @@
+"""Bundles through a real OCI registry (CNCF Distribution, Debian's docker-registry package)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bundler import load_bundle, verify_bundle
+from bundler.errors import UsageError
+from bundler.oci import credentials, parse_reference
+
+from .conftest import cli_env, run_bundle
+
+INSTALL = "apt-get install docker-registry (CNCF Distribution); .ci/run installs it"
+
+
+class Registry:
+    """A docker-registry process on a free loopback port, storing under ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            pytest.skip(f"no docker-registry binary: {INSTALL}")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.storage = folder / "storage"
+        config = folder / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: error}\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.storage}}}}}\n"
+            f"http: {{addr: 127.0.0.1:{self.port}}}\n"
+        )
+        self.process = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    pytest.fail("docker-registry did not start")
+                time.sleep(0.1)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def blob(self, digest: str) -> Path:
+        hexdigest = digest.split(":", 1)[1]
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    running = Registry(tmp_path_factory.mktemp("registry"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def private_registry(tmp_path: Path) -> Iterator[Registry]:
+    """A registry of the test's own, to tamper with or to stop."""
+    running = Registry(tmp_path)
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def push(bundle: Path, reference: str) -> dict[str, Any]:
+    result = run_bundle("push", str(bundle), reference, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def pull(reference: str, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_bundle("pull", reference, *args, env=cli_env(BUNDLER_CACHE=str(cache)))
+
+
+def test_push_pull_verify_load_round_trip(
+    built, registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    original = built["with_metadata"].path
+    pushed = push(original, f"oci://{registry.host}/ml/moons")
+    assert pushed["tag"] == f"oci://{registry.host}/ml/moons:2.1.0", "the tag defaults to version"
+    assert pushed["digest"].startswith("sha256:") and pushed["files"] >= 5
+
+    cache = tmp_path / "cache"
+    result = pull(pushed["reference"], cache, "-o", str(tmp_path / "pulled"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert verify_bundle(tmp_path / "pulled").ok
+    cached = cache / "sha256" / pushed["digest"].split(":", 1)[1]
+    assert json.loads(result.stdout)["path"] == str(tmp_path / "pulled")
+    assert verify_bundle(cached).digest == built["with_metadata"].digest
+
+    monkeypatch.setenv("BUNDLER_CACHE", str(cache))
+    x = np.random.default_rng(5).normal(size=(8, 2)).astype("float32")
+    remote = load_bundle(pushed["reference"])
+    assert Path(remote.path) == cached
+    np.testing.assert_allclose(remote.predict(x), load_bundle(original).predict(x), atol=1e-6)
+
+
+def test_pull_by_tag_and_by_digest_give_the_same_bundle(
+    built, registry: Registry, tmp_path: Path
+) -> None:
+    pushed = push(built["sequential"].path, f"oci://{registry.host}/ml/sequential:stable")
+    by_tag = pull(pushed["tag"], tmp_path / "a", "--json")
+    by_digest = pull(f"oci://{registry.host}/ml/sequential@{pushed['digest']}", tmp_path / "b")
+    assert by_tag.returncode == 0 and by_digest.returncode == 0, by_tag.stderr + by_digest.stderr
+    assert Path(json.loads(by_tag.stdout)["path"]).name == pushed["digest"].split(":", 1)[1]
+    assert "pulled" in by_digest.stdout and "downloaded and verified" in by_digest.stdout
+
+
+def test_a_tampered_blob_in_the_registry_is_refused(
+    built, private_registry: Registry, tmp_path: Path
+) -> None:
+    pushed = push(built["with_metadata"].path, f"oci://{private_registry.host}/ml/moons")
+    keras_sha = json.loads((built["with_metadata"].path / "bundle.lock.json").read_text())
+    blob = private_registry.blob("sha256:" + keras_sha["files"]["model.keras"]["sha256"])
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    cache = tmp_path / "cache"
+    result = pull(pushed["reference"], cache)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "does not match its digest" in result.stderr and "Traceback" not in result.stderr
+    assert list((cache / "sha256").iterdir()) == [], "nothing half-pulled is left in the cache"
+
+
+def test_a_cached_digest_loads_with_the_registry_stopped(
+    built, private_registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    pushed = push(built["sequential"].path, f"oci://{private_registry.host}/ml/sequential")
+    cache = tmp_path / "cache"
+    assert pull(pushed["reference"], cache).returncode == 0
+    private_registry.stop()
+    again = pull(pushed["reference"], cache)
+    assert again.returncode == 0, again.stderr
+    assert "from the cache" in again.stdout
+    monkeypatch.setenv("BUNDLER_CACHE", str(cache))
+    assert load_bundle(pushed["reference"]).mode == "keras"
+    by_tag = pull(pushed["tag"], cache)  # a tag must be resolved: the registry is needed
+    assert by_tag.returncode == 1 and "cannot reach the registry" in by_tag.stderr
+    assert len(by_tag.stderr.strip().splitlines()) == 1
+
+
+def test_two_processes_pulling_one_digest_share_one_cache_entry(
+    built, registry: Registry, tmp_path: Path
+) -> None:
+    pushed = push(built["custom_layer"].path, f"oci://{registry.host}/ml/regressor")
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "bundler", "pull", pushed["reference"]]
+    env = cli_env(BUNDLER_CACHE=str(cache))
+    racers = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for racer in racers:
+        _, stderr = racer.communicate(timeout=120)
+        assert racer.returncode == 0, stderr.decode()
+    entries = sorted(p.name for p in (cache / "sha256").iterdir())
+    assert entries == [pushed["digest"].split(":", 1)[1]], entries
+    assert verify_bundle(cache / "sha256" / entries[0]).integrity_ok
+
+
+def test_a_damaged_bundle_is_not_pushed(copy_bundle, registry: Registry) -> None:
+    root = copy_bundle("sequential")
+    with (root / "model.keras").open("r+b") as stream:
+        stream.seek(100)
+        stream.write(b"\x00\x01\x02")
+    result = run_bundle("push", str(root), f"oci://{registry.host}/ml/damaged")
+    assert result.returncode == 1
+    assert "failed verification; refusing to push it" in result.stderr
+    assert "model.keras" in result.stderr
+
+
+def test_an_unknown_tag_is_one_clear_line(registry: Registry, tmp_path: Path) -> None:
+    result = pull(f"oci://{registry.host}/ml/nothing:1.0.0", tmp_path)
+    assert result.returncode == 1 and "no artifact '1.0.0'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_without_oras_the_message_says_what_to_install(built) -> None:
+    code = (
+        "import sys; sys.modules['oras'] = None\n"
+        "from bundler.cli import main\n"
+        f"sys.exit(main(['push', {str(built['sequential'].path)!r}, 'oci://127.0.0.1:1/x/y']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'bundler[oci]'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "registry.example.com/ml/x",
+        "oci://registry.example.com",
+        "oci://registry.example.com/ML/x",
+        "oci://host/ml/x@sha256:abc",
+        "oci://host/ml/../x",
+    ],
+)
+def test_bad_references_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="oci://HOST"):
+        parse_reference(text)
+
+
+def test_references_parse() -> None:
+    digest = "sha256:" + "a" * 64
+    ref = parse_reference(f"oci://localhost:5000/ml/moons:2.1.0@{digest}")
+    assert (ref.host, ref.repository, ref.tag, ref.digest) == (
+        "localhost:5000",
+        "ml/moons",
+        "2.1.0",
+        digest,
+    )
+    assert ref.local and not parse_reference("oci://ghcr.io/acme/moons").local
+
+
+def test_credentials_come_from_the_environment_or_docker_config(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("BUNDLER_REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("BUNDLER_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert credentials("registry.example.com") is None
+    token = base64.b64encode(b"robot:s3cret:with-colon").decode()
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"registry.example.com": {"auth": token}}})
+    )
+    assert credentials("registry.example.com") == ("robot", "s3cret:with-colon")
+    assert credentials("other.example.com") is None
+    monkeypatch.setenv("BUNDLER_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("BUNDLER_REGISTRY_PASSWORD", "token")
+    assert credentials("registry.example.com") == ("ci", "token")
