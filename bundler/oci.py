@@ -271,17 +271,10 @@ def _reason(error: Exception) -> str:
 
 def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[str, Any]:
     """Verify ``bundle``, then push it; returns the manifest digest and where it went."""
-    from .verify import bundle_root, verify_bundle
+    from .verify import bundle_root, require_intact
 
     root = bundle_root(bundle)
-    report = verify_bundle(root)
-    if not report.integrity_ok:
-        raise IntegrityError(
-            "the bundle failed verification; refusing to push it",
-            path=root,
-            details=[str(p) for p in report.problems],
-        )
-    lock = report.lock
+    lock = require_intact(root, "the bundle failed verification; refusing to push it").lock
     assert lock is not None  # integrity_ok implies a lock
     ref = parse_reference(reference)
     if ref.digest:
@@ -402,15 +395,9 @@ def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
             target = work / layer["annotations"][TITLE]
             target.parent.mkdir(parents=True, exist_ok=True)
             client.fetch_blob(layer, target)
-        from .verify import verify_bundle
+        from .verify import require_intact
 
-        report = verify_bundle(work)
-        if not report.integrity_ok:
-            raise IntegrityError(
-                "the pulled bundle failed verification; refusing it",
-                path=str(ref),
-                details=[str(p) for p in report.problems],
-            )
+        require_intact(work, "the pulled bundle failed verification; refusing it", where=str(ref))
         try:
             os.rename(work, final)
         except OSError:

@@ -125,16 +125,10 @@ def _statement(root: Path) -> dict[str, Any]:
 
 def sign_bundle(bundle: str | Path, private_key: Any) -> str:
     """Sign a verified bundle; writes bundle.sig.json atomically and returns the key id."""
-    from .verify import verify_bundle
+    from .verify import require_intact
 
     root = Path(bundle)
-    report = verify_bundle(root)
-    if not report.integrity_ok:
-        raise SignatureError(
-            "refusing to sign a bundle that fails verification",
-            path=root,
-            details=[str(p) for p in report.problems],
-        )
+    require_intact(root, "refusing to sign a bundle that fails verification", SignatureError)
     key = _load_key(private_key, private=True)
     statement = _statement(root)
     document = {

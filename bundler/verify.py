@@ -32,7 +32,7 @@ from .digest import (
     unsafe_path_reason,
     walk_tree,
 )
-from .errors import UsageError
+from .errors import BundleError, IntegrityError, UsageError
 from .formats import FormatError, migrate_forward
 from .layout import (
     ARTIFACT_DEFAULTS,
@@ -365,4 +365,17 @@ def verify_bundle(
             time.perf_counter() - started,
             tuple(results),
         )
+    return report
+
+
+def require_intact(
+    root: Path,
+    refusal: str,
+    error: type[BundleError] = IntegrityError,
+    where: str | Path | None = None,
+) -> VerifyReport:
+    """Verify ``root`` before acting on it (sign, push, cache): ``error(refusal)`` if not intact."""
+    report = verify_bundle(root)
+    if not report.integrity_ok:
+        raise error(refusal, path=where or root, details=[str(p) for p in report.problems])
     return report
