@@ -267,6 +267,14 @@ def bench_startup(repeat: int, small_bundle: Path, with_tensorflow: bool) -> lis
     if with_tensorflow:
         tf = median_time(run(python, "-c", "import tensorflow"), repeat)
         rows.append(row("startup_vs_import_tensorflow", verify, tf))
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return rows
+    # what a service pays before its first load: bundler's loader and TensorFlow, vs MLflow's
+    ready = median_time(run(python, "-c", "import bundler.load, tensorflow"), repeat)
+    peer = median_time(run(python, "-c", "import mlflow.tensorflow"), repeat)
+    rows.append(row("mlflow_import_vs_bundler_import", ready, peer))
     return rows
 
 
