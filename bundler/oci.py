@@ -46,6 +46,8 @@ FILE_MEDIA_TYPE = "application/vnd.bundler.file.v1"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 MAX_MANIFEST_BYTES = 4 << 20
+CHUNKED_ABOVE = 32 << 20  # larger blobs go up in PATCH chunks: memory stays flat
+CHUNK_BYTES = 16 << 20
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 _REFERENCE = re.compile(
@@ -219,8 +221,11 @@ class _Client:
             )
 
     def put_blob(self, path: Path, descriptor: dict[str, Any]) -> None:
+        large = descriptor["size"] > CHUNKED_ABOVE  # oras's single PUT reads the whole file
         try:
-            response = self.registry.upload_blob(str(path), self.container, descriptor)
+            response = self.registry.upload_blob(
+                str(path), self.container, descriptor, do_chunked=large, chunk_size=CHUNK_BYTES
+            )
         except Exception as error:
             raise RegistryError(
                 f"uploading {path.name} failed: {error}", path=str(self.ref)

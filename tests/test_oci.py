@@ -257,3 +257,26 @@ def test_credentials_come_from_the_environment_or_docker_config(
     monkeypatch.setenv("BUNDLER_REGISTRY_USERNAME", "ci")
     monkeypatch.setenv("BUNDLER_REGISTRY_PASSWORD", "token")
     assert credentials("registry.example.com") == ("ci", "token")
+
+
+def test_a_large_file_goes_up_in_chunks_and_comes_back_intact(
+    copy_bundle, registry: Registry, tmp_path: Path
+) -> None:
+    """Over 32 MiB a blob is uploaded in PATCH chunks (oras's single PUT reads it whole)."""
+    import os
+
+    from bundler.build import _hash_tree
+    from bundler.layout import files_digest
+    from bundler.oci import CHUNKED_ABOVE
+
+    root = copy_bundle("sequential")
+    big = root / "saved_model" / "variables" / "big.data"
+    big.write_bytes(os.urandom(CHUNKED_ABOVE + 5_000_001))
+    lock = json.loads((root / "bundle.lock.json").read_text())
+    lock["files"]["saved_model/variables/big.data"] = _hash_tree(big.parent)["big.data"]
+    lock["digest"] = files_digest(lock["files"])
+    (root / "bundle.lock.json").write_text(json.dumps(lock))
+    pushed = push(root, f"oci://{registry.host}/ml/large")
+    result = pull(pushed["reference"], tmp_path / "cache", "-o", str(tmp_path / "pulled"))
+    assert result.returncode == 0, result.stderr
+    assert verify_bundle(tmp_path / "pulled").digest == lock["digest"]
