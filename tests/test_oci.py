@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -280,3 +281,34 @@ def test_a_large_file_goes_up_in_chunks_and_comes_back_intact(
     result = pull(pushed["reference"], tmp_path / "cache", "-o", str(tmp_path / "pulled"))
     assert result.returncode == 0, result.stderr
     assert verify_bundle(tmp_path / "pulled").digest == lock["digest"]
+
+
+def _stable(line: str) -> str:
+    """A line of output without what changes from build to build: digests, sizes, timings."""
+    line = re.sub(r"[0-9a-f]{64}", "<hex>", line)
+    return re.sub(r"\d+(\.\d+)? (KB|MB|s)\b", "<n>", line)
+
+
+def test_the_readme_registry_commands_print_what_it_shows(
+    built, registry: Registry, tmp_path: Path
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Shipping bundles through a registry", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```console\n", 1)[1].split("```", 1)[0]
+    commands = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+    assert [c.split()[1] for c in commands] == ["push", "pull", "pull"]
+    shutil.copytree(built["with_metadata"].path, tmp_path / "bundles" / "moons")
+    env = cli_env(BUNDLER_CACHE=str(tmp_path / "cache"))
+    digest = None
+    for command in commands:
+        args = command.replace("127.0.0.1:5000", registry.host).split()[1:]
+        if digest:
+            args = [re.sub(r"sha256:[0-9a-f]{64}", digest, a) for a in args]
+        result = run_bundle(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 0, (command, result.stderr)
+        shown = _stable(block.split(command, 1)[1].splitlines()[1])
+        printed = _stable(result.stdout.splitlines()[0].replace(registry.host, "127.0.0.1:5000"))
+        assert printed.split("(")[0] == shown.split("(")[0], (shown, printed)
+        assert shown.split("(")[1].split(",")[0] in printed, (shown, printed)
+        found = re.search(r"sha256:[0-9a-f]{64}", result.stdout)
+        digest = digest or (found[0] if found else None)
