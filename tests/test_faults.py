@@ -57,18 +57,54 @@ def _limit_file_size(limit: int) -> Any:
     return preexec
 
 
-@pytest.mark.parametrize(
-    "limit", [8192, 30_000], ids=["while saving model.keras", "while exporting saved_model"]
-)
-def test_disk_full_mid_build_fails_clearly_and_leaves_nothing(tmp_path: Path, limit: int) -> None:
+LONG_GRAPH = """
+import keras
+
+
+@keras.saving.register_keras_serializable(package="faults")
+class Deep(keras.layers.Layer):
+    \"\"\"One layer, a long graph: saved_model.pb (160 KB) outgrows model.keras (12 KB).\"\"\"
+
+    def call(self, inputs):
+        for _ in range(400):
+            inputs = keras.ops.tanh(inputs) * 0.5
+        return inputs
+
+
+def build():
+    inputs = keras.Input(shape=(4,), name="x")
+    return keras.Model(inputs, Deep(name="deep")(inputs))
+"""
+
+
+def _long_graph_manifest(folder: Path) -> str:
+    (folder / "src").mkdir()
+    (folder / "src" / "long_graph.py").write_text(LONG_GRAPH)
+    (folder / "manifest.yaml").write_text(
+        "apiVersion: bundler/v1\nname: long-graph\nversion: 1.0.0\n"
+        "model: {factory: 'long_graph:build'}\npaths: [src]\n"
+    )
+    return str(folder / "manifest.yaml")
+
+
+@pytest.mark.parametrize("where", ["while saving model.keras", "while exporting saved_model"])
+def test_disk_full_mid_build_fails_clearly_and_leaves_nothing(tmp_path: Path, where: str) -> None:
     # Guards the build's failure path: every write error becomes one BuildError line (exit 1),
     # and the temporary folder is removed, whichever writer (Keras, TensorFlow, us) hit it.
+    if where == "while saving model.keras":  # model.keras is 26 KB, the largest file
+        manifest, limit = SEQUENTIAL, 8192
+    else:  # model.keras fits, saved_model.pb does not
+        work = tmp_path / "work"
+        work.mkdir()
+        manifest, limit = _long_graph_manifest(work), 60_000
     out = tmp_path / "out"
-    process = _popen("-m", "bundler", "build", SEQUENTIAL, "-o", str(out),
+    process = _popen("-m", "bundler", "build", manifest, "-o", str(out),
                      preexec_fn=_limit_file_size(limit))  # fmt: skip
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr
     assert "File too large" in stderr or "too large" in stderr.lower(), stderr
+    stage = "exporting the SavedModel" if "export" in where else "Keras could not save"
+    assert stage in stderr, stderr
     assert "Traceback" not in stderr and "internal error" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert not out.exists() and _leftovers(tmp_path) == []
