@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,8 +177,6 @@ def _installed_distribution(name: str) -> str | None:
 
 
 def _component_sources(module: str) -> list[Path]:
-    import sys
-
     source = _find_source(module, sys.path)
     if source is None:
         return []
@@ -214,7 +213,11 @@ class ImportedEnvironment:
         return imported_version(loaded)
 
     def framework(self, name: str) -> str | None:
-        return _installed_distribution(name)
+        # the version this process runs, once imported (the components usually import it): no
+        # metadata scan, and right for builds whose distribution has another name (tf-nightly)
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None)
+        return version if isinstance(version, str) else _installed_distribution(name)
 
     def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
         return registered_adapters()

@@ -18,6 +18,7 @@ METRICS = {
     "verify_vs_hashlib_1_thread",
     "verify_throughput",
     "startup_vs_pass",
+    "import_bundler_vs_pass",
 }
 
 

@@ -404,3 +404,23 @@ def test_an_adapter_can_migrate_a_layers_weights_too(evolving: Path, tmp_path: P
         outcome = dict(zip(variants, pool.map(run, variants), strict=True))
     assert outcome["with"] == "keras 1", outcome["with"]
     assert outcome["without"].startswith("ExampleMismatchError"), outcome["without"]
+
+
+def test_load_plans_against_the_framework_this_process_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # once imported, the module's own __version__ decides (a tf-nightly or tensorflow-cpu install
+    # has no "tensorflow" distribution); before that, the installed distribution's version
+    import importlib.metadata
+    import types
+
+    import keras
+
+    from bundler.compat import ImportedEnvironment
+
+    environment = ImportedEnvironment()
+    assert environment.framework("keras") == keras.__version__
+    monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(__version__="9.0.0"))
+    assert environment.framework("keras") == "9.0.0"
+    monkeypatch.delitem(sys.modules, "keras")
+    assert environment.framework("keras") == importlib.metadata.version("keras")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from bundler import verify_bundle
 from bundler.build import _hash_tree
 from bundler.digest import SHARD_SIZE, check_digests, hash_file
 from bundler.lock import LOCK_FILENAME, files_digest
+
+from .conftest import ROOT, cli_env
 
 MiB = 1 << 20
 
@@ -116,3 +120,34 @@ def test_a_sharded_bundle_verifies_and_names_damage_by_shard(copy_bundle) -> Non
     lock["files"]["saved_model/variables/big.data"]["shards"]["sha256"][0] = "0" * 64
     lock_path.write_text(json.dumps(lock))
     assert "digest" in [p.kind for p in verify_bundle(root).problems]
+
+
+def _peak_rss_of_verify(root: Path) -> int:
+    """Exit code checked, peak resident memory in bytes of one `bundle verify` process."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bundler", "verify", str(root)],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0
+    return usage.ru_maxrss * 1024  # kilobytes on Linux
+
+
+def test_verify_memory_stays_flat_whatever_the_bundle_size(copy_bundle) -> None:
+    root = copy_bundle("sequential")
+    small = _peak_rss_of_verify(root)
+    big = root / "saved_model" / "variables" / "big.data"
+    with big.open("wb") as stream:  # 1 GiB that costs no disk: a sparse file reads as zeros
+        stream.truncate(1 << 30)
+    lock_path = root / LOCK_FILENAME
+    lock = json.loads(lock_path.read_text())
+    lock["files"]["saved_model/variables/big.data"] = _hash_tree(big.parent)["big.data"]
+    lock["digest"] = files_digest(lock["files"])
+    lock_path.write_text(json.dumps(lock))
+    grown = _peak_rss_of_verify(root) - small
+    # read buffers of a few MiB per thread, whatever the size: not the file, nor a slice of it
+    assert grown < 64 * MiB, f"verify of a 1 GiB file used {grown / MiB:.0f} MiB more"
