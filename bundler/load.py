@@ -279,9 +279,28 @@ def _rewritten(archive: zipfile.ZipFile, config: dict[str, Any], edits: list[Any
     return buffer
 
 
+class _KerasFile(io.BufferedReader):
+    """model.keras opened for Keras, named so that Keras never writes into the bundle.
+
+    Keras copies weights it judges too large for memory (over 512 MB without psutil) into a
+    temporary folder beside the file it is given. Beside model.keras that folder would be inside
+    the bundle: a `bundle verify` running meanwhile would report an extra file, a killed service
+    would leave one behind for good, and a read-only bundle would be read the slow way. Named as
+    if it lay in the temporary directory, the file sends that copy there.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "rb"), buffer_size=1 << 20)
+
+    @property
+    def name(self) -> str:
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), "model.keras")
+
+
 def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, list[str]]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
     from keras.src.saving import saving_lib
 
     where = str(root / lock.artifacts.keras)
@@ -313,13 +332,9 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
             source = None
         with _keras_lock:
             try:
-                if source is None:
-                    model = keras.saving.load_model(
-                        where, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
-                    )
-                else:
+                with source if source is not None else _KerasFile(where) as stream:
                     model = saving_lib.load_model(
-                        source, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
+                        stream, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
                     )
             except BundleError:
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -262,3 +263,31 @@ def test_lookup_tables_are_exported_with_the_single_copy_of_the_weights(tmp_path
     graph = tf.saved_model.load(str(bundle.path / "saved_model"))
     served = graph.signatures["serving_default"](word=words)
     np.testing.assert_array_equal(next(iter(served.values())).numpy(), bundle.model(words).numpy())
+
+
+def test_loading_large_weights_never_writes_into_the_bundle(
+    built: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Keras copies weights it judges too large for memory (over 512 MB without psutil) into a
+    # temporary folder beside the file it loads; beside model.keras, that is inside the bundle
+    import zipfile
+
+    from keras.src.saving import saving_lib
+
+    monkeypatch.setattr(saving_lib, "is_memory_sufficient", lambda model: False)
+    bundle = built["custom_layer"]
+    seen: list[tuple[Path, bool]] = []
+    extract = zipfile.ZipFile.extract
+
+    def spy(self: zipfile.ZipFile, member: Any, path: Any = None, pwd: Any = None) -> str:
+        written = extract(self, member, path, pwd)
+        seen.append((Path(written), verify_bundle(bundle.path).ok))  # a deploy gate meanwhile
+        return written
+
+    monkeypatch.setattr(zipfile.ZipFile, "extract", spy)
+    loaded = load_bundle(bundle.path)
+    assert [path.name for path, _ in seen] == ["model.weights.h5"]
+    ((copy, still_ok),) = seen
+    assert bundle.path not in copy.parents and still_ok
+    expected = bundle.model(INPUTS["custom_layer"], training=False).numpy()
+    np.testing.assert_allclose(loaded.predict(INPUTS["custom_layer"]), expected, rtol=1e-6)
