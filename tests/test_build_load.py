@@ -235,7 +235,9 @@ def test_saved_model_stores_each_weight_once_and_serves_the_model(built: dict, n
     np.testing.assert_allclose(graph.serve(INPUTS[name]).numpy(), expected, rtol=1e-6, atol=1e-6)
 
 
-LOOKUP_FACTORY = """
+EXPORT_FACTORIES = {
+    # a lookup table: a resource the export must track apart from the variables
+    "lookup": """
 import keras
 
 
@@ -244,25 +246,50 @@ def build():
     ids = keras.layers.StringLookup(vocabulary=["red", "green", "blue"])(text)
     vectors = keras.layers.Embedding(4, 3, name="embed")(ids)
     return keras.Model(text, keras.layers.Flatten()(vectors))
-"""
+""",
+    # named inputs, non-trainable statistics and a seed generator's state
+    "stateful": """
+import keras
 
 
-def test_lookup_tables_are_exported_with_the_single_copy_of_the_weights(tmp_path: Path) -> None:
+def build():
+    a = keras.Input(shape=(3,), name="a")
+    b = keras.Input(shape=(2,), name="b")
+    hidden = keras.layers.Dense(4)(keras.layers.Concatenate()([a, b]))
+    hidden = keras.layers.BatchNormalization(moving_mean_initializer="ones")(hidden)
+    hidden = keras.layers.Dropout(0.5, seed=1)(hidden)
+    return keras.Model({"a": a, "b": b}, keras.layers.Dense(1)(hidden))
+""",
+}
+EXPORT_INPUTS = {
+    "lookup": lambda: {"word": np.array([["blue"], ["red"], ["purple"]])},
+    "stateful": lambda: {
+        "a": np.random.default_rng(5).normal(size=(4, 3)).astype("float32"),
+        "b": np.random.default_rng(6).normal(size=(4, 2)).astype("float32"),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPORT_FACTORIES))
+def test_single_copy_export_keeps_what_model_export_keeps(tmp_path: Path, kind: str) -> None:
     import tensorflow as tf
 
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "lookup_demo.py").write_text(LOOKUP_FACTORY)
+    (tmp_path / "src" / f"{kind}_demo.py").write_text(EXPORT_FACTORIES[kind])
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(
-        "apiVersion: bundler/v1\nname: lookup\nversion: 1.0.0\n"
-        "model: {factory: 'lookup_demo:build'}\npaths: [src]\n"
+        f"apiVersion: bundler/v1\nname: {kind}\nversion: 1.0.0\n"
+        f"model: {{factory: '{kind}_demo:build'}}\npaths: [src]\n"
     )
     bundle = build_bundle(manifest, tmp_path / "out")
-    assert _stored_values(bundle.path / "saved_model") == 4 * 3
-    words = tf.constant([["blue"], ["red"], ["purple"]])
+    weights = sum(int(np.prod(v.shape)) for v in bundle.model.variables)
+    assert _stored_values(bundle.path / "saved_model") == weights
+    inputs = {name: tf.constant(value) for name, value in EXPORT_INPUTS[kind]().items()}
     graph = tf.saved_model.load(str(bundle.path / "saved_model"))
-    served = graph.signatures["serving_default"](word=words)
-    np.testing.assert_array_equal(next(iter(served.values())).numpy(), bundle.model(words).numpy())
+    served = next(iter(graph.signatures["serving_default"](**inputs).values())).numpy()
+    model_inputs = inputs["word"] if kind == "lookup" else inputs
+    expected = bundle.model(model_inputs, training=False).numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_loading_large_weights_never_writes_into_the_bundle(
