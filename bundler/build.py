@@ -23,8 +23,8 @@ import re
 import secrets
 import shutil
 import sys
-import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from .components import (
     registered_objects,
     source_sha256,
 )
-from .digest import SHARD_SIZE, FileDigest, Progress, hash_file, hash_files, walk_tree
+from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered, walk_tree
 from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
@@ -47,7 +47,6 @@ SAVED_MODEL_DIR = "saved_model"
 EXAMPLES_DIR = "examples"
 
 Stage = Callable[[str], None]
-ProgressFactory = Callable[[int], Progress | None]  # total bytes -> a callback for bytes done
 
 
 @dataclass(frozen=True)
@@ -205,8 +204,8 @@ def _build_into(
         ) from error
     # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so
     # each file is hashed once, right after it is written, and the build waits for no extra pass
-    early = _EarlyHash(workdir / KERAS_FILE)
-    try:
+    with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
+        keras_hashed = early.submit(hash_files, workdir, [KERAS_FILE], then=_fsync_path)
         stage("exporting saved_model/")
         _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
         examples = []
@@ -217,10 +216,8 @@ def _build_into(
                 _run_example(model, source, index, workdir)
                 for index in range(len(manifest.examples))
             ]
-    finally:
-        keras_digest = early.result()
     stage("hashing files")
-    files = _hash_tree(workdir, on_hashing, known={KERAS_FILE: keras_digest})
+    files = _hash_tree(workdir, on_hashing, known=keras_hashed.result())
     lock = Lock.model_validate(
         {
             "format": FORMAT,
@@ -534,27 +531,6 @@ def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) 
 # -- lock helpers ---------------------------------------------------------------------------------
 
 
-class _EarlyHash:
-    """Hash and flush one finished file on a thread of its own; ``result()`` waits for it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.outcome: FileDigest | OSError = OSError(f"{path} was not hashed")
-        self.thread = threading.Thread(target=self._run, name="bundler-early-hash", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.outcome = hash_file(self.path, shard_size=SHARD_SIZE)
-            _fsync_path(self.path)
-        except OSError as error:
-            self.outcome = error
-
-    def result(self) -> FileDigest | OSError:
-        self.thread.join()
-        return self.outcome
-
-
 def _hash_tree(
     workdir: Path,
     on_hashing: ProgressFactory | None = None,
@@ -568,14 +544,9 @@ def _hash_tree(
         raise BuildError(f"the build produced entries that are not plain files: {odd}")
     paths = [entry.path for entry in entries if entry.kind == "file" and entry.path not in known]
     pending = sum(e.size for e in entries if e.kind == "file" and e.path not in known)
-    meter = on_hashing(pending) if on_hashing else None
-    try:
+    with metered(on_hashing, pending) as meter:
         # each file is flushed by the task that hashed it, while other files are still hashing
         hashed = {**known, **hash_files(workdir, paths, progress=meter, then=_fsync_path)}
-    finally:
-        close = getattr(meter, "close", None)
-        if close is not None:
-            close()
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(hashed):
         result = hashed[path]

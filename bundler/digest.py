@@ -17,12 +17,14 @@ anything else (symlink, FIFO, device, socket, a file hard-linked elsewhere) is r
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import queue
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -33,6 +35,7 @@ MAX_PATH_LENGTH = 1024
 MAX_PATH_DEPTH = 32
 
 Progress = Callable[[int], None]
+ProgressFactory = Callable[[int], Progress | None]  # total bytes -> a callback for bytes done
 
 
 @dataclass(frozen=True)
@@ -229,11 +232,31 @@ def _largest_first(root: Path, items: list[str]) -> list[str]:
 
 
 def _run_all(tasks: list[Callable[[], object]], workers: int | None) -> list[object]:
+    """Run every task on up to ``workers`` threads; an OSError a task raises is its result."""
+
+    def run(task: Callable[[], object]) -> object:
+        try:
+            return task()
+        except OSError as error:
+            return error
+
     count = min(len(tasks), workers or os.cpu_count() or 1)
     if count <= 1:
-        return [task() for task in tasks]
+        return [run(task) for task in tasks]
     with ThreadPoolExecutor(max_workers=count, thread_name_prefix="bundler-hash") as pool:
-        return list(pool.map(lambda task: task(), tasks))
+        return list(pool.map(run, tasks))
+
+
+@contextlib.contextmanager
+def metered(on_hashing: ProgressFactory | None, total: int) -> Iterator[Progress | None]:
+    """The callback ``on_hashing`` gives for ``total`` bytes; closed afterwards if it can be."""
+    meter = on_hashing(total) if on_hashing is not None else None
+    try:
+        yield meter
+    finally:
+        close = getattr(meter, "close", None)
+        if close is not None:
+            close()
 
 
 def hash_files(
@@ -253,19 +276,13 @@ def hash_files(
     """
     items = _largest_first(root, list(paths))
 
-    def one(rel: str) -> Callable[[], FileDigest | OSError]:
-        def task() -> FileDigest | OSError:
-            try:
-                result = hash_file(root / rel, progress, shard_size=shard_size)
-                if then is not None:
-                    then(root / rel)
-                return result
-            except OSError as error:
-                return error
+    def hash_then(path: Path) -> FileDigest:
+        result = hash_file(path, progress, shard_size=shard_size)
+        if then is not None:
+            then(path)
+        return result
 
-        return task
-
-    results = _run_all([one(rel) for rel in items], workers)
+    results = _run_all([functools.partial(hash_then, root / rel) for rel in items], workers)
     return dict(zip(items, results, strict=True))  # type: ignore[arg-type, unused-ignore]
 
 
@@ -302,38 +319,16 @@ def check_digests(
                 )
                 continue
             for index, (start, length) in enumerate(spans):
-                tasks.append(_range_task(root / rel, start, length, progress))
+                tasks.append(functools.partial(hash_range, root / rel, start, length, progress))
                 owners.append((rel, index))
         else:
-            tasks.append(_whole_task(root / rel, progress))
+            tasks.append(functools.partial(hash_file, root / rel, progress))
             owners.append((rel, -1))
     for (rel, index), result in zip(owners, _run_all(tasks, workers), strict=True):
         if verdicts[rel] is not None:
             continue  # the first problem of a file is enough
         verdicts[rel] = _verdict(rel, index, result, expected[rel])
     return verdicts
-
-
-def _whole_task(path: Path, progress: Progress | None) -> Callable[[], object]:
-    def task() -> object:
-        try:
-            return hash_file(path, progress)
-        except OSError as error:
-            return error
-
-    return task
-
-
-def _range_task(
-    path: Path, start: int, length: int, progress: Progress | None
-) -> Callable[[], object]:
-    def task() -> object:
-        try:
-            return hash_range(path, start, length, progress)
-        except OSError as error:
-            return error
-
-    return task
 
 
 def _verdict(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -27,7 +26,9 @@ from typing import Any
 from .compat import POLICIES, Environment, Plan, StaticEnvironment, make_plan
 from .digest import (
     Progress,
+    ProgressFactory,
     check_digests,
+    metered,
     read_plain_file,
     unsafe_path_reason,
     walk_tree,
@@ -303,7 +304,7 @@ def verify_bundle(
     policy: str = "adapt",
     smoke: bool = False,
     env: Environment | str | Path | None = None,
-    on_hashing: Callable[[int], Progress | None] | None = None,
+    on_hashing: ProgressFactory | None = None,
 ) -> VerifyReport:
     """Check a bundle's integrity, its lock, and whether it would load under ``policy``.
 
@@ -331,13 +332,8 @@ def verify_bundle(
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += _check_artifacts(lock)
     total = sum(int(entry["size"]) for entry in lock["files"].values())
-    meter = on_hashing(total) if on_hashing is not None else None
-    try:
+    with metered(on_hashing, total) as meter:
         file_problems, hashed = check_files(root, lock["files"], meter)
-    finally:
-        close = getattr(meter, "close", None)
-        if close is not None:
-            close()
     problems += file_problems
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
