@@ -30,6 +30,7 @@ from pydantic import (
 from .digest import unsafe_path_reason
 from .errors import BundleError, ManifestError
 from .formats import FormatError, Migration, migrate_forward
+from .layout import MODULE_PATTERN
 from .versions import VersionError, parse_range, parse_version
 
 API_VERSION = "bundler/v1"
@@ -37,7 +38,6 @@ MANIFEST_MAX_BYTES = 1 << 20
 MAX_NODES = 100_000  # after alias expansion: a hand-written manifest is far smaller
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
-MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 EXAMPLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 # apiVersion -> function turning a manifest of that version into one of the next version.

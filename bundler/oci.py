@@ -38,7 +38,7 @@ from typing import Any
 
 from .digest import unsafe_path_reason
 from .errors import BundleError, IntegrityError, UsageError
-from .layout import LOCK_FILENAME, canonical_json
+from .layout import DIGEST_PATTERN, LOCK_FILENAME, canonical_json
 
 ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1+json"
 LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.v1+json"
@@ -351,7 +351,7 @@ def _checked_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
         if not (
             isinstance(layer, dict)
             and isinstance(layer.get("digest"), str)
-            and re.fullmatch(r"sha256:[0-9a-f]{64}", layer["digest"])
+            and re.fullmatch(DIGEST_PATTERN, layer["digest"])
             and isinstance(layer.get("size"), int)
             and layer["size"] >= 0
         ):
