@@ -86,21 +86,11 @@ def build_bundle(
     stage = on_stage or (lambda _: None)
     target = Path(out) if out is not None else default_output(source.manifest)
     target = Path(os.path.abspath(target))
-    _check_target(target, force)
-    workdir = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
-        workdir.mkdir()
-    except OSError as error:  # a read-only or full file system, a missing permission
-        raise BuildError(
-            f"cannot create a temporary folder beside it: {error.strerror or error}", path=target
-        ) from error
+    workdir = prepare_workdir(target, force)
     try:
         lock, model = _build_into(source, workdir, stage, on_hashing)
         stage("installing")
-        _sync_tree(workdir)
-        _install(workdir, target, force)
+        install(workdir, target, force)
     except BaseException as error:
         shutil.rmtree(workdir, ignore_errors=True)
         if isinstance(error, OSError):  # the disk filled up, a file grew over RLIMIT_FSIZE, ...
@@ -117,6 +107,21 @@ def _as_source(manifest: str | Path | Manifest | ManifestSource) -> ManifestSour
     if isinstance(manifest, Manifest):
         return ManifestSource(manifest, Path.cwd() / "manifest.yaml")
     return read_manifest(manifest)
+
+
+def prepare_workdir(target: Path, force: bool) -> Path:
+    """Check OUT, then create the temporary folder beside it that ``install`` renames to OUT."""
+    _check_target(target, force)
+    workdir = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        workdir.mkdir()
+    except OSError as error:  # a read-only or full file system, a missing permission
+        raise BuildError(
+            f"cannot create a temporary folder beside it: {error.strerror or error}", path=target
+        ) from error
+    return workdir
 
 
 def _check_target(target: Path, force: bool) -> None:
@@ -642,7 +647,9 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def _install(workdir: Path, target: Path, force: bool) -> None:
+def install(workdir: Path, target: Path, force: bool, what: str = "build") -> None:
+    """Flush ``workdir`` and rename it to ``target`` (swapped in atomically with ``force``)."""
+    _sync_tree(workdir)
     try:
         if force and os.path.lexists(target):
             if _exchange(workdir, target):
@@ -660,7 +667,7 @@ def _install(workdir: Path, target: Path, force: bool) -> None:
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
             raise BuildError(
-                "another build created it while this one ran; pass --force to replace it",
+                f"another {what} created it while this one ran; pass --force to replace it",
                 path=target,
             ) from error
         raise BuildError(

@@ -416,27 +416,18 @@ def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
 def pull_to(
     reference: str, out: str | Path, *, insecure: bool = False, force: bool = False
 ) -> tuple[Path, bool]:
-    """Pull into the cache, then copy the bundle to ``out`` (atomically, like a build).
+    """Pull into the cache, then copy the bundle to ``out``, installed as a build installs it.
 
     Returns ``out`` and whether the bundle was downloaded now (else it came from the cache).
     """
+    from .build import install, prepare_workdir
+
     cached, fetched = fetch(reference, insecure=insecure)
-    target = Path(out)
-    if target.exists() and not force:
-        raise UsageError("exists; use --force to replace it", path=target)
-    if target.exists() and not (target / LOCK_FILENAME).is_file():
-        raise UsageError("exists and is not a bundle; refusing to replace it", path=target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    target = Path(os.path.abspath(out))
+    work = prepare_workdir(target, force)
     try:
-        shutil.copytree(cached, work)
-        if target.exists():
-            old = target.parent / f".{target.name}.bundler-old.{secrets.token_hex(4)}"
-            os.rename(target, old)
-            os.rename(work, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(work, target)
+        shutil.copytree(cached, work, dirs_exist_ok=True)
+        install(work, target, force, what="pull")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return target, fetched
+    return Path(out), fetched
