@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bundler.build import _hash_tree
 from bundler.digest import walk_tree
 from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
 
@@ -39,6 +40,19 @@ def reseal(root: Path) -> None:
         lock["files"] = files
 
     edit_lock(root, rehash)
+
+
+def add_sealed_file(root: Path, rel: str, size: int, at: int = 0, data: bytes = b"") -> Path:
+    """Add a file of ``size`` bytes (sparse, with ``data`` written at ``at``) and seal it into the
+    lock as a build records it (shard table included): large files without the disk they'd cost."""
+    path = root / rel
+    with path.open("wb") as stream:
+        stream.truncate(size)
+        stream.seek(at)
+        stream.write(data)
+    entry = _hash_tree(path.parent)[path.name]
+    edit_lock(root, lambda lock: lock["files"].update({rel: entry}))
+    return path
 
 
 def _rewrite_keras_member(root: Path, name: str, transform: Callable[[bytes], bytes]) -> None:

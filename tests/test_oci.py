@@ -23,6 +23,7 @@ from bundler.errors import UsageError
 from bundler.oci import credentials, parse_reference
 
 from .conftest import cli_env, run_bundle
+from .hostile import add_sealed_file
 
 INSTALL = "apt-get install docker-registry (CNCF Distribution); .ci/run installs it"
 
@@ -266,17 +267,12 @@ def test_a_large_file_goes_up_in_chunks_and_comes_back_intact(
     """Over 32 MiB a blob is uploaded in PATCH chunks (oras's single PUT reads it whole)."""
     import os
 
-    from bundler.build import _hash_tree
-    from bundler.layout import files_digest
     from bundler.oci import CHUNKED_ABOVE
 
     root = copy_bundle("sequential")
-    big = root / "saved_model" / "variables" / "big.data"
-    big.write_bytes(os.urandom(CHUNKED_ABOVE + 5_000_001))
+    size = CHUNKED_ABOVE + 5_000_001
+    add_sealed_file(root, "saved_model/variables/big.data", size, data=os.urandom(size))
     lock = json.loads((root / "bundle.lock.json").read_text())
-    lock["files"]["saved_model/variables/big.data"] = _hash_tree(big.parent)["big.data"]
-    lock["digest"] = files_digest(lock["files"])
-    (root / "bundle.lock.json").write_text(json.dumps(lock))
     pushed = push(root, f"oci://{registry.host}/ml/large")
     result = pull(pushed["reference"], tmp_path / "cache", "-o", str(tmp_path / "pulled"))
     assert result.returncode == 0, result.stderr

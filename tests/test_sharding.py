@@ -17,9 +17,10 @@ from bundler.digest import SHARD_SIZE, check_digests, hash_file
 from bundler.lock import LOCK_FILENAME
 
 from .conftest import ROOT, cli_env
-from .hostile import edit_lock
+from .hostile import add_sealed_file
 
 MiB = 1 << 20
+BIG = "saved_model/variables/big.data"
 
 
 def _random_file(path: Path, size: int) -> bytes:
@@ -94,22 +95,9 @@ def test_build_records_shards_for_large_files_only(tmp_path: Path) -> None:
     assert len(files["variables.data"]["shards"]["sha256"]) == 3
 
 
-def _add_sealed_file(root: Path, size: int, at: int = 0, data: bytes = b"") -> Path:
-    """A sparse file of ``size`` bytes (``data`` written at ``at``) added to the bundle and its
-    lock, shard table and digest included, as a build would have recorded it."""
-    big = root / "saved_model" / "variables" / "big.data"
-    with big.open("wb") as stream:
-        stream.truncate(size)
-        stream.seek(at)
-        stream.write(data)
-    entry = _hash_tree(big.parent)["big.data"]
-    edit_lock(root, lambda lock: lock["files"].update({"saved_model/variables/big.data": entry}))
-    return big
-
-
 def test_a_sharded_bundle_verifies_and_names_damage_by_shard(copy_bundle) -> None:
     root = copy_bundle("sequential")
-    big = _add_sealed_file(root, SHARD_SIZE + 10 * MiB, at=SHARD_SIZE + 5, data=os.urandom(64))
+    big = add_sealed_file(root, BIG, SHARD_SIZE + 10 * MiB, at=SHARD_SIZE + 5, data=os.urandom(64))
     lock_path = root / LOCK_FILENAME
     lock = json.loads(lock_path.read_text())
     report = verify_bundle(root)
@@ -117,14 +105,12 @@ def test_a_sharded_bundle_verifies_and_names_damage_by_shard(copy_bundle) -> Non
 
     _flip(big, SHARD_SIZE + 6)
     report = verify_bundle(root)
-    assert [(p.path, p.kind) for p in report.problems] == [
-        ("saved_model/variables/big.data", "changed")
-    ]
+    assert [(p.path, p.kind) for p in report.problems] == [(BIG, "changed")]
     assert "shard 1" in report.problems[0].message
 
     # the digest covers the shard table: editing it without resealing is caught
     _flip(big, SHARD_SIZE + 6)
-    lock["files"]["saved_model/variables/big.data"]["shards"]["sha256"][0] = "0" * 64
+    lock["files"][BIG]["shards"]["sha256"][0] = "0" * 64
     lock_path.write_text(json.dumps(lock))
     assert "digest" in [p.kind for p in verify_bundle(root).problems]
 
@@ -147,7 +133,7 @@ def _peak_rss_of_verify(root: Path) -> int:
 def test_verify_memory_stays_flat_whatever_the_bundle_size(copy_bundle) -> None:
     root = copy_bundle("sequential")
     small = _peak_rss_of_verify(root)
-    _add_sealed_file(root, 1 << 30)  # 1 GiB that costs no disk: a sparse file reads as zeros
+    add_sealed_file(root, BIG, 1 << 30)  # 1 GiB that costs no disk: a sparse file reads as zeros
     grown = _peak_rss_of_verify(root) - small
     # read buffers of a few MiB per thread, whatever the size: not the file, nor a slice of it
     assert grown < 64 * MiB, f"verify of a 1 GiB file used {grown / MiB:.0f} MiB more"
