@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_bundles"
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yaml").is_file())
+
+
+def readme_section(title: str) -> str:
+    """The text of the README's ``## title`` section."""
+    readme = (ROOT / "README.md").read_text()
+    return readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def console_commands(section: str) -> list[tuple[str, list[str]]]:
+    """($ command, the output lines the README shows for it) in a section's console blocks."""
+    commands: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", section, flags=re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            elif commands:
+                commands[-1][1].append(line)
+    return commands
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .conftest import EXAMPLES, cli_env, run_bundle, run_python
+from .conftest import EXAMPLES, cli_env, console_commands, readme_section, run_bundle, run_python
 from .hostile import reseal
 
 RELEASES = EXAMPLES / "evolving_layer" / "releases"
@@ -307,22 +307,8 @@ STABLE = re.compile(
 )
 
 
-def _console_commands(section: str) -> list[tuple[str, list[str]]]:
-    """($ command, the output lines the README shows for it) in a section's console blocks."""
-    commands: list[tuple[str, list[str]]] = []
-    for block in re.findall(r"```console\n(.*?)```", section, flags=re.DOTALL):
-        for line in block.splitlines():
-            if line.startswith("$ "):
-                commands.append((line[2:], []))
-            elif commands:
-                commands[-1][1].append(line)
-    return commands
-
-
 def test_readme_walkthrough_output_is_what_the_commands_print(tmp_path: Path) -> None:
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    section = readme.split("## When the custom code moves on", 1)[1].split("\n## ", 1)[0]
-    commands = _console_commands(section)
+    commands = console_commands(readme_section("When the custom code moves on"))
     assert len(commands) >= 7
     (tmp_path / "example_bundles").symlink_to(EXAMPLES)
     env = cli_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

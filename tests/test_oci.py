@@ -22,7 +22,7 @@ from bundler import load_bundle, verify_bundle
 from bundler.errors import UsageError
 from bundler.oci import credentials, parse_reference
 
-from .conftest import cli_env, run_bundle
+from .conftest import cli_env, console_commands, readme_section, run_bundle
 from .hostile import add_sealed_file
 
 INSTALL = "apt-get install docker-registry (CNCF Distribution); .ci/run installs it"
@@ -288,21 +288,18 @@ def _stable(line: str) -> str:
 def test_the_readme_registry_commands_print_what_it_shows(
     built, registry: Registry, tmp_path: Path
 ) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("## Shipping bundles through a registry", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```console\n", 1)[1].split("```", 1)[0]
-    commands = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
-    assert [c.split()[1] for c in commands] == ["push", "pull", "pull"]
+    commands = console_commands(readme_section("Shipping bundles through a registry"))
+    assert [command.split()[1] for command, _ in commands] == ["push", "pull", "pull"]
     shutil.copytree(built["with_metadata"].path, tmp_path / "bundles" / "moons")
     env = cli_env(BUNDLER_CACHE=str(tmp_path / "cache"))
     digest = None
-    for command in commands:
+    for command, output in commands:
         args = command.replace("127.0.0.1:5000", registry.host).split()[1:]
         if digest:
             args = [re.sub(r"sha256:[0-9a-f]{64}", digest, a) for a in args]
         result = run_bundle(*args, cwd=tmp_path, env=env)
         assert result.returncode == 0, (command, result.stderr)
-        shown = _stable(block.split(command, 1)[1].splitlines()[1])
+        shown = _stable(output[0])
         printed = _stable(result.stdout.splitlines()[0].replace(registry.host, "127.0.0.1:5000"))
         assert printed.split("(")[0] == shown.split("(")[0], (shown, printed)
         assert shown.split("(")[1].split(",")[0] in printed, (shown, printed)
