@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +16,15 @@ import pytest
 from bundler import verify_bundle
 from bundler.schema import SCHEMA_NAMES, checked_in
 
-from .conftest import EXAMPLES, ROOT, cli_env, run_bundle, service_env
+from .conftest import (
+    EXAMPLES,
+    ROOT,
+    cli_env,
+    console_commands,
+    readme_section,
+    run_bundle,
+    service_env,
+)
 
 
 def test_build_verify_inspect_round_trip(tmp_path: Path) -> None:
@@ -188,3 +198,39 @@ def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
         result = run_bundle(*command.split()[1:], cwd=tmp_path, env=cli_env(PYTHONPATH=str(ROOT)))
         assert result.returncode == 0, (command, result.stdout, result.stderr)
     assert verify_bundle(tmp_path / "bundles" / "moons").ok
+
+
+def _normalized(line: str) -> str:
+    """A line without what changes between builds and machines: hashes, times, versions, sizes."""
+    line = re.sub(r"\b[0-9a-f]{12,64}\b", "<hex>", line)
+    line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<time>", line)
+    line = re.sub(r"\d+\.\d+\.\d+", "<version>", line)
+    line = re.sub(r"\d+(\.\d+)? (B|KB|MB|GB|s)\b", "<n>", line)
+    return " ".join(line.split())
+
+
+def test_readme_command_line_examples_print_what_it_shows(tmp_path: Path) -> None:
+    commands = console_commands(readme_section("Command line"))
+    assert len(commands) >= 8, commands
+    (tmp_path / "example_bundles").symlink_to(EXAMPLES)
+    env = cli_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    previous = None
+    for command, shown in commands:
+        expected = [line for line in shown if line.strip()]
+        if command == "echo $?":
+            assert expected == [str(previous)], command
+            continue
+        result = subprocess.run(
+            ["bash", "-c", command.split("  # ", 1)[0]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        previous = result.returncode
+        failed = bool(expected) and expected[0].startswith("FAILED")
+        assert result.returncode == (1 if failed else 0), (command, result.stderr)
+        printed = {_normalized(line) for line in (result.stdout + result.stderr).splitlines()}
+        missing = [line for line in expected if _normalized(line) not in printed]
+        assert not missing, (command, missing, result.stdout)
