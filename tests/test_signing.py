@@ -22,7 +22,7 @@ from bundler.errors import SignatureError, UsageError
 from bundler.lock import SIGNATURE_FILENAME
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import ROOT, run_bundle, service_env
+from .conftest import console_commands, readme_section, run_bundle, service_env
 from .hostile import edit_lock, reseal
 
 
@@ -55,11 +55,9 @@ def test_signed_bundle_verifies_and_loads_with_the_trusted_key(copy_bundle, keys
 def test_cli_keygen_sign_verify_key_as_the_readme_shows(copy_bundle, tmp_path: Path) -> None:
     """The README's signing commands, run as written (on a copy of the bundle)."""
     root = copy_bundle("custom_layer")
-    section = (ROOT / "README.md").read_text().split("## Signing", 1)[1].split("\n## ", 1)[0]
     commands = [
-        line[2:].split("#", 1)[0].replace("bundles/custom-layer", str(root)).split()
-        for line in section.splitlines()
-        if line.startswith("$ bundle ")
+        command.split("#", 1)[0].replace("bundles/custom-layer", str(root)).split()
+        for command, _ in console_commands(readme_section("Signing"))
     ]
     assert [command[1] for command in commands] == ["keygen", "sign", "verify"]
     for command in commands:
