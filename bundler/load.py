@@ -22,7 +22,6 @@ import os
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,12 @@ from .errors import (
     UnsafeLoadWarning,
 )
 from .lock import LOCK_FILENAME, Lock
+from .scan import check_config_modules, check_config_objects, read_config
 from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
 
 log = logging.getLogger("bundler")
 
-CONFIG_MAX_BYTES = 64 << 20
 _keras_lock = threading.RLock()
-_BUILTIN_MODULES = ("keras", "builtins")
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,104 +162,6 @@ def load_bundle(
 # -- the Keras path -------------------------------------------------------------------------------
 
 
-def _serialized_objects(node: Any) -> Iterator[dict[str, Any]]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            if isinstance(current.get("class_name"), str) and "config" in current:
-                yield current
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-
-
-def check_config_modules(config: Any, allowed: list[str], where: str) -> None:
-    """Refuse a config naming a module outside Keras and the lock's components."""
-    for obj in _serialized_objects(config):
-        module = obj.get("module")
-        if module is None:
-            continue
-        if not isinstance(module, str):
-            raise UnsafeBundleError(f"{obj['class_name']!r} has a non-string module", path=where)
-        if _module_allowed(module, allowed):
-            continue
-        raise UnsafeBundleError(
-            f"the model config names module {module!r} (for {obj['class_name']!r}), which is not "
-            f"a component in the lock ({', '.join(allowed) or 'none'}); refusing to load it",
-            path=where,
-        )
-
-
-def _module_allowed(module: str, allowed: list[str]) -> bool:
-    top = module.split(".", 1)[0]
-    return top in _BUILTIN_MODULES or any(
-        module == m or module.startswith(m + ".") for m in allowed
-    )
-
-
-def _registry_names(obj: dict[str, Any]) -> list[str]:
-    """The names Keras looks up in its process-wide registry to deserialize ``obj``."""
-    class_name = obj["class_name"]
-    names = [class_name]
-    if class_name == "function" and isinstance(obj.get("config"), str):
-        names.append(obj["config"])
-    registered = obj.get("registered_name", class_name)
-    if isinstance(registered, str):
-        names.append(registered)
-    spec_name = obj.get("spec_name")
-    if isinstance(spec_name, str):
-        names.append(spec_name)
-    return names
-
-
-def check_config_objects(config: Any, allowed: list[str], where: str, *, unsafe: bool) -> None:
-    """Refuse what Keras would resolve outside Keras and the lock's components, and lambdas.
-
-    Keras resolves ``registered_name`` (and a function's name) in its process-wide registry
-    *before* it looks at ``module``: any class another imported module registered would be
-    instantiated, although the lock does not name that module. Python lambdas are refused here
-    too, not left to whichever Keras release enforces ``safe_mode`` how.
-    """
-    import keras
-
-    for obj in _serialized_objects(config):
-        if obj["class_name"] == "__lambda__" and not unsafe:
-            raise UnsafeBundleError(
-                "the model contains a Lambda layer with Python bytecode, which safe_mode "
-                "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
-                path=where,
-            )
-        for name in _registry_names(obj):
-            found = keras.saving.get_registered_object(name)
-            if found is None:
-                continue
-            owner = getattr(found, "__module__", None) or ""
-            if not _module_allowed(owner, allowed):
-                raise UnsafeBundleError(
-                    f"the model config names {name!r}, registered by module {owner!r}, which is "
-                    f"not a component in the lock ({', '.join(allowed) or 'none'}); refusing to "
-                    "load it",
-                    path=where,
-                )
-
-
-def _read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
-    try:
-        info = archive.getinfo("config.json")
-    except KeyError:
-        raise LoadError("model.keras has no config.json", path=where) from None
-    if info.file_size > CONFIG_MAX_BYTES:
-        raise UnsafeBundleError(f"config.json is larger than {CONFIG_MAX_BYTES} bytes", path=where)
-    try:
-        config = json.loads(archive.read(info))
-    except (ValueError, RecursionError) as error:
-        raise LoadError(f"config.json is not valid JSON: {error}", path=where) from error
-    if not isinstance(config, dict):
-        raise LoadError("config.json is not a JSON object", path=where)
-    return config
-
-
 def _rewritten(archive: zipfile.ZipFile, config: dict[str, Any], edits: list[Any]) -> io.BytesIO:
     """The .keras archive in memory, with the adapted config and, if adapters say so, weights."""
     from .adapters import apply_to_weights
@@ -319,7 +219,7 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
             f"model.keras is not a readable .keras file: {error}", path=where
         ) from error
     with archive:
-        config = _read_config(archive, where)
+        config = read_config(archive, where)
         check_config_modules(config, modules, where)
         check_config_objects(config, modules, where, unsafe=unsafe)
         applied: list[str] = []

@@ -1,0 +1,117 @@
+"""The config safety scan: what a ``.keras`` file's ``config.json`` may name before Keras sees it.
+
+Every serialized object (a dict with ``class_name`` and ``config``) must come from Keras itself or
+from a module the lock names as a component (a component covers its submodules too). Keras 3
+refuses to import other modules on its own, but a bundle must not depend on which Keras release
+enforces what, so the scan is ours. ``read_config`` and ``check_config_modules`` need no
+TensorFlow: ``bundle verify`` runs them to predict what ``load_bundle`` would refuse.
+``check_config_objects`` consults Keras's process-wide registry, so only the loader runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import LoadError, UnsafeBundleError
+
+CONFIG_MAX_BYTES = 64 << 20
+BUILTIN_MODULES = ("keras", "builtins")
+
+
+def serialized_objects(node: Any) -> Iterator[dict[str, Any]]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("class_name"), str) and "config" in current:
+                yield current
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+def check_config_modules(config: Any, allowed: list[str], where: str) -> None:
+    """Refuse a config naming a module outside Keras and the lock's components."""
+    for obj in serialized_objects(config):
+        module = obj.get("module")
+        if module is None:
+            continue
+        if not isinstance(module, str):
+            raise UnsafeBundleError(f"{obj['class_name']!r} has a non-string module", path=where)
+        if module_allowed(module, allowed):
+            continue
+        raise UnsafeBundleError(
+            f"the model config names module {module!r} (for {obj['class_name']!r}), which is not "
+            f"a component in the lock ({', '.join(allowed) or 'none'}); refusing to load it",
+            path=where,
+        )
+
+
+def module_allowed(module: str, allowed: list[str]) -> bool:
+    top = module.split(".", 1)[0]
+    return top in BUILTIN_MODULES or any(module == m or module.startswith(m + ".") for m in allowed)
+
+
+def registry_names(obj: dict[str, Any]) -> list[str]:
+    """The names Keras looks up in its process-wide registry to deserialize ``obj``."""
+    class_name = obj["class_name"]
+    names = [class_name]
+    if class_name == "function" and isinstance(obj.get("config"), str):
+        names.append(obj["config"])
+    registered = obj.get("registered_name", class_name)
+    if isinstance(registered, str):
+        names.append(registered)
+    spec_name = obj.get("spec_name")
+    if isinstance(spec_name, str):
+        names.append(spec_name)
+    return names
+
+
+def check_config_objects(config: Any, allowed: list[str], where: str, *, unsafe: bool) -> None:
+    """Refuse what Keras would resolve outside Keras and the lock's components, and lambdas.
+
+    Keras resolves ``registered_name`` (and a function's name) in its process-wide registry
+    *before* it looks at ``module``: any class another imported module registered would be
+    instantiated, although the lock does not name that module. Python lambdas are refused here
+    too, not left to whichever Keras release enforces ``safe_mode`` how.
+    """
+    import keras
+
+    for obj in serialized_objects(config):
+        if obj["class_name"] == "__lambda__" and not unsafe:
+            raise UnsafeBundleError(
+                "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                path=where,
+            )
+        for name in registry_names(obj):
+            found = keras.saving.get_registered_object(name)
+            if found is None:
+                continue
+            owner = getattr(found, "__module__", None) or ""
+            if not module_allowed(owner, allowed):
+                raise UnsafeBundleError(
+                    f"the model config names {name!r}, registered by module {owner!r}, which is "
+                    f"not a component in the lock ({', '.join(allowed) or 'none'}); refusing to "
+                    "load it",
+                    path=where,
+                )
+
+
+def read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
+    try:
+        info = archive.getinfo("config.json")
+    except KeyError:
+        raise LoadError("model.keras has no config.json", path=where) from None
+    if info.file_size > CONFIG_MAX_BYTES:
+        raise UnsafeBundleError(f"config.json is larger than {CONFIG_MAX_BYTES} bytes", path=where)
+    try:
+        config = json.loads(archive.read(info))
+    except (ValueError, RecursionError) as error:
+        raise LoadError(f"config.json is not valid JSON: {error}", path=where) from error
+    if not isinstance(config, dict):
+        raise LoadError("config.json is not a JSON object", path=where)
+    return config
