@@ -13,12 +13,13 @@ and a PEP 440 text compare consistently):
 - release ``X.Y.Z...``: major, minor, patch; missing parts are 0 (``0.9`` is 0.9.0); parts after the
   third compare after the patch (1.2.3 < 1.2.3.1 < 1.2.4), and trailing zeros there do not count
   (``1.2.3.0`` is 1.2.3).
-- ``aN``, ``bN``, ``rcN`` (and their spellings ``alpha``, ``c``, ``pre``...) are pre-releases of
-  their release, with the precedence of the semver identifiers ``a.N``, ``b.N``, ``rc.N``: so
-  a < b < rc, then by N, and ``2.0.0rc1`` has the precedence of ``2.0.0-rc.1``.
+- ``aN``, ``bN``, ``rcN`` are pre-releases of their release, with the precedence of the semver
+  identifiers ``a.N``, ``b.N``, ``rc.N``: so a < b < rc, then by N, and ``2.0.0rc1`` has the
+  precedence of ``2.0.0-rc.1`` (PEP 440's other spellings count as these: ``1.0alpha1`` is
+  ``1.0a1``, ``1.0c1`` and ``1.0pre1`` are ``1.0rc1``; a semver ``-alpha.1`` stays ``alpha.1``).
 - ``.devN`` is a pre-release below every other pre-release of the same release (``1.0.dev1`` <
   ``1.0.0-0`` < ``1.0a1``); after a pre-release it stays below that pre-release
-  (``1.0a1.dev1`` < ``1.0a1``).
+  (``1.0a1.dev1`` < ``1.0a1``), after a post-release below that post-release.
 - ``.postN`` is not a pre-release: it sorts after its release and before the next one
   (1.0.0 < ``1.0.0.post1`` < 1.0.1), so ``^1.0.0`` admits ``1.0.0.post1`` and the exact ``1.0.0``
   does not.
@@ -31,14 +32,19 @@ or commas, all of which must hold. npm's operators: ``1.2.0`` or ``=1.2.0`` (exa
 ``>=1.2.0 <2.0.0``, ``^1.2.0`` (same leftmost non-zero part: ``^0.2.1`` is ``>=0.2.1 <0.3.0``),
 ``~1.2.0`` (same major and minor), ``*`` (any release). pip's: bounds may be PEP 440 versions
 (``>=3.5,<4`` is ``>=3.5.0 <4.0.0``), ``~=1.2`` (compatible release: ``>=1.2``, ``==1.*``),
-``~=1.2.3`` (``>=1.2.3``, ``==1.2.*``), and the prefix matches ``==1.2.*`` and ``!=1.2.*``. pip's
-arbitrary equality ``===`` is refused. The upper bounds of ``^``, ``~``, ``~=`` and ``.*`` sit below
-every pre-release of the next release (npm's ``-0``), so ``^2.0.0`` excludes ``3.0.0-alpha``.
+``~=1.2.3`` (``>=1.2.3``, ``==1.2.*``), and the prefix matches ``==1.2.*`` and ``!=1.2.*``;
+a space may follow an operator (``>= 3.5``). pip's arbitrary equality ``===`` is refused. The upper
+bounds of ``^``, ``~``, ``~=`` and ``.*`` sit below every pre-release and dev release of the next
+release (npm's ``-0``), so ``^2.0.0`` excludes ``3.0.0-alpha`` and ``3.0.dev1``.
 
 Pre-releases follow npm, dev releases included: ``2.0.0-rc.1`` or ``2.0.0rc1`` satisfies an
 alternative only if one of its comparators names a pre-release of 2.0.0, so a range of releases
 never admits a pre-release by accident (``>=3.5,<4`` admits neither ``4.0.0rc1`` nor
 ``4.0.dev1``, as pip has it). ``VersionRange.to_pip`` says a range in pip's grammar when it can.
+
+Two places where pip's own rules differ, because one order serves both kinds of version here:
+``>1.0`` admits ``1.0.post1`` (pip leaves out post-releases of the bound), and ``<4`` admits a 4.0
+pre-release when another comparator of the same alternative names one (pip never does).
 """
 
 from __future__ import annotations

@@ -128,6 +128,10 @@ EXAMPLES = [
     ("!=1.2.*", "1.3.0", IN),
     (">=1.0, !=1.2.*, <2", "1.1.9", IN),
     (">=1.0, !=1.2.*, <2", "1.2.1", OUT),
+    ("1.0rc1", "1.0c1", IN),
+    # where pip's own rules differ, as the module says
+    (">1.0", "1.0.post1", IN),
+    (">=4.0.0rc1 <4", "4.0.0rc2", IN),
 ]
 
 
@@ -263,6 +267,7 @@ ASCENDING = [
     "1.0.0-alpha",
     "1.0b1",
     "1.0.0-beta.2",
+    "1.0.0-beta.11",
     "1.0rc1",
     "1.0.0-rc.2",
     "1.0.0",
@@ -333,6 +338,7 @@ def test_exact_range_knows_its_version() -> None:
         ("^1!2.0", ">=1!2.0,<1!3"),
         ("1.0.0 || ^2.1.0", None),
         (">=1.0.0-alpha.beta", None),
+        (">=1.0.0-alpha.1", None),  # pip would read 1.0.0a1, which sorts below 1.0.0-alpha.1
         ("^1.0.0-1", None),
     ],
 )
@@ -530,6 +536,30 @@ FINAL_RELEASES = st.builds(
     RELEASES,
     st.sampled_from(["", "", "", "+cpu"]),
 )
+CORE = re.compile(r"^(?:\d+!)?\d+(?:\.\d+)*")
+
+
+def sibling(left: str, right: str) -> str:
+    """``right`` moved onto the release of ``left`` (three parts, no epoch, if it is semver)."""
+    core = CORE.match(left)
+    assert core is not None
+    release = core[0]
+    if SEMVER_TEXT.match(right):
+        parts = release.rpartition("!")[2].split(".")
+        release = ".".join([*parts, "0", "0"][:3])
+    return release + CORE.sub("", right)
+
+
+def pairs(versions: st.SearchStrategy[str]) -> st.SearchStrategy[tuple[str, str]]:
+    """Two versions; half the time of the same release, where the finer rules decide."""
+    return st.builds(
+        lambda left, right, same: (left, sibling(left, right) if same else right),
+        versions,
+        versions,
+        st.booleans(),
+    )
+
+
 OPERATORS = st.sampled_from(["", "=", "==", "!=", ">=", ">", "<=", "<", "^", "~"])
 COMPARATORS = st.one_of(
     st.tuples(OPERATORS, VERSIONS),
@@ -562,29 +592,35 @@ def test_ranges_agree_with_the_reference(alternatives, candidates) -> None:
 
 
 @settings(max_examples=FUZZ, deadline=None)
-@given(left=VERSIONS, right=VERSIONS)
-def test_precedence_agrees_with_the_reference(left: str, right: str) -> None:
+@given(pair=pairs(VERSIONS))
+def test_precedence_agrees_with_the_reference(pair: tuple[str, str]) -> None:
+    left, right = pair
     assert parse_version(left).compare(parse_version(right)) == ref_compare(Ref(left), Ref(right))
 
 
 @settings(max_examples=FUZZ, deadline=None)
-@given(left=SEMANTIC_VERSIONS, right=SEMANTIC_VERSIONS)
-def test_semantic_versions_compare_as_the_semver_library_does(left: str, right: str) -> None:
+@given(pair=pairs(SEMANTIC_VERSIONS))
+def test_semantic_versions_compare_as_the_semver_library_does(pair: tuple[str, str]) -> None:
+    left, right = pair
     expected = semver.Version.parse(left).compare(right)
     assert parse_version(left).compare(parse_version(right)) == expected
 
 
 @settings(max_examples=FUZZ, deadline=None)
-@given(left=PYTHON_VERSIONS, right=PYTHON_VERSIONS)
-def test_python_versions_compare_as_pip_does(left: str, right: str) -> None:
+@given(pair=pairs(PYTHON_VERSIONS))
+def test_python_versions_compare_as_pip_does(pair: tuple[str, str]) -> None:
+    left, right = pair
     # local labels do not count for precedence, so pip's order is taken on the public versions
     expected = cmp(PipVersion(PipVersion(left).public), PipVersion(PipVersion(right).public))
     assert parse_version(left).compare(parse_version(right)) == expected
 
 
 @settings(max_examples=FUZZ, deadline=None)
-@given(a=VERSIONS, b=VERSIONS, c=VERSIONS)
-def test_the_order_is_total_and_consistent(a: str, b: str, c: str) -> None:
+@given(ab=pairs(VERSIONS), c=VERSIONS, same=st.booleans())
+def test_the_order_is_total_and_consistent(ab: tuple[str, str], c: str, same: bool) -> None:
+    a, b = ab
+    if same:  # a third of the same release as the first
+        c = sibling(a, c)
     x, y, z = parse_version(a), parse_version(b), parse_version(c)
     assert x.compare(y) == -y.compare(x)  # antisymmetric
     assert (x == y) is (x.compare(y) == 0) and (x < y) is (x.compare(y) < 0)
