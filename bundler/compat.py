@@ -1,50 +1,41 @@
 """The compatibility plan: for each pinned component and framework, what is installed decides.
 
-| installed                               | status        |
-| equal to pinned                         | exact         |
-| inside the component's compatible range | compatible    |
-| outside, but adapters cover pinned ->   | adapted       |
-| outside, no adapter                     | incompatible  |
-| not installed at all                    | missing       |
+| installed                                           | status        |
+| equal to pinned, and its defining sources the same  | exact         |
+| equal to pinned, but its defining sources differ    | modified      |
+| inside the component's compatible range             | compatible    |
+| outside, but adapters cover pinned -> installed     | adapted       |
+| outside (older, or newer without adapters)          | incompatible  |
+| not installed at all                                | missing       |
 
-Keras and TensorFlow follow the same idea: the same major version as pinned is ``compatible``.
-The policy then picks the load path: ``strict`` takes only exact/compatible, ``adapt`` (default)
-also adapted, ``fallback`` additionally serves the SavedModel graph when the Keras path is refused.
+Keras and TensorFlow are judged the same way against a window: by default ``>=pinned <next
+major`` (an older Keras cannot read what a newer one wrote), widened by the manifest's
+``frameworks``. The policy then picks the load path: ``strict`` takes only exact/compatible;
+``adapt`` (default) also adapted and modified (a modified component loads only once the golden
+examples replay within tolerance); ``fallback`` additionally serves the SavedModel graph when the
+Keras path is refused or the replay drifts.
 
 The plan is one value object shared by verify, load_bundle, inspect and every JSON output, so
 ``bundle verify --policy P`` predicts exactly what ``load_bundle(policy=P)`` will do. Where the
-installed versions come from is an ``Environment``: this interpreter read without importing
-(verify), this interpreter after importing (load), or a target described by a pip-freeze file.
+installed versions come from is an ``Environment`` (``bundler.environments``).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
-import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .adapters import Adapter, declared_adapters, plan_adaptations, registered_adapters
-from .components import (
-    InstalledComponent,
-    _find_source,
-    import_component,
-    imported_version,
-    normalize_name,
-    static_version,
-)
+from .adapters import Adapter, plan_adaptations
+from .environments import Environment
 from .errors import UsageError
-from .versions import VersionError, parse_range, parse_version
+from .versions import VersionError, framework_range, parse_range, parse_version
 
 POLICIES = ("strict", "adapt", "fallback")
 FRAMEWORKS = ("keras", "tensorflow")
 ACCEPTED = {
     "strict": {"exact", "compatible"},
-    "adapt": {"exact", "compatible", "adapted"},
-    "fallback": {"exact", "compatible", "adapted"},
+    "adapt": {"exact", "compatible", "adapted", "modified"},
+    "fallback": {"exact", "compatible", "adapted", "modified"},
 }
 
 
@@ -57,9 +48,10 @@ class Check:
     pinned: str
     allowed: str
     installed: str | None
-    status: str  # exact, compatible, adapted, incompatible, missing
+    status: str  # exact, modified, compatible, adapted, incompatible, missing
     reason: str
     adaptations: tuple[str, ...] = ()
+    distribution: str | None = None  # the pip name to install it by
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +63,7 @@ class Check:
             "status": self.status,
             "reason": self.reason,
             "adaptations": list(self.adaptations),
+            "distribution": self.distribution,
         }
 
 
@@ -109,19 +102,37 @@ class Plan:
                 lines.append(f"{check.name} adapter {number}: {label}")
         return "\n".join(lines)
 
+    @property
+    def replay(self) -> bool:
+        """The Keras path must replay the golden examples before the model is returned."""
+        return self.mode == "keras" and any(c.status == "modified" for c in self.checks)
+
     def remedies(self) -> list[str]:
         hints = []
         for check in self.blocking:
+            install = _install_hint(check)
             if check.status == "adapted":
                 hints.append(
                     f"use policy 'adapt' to apply the adapters registered for {check.name}"
                 )
-            elif check.kind == "framework" or check.status == "missing":
-                hints.append(f"install {check.name} {check.allowed}")
+            elif check.status == "modified":
+                exact = (
+                    f"pip install --force-reinstall '{check.distribution}=={check.pinned}'"
+                    if check.distribution
+                    else f"{check.name} {check.pinned} as built"
+                )
+                hints.append(
+                    f"reinstall the code the bundle was built with ({exact}), or use policy "
+                    "'adapt' to load it once its golden examples replay the same"
+                )
+            elif check.status == "missing" or check.installed is None:
+                hints.append(install)
+            elif check.kind == "framework" or _older(check.installed, check.pinned):
+                hints.append(f"upgrade {check.name}: {install}")
             else:
                 hints.append(
-                    f"install {check.name} {check.allowed}, or release {check.name} "
-                    f"{check.installed} with an @adapter for its objects from {check.pinned}"
+                    f"{install}, or release {check.name} {check.installed} with an @adapter for "
+                    f"its objects from {check.pinned}"
                 )
         if self.policy != "fallback" and _framework_ok(self.checks, "tensorflow"):
             hints.append("or use policy 'fallback' to serve the SavedModel graph for inference")
@@ -145,6 +156,7 @@ class Plan:
             "ok": self.ok,
             "reason": self.reason,
             "environment": self.environment,
+            "replay_examples": self.replay,
             "checks": [check.to_json() for check in self.checks],
         }
 
@@ -156,183 +168,20 @@ def _framework_ok(checks: tuple[Check, ...], name: str) -> bool:
     )
 
 
-# -- environments ---------------------------------------------------------------------------------
-
-
-class Environment(Protocol):
-    label: str
-
-    def component(self, module: str, distribution: str | None) -> InstalledComponent: ...
-
-    def framework(self, name: str) -> str | None: ...
-
-    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]: ...
-
-
-def _installed_distribution(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _component_sources(module: str) -> list[Path]:
-    source = _find_source(module, sys.path)
-    if source is None:
-        return []
-    if source.name == "__init__.py":
-        return sorted(source.parent.rglob("*.py"))
-    return [source]
-
-
-class StaticEnvironment:
-    """This interpreter's installed versions, read without importing any component or framework."""
-
-    label = "local"
-
-    def component(self, module: str, distribution: str | None) -> InstalledComponent:
-        return static_version(module)
-
-    def framework(self, name: str) -> str | None:
-        return _installed_distribution(name)
-
-    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
-        return declared_adapters(_component_sources(module), module)
-
-
-class ImportedEnvironment:
-    """This interpreter after importing each component: what load_bundle will actually use."""
-
-    label = "local"
-
-    def component(self, module: str, distribution: str | None) -> InstalledComponent:
-        try:
-            loaded = import_component(module)
-        except Exception:
-            return InstalledComponent(module, None, None, False)
-        return imported_version(loaded)
-
-    def framework(self, name: str) -> str | None:
-        # the version this process runs, once imported (the components usually import it): no
-        # metadata scan, and right for builds whose distribution has another name (tf-nightly)
-        module = sys.modules.get(name)
-        version = getattr(module, "__version__", None)
-        return version if isinstance(version, str) else _installed_distribution(name)
-
-    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
-        return registered_adapters()
-
-
-ADAPTER_LINE = "# bundler-adapter "
-_FREEZE_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#]+)")
-
-
-class TargetEnvironment:
-    """A deploy target described by ``pip freeze`` output (``name==version`` lines).
-
-    ``bundle env --bundle B`` run on the target also writes, for each of the bundle's components,
-    the adapters its installed code declares, as comment lines pip ignores::
-
-        # bundler-adapter {"module": "evolve_layers", "name": "evolve>Blend", "to": "2.0.0", ...}
-
-    so that this machine can predict an ``adapted`` load without having the target's code.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.label = str(path)
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UsageError("no such environment file", path=path) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"cannot read environment file: {error}", path=path) from error
-        self.versions: dict[str, str] = {}
-        self.declared: dict[str, list[Adapter]] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if stripped.startswith(ADAPTER_LINE):
-                self._read_adapter(stripped[len(ADAPTER_LINE) :], number)
-                continue
-            if not stripped or stripped.startswith(("#", "-")) or " @ " in stripped:
-                continue  # comments, options, editable installs and direct references
-            match = _FREEZE_LINE.match(stripped)
-            if not match:
-                raise UsageError(
-                    f"line {number} is not 'name==version': {stripped[:80]!r}", path=path
-                )
-            self.versions[normalize_name(match[1])] = match[2]
-
-    def _read_adapter(self, text: str, number: int) -> None:
-        try:
-            entry = json.loads(text)
-            found = Adapter(
-                str(entry["name"]), str(entry["versions"]), entry.get("to"), str(entry["module"])
-            )
-            parse_range(found.versions)
-            if found.to is not None:
-                parse_version(found.to)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise UsageError(
-                f"line {number} is not a valid adapter declaration: {error}", path=self.path
-            ) from None
-        self.declared.setdefault(found.module, []).append(found)
-
-    def _lookup(self, *names: str | None) -> str | None:
-        for name in names:
-            if name and normalize_name(name) in self.versions:
-                return self.versions[normalize_name(name)]
-        return None
-
-    def component(self, module: str, distribution: str | None) -> InstalledComponent:
-        parts = module.split(".")
-        prefixes = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
-        version = self._lookup(distribution, *prefixes)
-        return InstalledComponent(module, version, distribution, version is not None)
-
-    def framework(self, name: str) -> str | None:
-        return self._lookup(name)
-
-    def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
-        if module in self.declared:
-            return self.declared[module]
-        # Without declarations in the file, the target's code cannot be read from here; when this
-        # machine has the very same version of the component, its declared adapters are the
-        # target's too.
-        local = static_version(module)
-        if local.version is not None and local.version == installed.version:
-            return declared_adapters(_component_sources(module), module)
-        return []
-
-
-def describe_environment(lock: dict[str, Any] | None = None) -> list[str]:
-    """This interpreter as ``name==version`` lines, read without importing anything.
-
-    With a bundle's lock, its components found on ``sys.path`` without a distribution are listed
-    too, each followed by the adapters its code declares (``ADAPTER_LINE`` comments).
-    """
-    lines = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            lines[normalize_name(name)] = [f"{name}=={dist.version}"]
-    for component in (lock or {}).get("components", []):
-        module = component["module"]
-        found = static_version(module)
-        if not found.found:
-            continue
-        key = normalize_name(found.distribution or module)
-        if key not in lines and found.version:
-            lines[key] = [f"{module}=={found.version}"]
-        for declared in declared_adapters(_component_sources(module), module):
-            entry = {"module": module, "name": declared.name, "versions": declared.versions}
-            if declared.to is not None:
-                entry["to"] = declared.to
-            lines.setdefault(key, []).append(ADAPTER_LINE + json.dumps(entry, sort_keys=True))
-    return [line for key in sorted(lines) for line in lines[key]]
-
-
 # -- the plan -------------------------------------------------------------------------------------
+
+
+def _install_hint(check: Check) -> str:
+    """``pip install 'NAME>=X,<Y'`` for a distribution; the range, for code found by module."""
+    if not check.distribution:
+        return f"install {check.name} {check.allowed}"
+    try:
+        specifier = parse_range(check.allowed).to_pip()
+    except VersionError:
+        specifier = None
+    if specifier is None:
+        specifier = f"=={check.pinned}"
+    return f"pip install '{check.distribution}{specifier}'"
 
 
 def _same(left: str, right: str) -> bool:
@@ -342,17 +191,33 @@ def _same(left: str, right: str) -> bool:
         return left == right
 
 
+def _older(installed: str, pinned: str) -> bool:
+    try:
+        return parse_version(installed).compare(parse_version(pinned)) < 0
+    except VersionError:
+        return False
+
+
 def _component_check(
-    component: dict[str, Any], env: Environment
+    component: dict[str, Any], env: Environment, has_examples: bool
 ) -> tuple[Check, dict[str, list[Adapter]]]:
     module = component["module"]
     pinned = component["version"]
     allowed = component["compatible"]
     installed = env.component(module, component.get("distribution"))
+    distribution = component.get("distribution") or installed.distribution
 
     def check(status: str, reason: str, adaptations: tuple[str, ...] = ()) -> Check:
         return Check(
-            module, "component", pinned, allowed, installed.version, status, reason, adaptations
+            module,
+            "component",
+            pinned,
+            allowed,
+            installed.version,
+            status,
+            reason,
+            adaptations,
+            distribution,
         )
 
     if not installed.found:
@@ -362,45 +227,61 @@ def _component_check(
     try:
         parse_version(installed.version)
     except VersionError:
-        return check("incompatible", f"installed version {installed.version!r} is not semver"), {}
+        return check(
+            "incompatible", f"installed version {installed.version!r} is not a version"
+        ), {}
     if _same(installed.version, pinned):
-        return check("exact", "same version as pinned"), {}
+        recorded = component.get("source_sha256")
+        sources = component.get("sources") or {}
+        now = env.sources_digest(installed, sources) if sources else None
+        if now is None or now == recorded:
+            return check("exact", "same version as pinned"), {}
+        changed = "its code differs from the build's under the same version"
+        if not has_examples:
+            return check(
+                "incompatible",
+                f"{changed}, and the bundle has no golden examples to prove it loads the same",
+            ), {}
+        return check("modified", changed), {}
     if parse_range(allowed).contains(installed.version):
         return check("compatible", f"inside {allowed}"), {}
+    if _older(installed.version, pinned):
+        return check("incompatible", f"older than the pinned {pinned}"), {}
     adapters = env.adapters(module, installed)
     plan = plan_adaptations(adapters, list(component.get("objects", [])), pinned, installed.version)
     if plan:
         labels = tuple(step.label for steps in plan.values() for step in steps)
         return check("adapted", f"outside {allowed}; adapters from {pinned}", labels), plan
-    return (
-        check("incompatible", f"outside {allowed} and no adapter from {pinned}"),
-        {},
-    )
+    return check("incompatible", f"outside {allowed} and no adapter from {pinned}"), {}
 
 
-def _framework_check(name: str, pinned: str, env: Environment) -> Check:
+def _framework_check(name: str, pinned: str, widened: str | None, env: Environment) -> Check:
     installed = env.framework(name)
-    major = pinned.split(".", 1)[0]
-    allowed = f"{major}.x"
+    try:
+        allowed = widened or framework_range(pinned)
+        window = parse_range(allowed)
+    except VersionError:
+        allowed, window = "?", None
+
+    def check(status: str, reason: str) -> Check:
+        return Check(name, "framework", pinned, allowed, installed, status, reason, (), name)
+
     if installed is None:
-        return Check(name, "framework", pinned, allowed, None, "missing", "not installed")
-    if installed == pinned:
-        return Check(
-            name, "framework", pinned, allowed, installed, "exact", "same version as pinned"
+        return check("missing", "not installed")
+    if _same(installed, pinned):
+        return check("exact", "same version as pinned")
+    try:
+        inside = window is not None and window.contains(installed)
+    except VersionError:
+        return check("incompatible", f"installed version {installed!r} is not a version")
+    if inside:
+        return check("compatible", f"inside {allowed}")
+    if _older(installed, pinned) and not widened:
+        return check(
+            "incompatible",
+            f"older than the build's {pinned}: it may not read what {pinned} wrote",
         )
-    if installed.split(".", 1)[0] == major:
-        return Check(
-            name, "framework", pinned, allowed, installed, "compatible", f"same major {major}"
-        )
-    return Check(
-        name,
-        "framework",
-        pinned,
-        allowed,
-        installed,
-        "incompatible",
-        f"major version changed from {major}",
-    )
+    return check("incompatible", f"outside {allowed}")
 
 
 def make_plan(lock: dict[str, Any], policy: str, env: Environment) -> Plan:
@@ -411,30 +292,37 @@ def make_plan(lock: dict[str, Any], policy: str, env: Environment) -> Plan:
         )
     checks = []
     adapters: dict[str, list[Adapter]] = {}
+    has_examples = bool(lock.get("examples"))
     for component in lock.get("components", []):
-        check, plan = _component_check(component, env)
+        check, plan = _component_check(component, env, has_examples)
         checks.append(check)
         adapters.update(plan)
     environment = lock.get("environment", {})
+    manifest = lock.get("manifest")
+    widened = (manifest.get("frameworks") if isinstance(manifest, dict) else None) or {}
     for name in FRAMEWORKS:
-        checks.append(_framework_check(name, str(environment.get(name, "?")), env))
+        window = widened.get(name) if isinstance(widened, dict) else None
+        pinned = str(environment.get(name, "?"))
+        checks.append(
+            _framework_check(name, pinned, window if isinstance(window, str) else None, env)
+        )
     frozen = tuple(checks)
     blocking = [c for c in frozen if c.status not in ACCEPTED[policy]]
     if not blocking:
-        adapted = [c for c in frozen if c.status == "adapted"]
-        reason = (
-            "adapted: " + ", ".join(c.name for c in adapted)
-            if adapted
-            else "all pinned versions fit"
-        )
+        adapted = [c.name for c in frozen if c.status == "adapted"]
+        modified = [c.name for c in frozen if c.status == "modified"]
+        reasons = []
+        if adapted:
+            reasons.append("adapted: " + ", ".join(adapted))
+        if modified:
+            graph = ", the graph on drift" if policy == "fallback" else ""
+            reasons.append(
+                f"code changed under the same version: {', '.join(modified)}; loads once the "
+                f"golden examples replay within tolerance{graph}"
+            )
+        reason = "; ".join(reasons) or "all pinned versions fit"
         return Plan(policy, frozen, "keras", reason, env.label, adapters)
     why = "; ".join(f"{c.name} {c.installed or '(missing)'}: {c.reason}" for c in blocking)
     if policy == "fallback" and _framework_ok(frozen, "tensorflow"):
-        return Plan(
-            policy,
-            frozen,
-            "graph",
-            f"the Keras path is refused: {why}",
-            env.label,
-        )
+        return Plan(policy, frozen, "graph", f"the Keras path is refused: {why}", env.label)
     return Plan(policy, frozen, "refused", why, env.label)

@@ -1,12 +1,25 @@
 """Components: the modules that hold a model's custom objects, and what is installed of them.
 
-Two ways to learn a component's installed version, which must agree:
+One rule decides a component's installed version, wherever it is asked (build, verify, load,
+``bundle env``): the version of the installed **distribution** that provides the module's file,
+as ``pip show`` prints it; only code that no installed distribution provides (a folder on
+``PYTHONPATH``, the manifest's ``paths``) is judged by its ``__version__``. Packages do not always
+keep ``__version__`` in step with their release (keras-tcn 3.5.5 says ``'3.5.4'``), and the
+distribution's version is the one a user pins and installs.
 
-- ``imported_version`` imports the module (build and load do, they need its objects anyway) and
-  reads ``__version__``, else the version of the distribution that provides it;
-- ``static_version`` finds the module's file on ``sys.path`` without executing anything and reads a
-  literal ``__version__ = "..."`` from its syntax tree. Verification uses it, because importing a
-  component would import Keras and TensorFlow, which ``bundle verify`` must never do.
+The rule is applied two ways that must agree:
+
+- ``imported_version`` reads an imported module (build and load import components anyway);
+- ``static_version`` finds the module's file on ``sys.path`` without executing anything, and
+  reads a literal ``__version__ = "..."`` from its syntax tree when no distribution provides it.
+  Verification uses it: importing a component would import Keras and TensorFlow.
+
+**Source identity.** A version number is a claim; the code is the fact. The build records the
+sha256 of each source file that defines an object the model uses (the object's class and its base
+classes inside the component), by its path below the ``sys.path`` entry the package lives in
+(``tcn/tcn.py``). Load and verify hash the same paths of what is installed now: same version
+with other bytes is ``modified``. Only those files count, so an unrelated change elsewhere in a
+large package (keras_hub is 18 MB of source) is not a change to the model.
 """
 
 from __future__ import annotations
@@ -16,8 +29,10 @@ import hashlib
 import importlib
 import importlib.metadata
 import inspect
+import json
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,20 +47,53 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def covers(component: str, module: str) -> bool:
+    """A component covers its module and every submodule (``keras_hub``: ``keras_hub.src``)."""
+    return module == component or module.startswith(component + ".")
+
+
 @cache
 def _distributions_by_package() -> dict[str, list[str]]:
     return {key: list(value) for key, value in importlib.metadata.packages_distributions().items()}
 
 
-def distribution_of(module_name: str) -> tuple[str, str] | None:
-    """(distribution name, version) of the installed distribution providing ``module_name``."""
+def _holds(dist: importlib.metadata.Distribution, origin: Path) -> bool:
+    """Does ``dist`` provide the file ``origin``? (Not a same-named copy elsewhere on the path.)"""
+    try:
+        root = Path(str(dist.locate_file(""))).resolve()
+        origin.resolve().relative_to(root)
+        return True
+    except (ValueError, OSError):
+        pass
+    # an editable install provides code that lives in its project folder, not in site-packages
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except ValueError:
+        return False
+    return isinstance(direct, dict) and bool((direct.get("dir_info") or {}).get("editable"))
+
+
+def providing_distribution(
+    module_name: str, origin: Path | None
+) -> importlib.metadata.Distribution | None:
+    """The installed distribution whose files include ``origin``, the module's source file."""
     top = module_name.split(".", 1)[0]
-    for dist in _distributions_by_package().get(top, []):
+    for name in _distributions_by_package().get(top, []):
         try:
-            return dist, importlib.metadata.version(dist)
+            dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+        if origin is None or _holds(dist, origin):
+            return dist
     return None
+
+
+def distribution_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -54,6 +102,16 @@ class InstalledComponent:
     version: str | None  # None: found, but no version could be read
     distribution: str | None
     found: bool
+    origin: Path | None = None  # the module's source file, where it has one
+
+
+def _decide(
+    module_name: str, origin: Path | None, declared: str | None, found: bool = True
+) -> InstalledComponent:
+    dist = providing_distribution(module_name, origin)
+    if dist is not None:
+        return InstalledComponent(module_name, dist.version, dist.metadata["Name"], True, origin)
+    return InstalledComponent(module_name, declared, None, found, origin)
 
 
 def import_component(name: str, *, field: str | None = None, path: str | None = None) -> ModuleType:
@@ -79,23 +137,28 @@ def import_component(name: str, *, field: str | None = None, path: str | None = 
 
 
 def imported_version(module: ModuleType) -> InstalledComponent:
-    version = getattr(module, "__version__", None)
-    dist = distribution_of(module.__name__)
-    if isinstance(version, str):
-        return InstalledComponent(module.__name__, version, dist[0] if dist else None, True)
-    if dist:
-        return InstalledComponent(module.__name__, dist[1], dist[0], True)
-    return InstalledComponent(module.__name__, None, None, True)
+    """The installed version of an imported component (see the module docstring)."""
+    file = getattr(module, "__file__", None)
+    origin = Path(file) if isinstance(file, str) else None
+    declared = None
+    parts = module.__name__.split(".")
+    for depth in range(len(parts), 0, -1):  # the module's own __version__, else its packages'
+        owner = sys.modules.get(".".join(parts[:depth]))
+        value = getattr(owner, "__version__", None)
+        if isinstance(value, str):
+            declared = value
+            break
+    return _decide(module.__name__, origin, declared)
 
 
-def _find_source(module_name: str, search: list[str]) -> Path | None:
+def find_source(module_name: str, search: list[str] | None = None) -> Path | None:
     """The file that ``import module_name`` would execute last, found without importing parents.
 
     Covers plain and namespace packages on the file system, which is where components live; zip
     imports and custom finders are out of reach without executing code, and report "not found".
     """
     parts = module_name.split(".")
-    for entry in search:
+    for entry in sys.path if search is None else search:
         base = Path(entry or ".")
         folder = base.joinpath(*parts[:-1])
         if not folder.is_dir():
@@ -140,18 +203,31 @@ def static_version(module_name: str, search: list[str] | None = None) -> Install
     loaded = sys.modules.get(module_name)
     if loaded is not None:
         return imported_version(loaded)
-    source = _find_source(module_name, sys.path if search is None else search)
-    dist = distribution_of(module_name)
-    if source is None:
-        if dist:  # installed in a form we cannot read statically (zip, custom finder)
-            return InstalledComponent(module_name, dist[1], dist[0], True)
+    origin = find_source(module_name, search)
+    if origin is None:
+        dist = providing_distribution(module_name, None)
+        if dist is not None:  # installed in a form we cannot read statically (zip, custom finder)
+            return InstalledComponent(module_name, dist.version, dist.metadata["Name"], True)
         return InstalledComponent(module_name, None, None, False)
-    version = _literal_version(source)
-    if version is not None:
-        return InstalledComponent(module_name, version, dist[0] if dist else None, True)
-    if dist:
-        return InstalledComponent(module_name, dist[1], dist[0], True)
-    return InstalledComponent(module_name, None, None, True)
+    declared = _literal_version(origin)
+    parts = module_name.split(".")
+    for depth in range(len(parts) - 1, 0, -1):  # else the enclosing packages' __version__
+        if declared is not None:
+            break
+        package = find_source(".".join(parts[:depth]), search)
+        if package is not None and package.name == "__init__.py":
+            declared = _literal_version(package)
+    return _decide(module_name, origin, declared)
+
+
+def component_sources(module: str) -> list[Path]:
+    """Every Python file of a component as found on sys.path (for reading declared adapters)."""
+    source = find_source(module)
+    if source is None:
+        return []
+    if source.name == "__init__.py":
+        return sorted(source.parent.rglob("*.py"))
+    return [source]
 
 
 def registered_objects(module: ModuleType) -> dict[str, Any]:
@@ -163,11 +239,9 @@ def registered_objects(module: ModuleType) -> dict[str, Any]:
     """
     import keras
 
-    prefix = module.__name__ + "."
     objects: dict[str, Any] = {}
     for name, obj in keras.saving.get_custom_objects().items():
-        owner = getattr(obj, "__module__", "") or ""
-        if owner == module.__name__ or owner.startswith(prefix):
+        if covers(module.__name__, getattr(obj, "__module__", "") or ""):
             objects[name] = obj
     saveable = keras.src.saving.keras_saveable.KerasSaveable
     for name, obj in vars(module).items():
@@ -181,18 +255,70 @@ def registered_objects(module: ModuleType) -> dict[str, Any]:
     return objects
 
 
-def source_sha256(module: ModuleType) -> str:
-    """sha256 over the module's Python sources: the file, or every .py file below a package."""
-    digest = hashlib.sha256()
-    locations = list(getattr(module, "__path__", []) or [])
-    files: list[tuple[str, Path]] = []
-    if locations:
-        for location in locations:
-            root = Path(location)
-            files.extend((p.relative_to(root).as_posix(), p) for p in root.rglob("*.py"))
-    elif getattr(module, "__file__", None):
-        source = Path(module.__file__)  # type: ignore[arg-type]
-        files.append((source.name, source))
-    for rel, path in sorted(files):
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+# -- source identity ------------------------------------------------------------------------------
+
+
+def package_base(module_name: str, origin: Path) -> Path:
+    """The sys.path entry a module's file lies under (``site-packages`` for ``tcn/tcn.py``)."""
+    depth = module_name.count(".") + (1 if origin.name == "__init__.py" else 0)
+    return origin.parents[depth]
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def defining_sources(component: str, objects: Iterable[Any], base: Path) -> dict[str, str]:
+    """{path below ``base``: sha256} of the files defining ``objects`` and their base classes.
+
+    Only code inside the component counts: Keras's own base classes are the framework's, judged by
+    the framework's version.
+    """
+    files: set[Path] = set()
+    for obj in objects:
+        chain = inspect.getmro(obj) if inspect.isclass(obj) else (obj,)
+        for owner in chain:
+            if not covers(component, getattr(owner, "__module__", "") or ""):
+                continue
+            try:
+                source = inspect.getsourcefile(owner)
+            except TypeError:  # built-in or C-extension: no Python source to pin
+                continue
+            if source:
+                files.add(Path(source))
+    table: dict[str, str] = {}
+    for path in files:
+        try:
+            rel = path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue  # defined outside the component's folder (generated, or a symlinked file)
+        digest = _file_sha256(path)
+        if digest is not None:
+            table[rel] = digest
+    return dict(sorted(table.items()))
+
+
+def sources_digest(table: dict[str, str]) -> str:
+    """One sha256 for a component's sources table: the value the lock pins as source_sha256."""
+    text = json.dumps(table, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def installed_sources_digest(installed: InstalledComponent, table: dict[str, Any]) -> str | None:
+    """The digest of the same files as the lock's ``sources`` table, as installed now.
+
+    None when it cannot be said (no source file, an unreadable table); a file that is gone counts
+    as changed.
+    """
+    if installed.origin is None or not table:
+        return None
+    base = package_base(installed.module, installed.origin)
+    now: dict[str, str] = {}
+    for rel in table:
+        if not isinstance(rel, str) or ".." in rel.split("/") or rel.startswith("/"):
+            return None
+        now[rel] = _file_sha256(base / rel) or "missing"
+    return sources_digest(now)

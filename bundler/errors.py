@@ -98,6 +98,10 @@ class SignatureError(BundleError):
     """A signature is missing, malformed, or not made by a trusted key."""
 
 
+class BuildWarning(UserWarning):
+    """Something about a build worth knowing that does not stop it (an unused component, ...)."""
+
+
 class FallbackWarning(UserWarning):
     """load_bundle served the SavedModel graph because the full Keras model could not be loaded."""
 

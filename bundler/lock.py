@@ -8,7 +8,7 @@ Format ``bundler.bundle/v1``::
       "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
       "manifest": {...},                   # the normalized manifest the bundle was built from
       "components": [{"module", "version" (pinned), "requirement", "compatible",
-                      "distribution", "objects", "source_sha256"}],
+                      "distribution", "objects" (used), "sources", "source_sha256"}],
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
       "files": {"<posix path>": {"size": int, "sha256": "<hex>"}},   # every file but the lock
@@ -104,10 +104,17 @@ class LockedComponent(_Frozen):
         default=None, description="The installed distribution providing the module, if any."
     )
     objects: list[str] = Field(
-        default_factory=list, description="Keras registered names the module provides."
+        default_factory=list,
+        description="The registered names of the component's objects that the model uses.",
     )
     source_sha256: str = Field(
-        pattern=SHA256_PATTERN, description="sha256 over the module's source files."
+        pattern=SHA256_PATTERN,
+        description="sha256 over the sources table: the identity of the code the model uses.",
+    )
+    sources: dict[str, Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
+        default_factory=dict,
+        description="sha256 of each source file defining a used object (and its base classes "
+        "inside the component), by its path below the sys.path entry of the package.",
     )
 
 

@@ -31,7 +31,7 @@ from .digest import unsafe_path_reason
 from .errors import BundleError, ManifestError
 from .formats import FormatError, Migration, migrate_forward
 from .layout import MODULE_PATTERN
-from .versions import VersionError, parse_range, parse_version
+from .versions import VersionError, parse_range, parse_semver
 
 API_VERSION = "bundler/v1"
 MANIFEST_MAX_BYTES = 1 << 20
@@ -53,7 +53,7 @@ def _relative_path(value: str) -> str:
 
 def _semver(value: str) -> str:
     try:
-        parse_version(value)
+        parse_semver(value)
     except VersionError as error:
         raise ValueError(str(error)) from None
     return value
@@ -82,7 +82,8 @@ VersionRangeText = Annotated[
     AfterValidator(_version_range),
     Field(
         description="A version or range: exact '1.2.0', comparators '>=1.2.0 <2.0.0' (space or "
-        "comma separated), caret '^1.2.0', tilde '~1.2.0'."
+        "comma separated), caret '^1.2.0', tilde '~1.2.0', or pip's forms '>=3.5,<4', '~=3.5', "
+        "'==3.5.*'. Versions may be semantic (1.2.0-rc.1) or Python package versions (2.0.0rc1)."
     ),
 ]
 
@@ -166,13 +167,23 @@ class Manifest(_Strict):
         default_factory=dict,
         description="Free-form JSON: data sets, hyperparameters, metrics, owners.",
     )
-    examples: list[ExampleSpec] = Field(default_factory=list)
+    examples: list[ExampleSpec] | None = Field(
+        default=None,
+        description="Golden inputs replayed by verify --smoke and by loads of modified code. "
+        "Left out, the build generates one from the model's input spec (seeded); an empty list "
+        "opts out.",
+    )
+    frameworks: dict[Literal["keras", "tensorflow"], VersionRangeText] = Field(
+        default_factory=dict,
+        description="Framework versions that may load the bundle, widening the default "
+        "'>=built-with <next major' (e.g. keras: '>=3.12.0 <4.0.0').",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
         for label, names in (
             ("components", [c.module for c in self.components]),
-            ("examples", [e.name for e in self.examples]),
+            ("examples", [e.name for e in self.examples or []]),
         ):
             seen: set[str] = set()
             for index, name in enumerate(names):

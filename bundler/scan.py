@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import LoadError, UnsafeBundleError
@@ -33,9 +35,21 @@ def serialized_objects(node: Any) -> Iterator[dict[str, Any]]:
             stack.extend(current)
 
 
-def check_config_modules(config: Any, allowed: list[str], where: str) -> None:
-    """Refuse a config naming a module outside Keras and the lock's components."""
+def check_config_modules(
+    config: Any, allowed: list[str], where: str, *, unsafe: bool = False
+) -> None:
+    """Refuse a config naming a module outside Keras and the lock's components, and lambdas.
+
+    Python lambdas are refused here, not left to whichever Keras release enforces ``safe_mode``
+    how; ``unsafe=True`` (the caller made the bundle) lets them through.
+    """
     for obj in serialized_objects(config):
+        if obj["class_name"] == "__lambda__" and not unsafe:
+            raise UnsafeBundleError(
+                "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                path=where,
+            )
         module = obj.get("module")
         if module is None:
             continue
@@ -55,6 +69,58 @@ def module_allowed(module: str, allowed: list[str]) -> bool:
     return top in BUILTIN_MODULES or any(module == m or module.startswith(m + ".") for m in allowed)
 
 
+@dataclass(frozen=True)
+class UsedObject:
+    """A serialized object from outside Keras: the name Keras looks it up by, and its module."""
+
+    name: str
+    class_name: str
+    module: str
+
+
+def custom_objects_used(config: Any) -> list[UsedObject]:
+    """Every object the config names from outside Keras, once each, sorted.
+
+    A registered function is saved as ``{"module": "builtins", "class_name": "function",
+    "config": "acme>scaled_mse"}``: its module is only known once the registry resolves the name,
+    so it is listed with ``module=""`` for the caller (the build) to resolve.
+    """
+    found: set[UsedObject] = set()
+    for obj in serialized_objects(config):
+        module = obj.get("module")
+        class_name = obj["class_name"]
+        if class_name == "function" and isinstance(obj.get("config"), str):
+            if module == "builtins":
+                found.add(UsedObject(obj["config"], obj["config"], ""))
+                continue
+            class_name = obj["config"]
+        if not isinstance(module, str) or module.split(".", 1)[0] in BUILTIN_MODULES:
+            continue
+        registered = obj.get("registered_name")
+        name = registered if isinstance(registered, str) and registered else class_name
+        found.add(UsedObject(name, class_name, module))
+    return sorted(found, key=lambda o: (o.module, o.name))
+
+
+def covering_component(module: str, components: list[str]) -> str | None:
+    """The declared component covering ``module``: the longest that is it or a parent of it."""
+    matches = [c for c in components if module == c or module.startswith(c + ".")]
+    return max(matches, key=len) if matches else None
+
+
+def read_keras_config(path: str | Path) -> dict[str, Any]:
+    """``config.json`` of a ``.keras`` file, read and bounded without TensorFlow."""
+    where = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise LoadError(
+            f"model.keras is not a readable .keras file: {error}", path=where
+        ) from error
+    with archive:
+        return read_config(archive, where)
+
+
 def registry_names(obj: dict[str, Any]) -> list[str]:
     """The names Keras looks up in its process-wide registry to deserialize ``obj``."""
     class_name = obj["class_name"]
@@ -70,23 +136,17 @@ def registry_names(obj: dict[str, Any]) -> list[str]:
     return names
 
 
-def check_config_objects(config: Any, allowed: list[str], where: str, *, unsafe: bool) -> None:
-    """Refuse what Keras would resolve outside Keras and the lock's components, and lambdas.
+def check_config_objects(config: Any, allowed: list[str], where: str) -> None:
+    """Refuse what Keras would resolve outside Keras and the lock's components.
 
     Keras resolves ``registered_name`` (and a function's name) in its process-wide registry
     *before* it looks at ``module``: any class another imported module registered would be
-    instantiated, although the lock does not name that module. Python lambdas are refused here
-    too, not left to whichever Keras release enforces ``safe_mode`` how.
+    instantiated, although the lock does not name that module. What is registered depends on what
+    the loading process imported, so only the loader can run this check; ``bundle verify`` cannot.
     """
     import keras
 
     for obj in serialized_objects(config):
-        if obj["class_name"] == "__lambda__" and not unsafe:
-            raise UnsafeBundleError(
-                "the model contains a Lambda layer with Python bytecode, which safe_mode "
-                "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
-                path=where,
-            )
         for name in registry_names(obj):
             found = keras.saving.get_registered_object(name)
             if found is None:
