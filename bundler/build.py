@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,15 +32,24 @@ from typing import Any
 
 from . import __version__
 from .components import (
+    defining_sources,
     import_component,
     imported_version,
-    registered_objects,
-    source_sha256,
+    package_base,
+    sources_digest,
 )
 from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered, walk_tree
-from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
+from .errors import (
+    BuildError,
+    BuildWarning,
+    BundleError,
+    ComponentError,
+    ManifestError,
+    UsageError,
+)
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
+from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
 from .versions import caret_range, parse_range
 
 KERAS_FILE = "model.keras"
@@ -56,6 +66,7 @@ class Bundle:
     path: Path
     lock: Lock
     model: Any = field(default=None, compare=False, repr=False)  # the Keras model just saved
+    notes: tuple[str, ...] = ()  # what the build decided on its own (a generated example, ...)
 
     @property
     def digest(self) -> str:
@@ -88,7 +99,7 @@ def build_bundle(
     target = Path(os.path.abspath(target))
     workdir = prepare_workdir(target, force)
     try:
-        lock, model = _build_into(source, workdir, stage, on_hashing)
+        lock, model, notes = _build_into(source, workdir, stage, on_hashing)
         stage("installing")
         install(workdir, target, force)
     except BaseException as error:
@@ -98,7 +109,7 @@ def build_bundle(
                 f"writing the bundle failed: {error.strerror or error}", path=target
             ) from error
         raise
-    return Bundle(target, lock, model)
+    return Bundle(target, lock, model, tuple(notes))
 
 
 def _as_source(manifest: str | Path | Manifest | ManifestSource) -> ManifestSource:
@@ -189,7 +200,7 @@ def _build_path(source: ManifestSource) -> Iterator[None]:
 
 def _build_into(
     source: ManifestSource, workdir: Path, stage: Stage, on_hashing: ProgressFactory | None = None
-) -> tuple[Lock, Any]:
+) -> tuple[Lock, Any, list[str]]:
     manifest = source.manifest
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # components usually import TensorFlow
     with _build_path(source):
@@ -207,6 +218,8 @@ def _build_into(
             path=source.path,
             field="model.factory",
         ) from error
+    notes: list[str] = []
+    _pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes)
     # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so
     # each file is hashed once, right after it is written, and the build waits for no extra pass
     with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
@@ -216,11 +229,14 @@ def _build_into(
         examples = []
         if manifest.examples:
             stage("running golden examples")
-            (workdir / EXAMPLES_DIR).mkdir()
             examples = [
                 _run_example(model, source, index, workdir)
                 for index in range(len(manifest.examples))
             ]
+        elif manifest.examples is None:
+            stage("generating a golden example")
+            examples, note = _generate_example(model, workdir)
+            notes.append(note)
     stage("hashing files")
     files = _hash_tree(workdir, on_hashing, known=keras_hashed.result())
     lock = Lock.model_validate(
@@ -245,7 +261,7 @@ def _build_into(
         }
     )
     (workdir / LOCK_FILENAME).write_bytes(lock.to_json())
-    return lock, model
+    return lock, model, notes
 
 
 def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:
@@ -266,7 +282,7 @@ def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:
         fits = requirement.contains(installed.version)
     except ValueError as error:
         raise ComponentError(
-            f"installed version {installed.version!r} of {spec.module!r} is not semver: {error}",
+            f"installed version {installed.version!r} of {spec.module!r} is not a version: {error}",
             path=source.path,
             field=f"{at}.version",
             value=installed.version,
@@ -288,16 +304,104 @@ def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:
             field=f"{at}.compatible",
             value=compatible,
         )
-    objects = sorted(registered_objects(module))
     return {
         "module": spec.module,
         "version": installed.version,
         "requirement": spec.version,
         "compatible": compatible,
         "distribution": installed.distribution,
-        "objects": objects,
-        "source_sha256": source_sha256(module),
+        "objects": [],  # the objects the model uses, and their sources: _pin_used_objects
+        "sources": {},
+        "source_sha256": sources_digest({}),
     }
+
+
+def _pin_used_objects(
+    source: ManifestSource, components: list[dict[str, Any]], config: Any, notes: list[str]
+) -> None:
+    """Record, per component, the objects the saved config uses and the sources defining them.
+
+    The config is what ``load_bundle`` will read: an object no declared component covers would be
+    refused there under every policy, so the build refuses it here, saying what to declare.
+    """
+    modules = [component["module"] for component in components]
+    used: dict[str, list[UsedObject]] = {module: [] for module in modules}
+    uncovered = []
+    for listed in custom_objects_used(config):
+        obj = _with_module(listed)
+        if obj is None:
+            continue  # a function name Keras itself provides
+        owner = covering_component(obj.module, modules)
+        if owner is None:
+            uncovered.append(obj)
+        else:
+            used[owner].append(obj)
+    if uncovered:
+        first = uncovered[0]
+        top = first.module.split(".", 1)[0]
+        installed = imported_version(import_component(top))
+        version = f'"{installed.version}"' if installed.version else '"<its version>"'
+        others = [f"(also {o.name!r} from {o.module!r})" for o in uncovered[1:6]]
+        raise BuildError(
+            f"the model uses {first.name!r} from module {first.module!r}, which no component "
+            "covers",
+            path=source.path,
+            field="components",
+            value=first.module,
+            details=[
+                *others,
+                "declare its package (a component covers its submodules too):",
+                "  components:",
+                f"    - module: {top}",
+                f"      version: {version}",
+            ],
+        )
+    for component in components:
+        objects = used[component["module"]]
+        if not objects:
+            message = (
+                f"component {component['module']!r} is declared, but the model uses none of its "
+                "objects; it is still pinned and checked on load"
+            )
+            warnings.warn(message, BuildWarning, stacklevel=2)
+            notes.append(f"warning: {message}")
+            continue
+        module = import_component(component["module"])
+        installed = imported_version(module)
+        resolved = [_resolve_object(obj) for obj in objects]
+        table = {}
+        if installed.origin is not None:
+            base = package_base(installed.module, installed.origin)
+            table = defining_sources(
+                component["module"], [r for r in resolved if r is not None], base
+            )
+        component["objects"] = sorted({obj.name for obj in objects})
+        component["sources"] = table
+        component["source_sha256"] = sources_digest(table)
+
+
+def _with_module(obj: UsedObject) -> UsedObject | None:
+    """``obj`` with its module, for a registered function saved without one (see bundler.scan)."""
+    if obj.module:
+        return obj
+    found = _resolve_object(obj)
+    module = getattr(found, "__module__", None)
+    if not isinstance(module, str) or module.split(".", 1)[0] in ("keras", "builtins"):
+        return None
+    return UsedObject(obj.name, obj.class_name, module)
+
+
+def _resolve_object(obj: UsedObject) -> Any:
+    """The Python object Keras will deserialize ``obj`` into, as this process has it."""
+    import keras
+
+    found = keras.saving.get_registered_object(obj.name)
+    if found is None:
+        try:
+            found = getattr(importlib.import_module(obj.module), obj.class_name, None)
+        except Exception:
+            found = None
+    return found
 
 
 def _import_keras() -> Any:
@@ -506,31 +610,89 @@ def outputs_as_arrays(outputs: Any) -> dict[str, Any]:
 
 
 def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) -> dict[str, Any]:
-    import numpy as np
-
+    assert source.manifest.examples is not None
     spec = source.manifest.examples[index]
     where = f"{source.path}: examples[{index}]"
     inputs = example_inputs(spec, model, source.root, where)
     try:
-        feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-        outputs = outputs_as_arrays(model(feed, training=False))
+        return _record_example(model, spec.name, inputs, spec.rtol, spec.atol, workdir)
     except Exception as error:
         raise BuildError(
             f"running example {spec.name!r} failed: {type(error).__name__}: {error}",
             path=source.path,
             field=f"examples[{index}]",
         ) from error
-    inputs_rel = f"{EXAMPLES_DIR}/{spec.name}.inputs.npz"
-    outputs_rel = f"{EXAMPLES_DIR}/{spec.name}.outputs.npz"
+
+
+def _record_example(
+    model: Any, name: str, inputs: dict[str, Any], rtol: float, atol: float, workdir: Path
+) -> dict[str, Any]:
+    """Run ``inputs`` through the model and store both as the golden example ``name``."""
+    import numpy as np
+
+    feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    outputs = outputs_as_arrays(model(feed, training=False))
+    inputs_rel = f"{EXAMPLES_DIR}/{name}.inputs.npz"
+    outputs_rel = f"{EXAMPLES_DIR}/{name}.outputs.npz"
+    (workdir / EXAMPLES_DIR).mkdir(exist_ok=True)
     np.savez(workdir / inputs_rel, **inputs)
     np.savez(workdir / outputs_rel, **outputs)
-    return {
-        "name": spec.name,
-        "inputs": inputs_rel,
-        "outputs": outputs_rel,
-        "rtol": spec.rtol,
-        "atol": spec.atol,
-    }
+    return {"name": name, "inputs": inputs_rel, "outputs": outputs_rel, "rtol": rtol, "atol": atol}
+
+
+GENERATED_EXAMPLE = "generated"
+GENERATED_SEED = 0
+GENERATED_TOLERANCE = (1.0e-4, 1.0e-5)  # rtol, atol: other CPUs round float32 differently
+
+
+def generated_inputs(model: Any) -> dict[str, Any]:
+    """Inputs made from the model's input spec: batch 2, unknown sizes 4, seeded values.
+
+    Floats are standard normal, integers 0 or 1 (valid indices for any embedding), booleans
+    random, strings a fixed word. Enough to notice code that computes something else.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(GENERATED_SEED)
+    arrays: dict[str, Any] = {}
+    for tensor in model.inputs:
+        name = tensor.name.split(":")[0]
+        shape = tuple(
+            2 if i == 0 and d is None else (4 if d is None else int(d))
+            for i, d in enumerate(tensor.shape)
+        )
+        dtype = str(tensor.dtype)
+        if dtype.startswith(("float", "bfloat")):
+            arrays[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.startswith(("int", "uint")):
+            arrays[name] = rng.integers(0, 2, size=shape).astype(dtype)
+        elif dtype == "bool":
+            arrays[name] = rng.random(shape) < 0.5
+        elif dtype == "string":
+            arrays[name] = np.full(shape, "bundler", dtype=object).astype(str)
+        else:
+            raise ValueError(f"input {name!r} has dtype {dtype}, which cannot be generated")
+    return arrays
+
+
+def _generate_example(model: Any, workdir: Path) -> tuple[list[dict[str, Any]], str]:
+    """The generated golden example, and the line the build reports about it."""
+    try:
+        inputs = generated_inputs(model)
+        entry = _record_example(model, GENERATED_EXAMPLE, inputs, *GENERATED_TOLERANCE, workdir)
+    except Exception as error:
+        shutil.rmtree(workdir / EXAMPLES_DIR, ignore_errors=True)
+        message = (
+            f"no golden example: generating one from the input spec failed "
+            f"({type(error).__name__}: {error}); declare 'examples' in the manifest, so that "
+            "loads of changed code can be checked"
+        )
+        warnings.warn(message, BuildWarning, stacklevel=2)
+        return [], message
+    return [entry], (
+        f"golden example {GENERATED_EXAMPLE!r} generated from the model's input spec (seed "
+        f"{GENERATED_SEED}); declare 'examples' to choose inputs, or 'examples: []' to opt out"
+    )
 
 
 # -- lock helpers ---------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .errors import BundleError, UsageError
+from .errors import BuildWarning, BundleError, UsageError
 
 PROG = "bundle"
 EXAMPLES = """\
@@ -144,13 +145,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not args.debug:
         stage("importing TensorFlow")
         _import_tensorflow_quietly()
-    bundle = build_bundle(
-        source,
-        args.output,
-        force=args.force,
-        on_stage=stage,
-        on_hashing=lambda total: _Progress("  hashing", total, enabled=not quiet),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BuildWarning)  # shown below, as the build's notes
+        bundle = build_bundle(
+            source,
+            args.output,
+            force=args.force,
+            on_stage=stage,
+            on_hashing=lambda total: _Progress("  hashing", total, enabled=not quiet),
+        )
     seconds = time.perf_counter() - started
     total = sum(entry.size for entry in bundle.lock.files.values())
     if args.json:
@@ -163,6 +166,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 "files": len(bundle.lock.files),
                 "bytes": total,
                 "seconds": round(seconds, 3),
+                "notes": list(bundle.notes),
             }
         )
     else:
@@ -170,6 +174,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
             f"built {_display_path(bundle.path)}  {bundle.lock.name} {bundle.lock.version}  "
             f"{bundle.digest}  ({len(bundle.lock.files)} files, {_size(total)}, {seconds:.1f} s)"
         )
+        for note in bundle.notes:
+            print(f"  {note}")
     return 0
 
 
@@ -245,7 +251,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .compat import StaticEnvironment, make_plan
+    from .compat import make_plan
+    from .environments import StaticEnvironment
     from .verify import bundle_root, read_lock
 
     root = bundle_root(args.bundle)
@@ -293,8 +300,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print("\ncomponents (pinned vs installed here):")
     print("\n".join("  " + line for line in plan.table().splitlines()))
     for component in lock["components"]:
-        if component["objects"]:
-            print(f"  {component['module']} provides: {', '.join(component['objects'])}")
+        used = ", ".join(component["objects"]) or "none of its objects"
+        print(f"  the model uses from {component['module']}: {used}")
+        for path, digest in sorted((component.get("sources") or {}).items()):
+            print(f"    source {path}  {digest[:12]}")
     if lock.get("metadata"):
         print("\nmetadata:")
         for line in json.dumps(lock["metadata"], indent=2, sort_keys=True).splitlines()[1:-1]:
@@ -318,7 +327,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from .compat import describe_environment
+    from .environments import describe_environment
 
     lock = None
     if args.bundle:
