@@ -28,8 +28,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .compat import ImportedEnvironment, Plan, make_plan
+from .compat import Plan, make_plan
 from .components import import_component, registered_objects
+from .environments import ImportedEnvironment
 from .errors import (
     AdapterError,
     BundleError,
@@ -148,6 +149,9 @@ def load_bundle(
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
             loaded = _load_graph(root, lock, plan, f"the Keras model could not be loaded: {error}")
+        if plan.replay and loaded.mode == "keras":
+            loaded = _prove_modified(loaded, policy)
+            check_examples = check_examples and loaded.mode != "keras"  # just replayed
     else:
         loaded = _load_graph(root, lock, plan, plan.reason)
     if check_examples:
@@ -157,6 +161,26 @@ def load_bundle(
                 "golden examples drifted", path=root, details=[str(p) for p in problems]
             )
     return loaded
+
+
+def _prove_modified(loaded: LoadedBundle, policy: str) -> LoadedBundle:
+    """A component's code changed under the same version: load only what replays the same."""
+    _, problems = replay_examples(loaded)
+    if not problems:
+        return loaded
+    changed = ", ".join(
+        f"{c.name} {c.installed}" for c in loaded.compatibility.checks if c.status == "modified"
+    )
+    why = (
+        f"the code of {changed} differs from the build's under the same version, and the golden "
+        "examples drifted"
+    )
+    details = [str(p) for p in problems]
+    if policy == "fallback":
+        return _load_graph(loaded.path, loaded.lock, loaded.compatibility, f"{why}: {details[0]}")
+    raise ExampleMismatchError(
+        f"{why}; refusing to load it (policy '{policy}')", path=loaded.path, details=details
+    )
 
 
 # -- the Keras path -------------------------------------------------------------------------------
@@ -220,8 +244,8 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         ) from error
     with archive:
         config = read_config(archive, where)
-        check_config_modules(config, modules, where)
-        check_config_objects(config, modules, where, unsafe=unsafe)
+        check_config_modules(config, modules, where, unsafe=unsafe)
+        check_config_objects(config, modules, where)
         applied: list[str] = []
         if plan.adapters:
             from .adapters import apply_to_config

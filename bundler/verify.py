@@ -1,21 +1,28 @@
 """Verification: is this bundle intact, and would it load here (or on a target)?
 
-Three layers, each reported in full rather than stopping at the first problem:
+Four layers, each reported in full rather than stopping at the first problem:
 
 1. the lock: readable, bounded in size, of a known format, valid against ``lock.schema.json``,
    every path in it safe, and its digest equal to the digest of its own files table;
 2. the files: every listed file present as a plain file with the listed size and sha256; nothing
-   extra, no symlinks, FIFOs, devices or hard links; nothing outside the bundle is ever opened;
-3. the plan: what ``load_bundle`` with the same policy would do with the installed versions.
+   extra, no symlinks, FIFOs or devices; nothing outside the bundle is ever opened. A hard link is
+   judged by its bytes like any file: a ``cp -al`` backup must not fail the original;
+3. the config scan that ``load_bundle`` runs before Keras sees ``config.json`` (every object from
+   Keras or a component the lock names), so a bundle load refuses is never reported loadable;
+4. the plan: what ``load_bundle`` with the same policy would do with the installed versions and
+   the installed code (source identity, ``bundler.components``).
 
-None of this imports TensorFlow or Keras: component versions are read from source text, and
-framework versions from distribution metadata. Only ``smoke=True`` runs the model, and so imports
-TensorFlow, after everything else passed.
+None of this imports TensorFlow or Keras: component versions come from distribution metadata or
+source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
+and so imports TensorFlow, after everything else passed. A component whose code changed under the
+same version (``modified``) loads only once its golden examples replay: without ``smoke`` verify
+cannot promise that, and says so as a problem rather than guess.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -23,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .compat import POLICIES, Environment, Plan, StaticEnvironment, make_plan
+from .compat import POLICIES, Plan, make_plan
 from .digest import (
     Progress,
     ProgressFactory,
@@ -33,7 +40,8 @@ from .digest import (
     unsafe_path_reason,
     walk_tree,
 )
-from .errors import BundleError, IntegrityError, UsageError
+from .environments import Environment, StaticEnvironment, TargetEnvironment
+from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
 from .formats import FormatError, migrate_forward
 from .layout import (
     ARTIFACT_DEFAULTS,
@@ -44,6 +52,10 @@ from .layout import (
     SIGNATURE_FILENAME,
     files_digest,
 )
+from .scan import check_config_modules, read_keras_config
+
+# problems about whether intact files load here; every other kind means a damaged bundle
+LOAD_KINDS = frozenset({"config", "incompatible", "modified", "smoke"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,8 @@ class Problem:
     """One thing wrong with a bundle, by the file it is about."""
 
     path: str
-    # lock, schema, digest, missing, extra, changed, size, symlink, unsafe, incompatible, smoke
+    # integrity: lock, schema, digest, unsafe, missing, extra, changed, size, shards, type,
+    # symlink, fifo, device, socket, unreadable; loading here: config, incompatible, modified, smoke
     kind: str
     message: str
 
@@ -83,7 +96,7 @@ class VerifyReport:
 
     @property
     def integrity_ok(self) -> bool:
-        return not any(p.kind not in ("incompatible", "smoke") for p in self.problems)
+        return all(p.kind in LOAD_KINDS for p in self.problems)
 
     def to_json(self) -> dict[str, Any]:
         lock = self.lock or {}
@@ -117,12 +130,18 @@ def _json_path(parts: Any) -> str:
 
 
 def bundle_root(path: str | Path) -> Path:
-    """The bundle folder, or a UsageError when ``path`` is not a bundle at all (exit 2)."""
-    root = Path(path)
-    if not root.exists() and not root.is_symlink():
-        raise UsageError("no such bundle folder", path=root)
-    if root.is_symlink() or not root.is_dir():
-        raise UsageError("is not a bundle folder", path=root)
+    """The bundle folder, or a UsageError when ``path`` is not a bundle at all (exit 2).
+
+    A path that is itself a symlink to a bundle folder (``current -> v3``, the usual deploy) is
+    resolved once, here; every later read is of the resolved folder, so a flip of the link during
+    a verify or a load cannot mix two bundles. Links inside a bundle stay refused.
+    """
+    given = Path(path)
+    if not given.exists() and not given.is_symlink():
+        raise UsageError("no such bundle folder", path=given)
+    root = Path(os.path.realpath(given)) if given.is_symlink() else given
+    if not root.is_dir():
+        raise UsageError("is not a bundle folder", path=given)
     lock = root / LOCK_FILENAME
     if not lock.exists() and not lock.is_symlink():
         raise UsageError(f"is not a bundle: it has no {LOCK_FILENAME}", path=root)
@@ -239,20 +258,12 @@ def check_files(
             )
         elif entry.path not in files:
             problems.append(Problem(entry.path, "extra", "is not listed in the lock (extra file)"))
-        elif entry.links > 1:
-            problems.append(
-                Problem(
-                    entry.path,
-                    "hardlink",
-                    f"is hard-linked ({entry.links} links); bundles hold their own copies",
-                )
-            )
     to_hash = []
     for name, expected in files.items():
         listed = found.get(name)
         if listed is None:
             problems.append(Problem(name, "missing", "is missing"))
-        elif listed.kind == "file" and listed.links == 1:
+        elif listed.kind == "file":  # hard links too: their bytes are what is judged
             if listed.size != expected["size"]:
                 problems.append(
                     Problem(
@@ -298,6 +309,17 @@ def _check_artifacts(lock: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+def _scan_config(root: Path, lock: dict[str, Any]) -> list[Problem]:
+    """The loader's config scan, run here without TensorFlow (see ``bundler.scan``)."""
+    keras_file = lock["artifacts"]["keras"]
+    modules = [str(component["module"]) for component in lock["components"]]
+    try:
+        check_config_modules(read_keras_config(root / keras_file), modules, keras_file)
+    except (UnsafeBundleError, LoadError) as error:
+        return [Problem(keras_file, "config", error.message)]
+    return []
+
+
 def verify_bundle(
     path: str | Path,
     *,
@@ -322,8 +344,6 @@ def verify_bundle(
     if env is None:
         environment = StaticEnvironment()
     elif isinstance(env, (str, Path)):
-        from .compat import TargetEnvironment
-
         environment = TargetEnvironment(env)
     else:
         environment = env
@@ -335,9 +355,24 @@ def verify_bundle(
     with metered(on_hashing, total) as meter:
         file_problems, hashed = check_files(root, lock["files"], meter)
     problems += file_problems
+    if not problems:  # only bytes the lock vouches for are parsed
+        problems += _scan_config(root, lock)
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
+    elif plan.replay and not smoke and policy != "fallback":
+        changed = ", ".join(
+            f"{c.name} {c.installed}" for c in plan.checks if c.status == "modified"
+        )
+        problems.append(
+            Problem(
+                ".",
+                "modified",
+                f"the code of {changed} differs from the build's under the same version; "
+                "load_bundle loads it only if the golden examples replay within tolerance: "
+                "run 'bundle verify --smoke' to replay them here",
+            )
+        )
     report = VerifyReport(
         str(root),
         tuple(problems),
