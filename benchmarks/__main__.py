@@ -11,6 +11,7 @@ Every row is the median of ``--repeat`` runs, bundler next to what users would d
 - verify:  ``verify_bundle`` vs ``sha256sum`` and vs hashlib on one thread, over the same files
 - start:   ``bundle verify`` as a process vs ``python -c pass`` and ``-c "import tensorflow"``
 - peer:    MLflow's tensorflow flavour save/load, when ``mlflow`` is importable (else a note)
+- identity: the source-identity check, and a load that replays examples (``identity.py``)
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -38,11 +39,15 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .identity import TARGETS as IDENTITY_TARGETS
+from .identity import identity_rows
+
 HERE = Path(__file__).resolve().parent
 TARGETS = {  # metric -> (largest acceptable ratio, what the issue asks)
     "build": (1.15, "<= 1.15x bare save + export"),
     "load_verify_false": (1.05, "<= 1.05x bare load_model"),
     "startup_vs_pass": (None, "bundle verify start <= 0.3 s"),
+    **IDENTITY_TARGETS,
 }
 
 
@@ -193,6 +198,7 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
     rows.append(
         row("load_verify_true", t_verified, t_keras + t_hash, note=note + "; baseline = load+hash")
     )
+    rows.extend(identity_rows(out, repeat, note, row, median_time))
 
     files = bundle_files(out)
     t_sum = median_time(lambda: sha256sum(files), repeat)

@@ -19,6 +19,8 @@ METRICS = {
     "verify_throughput",
     "startup_vs_pass",
     "import_bundler_vs_pass",
+    "identity_check",
+    "load_modified_replay",
 }
 
 

@@ -10,10 +10,19 @@ service may have installed months later:
 | 3.1.0     | adapted      | refused | keras (chain)    | keras (chain)    |
 | 3.0.0     | incompatible | refused | refused          | graph            |
 | nothing   | missing      | refused | refused          | graph            |
+| 1.0.0 with a comment changed     | modified | refused | keras   | keras     |
+| 1.0.0 with call() doubled        | modified | refused | refused | graph     |
+| 1.0.0, and Keras 3.12 (PyPI)     | exact    | refused | refused | graph     |
+
+The last three show identity beyond the version number: the same version with other code
+(``modified``: loads only once the golden examples replay the same), and a Keras older than the
+build's (which cannot read what 3.15 wrote: ``incompatible``, and the graph under fallback).
 
 For each cell: the mode, the predictions (equal to the built model's within 1e-5), the refusal
 text, and that `bundle verify --policy P` here, and `bundle verify --policy P --env FILE` on a
-machine without the component, exit exactly as `load_bundle` behaves.
+machine without the component, exit as `load_bundle` behaves: the same exit, except that without
+`--smoke` verify cannot promise a modified component loads, and says so (exit 1); with `--smoke`
+it replays the examples as the load does, and exits exactly as the load behaves.
 """
 
 from __future__ import annotations
@@ -67,7 +76,27 @@ STATES: dict[str, tuple[str | None, str, dict[str, str], list[str]]] = {
         {"strict": "refused", "adapt": "refused", "fallback": "graph"},
         [],
     ),
+    "modified-comment": (
+        "1.0.0+comment",
+        "modified",
+        {"strict": "refused", "adapt": "keras", "fallback": "keras"},
+        [],
+    ),
+    "modified-doubled": (
+        "1.0.0+doubled",
+        "modified",
+        {"strict": "refused", "adapt": "refused-drift", "fallback": "graph"},
+        [],
+    ),
+    "older-keras": (
+        "1.0.0+keras-3.12.0",
+        "exact",
+        {"strict": "refused", "adapt": "refused", "fallback": "graph"},
+        [],
+    ),
 }
+MODIFIED = ("modified-comment", "modified-doubled")
+OLDER_KERAS = "3.12.0"
 
 LOAD_EVERY_POLICY = """
 import json, sys, warnings
@@ -96,9 +125,43 @@ print(json.dumps(out))
 """
 
 
+_VARIANTS: dict[str, str] = {}  # "1.0.0+doubled" -> its PYTHONPATH, made by the `variants` fixture
+
+
 def release_env(release: str | None) -> dict[str, str]:
     """A service with that release of evolve_layers installed (on its path), or none at all."""
-    return cli_env(PYTHONPATH=str(RELEASES / release)) if release else cli_env()
+    if release is None:
+        return cli_env()
+    return cli_env(PYTHONPATH=_VARIANTS.get(release) or str(RELEASES / release))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Release 1.0.0 changed under the same version, and beside a real older Keras from PyPI."""
+    folder = tmp_path_factory.mktemp("variants")
+    original = (RELEASES / "1.0.0" / "evolve_layers" / "__init__.py").read_text()
+    edits = {
+        "comment": original.replace("class Blend(", "# a comment, and nothing else\nclass Blend("),
+        "doubled": original.replace(
+            "return self.alpha * (inputs * self.gain)",
+            "return 2.0 * self.alpha * (inputs * self.gain)",
+        ),
+    }
+    for label, text in edits.items():
+        assert text != original
+        package = folder / label / "evolve_layers"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(text)
+        _VARIANTS[f"1.0.0+{label}"] = str(folder / label)
+    keras_dir = folder / "keras"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(keras_dir),
+         f"keras=={OLDER_KERAS}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    _VARIANTS[f"1.0.0+keras-{OLDER_KERAS}"] = f"{RELEASES / '1.0.0'}{os.pathsep}{keras_dir}"
+    return dict(_VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +219,11 @@ CELLS = [(state, policy) for state in STATES for policy in POLICIES]
 def test_load_bundle_in_each_cell(loads, inputs_and_expected, state: str, policy: str) -> None:
     _, status, modes, adaptations = STATES[state]
     outcome = loads[state][policy]
+    if modes[policy] == "refused-drift":  # loaded, replayed, and the outputs were not the same
+        assert outcome["error"] == "ExampleMismatchError", outcome
+        assert "the code of evolve_layers 1.0.0 differs from the build's" in outcome["message"]
+        assert "example 'smoke' drifted" in outcome["message"], outcome["message"]
+        return
     if modes[policy] == "refused":
         assert outcome["error"] == "IncompatibleBundleError", outcome
         message = outcome["message"]
@@ -165,8 +233,14 @@ def test_load_bundle_in_each_cell(loads, inputs_and_expected, state: str, policy
         assert "to load it:" in message
         if status == "adapted":  # only strict refuses an adaptable bundle
             assert "use policy 'adapt'" in message
+        elif state == "older-keras":
+            assert re.search(rf"{OLDER_KERAS} +incompatible: older than the build's", message)
+            assert "upgrade keras: pip install 'keras>=3.15.1,<4'" in message, message
+        elif status == "modified":
+            assert "its code differs from the build's under the same version" in message
+            assert "reinstall the code the bundle was built with (evolve_layers 1.0.0" in message
         else:
-            assert "install evolve_layers ^1.0.0" in message
+            assert "install evolve_layers ^1.0.0" in message, message
             assert "policy 'fallback'" in message
         return
     assert "error" not in outcome, outcome.get("message")
@@ -180,13 +254,18 @@ def test_load_bundle_in_each_cell(loads, inputs_and_expected, state: str, policy
     else:
         assert outcome["adaptations"] == []
         assert len(outcome["warnings"]) == 1 and "SavedModel" in outcome["warnings"][0]
-        why = "no adapter from 1.0.0" if status == "incompatible" else "not installed"
-        assert "the Keras path is refused: evolve_layers" in outcome["warnings"][0]
+        why = {
+            "incompatible": "no adapter from 1.0.0",
+            "missing": "not installed",
+            "modified": "example 'smoke' drifted",
+            "exact": "older than the build's",
+        }[status]
         assert why in outcome["warnings"][0], outcome["warnings"][0]
 
 
 def _verify_exits(evolving: Path, target_files: dict[str, Path]) -> dict[tuple[str, str, str], int]:
-    """Exit codes of `bundle verify --policy P`, here (with the release) and for --env FILE."""
+    """Exit codes of `bundle verify --policy P`, here (with the release) and for --env FILE;
+    for the modified states also `--smoke` here."""
     jobs = []
     for state, policy in CELLS:
         release = STATES[state][0]
@@ -194,25 +273,35 @@ def _verify_exits(evolving: Path, target_files: dict[str, Path]) -> dict[tuple[s
         jobs.append(((state, policy, "here"), here, release_env(release)))
         target = (*here, "--env", str(target_files[state]))
         jobs.append(((state, policy, "target"), target, cli_env()))  # no component on this path
+        if state in MODIFIED:
+            jobs.append(((state, policy, "smoke"), (*here, "--smoke"), release_env(release)))
 
     def run(job: tuple[tuple[str, str, str], tuple[str, ...], dict[str, str]]):
         key, args, env = job
         result = run_bundle(*args, env=env)
         assert "Traceback" not in result.stderr, result.stderr
+        if key[0] in MODIFIED and key[1] == "adapt" and key[2] != "smoke":
+            assert "run 'bundle verify --smoke' to replay them here" in result.stdout, result.stdout
         return key, result.returncode
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(pool.map(run, jobs))
 
 
 def test_verify_policy_and_env_exit_as_load_bundle_behaves(
     evolving: Path, target_files: dict[str, Path], loads
 ) -> None:
+    """verify OK <=> load succeeds, in every cell; without --smoke, a modified component under
+    'adapt' is not promised (exit 1), whatever the replay would show."""
     exits = _verify_exits(evolving, target_files)
     wrong = []
     for state, policy in CELLS:
-        expected = 1 if "error" in loads[state][policy] else 0
-        for where in ("here", "target"):
+        loads_ok = "error" not in loads[state][policy]
+        places = ("here", "target", "smoke") if state in MODIFIED else ("here", "target")
+        for where in places:
+            expected = 0 if loads_ok else 1
+            if state in MODIFIED and policy == "adapt" and where != "smoke":
+                expected = 1
             if exits[(state, policy, where)] != expected:
                 wrong.append((state, policy, where, exits[(state, policy, where)], expected))
     assert not wrong, f"verify exit (got, expected) differs from load_bundle: {wrong}"
@@ -402,7 +491,7 @@ def test_load_plans_against_the_framework_this_process_runs(
 
     import keras
 
-    from bundler.compat import ImportedEnvironment
+    from bundler.environments import ImportedEnvironment
 
     environment = ImportedEnvironment()
     assert environment.framework("keras") == keras.__version__

@@ -60,6 +60,8 @@ def _limit_file_size(limit: int) -> Any:
 LONG_GRAPH = """
 import keras
 
+__version__ = "1.0.0"
+
 
 @keras.saving.register_keras_serializable(package="faults")
 class Deep(keras.layers.Layer):
@@ -83,6 +85,7 @@ def _long_graph_manifest(folder: Path) -> str:
     (folder / "manifest.yaml").write_text(
         "apiVersion: bundler/v1\nname: long-graph\nversion: 1.0.0\n"
         "model: {factory: 'long_graph:build'}\npaths: [src]\n"
+        "components: [{module: long_graph, version: 1.0.0}]\nexamples: []\n"
     )
     return str(folder / "manifest.yaml")
 

@@ -147,6 +147,7 @@ def _folder_instead_of_file(root: Path) -> str:
 
 
 def _hard_link_to_outside(root: Path) -> str:
+    # judged by its bytes, like any file (a `cp -al` backup must not fail the original)
     (root / "model.keras").unlink()
     outside = root.parent / "outside"
     outside.write_bytes(b"x")
@@ -160,7 +161,7 @@ ODD_FILES: list[tuple[str, Callable[[Path], str], str]] = [
     ("device instead of a file", _device_instead_of_file, "device"),
     ("socket", _socket, "socket"),
     ("folder instead of a file", _folder_instead_of_file, "folder"),
-    ("hard link to a file outside", _hard_link_to_outside, "hard-linked"),
+    ("hard link to another file outside", _hard_link_to_outside, "the lock says"),
 ]
 
 

@@ -151,6 +151,13 @@ HOSTILE_CONFIGS: list[tuple[str, Callable[[dict[str, Any]], None], type[BundleEr
 ]  # fmt: skip
 
 
+VERIFY_SEES = {
+    "foreign module beside a registered name",
+    "foreign module",
+    "lambda bytecode in a config value",
+}
+
+
 @pytest.mark.parametrize("verify", [True, False], ids=["verify", "no-verify"])
 @pytest.mark.parametrize(
     ("label", "change", "error", "words"), HOSTILE_CONFIGS, ids=[c[0] for c in HOSTILE_CONFIGS]
@@ -167,7 +174,12 @@ def test_load_refuses_a_hostile_config_even_with_a_resealed_lock(
 ) -> None:
     root = copy_bundle("custom_layer")
     edit_keras_config(root, change)
-    assert verify_bundle(root).ok  # the forgery passes integrity checks
+    report = verify_bundle(root)
+    assert report.integrity_ok  # the forgery passes integrity checks
+    if label in VERIFY_SEES:  # ... and verify runs the loader's scan, without TensorFlow
+        assert [(p.kind, words in p.message) for p in report.problems] == [("config", True)]
+    else:  # what another module registered is only known in the loading process
+        assert report.ok
     with pytest.raises(error) as caught:
         load_bundle(root, verify=verify)
     assert words in str(caught.value)
@@ -181,7 +193,9 @@ def test_load_ignores_the_manifest_paths_of_a_hostile_lock(copy_bundle) -> None:
     (root / "evil_mod.py").write_text(EVIL_MODULE)  # importable only through the bundle
     edit_keras_config(root, _foreign_module_only)
     edit_lock(root, lambda lock: lock["manifest"].update(paths=["."]))
-    assert verify_bundle(root).ok
+    report = verify_bundle(root)
+    assert report.integrity_ok and [p.kind for p in report.problems] == ["config"]
+    assert "evil_mod" in report.problems[0].message
     with pytest.raises(UnsafeBundleError, match="evil_mod"):
         load_bundle(root)
     assert not (root / "imported.marker").exists() and "evil_mod" not in sys.modules
@@ -203,7 +217,9 @@ def _lambda_bundle(copy_bundle, lambda_keras_file: Path) -> Path:
     root = copy_bundle("custom_layer")
     (root / "model.keras").write_bytes(lambda_keras_file.read_bytes())
     reseal(root)
-    assert verify_bundle(root).ok
+    report = verify_bundle(root)
+    assert report.integrity_ok and [p.kind for p in report.problems] == ["config"]
+    assert "Lambda layer with Python bytecode" in report.problems[0].message
     return root
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,9 +63,15 @@ def _symlink_folder(root: Path) -> str:
     return "saved_model"
 
 
-def _hard_link(root: Path) -> str:
+def _hard_link_changed(root: Path) -> str:
+    # a hard link is judged by its bytes: changed through its other name, it is a changed file
     target = root / "model.keras"
     os.link(target, root.parent / "elsewhere.keras")
+    with open(root.parent / "elsewhere.keras", "r+b") as stream:
+        stream.seek(100)
+        byte = stream.read(1)
+        stream.seek(100)
+        stream.write(bytes([byte[0] ^ 0xFF]))
     return "model.keras"
 
 
@@ -126,7 +133,7 @@ DAMAGE: list[tuple[str, Callable[[Path], str], str]] = [
     ("renamed file", _renamed_file, "is missing"),
     ("symlinked file", _symlink_file, "symlink"),
     ("symlinked folder", _symlink_folder, "symlink"),
-    ("hard link", _hard_link, "hard-linked"),
+    ("hard link changed elsewhere", _hard_link_changed, "content changed"),
     ("fifo", _fifo, "fifo"),
     ("edited lock entry", _edited_lock_entry, "digest does not match"),
     ("edited file and lock entry", _rehashed_lock_entry, "digest does not match"),
@@ -244,3 +251,26 @@ def test_verify_does_not_import_tensorflow_or_keras(built: dict) -> None:
     result = run_python(code, env=service_env())  # the component is importable, yet not imported
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_hard_linked_backup_does_not_fail_the_original(copy_bundle, tmp_path: Path) -> None:
+    """`cp -al` (or rsync --link-dest) shares every file's bytes; both copies stay verifiable."""
+    root = copy_bundle()
+    backup = tmp_path / "backup"
+    subprocess.run(["cp", "-al", str(root), str(backup)], check=True)
+    assert os.stat(root / "model.keras").st_nlink == 2
+    assert verify_bundle(root).ok, verify_bundle(root).problems
+    assert verify_bundle(backup).ok
+
+
+def test_a_symlink_to_a_bundle_folder_is_the_bundle(copy_bundle, tmp_path: Path) -> None:
+    """`current -> v3` is how deploys flip versions: verify and load follow it, once."""
+    root = copy_bundle()
+    current = tmp_path / "current"
+    current.symlink_to(root, target_is_directory=True)
+    report = verify_bundle(current)
+    assert report.ok, report.problems
+    assert report.bundle == str(root)  # resolved once: a flip mid-verify cannot mix two bundles
+    assert load_bundle(current, verify=True).path == root
+    (root / "saved_model" / "inner").symlink_to(root / "model.keras")  # links inside: refused
+    assert any(p.kind == "symlink" for p in verify_bundle(current).problems)
