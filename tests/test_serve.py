@@ -29,7 +29,7 @@ from bundler import build_bundle, load_bundle
 from bundler.errors import BundleError
 
 from .conftest import EXAMPLES, ROOT, cli_env, console_commands, readme_section, service_env
-from .hostile import edit_lock
+from .hostile import edit_keras_config, edit_lock, find_objects, reseal
 
 pytest.importorskip("kserve", reason="the serve extra is not installed")
 
@@ -139,7 +139,8 @@ def deploy(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
     shutil.copytree(EXAMPLES / "custom_layer", workspace)
     manifest = workspace / "manifest.yaml"
     text = manifest.read_text().replace("version: 0.3.0", "version: 0.4.0")
-    manifest.write_text(text.replace("epochs: 3", "epochs: 6"))
+    golden = "examples:\n  - name: smoke\n    inputs: [[1, 2, 3, 4], [0, 0, 0, 1]]\n"
+    manifest.write_text(text.replace("epochs: 3", "epochs: 6") + golden)
     bundles = {"v1": folder / "v1", "v2": build_bundle(manifest, folder / "v2").path}
     shutil.copytree(built["custom_layer"].path, bundles["v1"])
     bundles["v2-tampered"] = folder / "v2-tampered"
@@ -153,6 +154,22 @@ def deploy(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
         lock["components"][0].update(version="2.0.0", compatible=">=2.0.0 <3.0.0")
 
     edit_lock(bundles["v2-incompatible"], pin_a_major_ahead)
+    bundles["v2-drifted"] = folder / "v2-drifted"  # golden outputs the model no longer gives
+    shutil.copytree(bundles["v2"], bundles["v2-drifted"])
+    (example,) = json.loads((bundles["v2"] / "bundle.lock.json").read_text())["examples"]
+    outputs = bundles["v2-drifted"] / example["outputs"]
+    with np.load(outputs) as stored:
+        np.savez(outputs, **{key: stored[key] + 1.0 for key in stored.files})
+    reseal(bundles["v2-drifted"])
+    bundles["v2-unsafe"] = folder / "v2-unsafe"  # Python bytecode hidden in a layer's config
+    shutil.copytree(bundles["v2"], bundles["v2-unsafe"])
+
+    def hide_a_lambda(config: dict[str, Any]) -> None:
+        (layer,) = find_objects(config, class_name="Scale")
+        lambda_ = {"class_name": "__lambda__", "config": {"code": "YQ==", "defaults": None}}
+        layer["config"]["factor"] = lambda_
+
+    edit_keras_config(bundles["v2-unsafe"], hide_a_lambda)
     bundles["other-name"] = folder / "other-name"
     shutil.copytree(built["sequential"].path, bundles["other-name"])
     (folder / "current").symlink_to("v1")
@@ -246,6 +263,23 @@ def test_a_bad_request_is_an_error_naming_why(
     assert document == {"error": error}
 
 
+def test_the_graph_fallback_is_served_under_the_same_names(deploy: dict[str, Path]) -> None:
+    """Under --policy fallback a bundle the Keras path refuses is served as the SavedModel graph:
+    clients see the same inputs and outputs, and ``platform`` says which path answers."""
+    from bundler.errors import FallbackWarning
+    from bundler.serve import load_for_serving
+
+    keras_path = load_for_serving(deploy["v2"], "adapt")
+    with pytest.warns(FallbackWarning):
+        graph_path = load_for_serving(deploy["v2-incompatible"], "fallback")
+    assert graph_path.loaded.mode == "graph"
+    assert (graph_path.inputs, graph_path.outputs) == (keras_path.inputs, keras_path.outputs)
+    assert graph_path.metadata()["platform"] == "tensorflow_savedmodel"
+    np.testing.assert_allclose(
+        graph_path.run({"x": X})["output_0"], keras_path.run({"x": X})["output_0"], rtol=1e-5
+    )
+
+
 def test_the_server_listens_on_loopback_only(server: Server) -> None:
     assert f"Uvicorn running on http://127.0.0.1:{server.port} " in server.log_text()
 
@@ -332,6 +366,12 @@ def test_reload_refuses_damaged_and_incompatible_bundles_and_swaps_a_good_one_un
         expected = _expected_refusal(deploy["v2-incompatible"])
         assert "acme_layers.layers  2.0.0   >=2.0.0 <3.0.0  1.2.0" in expected  # the plan's table
         assert logged.startswith(still + expected), logged
+
+        for name, words in (("v2-drifted", "golden examples drifted"), ("v2-unsafe", "Lambda")):
+            logged = server.reload(name, "reload of")
+            expected = _expected_refusal(deploy[name])
+            assert words in expected
+            assert logged.startswith(still + expected), logged
 
         logged = server.reload("other-name", "reload of")
         assert logged.startswith(
