@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BundleError, UsageError
-from .load import LoadedBundle, _as_named, load_bundle
+from .load import LoadedBundle, load_bundle
 from .lock import LOCK_FILENAME
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
@@ -107,14 +107,16 @@ def describe(loaded: LoadedBundle) -> tuple[tuple[TensorSpec, ...], tuple[Tensor
     described with empty lists, and fed its single input positionally.
     """
     if loaded.mode == "graph":
-        signature = loaded._signature
+        signature = loaded.model.signatures["serving_default"]
         specs = signature.structured_input_signature[1]
         inputs = tuple(
             TensorSpec(name, _datatype(spec.dtype), _shape(spec.shape))
             for name, spec in specs.items()
         )
         outputs_by_name = signature.structured_outputs
-        names = sorted(outputs_by_name, key=lambda k: (len(k), k))  # as load.py orders them
+        names = list(outputs_by_name)
+        if all(name.startswith("output_") and name[7:].isdigit() for name in names):
+            names.sort(key=lambda k: (len(k), k))  # positional outputs, in order
         outputs = tuple(
             TensorSpec(
                 name, _datatype(outputs_by_name[name].dtype), _shape(outputs_by_name[name].shape)
@@ -126,10 +128,15 @@ def describe(loaded: LoadedBundle) -> tuple[tuple[TensorSpec, ...], tuple[Tensor
     try:
         tensors_in = list(model.inputs or [])
         tensors_out = list(model.outputs or [])
+        structure_in = model.input if tensors_in else None
         structure_out = model.output if tensors_out else None
     except (AttributeError, ValueError):
         return (), ()
-    inputs = tuple(TensorSpec(str(t.name), _datatype(t.dtype), _shape(t.shape)) for t in tensors_in)
+    if isinstance(structure_in, dict):  # a model called with a dict is fed by its keys
+        named_in = [(str(key), tensor) for key, tensor in structure_in.items()]
+    else:
+        named_in = [(str(tensor.name), tensor) for tensor in tensors_in]
+    inputs = tuple(TensorSpec(name, _datatype(t.dtype), _shape(t.shape)) for name, t in named_in)
     names = _positional_names(structure_out, len(tensors_out))
     if isinstance(structure_out, dict):
         tensors_out = [structure_out[name] for name in names]
@@ -218,7 +225,7 @@ class Serving:
             if isinstance(structure, (list, tuple)):
                 feed = [arrays[spec.name] for spec in self.inputs]
         try:
-            return _as_named(self.loaded.predict(feed))
+            return _named_outputs(self.loaded.predict(feed))
         except BundleError as error:
             raise InvalidInput(str(error)) from error
         except (ValueError, TypeError) as error:
@@ -228,6 +235,17 @@ class Serving:
             if type(error).__name__ == "InvalidArgumentError":
                 raise InvalidInput(_short(f"{type(error).__name__}: {error}")) from error
             raise
+
+
+def _named_outputs(outputs: Any) -> dict[str, Any]:
+    """Outputs by name, as golden examples store them: dict keys, else output_0, output_1, ..."""
+    import numpy as np
+
+    if isinstance(outputs, dict):
+        return {str(key): np.asarray(value) for key, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return {f"output_{index}": np.asarray(value) for index, value in enumerate(outputs)}
+    return {"output_0": np.asarray(outputs)}
 
 
 def _numpy_dtype(datatype: str) -> Any:

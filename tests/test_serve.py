@@ -280,6 +280,61 @@ def test_the_graph_fallback_is_served_under_the_same_names(deploy: dict[str, Pat
     )
 
 
+MULTI_IO_FACTORY = """
+import keras
+
+
+def build():
+    keras.utils.set_random_seed(0)
+    a = keras.Input(shape=(2,), name="a")
+    b = keras.Input(shape=(3,), name="b")
+    joined = keras.layers.Concatenate()([a, b])
+    score = keras.layers.Dense(1, name="score")(joined)
+    probs = keras.layers.Dense(2, activation="softmax", name="probs")(joined)
+    return keras.Model({"a": a, "b": b}, {"score": score, "probs": probs})
+"""
+
+
+def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
+    """v2 tensors by name; v1 rows (a dict a row) and columns (a dict of lists) alike."""
+    from kserve.errors import InvalidInput
+
+    from bundler.serve import _v1_inputs, _v1_outputs, load_for_serving
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "multi_io.py").write_text(MULTI_IO_FACTORY)
+    (tmp_path / "manifest.yaml").write_text(
+        "apiVersion: bundler/v1\nname: multi-io\nversion: 1.0.0\n"
+        "model: {factory: 'multi_io:build'}\ncomponents: []\npaths: [src]\n"
+    )
+    bundle = build_bundle(tmp_path / "manifest.yaml", tmp_path / "bundle")
+    served = load_for_serving(bundle.path, "adapt")
+    assert [spec.to_json() for spec in served.inputs] == [
+        {"name": "a", "datatype": "FP32", "shape": [-1, 2]},
+        {"name": "b", "datatype": "FP32", "shape": [-1, 3]},
+    ]
+    assert [spec.name for spec in served.outputs] == ["score", "probs"]
+
+    a = np.array([[1.0, 2.0], [0.0, 0.0]], "float32")
+    b = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], "float32")
+    expected = load_bundle(bundle.path).predict({"a": a, "b": b})
+    by_name = served.run({"a": a, "b": b})
+    for key in ("score", "probs"):
+        np.testing.assert_allclose(by_name[key], expected[key], rtol=1e-6)
+
+    rows = {"instances": [{"a": a[i].tolist(), "b": b[i].tolist()} for i in range(2)]}
+    predictions = _v1_outputs(served.run(_v1_inputs(rows, served)), rows=True)
+    assert [sorted(row) for row in predictions] == [["probs", "score"]] * 2
+    np.testing.assert_allclose([row["probs"] for row in predictions], expected["probs"], 1e-6)
+
+    columns = {"inputs": {"a": a.tolist(), "b": b.tolist()}}
+    predictions = _v1_outputs(served.run(_v1_inputs(columns, served)), rows=False)
+    np.testing.assert_allclose(predictions["score"], expected["score"], rtol=1e-6)
+
+    with pytest.raises(InvalidInput, match=r"takes inputs \['a', 'b'\]; got \['a'\]"):
+        served.run({"a": a})
+
+
 def test_the_server_listens_on_loopback_only(server: Server) -> None:
     assert f"Uvicorn running on http://127.0.0.1:{server.port} " in server.log_text()
 
