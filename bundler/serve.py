@@ -528,6 +528,21 @@ async def _bad_request(request: Any, error: Exception) -> Any:
     return JSONResponse(status_code=400, content={"error": str(error)})
 
 
+def _check_address(host: str, port: int) -> None:
+    """Fail before seconds of loading, not after, when the address cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot listen on {host}:{port}: {reason}", value=port) from None
+
+
 def _metadata_route(models: dict[str, BundleModel]) -> Any:
     async def model_metadata(model_name: str) -> dict[str, Any]:
         model = models.get(model_name)
@@ -555,6 +570,7 @@ def serve(
     from kserve.model_server import ModelServer, app
     from kserve.protocol.rest.server import RESTServer
 
+    _check_address(host, port)
     _configure_logging()
     models: list[BundleModel] = []
     for source in bundles:

@@ -483,6 +483,16 @@ def test_a_bundle_that_cannot_be_served_stops_the_start_with_the_plan(
     )
 
 
+def test_an_address_in_use_is_refused_before_any_bundle_loads(server: Server) -> None:
+    from bundler.errors import UsageError
+    from bundler.serve import serve
+
+    with pytest.raises(UsageError) as refused:
+        serve(["/no/such/bundle"], port=server.port)
+    assert str(refused.value) == f"cannot listen on 127.0.0.1:{server.port}: Address already in use"
+    assert refused.value.exit_code == 2
+
+
 def test_serve_without_the_extra_says_how_to_install_it() -> None:
     result = subprocess.run(
         [
