@@ -493,6 +493,25 @@ def test_an_address_in_use_is_refused_before_any_bundle_loads(server: Server) ->
     assert refused.value.exit_code == 2
 
 
+def test_serve_help_teaches_the_endpoints_reloads_and_options() -> None:
+    helped = subprocess.run(
+        [sys.executable, "-m", "bundler", "serve", "--help"],
+        env=cli_env(COLUMNS="80"),  # argparse wraps the options to the terminal's width
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert helped.returncode == 0
+    for line in (
+        "  POST /v2/models/NAME/infer          Open Inference Protocol (v2)",
+        '  POST /v1/models/NAME:predict        {"instances": [...]} in, {"predictions": [...]} out',
+        "On SIGHUP each BUNDLE path is resolved again (a 'current -> v3' symlink is the usual",
+        "  --watch SECONDS       also poll every SECONDS and reload when a BUNDLE path",
+        "  ln -sfn v4 bundles/current.new && mv -T bundles/current.new bundles/current",
+    ):
+        assert line in helped.stdout.splitlines(), (line, helped.stdout)
+
+
 def test_serve_without_the_extra_says_how_to_install_it() -> None:
     result = subprocess.run(
         [
