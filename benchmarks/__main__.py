@@ -12,6 +12,9 @@ Every row is the median of ``--repeat`` runs, bundler next to what users would d
 - start:   ``bundle verify`` as a process vs ``python -c pass`` and ``-c "import tensorflow"``
 - peer:    MLflow's tensorflow flavour save/load, when ``mlflow`` is importable (else a note)
 - identity: the source-identity check, and a load that replays examples (``identity.py``)
+- serve:   ``bundle serve`` requests/s and p50/p99 latency at 1 and 8 clients vs ``predict``
+           in-process, and the latency during a reload (``benchmarks/serve.py``; needs the
+           ``serve`` extra, else a note). ``--only serve`` runs these rows alone.
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -292,6 +295,22 @@ def bench_startup(repeat: int, small_bundle: Path, with_tensorflow: bool) -> lis
     return rows
 
 
+def bench_serve_size(params: int, seconds: float, work: Path) -> list[dict[str, Any]]:
+    """The serve rows for a model of ``params`` parameters (see benchmarks/serve.py)."""
+    import bundler
+    from benchmarks.serve import bench_serve
+
+    folder = work / f"serve-{params}"
+    bundle = bundler.build_bundle(write_workspace(folder, params), folder / "bundle").path
+    sys.path.insert(0, str(folder / "src"))
+    try:
+        return bench_serve(bundle, folder / "src", seconds, row, folder)
+    finally:
+        sys.path.remove(str(folder / "src"))
+        sys.modules.pop("bench_layers", None)  # the next size's build reads its own copy
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def print_table(rows: list[dict[str, Any]], notes: list[str]) -> None:
     print(f"{'metric':30} {'bundler':>10} {'baseline':>10} {'ratio':>7}  target")
     for r in rows:
@@ -315,25 +334,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--quick", action="store_true", help="tiny model, one run, no 1 GB file")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
+    parser.add_argument(
+        "--only", choices=("serve",), help="run only these rows (serve: bundle serve's)"
+    )
     args = parser.parse_args(argv)
     sizes = [20_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
 
     import bundler
+    from benchmarks.serve import available as serve_available
     from bundler.build import build_bundle
 
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bundler-bench-") as scratch:
         work = Path(scratch)
-        small = build_bundle(write_workspace(work / "small", 20_000), work / "small-bundle").path
-        for params in sizes:
-            print(f"... {params / 1e6:g}M parameters", file=sys.stderr)
-            rows.extend(bench_size(params, repeat, work))
-        if not args.quick:
-            print("... one 1 GB file", file=sys.stderr)
-            rows.append(bench_one_big_file(1 << 30, repeat, work, small))
-        rows.extend(bench_startup(max(repeat, 5), small, with_tensorflow=not args.quick))
+        if args.only is None:
+            small = build_bundle(write_workspace(work / "small", 20_000), work / "small-bundle")
+            for params in sizes:
+                print(f"... {params / 1e6:g}M parameters", file=sys.stderr)
+                rows.extend(bench_size(params, repeat, work))
+            if not args.quick:
+                print("... one 1 GB file", file=sys.stderr)
+                rows.append(bench_one_big_file(1 << 30, repeat, work, small.path))
+            rows.extend(bench_startup(max(repeat, 5), small.path, with_tensorflow=not args.quick))
+        if serve_available():
+            # a reload holds two models at once, beside this process's own: 25M is enough to see
+            for params in [size for size in sizes if size <= 25_000_000]:
+                print(f"... bundle serve, {params / 1e6:g}M parameters", file=sys.stderr)
+                rows.extend(bench_serve_size(params, 1.0 if args.quick else 5.0, work))
+        else:
+            notes.append("kserve is not installed: serve rows skipped (pip install -e '.[serve]')")
     try:
         import mlflow  # noqa: F401
     except ImportError:

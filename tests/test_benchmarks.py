@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -22,6 +23,16 @@ METRICS = {
     "identity_check",
     "load_modified_replay",
 }
+SERVE_METRICS = {  # when the serve extra is installed
+    "serve_requests_per_s_1_client",
+    "serve_p50_latency_1_client",
+    "serve_p99_latency_1_client",
+    "serve_requests_per_s_8_clients",
+    "serve_p50_latency_8_clients",
+    "serve_p99_latency_8_clients",
+    "serve_reload_p99_latency",
+    "serve_reload_max_latency",
+}
 
 
 def test_quick_benchmark_prints_ratios_and_writes_json(tmp_path: Path) -> None:
@@ -39,6 +50,8 @@ def test_quick_benchmark_prints_ratios_and_writes_json(tmp_path: Path) -> None:
     document = json.loads(written.read_text())
     rows = {row["metric"]: row for row in document["rows"]}
     assert set(rows) >= METRICS, sorted(rows)
+    if importlib.util.find_spec("kserve") is not None:
+        assert set(rows) >= SERVE_METRICS, sorted(rows)
     for row in rows.values():
         assert row["bundler"] > 0 and row["baseline"] > 0 and math.isfinite(row["ratio"]), row
     assert document["machine"]["cpus"] >= 1
