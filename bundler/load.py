@@ -42,6 +42,7 @@ from .errors import (
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
+from .graph_scan import check_graph
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, read_config
 from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
@@ -147,9 +148,10 @@ def load_bundle(
             # served as the graph under 'fallback', with a warning that says why
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
-            loaded = _load_graph(root, lock, plan, f"the Keras model could not be loaded: {error}")
+            why = f"the Keras model could not be loaded: {error}"
+            loaded = _load_graph(root, lock, plan, why, unsafe)
     else:
-        loaded = _load_graph(root, lock, plan, plan.reason)
+        loaded = _load_graph(root, lock, plan, plan.reason, unsafe)
     if check_examples:
         _, problems = replay_examples(loaded)
         if problems:
@@ -255,8 +257,9 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
 # -- the graph path -------------------------------------------------------------------------------
 
 
-def _load_graph(root: Path, lock: Lock, plan: Plan, why: str) -> LoadedBundle:
+def _load_graph(root: Path, lock: Lock, plan: Plan, why: str, unsafe: bool) -> LoadedBundle:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    check_graph(root, lock.artifacts.saved_model, lock.files, unsafe=unsafe)  # before TF reads it
     import tensorflow as tf
 
     folder = root / lock.artifacts.saved_model

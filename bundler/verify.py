@@ -35,6 +35,7 @@ from .digest import (
 )
 from .errors import BundleError, IntegrityError, UsageError
 from .formats import FormatError, migrate_forward
+from .graph_scan import graph_problems
 from .layout import (
     ARTIFACT_DEFAULTS,
     FORMAT,
@@ -335,6 +336,7 @@ def verify_bundle(
     with metered(on_hashing, total) as meter:
         file_problems, hashed = check_files(root, lock["files"], meter)
     problems += file_problems
+    problems += graph_problems(root, lock["artifacts"]["saved_model"], lock["files"], problems)
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
