@@ -43,6 +43,7 @@ from .errors import (
     UnsafeLoadWarning,
 )
 from .graph_scan import check_graph
+from .keras_archive import check_archive
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, read_config
 from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
@@ -224,6 +225,7 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         config = read_config(archive, where)
         check_config_modules(config, modules, where)
         check_config_objects(config, modules, where, unsafe=unsafe)
+        check_archive(archive, lock.files[lock.artifacts.keras].size, where)  # before Keras reads
         applied: list[str] = []
         if plan.adapters:
             from .adapters import apply_to_config

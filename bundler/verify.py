@@ -36,6 +36,7 @@ from .digest import (
 from .errors import BundleError, IntegrityError, UsageError
 from .formats import FormatError, migrate_forward
 from .graph_scan import graph_problems
+from .keras_archive import archive_problems
 from .layout import (
     ARTIFACT_DEFAULTS,
     FORMAT,
@@ -337,6 +338,7 @@ def verify_bundle(
         file_problems, hashed = check_files(root, lock["files"], meter)
     problems += file_problems
     problems += graph_problems(root, lock["artifacts"]["saved_model"], lock["files"], problems)
+    problems += archive_problems(root, lock["artifacts"]["keras"], lock["files"], problems)
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
