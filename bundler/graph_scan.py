@@ -63,7 +63,7 @@ _GRADIENT_FUNCTION, _GRADIENT_GRADIENT = 1, 2
 _FUNCTION_SIGNATURE = 1
 _FUNCTION_NODE = 3
 _OPDEF_NAME = 1
-_NODE_NAME, _NODE_OP, _NODE_ATTR = 1, 2, 5
+_NODE_NAME, _NODE_OP, _NODE_INPUT, _NODE_ATTR = 1, 2, 3, 5
 _ENTRY_VALUE = 2
 _ATTR_LIST, _ATTR_FUNC = 1, 10
 _LIST_FUNC = 9
@@ -259,6 +259,7 @@ class _Node:
     name: str
     op: str
     calls: tuple[str, ...]  # functions named in its attributes (f, then_branch, body, ...)
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ class _MetaGraph:
     gradients: tuple[tuple[str, str], ...]
     assets: tuple[str, ...]
     object_graph: bytes | None
-    saver_names: tuple[str, ...]
+    saver: dict[int, str]  # SaverDef field number -> tensor or op name (last one wins)
 
 
 def _attr_functions(value: memoryview, depth: int) -> list[str]:
@@ -292,7 +293,12 @@ def _node(buffer: memoryview) -> _Node:
     for entry in messages(buffer, _NODE_ATTR):
         for value in messages(entry, _ENTRY_VALUE):
             calls += _attr_functions(value, 0)
-    return _Node(string(buffer, _NODE_NAME), string(buffer, _NODE_OP), tuple(calls))
+    return _Node(
+        string(buffer, _NODE_NAME),
+        string(buffer, _NODE_OP),
+        tuple(calls),
+        tuple(strings(buffer, _NODE_INPUT)),
+    )
 
 
 def _meta_graph(buffer: memoryview) -> _MetaGraph:
@@ -316,17 +322,19 @@ def _meta_graph(buffer: memoryview) -> _MetaGraph:
                 )
     assets = [string(asset, _ASSET_FILENAME) for asset in messages(buffer, _META_ASSET_FILE_DEF)]
     object_graphs = [bytes(o) for o in messages(buffer, _META_OBJECT_GRAPH)]
-    saver_names: list[str] = []
-    for saver in messages(buffer, _META_SAVER_DEF):
+    saver: dict[int, str] = {}
+    for saver_def in messages(buffer, _META_SAVER_DEF):
         for number in (_SAVER_FILENAME, _SAVER_SAVE, _SAVER_RESTORE):
-            saver_names += strings(saver, number)
+            named = strings(saver_def, number)
+            if named:
+                saver[number] = named[-1]
     return _MetaGraph(
         tuple(nodes),
         functions,
         tuple(gradients),
         tuple(assets),
         b"".join(object_graphs) if object_graphs else None,
-        tuple(saver_names),
+        saver,
     )
 
 
@@ -369,8 +377,18 @@ def _op_findings(
     return findings
 
 
+def _node_name(tensor: str) -> str:
+    """``saver_filename`` for ``saver_filename:0`` and ``^saver_filename`` (a control input)."""
+    return tensor.lstrip("^").split(":", 1)[0]
+
+
 def _saver_functions(meta: _MetaGraph) -> set[str]:
-    """Functions that hold checkpoint ops and are called by the top-level graph only."""
+    """Functions that hold checkpoint ops and that only the saver calls, with the loader's path.
+
+    Such a function is called by no other function and not named by the object graph; in the
+    top-level graph, only by the nodes the ``saver_def`` names as its save and restore ops, whose
+    first input is the ``saver_def``'s filename placeholder (what the loader feeds).
+    """
     called_by_functions = {
         callee
         for nodes in meta.functions.values()
@@ -378,12 +396,20 @@ def _saver_functions(meta: _MetaGraph) -> set[str]:
         for callee in (*node.calls, node.op)
     }
     called_by_functions |= {name for pair in meta.gradients for name in pair}
-    called_at_top = {callee for node in meta.nodes for callee in (*node.calls, node.op)}
+    saver_nodes = {_node_name(meta.saver.get(n, "")) for n in (_SAVER_SAVE, _SAVER_RESTORE)}
+    filename = _node_name(meta.saver.get(_SAVER_FILENAME, ""))
+    placeholders = {node.name for node in meta.nodes if node.op == "Placeholder"}
     savers = set()
     for name, nodes in meta.functions.items():
         if not any(node.op in SAVER_OPS for node in nodes):
             continue
-        if name in called_by_functions or name not in called_at_top:
+        if name in called_by_functions:
+            continue
+        callers = [node for node in meta.nodes if name in (*node.calls, node.op)]
+        if not callers or not all(
+            node.name in saver_nodes and node.inputs[:1] == (filename,) and filename in placeholders
+            for node in callers
+        ):
             continue
         if meta.object_graph is not None and name.encode() in meta.object_graph:
             continue  # the Python loader could call it with a path of the graph's choosing

@@ -381,14 +381,21 @@ def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> 
     from bundler.graph_scan import _MetaGraph, _Node, scan_meta_graph
 
     save = (_Node("SaveV2", "SaveV2", ()), _Node("Merge", "MergeV2Checkpoints", ()))
-    top = (_Node("saver_filename", "Placeholder", ()), _Node("Call", "StatefulPartitionedCall",
-                                                            ("traced_save",)))  # fmt: skip
+    call = _Node("Call", "StatefulPartitionedCall", ("traced_save",), ("saver_filename",))
+    placeholder = _Node("saver_filename", "Placeholder", ())
+    saver = {1: "saver_filename:0", 2: "Call:0", 3: "Restore"}
 
-    def findings(serve: tuple[Any, ...], object_graph: bytes = b"\x0a\x00") -> list[str]:
-        meta = _MetaGraph(top, {"traced_save": save, "serve": serve}, (), (), object_graph, ())
+    def findings(
+        serve: tuple[Any, ...] = (),
+        object_graph: bytes = b"\x0a\x00",
+        caller: Any = call,
+        filename: Any = placeholder,
+    ) -> list[str]:
+        functions = {"traced_save": save, "serve": serve}
+        meta = _MetaGraph((filename, caller), functions, (), (), object_graph, saver)
         return [str(f) for f in scan_meta_graph(meta, lambda _: True)]
 
-    assert findings(()) == []
+    assert findings() == []
     calls_the_saver = (_Node("Steal", "PartitionedCall", ("traced_save",)),)
     assert findings(calls_the_saver) == [
         "function 'traced_save', node 'SaveV2': op 'SaveV2' reads or writes a checkpoint at a path "
@@ -398,4 +405,8 @@ def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> 
         "checkpoint at a path the graph chooses (allowed only in the save and restore functions "
         "that only the top-level graph's saver calls)",
     ]
-    assert len(findings((), object_graph=b"\x0a\x0btraced_save")) == 2
+    assert len(findings(object_graph=b"\x0a\x0btraced_save")) == 2
+    # called from the top level by a node the saver_def does not name, or not with the loader's path
+    assert len(findings(caller=_Node("Other", call.op, call.calls, call.inputs))) == 2
+    assert len(findings(filename=_Node("saver_filename", "Const", ()))) == 2
+    assert len(findings(caller=_Node("Call", call.op, call.calls, ("path_const",)))) == 2

@@ -80,6 +80,18 @@ def test_tfsm_layer_is_refused_where_keras_would_load_it(plain: Path, monkeypatc
     )
 
 
+def test_a_torch_module_wrapper_is_refused_by_name_under_any_module() -> None:
+    from bundler.scan import check_config_modules
+
+    for module, registered in (("keras.layers", None), ("acme", "TorchModuleWrapper")):
+        config = {"module": module, "class_name": "Wrapped", "registered_name": registered,
+                  "config": {"module": "gASV..."}}  # fmt: skip
+        if registered is None:
+            config["class_name"] = "TorchModuleWrapper"
+        with pytest.raises(UnsafeBundleError, match="unpickles a torch module"):
+            check_config_modules({"layers": [config]}, ["acme"], "model.keras")
+
+
 # -- file paths in layer configs -------------------------------------------------------------------
 
 
