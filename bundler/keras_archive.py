@@ -198,8 +198,9 @@ def _walk(root: Any, path: str) -> Iterator[tuple[str, Any]]:
 def archive_problems(
     root: Path, keras: str, files: dict[str, Any], earlier: Iterable[Problem]
 ) -> list[Problem]:
-    """``check_archive`` as verify Problems (kind ``unsafe``); skipped when an earlier problem is
-    about model.keras (missing, changed)."""
+    """``check_archive``'s refusals as verify Problems (kind ``unsafe``); skipped when an earlier
+    problem is about model.keras (missing, changed). An archive Keras could not read at all is
+    not reported here: loading says so (and ``fallback`` serves the graph instead)."""
     from .verify import Problem
 
     if keras not in files or any(problem.path == keras for problem in earlier):
@@ -210,8 +211,6 @@ def archive_problems(
             check_archive(archive, int(files[keras]["size"]), path)
     except UnsafeBundleError as error:
         return [Problem(keras, "unsafe", error.message)]
-    except LoadError as error:
-        return [Problem(keras, "unreadable", error.message)]
-    except (OSError, zipfile.BadZipFile) as error:
-        return [Problem(keras, "unreadable", f"is not a readable .keras file: {error}")]
+    except (LoadError, OSError, zipfile.BadZipFile):
+        return []
     return []

@@ -132,15 +132,16 @@ OUTSIDE_LOADERS = {
 }
 # Config keys whose string value Keras opens as a file (StringLookup, IntegerLookup and
 # TextVectorization read a vocabulary file; a bundle carries its vocabulary inside model.keras).
-FILE_KEYS = {"vocabulary": "a vocabulary file", "filepath": "a file"}
+FILE_KEYS = {"vocabulary": "a vocabulary file"}
 # The Keras namespaces a model's config may draw from: modeling objects only. Not keras.utils
 # (get_file downloads), keras.config (enable_unsafe_deserialization turns safe_mode off),
 # keras.saving or the functions of keras.models (load other models), keras.backend, datasets, ...
+# Classes may also come from keras.utils: FeatureSpace is a layer exported there.
 CLASS_NAMESPACES = frozenset(
     {
         *("activations", "constraints", "dtype_policies", "initializers", "layers", "losses"),
         *("metrics", "mixed_precision", "models", "ops", "optimizers", "quantizers", "random"),
-        "regularizers",
+        *("regularizers", "utils"),
     }
 )
 FUNCTION_NAMESPACES = frozenset(

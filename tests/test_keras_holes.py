@@ -175,13 +175,37 @@ def test_a_non_modeling_function_is_refused(
     assert refusal.endswith("refusing to load it")
 
 
-def test_keras_modeling_objects_pass_the_scan(built: dict[str, Any]) -> None:
+def test_keras_modeling_objects_pass_the_scan(built: dict[str, Any], tmp_path: Path) -> None:
+    """No false refusals: the example bundles, and a model saved by Keras with many kinds of
+    layers, a learning-rate schedule, losses and metrics."""
+    import keras
+    from keras import layers
+
     from bundler.scan import check_config_modules, read_config
 
-    for name, bundle in built.items():
-        with zipfile.ZipFile(bundle.path / "model.keras") as archive:
-            config = read_config(archive, name)
-        check_config_modules(config, [c.module for c in bundle.lock.components], name)
+    tokens = keras.Input((6,), dtype="int32")
+    x = layers.Embedding(20, 8)(tokens)
+    x = layers.MultiHeadAttention(2, 4)(x, x)
+    x = layers.LSTM(4, return_sequences=True)(layers.Conv1D(4, 2, activation="gelu")(x))
+    x = layers.Dropout(0.1)(layers.GlobalAveragePooling1D()(x))
+    words = keras.Input((1,), dtype="string")
+    looked_up = layers.StringLookup(vocabulary=["a", "b"], output_mode="one_hot")(words)
+    out = layers.Dense(2, activation="softmax", kernel_regularizer="l2")(
+        layers.Concatenate()([x, looked_up])
+    )
+    model = keras.Model([tokens, words], out)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.9)
+    model.compile(
+        keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy", keras.metrics.AUC()],
+    )
+    model.save(tmp_path / "many.keras")
+    paths = [tmp_path / "many.keras", *(b.path / "model.keras" for b in built.values())]
+    components = [[], *([c.module for c in b.lock.components] for b in built.values())]
+    for path, modules in zip(paths, components, strict=True):
+        with zipfile.ZipFile(path) as archive:
+            check_config_modules(read_config(archive, str(path)), modules, str(path))
 
 
 # -- HDF5 weights that reach outside ---------------------------------------------------------------
