@@ -398,6 +398,27 @@ def test_the_archive_check_needs_no_tensorflow(plain: Path) -> None:
     assert run_python(code).stdout.splitlines() == ["True", "False False True"]
 
 
+def test_a_deflated_model_keras_is_checked_and_loads(plain: Path) -> None:
+    """Keras stores its members; a deflated archive is read through ZipExtFile, still checked."""
+    path = plain / "model.keras"
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    reseal(plain)
+    assert verify_bundle(plain).ok
+    assert load_bundle(plain).mode == "keras"
+    _edit_weights(plain, lambda weights: weights.__setitem__("x", _soft_link_to_layers()))
+    assert "is a soft link to '/layers'" in _refusal(plain)
+
+
+def _soft_link_to_layers() -> Any:
+    import h5py
+
+    return h5py.SoftLink("/layers")
+
+
 def test_a_hard_link_inside_the_weights_is_no_problem(plain: Path) -> None:
     _edit_weights(plain, lambda weights: weights.__setitem__("again", weights["/layers"]))
     report = verify_bundle(plain)
