@@ -6,8 +6,10 @@ modules. Keras 3 refuses to import other modules on its own, but a bundle must n
 Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused.
 
 Adapted loads rewrite ``config.json`` inside the ``.keras`` zip in memory (weights untouched) and
-hand the result to Keras's loader as a file object. The graph path loads ``saved_model/`` with
-``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code.
+hand the result to Keras's loader as a file object; before Keras reads the archive, its members'
+sizes and its HDF5 weights are checked (``keras_archive``). The graph path loads ``saved_model/``
+with ``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code,
+and is served only when every op in it is one Keras exports contain (``graph_scan``).
 
 Keras deserialization is guarded by one lock: services load from many threads, and Keras's
 registries and naming counters are process-wide.
