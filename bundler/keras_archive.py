@@ -30,6 +30,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,7 +159,10 @@ def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) ->
                     )
     except (UnsafeBundleError, LoadError):
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile) as error:
+    except (
+        OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, zlib.error,
+        zipfile.BadZipFile,
+    ) as error:  # fmt: skip
         raise LoadError(
             f"{WEIGHTS_MEMBER} in model.keras is not a readable HDF5 file: {error}", path=path
         ) from error
@@ -211,6 +215,6 @@ def archive_problems(
             check_archive(archive, int(files[keras]["size"]), path)
     except UnsafeBundleError as error:
         return [Problem(keras, "unsafe", error.message)]
-    except (LoadError, OSError, zipfile.BadZipFile):
+    except (LoadError, OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile):
         return []
     return []

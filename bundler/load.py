@@ -119,7 +119,8 @@ def load_bundle(
 
     ``verify=False`` skips hashing the files (the lock is still read and validated);
     ``check_examples=True`` replays the golden examples through the chosen path;
-    ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs): only for bundles you made.
+    ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs) and serves a SavedModel graph
+    the graph scan refuses: only for bundles you made.
     """
     if isinstance(path, str) and path.startswith("oci://"):
         from .oci import pull
