@@ -11,9 +11,10 @@ included, is refused.
 The one exception is checkpointing. Every SavedModel TensorFlow writes carries a save function and
 a restore function (``SaveV2``/``RestoreV2``/``MergeV2Checkpoints``), called from the top-level
 graph through its ``saver_def`` by loaders that restore variables by running the graph (TensorFlow
-Serving). Those ops are allowed only in such a *saver function*: one that nothing but the
-top-level graph calls (no other function in the library, not the object graph the Python loader
-builds the model from), so that the path it writes or reads is the one the loader feeds it.
+Serving). Those ops are allowed only in such a *saver function*: one that no other function in
+the library calls and the object graph (what the Python loader builds callables from) never names,
+called at the top level only by the save and restore nodes the ``saver_def`` names, fed its
+filename placeholder: so the path it writes or reads is the one the loader feeds it.
 Models without an object graph (TensorFlow 1 SavedModels) are refused: loading one runs its
 top-level graph's init and restore ops, which a Keras export never needs.
 
@@ -407,7 +408,9 @@ def _saver_functions(meta: _MetaGraph) -> set[str]:
             continue
         callers = [node for node in meta.nodes if name in (*node.calls, node.op)]
         if not callers or not all(
-            node.name in saver_nodes and node.inputs[:1] == (filename,) and filename in placeholders
+            node.name in saver_nodes
+            and node.inputs[:1] in ((filename,), (f"{filename}:0",))
+            and filename in placeholders
             for node in callers
         ):
             continue
