@@ -6,8 +6,10 @@ modules. Keras 3 refuses to import other modules on its own, but a bundle must n
 Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused.
 
 Adapted loads rewrite ``config.json`` inside the ``.keras`` zip in memory (weights untouched) and
-hand the result to Keras's loader as a file object. The graph path loads ``saved_model/`` with
-``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code.
+hand the result to Keras's loader as a file object; before Keras reads the archive, its members'
+sizes and its HDF5 weights are checked (``keras_archive``). The graph path loads ``saved_model/``
+with ``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code,
+and is served only when every op in it is one Keras exports contain (``graph_scan``).
 
 Keras deserialization is guarded by one lock: services load from many threads, and Keras's
 registries and naming counters are process-wide.
@@ -43,6 +45,8 @@ from .errors import (
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
+from .graph_scan import check_graph
+from .keras_archive import check_archive
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, read_config
 from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
@@ -116,7 +120,8 @@ def load_bundle(
 
     ``verify=False`` skips hashing the files (the lock is still read and validated);
     ``check_examples=True`` replays the golden examples through the chosen path;
-    ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs): only for bundles you made.
+    ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs) and serves a SavedModel graph
+    the graph scan refuses: only for bundles you made.
     """
     if isinstance(path, str) and path.startswith("oci://"):
         from .oci import pull
@@ -148,12 +153,13 @@ def load_bundle(
             # served as the graph under 'fallback', with a warning that says why
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
-            loaded = _load_graph(root, lock, plan, f"the Keras model could not be loaded: {error}")
+            why = f"the Keras model could not be loaded: {error}"
+            loaded = _load_graph(root, lock, plan, why, unsafe)
         if plan.replay and loaded.mode == "keras":
-            loaded = _prove_modified(loaded, policy)
+            loaded = _prove_modified(loaded, policy, unsafe)
             check_examples = check_examples and loaded.mode != "keras"  # just replayed
     else:
-        loaded = _load_graph(root, lock, plan, plan.reason)
+        loaded = _load_graph(root, lock, plan, plan.reason, unsafe)
     if check_examples:
         _, problems = replay_examples(loaded)
         if problems:
@@ -163,7 +169,7 @@ def load_bundle(
     return loaded
 
 
-def _prove_modified(loaded: LoadedBundle, policy: str) -> LoadedBundle:
+def _prove_modified(loaded: LoadedBundle, policy: str, unsafe: bool) -> LoadedBundle:
     """A component's code changed under the same version: load only what replays the same."""
     _, problems = replay_examples(loaded)
     if not problems:
@@ -177,7 +183,8 @@ def _prove_modified(loaded: LoadedBundle, policy: str) -> LoadedBundle:
     )
     details = [str(p) for p in problems]
     if policy == "fallback":
-        return _load_graph(loaded.path, loaded.lock, loaded.compatibility, f"{why}: {details[0]}")
+        why = f"{why}: {details[0]}"
+        return _load_graph(loaded.path, loaded.lock, loaded.compatibility, why, unsafe)
     raise ExampleMismatchError(
         f"{why}; refusing to load it (policy '{policy}')", path=loaded.path, details=details
     )
@@ -246,6 +253,7 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         config = read_config(archive, where)
         check_config_modules(config, modules, where, unsafe=unsafe)
         check_config_objects(config, modules, where)
+        check_archive(archive, lock.files[lock.artifacts.keras].size, where)  # before Keras reads
         applied: list[str] = []
         if plan.adapters:
             from .adapters import apply_to_config
@@ -279,8 +287,9 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
 # -- the graph path -------------------------------------------------------------------------------
 
 
-def _load_graph(root: Path, lock: Lock, plan: Plan, why: str) -> LoadedBundle:
+def _load_graph(root: Path, lock: Lock, plan: Plan, why: str, unsafe: bool) -> LoadedBundle:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    check_graph(root, lock.artifacts.saved_model, lock.files, unsafe=unsafe)  # before TF reads it
     import tensorflow as tf
 
     folder = root / lock.artifacts.saved_model

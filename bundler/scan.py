@@ -38,11 +38,13 @@ def serialized_objects(node: Any) -> Iterator[dict[str, Any]]:
 def check_config_modules(
     config: Any, allowed: list[str], where: str, *, unsafe: bool = False
 ) -> None:
-    """Refuse a config naming a module outside Keras and the lock's components, and lambdas.
+    """Refuse a config naming a module outside Keras and the lock's components, one of the known
+    ways to make Keras itself load something from outside the model, or a lambda.
 
     Python lambdas are refused here, not left to whichever Keras release enforces ``safe_mode``
     how; ``unsafe=True`` (the caller made the bundle) lets them through.
     """
+    check_known_keras_holes(config, where)
     for obj in serialized_objects(config):
         if obj["class_name"] == "__lambda__" and not unsafe:
             raise UnsafeBundleError(
@@ -175,3 +177,101 @@ def read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise LoadError("config.json is not a JSON object", path=where)
     return config
+
+
+# -- known Keras load holes ------------------------------------------------------------------------
+# Each was closed by a Keras release (CVE-2025-1550, -8747, -9906, CVE-2026-1462, ...). A bundle
+# must not be safe only on the releases that closed it: the same holes are refused here, before
+# Keras sees the config, whichever Keras release is installed.
+
+# Classes that, deserialized, load something from outside the model: refused by name, whatever
+# module or registered name claims them.
+OUTSIDE_LOADERS = {
+    "TFSMLayer": "loads and runs a TensorFlow SavedModel from a path outside the bundle",
+    "TorchModuleWrapper": "unpickles a torch module stored in the config (torch.load)",
+}
+# Config keys whose string value Keras opens as a file (StringLookup, IntegerLookup and
+# TextVectorization read a vocabulary file; a bundle carries its vocabulary inside model.keras).
+FILE_KEYS = {"vocabulary": "a vocabulary file"}
+# The Keras namespaces a model's config may draw from: modeling objects only. Not keras.utils
+# (get_file downloads), keras.config (enable_unsafe_deserialization turns safe_mode off),
+# keras.saving or the functions of keras.models (load other models), keras.backend, datasets, ...
+# Classes may also come from keras.utils: FeatureSpace is a layer exported there.
+CLASS_NAMESPACES = frozenset(
+    {
+        *("activations", "constraints", "dtype_policies", "initializers", "layers", "losses"),
+        *("metrics", "mixed_precision", "models", "ops", "optimizers", "quantizers", "random"),
+        *("regularizers", "utils"),
+    }
+)
+FUNCTION_NAMESPACES = frozenset(
+    {
+        *("activations", "constraints", "initializers", "losses", "metrics", "ops", "random"),
+        "regularizers",
+    }
+)
+# Functions of those namespaces that deserialize further configs rather than model anything.
+NON_MODELING_FUNCTIONS = frozenset({"get", "serialize", "deserialize"})
+
+
+def _keras_namespace(module: str) -> str | None:
+    """``layers`` for ``keras.layers`` and ``keras.src.layers.core.dense``; None for ``keras``."""
+    parts = module.split(".")
+    if parts[1:2] == ["src"]:
+        parts = parts[1:]
+    return parts[1] if len(parts) > 1 else None
+
+
+def check_known_keras_holes(config: Any, where: str) -> None:
+    """Refuse what older Keras releases would let a config do: load a SavedModel or a pickle,
+    open a file by path, or call a non-modeling function (Python's ``eval``, ``get_file``, ...)."""
+    import builtins
+
+    for obj in serialized_objects(config):
+        class_name = obj["class_name"]
+        names = {n for n in (class_name, obj.get("registered_name")) if isinstance(n, str)}
+        for name in names & OUTSIDE_LOADERS.keys():
+            raise UnsafeBundleError(
+                f"the model config contains a {name} ({name} {OUTSIDE_LOADERS[name]}); a bundle "
+                "must carry everything its model loads; refusing to load it",
+                path=where,
+            )
+        inner = obj.get("config")
+        if isinstance(inner, dict):
+            for key, what in FILE_KEYS.items():
+                value = inner.get(key)
+                if isinstance(value, str):
+                    raise UnsafeBundleError(
+                        f"the model config's {class_name!r} names {what} by path in {key!r} "
+                        f"({value!r}), which Keras would open outside the bundle; refusing to "
+                        "load it",
+                        path=where,
+                    )
+        module = obj.get("module")
+        if not isinstance(module, str):
+            continue
+        is_function = class_name == "function"
+        name = inner if is_function and isinstance(inner, str) else class_name
+        if module == "builtins" and is_function and hasattr(builtins, str(name)):
+            raise UnsafeBundleError(
+                f"the model config names Python's built-in {name!r} as a function; older Keras "
+                "releases would call it; refusing to load it",
+                path=where,
+            )
+        if module.split(".", 1)[0] != "keras":
+            continue
+        namespace = _keras_namespace(module)
+        if is_function:
+            modeling = namespace in FUNCTION_NAMESPACES and name not in NON_MODELING_FUNCTIONS
+        else:
+            modeling = namespace is None or namespace in CLASS_NAMESPACES
+        if modeling:
+            continue
+        kind, namespaces = (
+            ("function", FUNCTION_NAMESPACES) if is_function else ("class", CLASS_NAMESPACES)
+        )
+        raise UnsafeBundleError(
+            f"the model config names {module}.{name}, which is not a modeling {kind} (those "
+            f"come from keras.{{{','.join(sorted(namespaces))}}}); refusing to load it",
+            path=where,
+        )

@@ -43,6 +43,8 @@ from .digest import (
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
 from .formats import FormatError, migrate_forward
+from .graph_scan import graph_problems
+from .keras_archive import archive_problems
 from .layout import (
     ARTIFACT_DEFAULTS,
     FORMAT,
@@ -355,7 +357,9 @@ def verify_bundle(
     with metered(on_hashing, total) as meter:
         file_problems, hashed = check_files(root, lock["files"], meter)
     problems += file_problems
-    if not problems:  # only bytes the lock vouches for are parsed
+    problems += graph_problems(root, lock["artifacts"]["saved_model"], lock["files"], problems)
+    problems += archive_problems(root, lock["artifacts"]["keras"], lock["files"], problems)
+    if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
     plan = make_plan(lock, policy, environment)
     if not plan.ok:
