@@ -208,6 +208,9 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, problems
     # Fields with defaults may be left out of a lock; fill them in once, for every reader.
     document["artifacts"] = {**ARTIFACT_DEFAULTS, **document["artifacts"]}
+    for component in document["components"]:
+        component.setdefault("objects", [])
+        component.setdefault("distribution", None)
     problems = [
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
         for where, name in _lock_paths(document)
