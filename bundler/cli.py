@@ -567,6 +567,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_text(error: BundleError) -> str:
+    """The error as text, escaped: its message may be a table (newlines kept), each detail is
+    one line (a newline in a quoted file name is escaped, so it cannot fake a line of ours)."""
+    head = BundleError(error.message, path=error.path, field=error.field)
+    return "\n".join([shown(head, lines=True), *(f"  {shown(line)}" for line in error.details)])
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # Turn SIGTERM into SystemExit so that `finally` blocks remove a build's temporary folder.
     raise SystemExit(128 + signum)
@@ -582,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as error:
         if args.debug:
             raise
-        sys.stderr.write(f"{PROG}: error: {shown(error, lines=True)}\n")
+        sys.stderr.write(f"{PROG}: error: {_error_text(error)}\n")
         return error.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

@@ -214,10 +214,19 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     """
     merged: dict[Any, Any] = {}
     own: list[tuple[yaml.Node, yaml.Node]] = []
+    merges = 0
     for key_node, value_node in node.value:
         if key_node.tag != MERGE_TAG:
             own.append((key_node, value_node))
             continue
+        merges += 1
+        if merges > 1:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "duplicate key '<<' (list the mappings in one: <<: [*a, *b])",
+                key_node.start_mark,
+            )
         sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
         for source in sources:
             if not isinstance(source, yaml.MappingNode):

@@ -89,3 +89,19 @@ def test_error_messages_show_data_escaped(tmp_path: Path) -> None:
     assert (
         result.stderr == f"bundle: error: {tmp_path}/bundle\\x1b[2J\\u202e: no such bundle folder\n"
     )
+
+
+def test_error_details_cannot_fake_a_line(copy_bundle, tmp_path: Path) -> None:
+    """A newline in a quoted file name stays inside its detail line."""
+    from bundler.signing import keygen
+
+    root = copy_bundle("sequential")
+    (root / "x\nbundle: signed OK\x1b[2J").write_bytes(b"planted")
+    private, _ = keygen(tmp_path / "key")
+    result = run_bundle("sign", str(root), "--key", str(private))
+    assert result.returncode == 1, result.stdout + result.stderr
+    _no_raw_controls(result.stderr)
+    assert result.stderr.splitlines() == [
+        f"bundle: error: {root}: refusing to sign a bundle that fails verification",
+        "  x\\x0abundle: signed OK\\x1b[2J: is not listed in the lock (extra file)",
+    ]
