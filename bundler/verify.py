@@ -47,7 +47,6 @@ from .layout import (
     SIGNATURE_FILENAME,
     files_digest,
 )
-from .text import shown
 from .versions import VersionError, parse_range, parse_version
 
 RANGES = ("requirement", "compatible")
@@ -250,7 +249,7 @@ def pinned_digest(digest: object, option: str = "digest") -> str | None:
         return None
     if not (isinstance(digest, str) and re.fullmatch(DIGEST_PATTERN, digest)):
         raise UsageError(
-            f"{shown(digest)!r} is not a bundle digest; expected sha256: and 64 lowercase hex "
+            f"{digest!r} is not a bundle digest; expected sha256: and 64 lowercase hex "
             "digits, as `bundle verify` prints it",
             field=option,
         )
