@@ -205,7 +205,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         mode = self.server.mode
-        if self.path.startswith("/token"):
+        if self.path.startswith("/token") and mode.startswith("token: "):
+            body = mode.removeprefix("token: ").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/token"):
             self._endless(200, {"Content-Type": "application/json"})
         elif "/manifests/" in self.path and mode == "endless manifest":
             self._endless(200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
@@ -215,7 +222,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             with contextlib.suppress(OSError):
                 self.wfile.write(b"{" * 1000)
-        elif "/manifests/" in self.path and mode == "endless token":
+        elif "/manifests/" in self.path and (mode == "endless token" or mode.startswith("token")):
             realm = f"http://{self.server.host}/token"
             self.send_response(401)
             self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="x"')
@@ -301,6 +308,25 @@ def test_a_huge_manifest_is_one_line_from_the_cli(hostile: HostileRegistry, tmp_
         f"bundle: error: oci://{hostile.host}/ml/huge:1.0.0: "
         "the registry sent a manifest over 4 MiB; refusing it"
     ]
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [
+        ("[1, 2]", "the registry's authentication answer is malformed"),
+        ("<html>", "the registry answered with something that is not JSON"),
+        ('"a string"', "the registry's authentication answer is malformed"),
+    ],
+    ids=["a JSON list", "not JSON", "a JSON string"],
+)
+def test_a_malformed_token_answer_is_one_clear_line(
+    hostile: HostileRegistry, tmp_path: Path, token: str, words: str
+) -> None:
+    hostile.mode = f"token: {token}"
+    reference = f"oci://{hostile.host}/ml/token:1.0.0"
+    code, _, errors = run_main("pull", reference)
+    assert code == 1 and errors.startswith(f"bundle: error: {reference}: {words}"), errors
+    assert len(errors.strip().splitlines()) == 1
 
 
 # -- fuzzed manifests -------------------------------------------------------------------------
