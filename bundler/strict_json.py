@@ -109,8 +109,3 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise StrictJSONError(f"is nested too deeply (over {max_depth} levels)") from None
     check_value(value, max_depth)
     return value
-
-
-def dumps(value: Any, **options: Any) -> str:
-    """``json.dumps`` that refuses NaN and Infinity rather than writing them (they are not JSON)."""
-    return json.dumps(value, allow_nan=False, **options)
