@@ -152,8 +152,9 @@ def _check_target(target: Path, force: bool) -> None:
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-9a-f]+$")
 
 
-def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Remove temporary folders of earlier builds of ``target`` whose process no longer runs."""
+def remove_stale_temporaries(target: Path, *, every_name: bool = False) -> list[Path]:
+    """Remove temporary folders of earlier builds of ``target`` whose process no longer runs
+    (``every_name``: beside ``target`` whatever they were for, as in the pull cache)."""
     removed: list[Path] = []
     try:
         siblings = list(target.parent.iterdir())
@@ -161,7 +162,9 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         return removed
     for sibling in siblings:
         match = _TEMP_NAME.match(sibling.name)
-        if not match or match["name"] != target.name or _process_alive(int(match["pid"])):
+        if not match or (match["name"] != target.name and not every_name):
+            continue
+        if _process_alive(int(match["pid"])):
             continue
         shutil.rmtree(sibling, ignore_errors=True)
         removed.append(sibling)

@@ -3,12 +3,17 @@
 Exit codes: 0 success, 1 the operation failed (a damaged or incompatible bundle, a failed build),
 2 bad input (a bad manifest, a path that is not a bundle, a wrong option). User mistakes print one
 clear line (plus details) on stderr, never a traceback unless ``--debug``.
+
+Text output shows data from bundles and registries (names, paths, messages that quote them)
+through ``bundler.text.shown``, so terminal escapes and bidi overrides in them are printed as
+visible escapes; ``--json`` output is exact (``json`` escapes them itself), and strict (no NaN).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -20,6 +25,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import BuildWarning, BundleError, UsageError
+from .text import shown
 
 PROG = "bundle"
 EXAMPLES = """\
@@ -101,8 +107,19 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (a drifted example's difference) as null: not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _print_json(document: Any) -> None:
-    json.dump(document, sys.stdout, indent=2, sort_keys=False)
+    json.dump(_finite(document), sys.stdout, indent=2, sort_keys=False, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -171,7 +188,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"built {_display_path(bundle.path)}  {bundle.lock.name} {bundle.lock.version}  "
+            f"built {shown(_display_path(bundle.path))}  {bundle.lock.name} {bundle.lock.version}  "
             f"{bundle.digest}  ({len(bundle.lock.files)} files, {_size(total)}, {seconds:.1f} s)"
         )
         for note in bundle.notes:
@@ -187,9 +204,10 @@ def _display_path(path: Path) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import bundle_root, verify_bundle
+    from .verify import bundle_root, pinned_digest, verify_bundle
 
     style = _Style(sys.stdout)
+    digest = pinned_digest(args.digest, "--digest")
     root = bundle_root(args.bundle)
     if args.smoke and not args.debug:
         _import_tensorflow_quietly()
@@ -203,6 +221,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         smoke=args.smoke,
         env=args.env,
         on_hashing=lambda total: _Progress("verifying", total, enabled=not args.json),
+        digest=digest,
     )
     signed_by = "signature: valid" if args.key else None
     if args.json:
@@ -211,21 +230,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             document["signature"] = "valid"
         _print_json(document)
         return 0 if report.ok else 1
-    head = f"{report.lock.get('name')} {report.lock.get('version')}" if report.lock else ""
+    lock = report.lock
+    head = shown(f"{lock.get('name')} {lock.get('version')}") if lock else ""
+    where = shown(_display_path(root))
     if report.ok:
         print(
-            f"{style.ok('OK')}  {_display_path(root)}  {head}  {report.digest}\n"
+            f"{style.ok('OK')}  {where}  {head}  {report.digest}\n"
             f"    {report.files_checked} files, {_size(report.bytes_hashed)} verified in "
             f"{report.seconds:.2f} s"
         )
         if signed_by:
-            print(f"    {signed_by} ({args.key})")
+            print(f"    {signed_by} ({shown(args.key)})")
     else:
-        print(f"{style.bad('FAILED')}  {_display_path(root)}  {head}")
+        print(f"{style.bad('FAILED')}  {where}  {head}")
         for problem in report.problems:
             if problem.kind == "incompatible":
                 continue  # printed with the plan below
-            print(f"  {style.bad('x')} {problem}")
+            print(f"  {style.bad('x')} {shown(problem)}")
     if report.plan is not None:
         plan = report.plan
         mode = {
@@ -236,18 +257,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         where = "here" if plan.environment == "local" else f"on {plan.environment}"
         print(f"\n  load plan {where}, policy '{plan.policy}': {mode}")
         if plan.mode != "keras":
-            print(f"  why: {plan.reason}")
-        print("\n" + "\n".join("    " + line for line in plan.table().splitlines()))
+            print(f"  why: {shown(plan.reason)}")
+        print("\n" + "\n".join("    " + line for line in _table(plan)))
         if plan.mode == "refused":
-            remedies = plan.remedies()
+            remedies = [shown(remedy) for remedy in plan.remedies()]
             if remedies:
                 print("\n  to load it: " + ("\n              ".join(remedies)))
     for result in report.smoke:
         mark = style.ok("ok") if result.get("ok") else style.bad("drifted")
         diff = result.get("max_abs_diff")
         extra = f" (max abs diff {diff:.2g}, {result.get('mode')} path)" if diff is not None else ""
-        print(f"  example {result['name']}: {mark}{extra}")
+        print(f"  example {shown(result['name'])}: {mark}{extra}")
     return 0 if report.ok else 1
+
+
+def _table(plan: Any) -> list[str]:
+    """The plan's table, its lines escaped one by one (the cells quote the lock's versions)."""
+    return [shown(line) for line in plan.table().splitlines()]
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -282,28 +308,28 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    env = lock["environment"]
+    env = {key: shown(value) for key, value in lock["environment"].items()}
     total = sum(entry["size"] for entry in lock["files"].values())
     print(
-        f"{lock['name']} {lock['version']}"
-        + (f" - {lock['description']}" if lock.get("description") else "")
+        shown(f"{lock['name']} {lock['version']}")
+        + (f" - {shown(lock['description'])}" if lock.get("description") else "")
     )
     print(f"  digest   {lock['digest']}")
-    print(f"  created  {lock['created']}  with bundler {env['bundler']}")
+    print(f"  created  {shown(lock['created'])}  with bundler {env['bundler']}")
     print(
         f"  built on python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, "
         f"numpy {env['numpy']}, {env['platform']}"
     )
     if problems:
         for problem in problems:
-            print(f"  warning: {problem}")
+            print(f"  warning: {shown(problem)}")
     print("\ncomponents (pinned vs installed here):")
-    print("\n".join("  " + line for line in plan.table().splitlines()))
+    print("\n".join("  " + line for line in _table(plan)))
     for component in lock["components"]:
         used = ", ".join(component["objects"]) or "none of its objects"
-        print(f"  the model uses from {component['module']}: {used}")
+        print(shown(f"  the model uses from {component['module']}: {used}"))
         for path, digest in sorted((component.get("sources") or {}).items()):
-            print(f"    source {path}  {digest[:12]}")
+            print(shown(f"    source {path}  {digest[:12]}"))
     if lock.get("metadata"):
         print("\nmetadata:")
         for line in json.dumps(lock["metadata"], indent=2, sort_keys=True).splitlines()[1:-1]:
@@ -311,11 +337,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if lock.get("examples"):
         print("\nexamples:")
         for example in lock["examples"]:
-            print(f"  {example['name']}: rtol {example['rtol']:g}, atol {example['atol']:g}")
+            print(f"  {shown(example['name'])}: rtol {example['rtol']:g}, atol {example['atol']:g}")
     print(f"\nfiles ({len(lock['files'])}, {_size(total)}):")
-    width = max((len(name) for name in lock["files"]), default=0)
+    names = {name: shown(name) for name in lock["files"]}
+    width = max((len(name) for name in names.values()), default=0)
     for name, entry in sorted(lock["files"].items()):
-        print(f"  {name.ljust(width)}  {_size(entry['size']):>9}  {entry['sha256'][:12]}")
+        print(f"  {names[name].ljust(width)}  {_size(entry['size']):>9}  {entry['sha256'][:12]}")
     return 0
 
 
@@ -337,7 +364,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
         if lock is None:
             raise UsageError("; ".join(p.message for p in problems), path=args.bundle)
     for line in describe_environment(lock):
-        print(line)
+        print(shown(line))
     return 0
 
 
@@ -353,7 +380,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     from .signing import sign_bundle
 
     signature = sign_bundle(args.bundle, args.key)
-    print(f"signed {args.bundle}: {signature}")
+    print(f"signed {shown(args.bundle)}: {signature}")
     return 0
 
 
@@ -364,9 +391,10 @@ def _cmd_push(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
+        signed = f", signed by {result['signed_by']}" if result["signed_by"] else ""
         print(
-            f"pushed {args.bundle} to {result['tag']}  ({result['files']} files, "
-            f"{_size(result['bytes'])})\n  {result['reference']}"
+            f"pushed {shown(args.bundle)} to {result['tag']}  ({result['files']} files, "
+            f"{_size(result['bytes'])}{signed})\n  {result['reference']}"
         )
     return 0
 
@@ -375,12 +403,13 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     from .oci import fetch, pull_to
 
     started = time.perf_counter()
+    keys = [args.key] if args.key else None
     if args.output:
         path, fetched = pull_to(
-            args.reference, args.output, insecure=args.insecure, force=args.force
+            args.reference, args.output, insecure=args.insecure, force=args.force, trusted_keys=keys
         )
     else:
-        path, fetched = fetch(args.reference, insecure=args.insecure)
+        path, fetched = fetch(args.reference, insecure=args.insecure, trusted_keys=keys)
     seconds = time.perf_counter() - started
     if args.json:
         _print_json(
@@ -388,12 +417,17 @@ def _cmd_pull(args: argparse.Namespace) -> int:
                 "reference": args.reference,
                 "path": str(path),
                 "downloaded": fetched,
+                "signature": "valid" if keys else None,
                 "seconds": round(seconds, 3),
             }
         )
     else:
         how = "downloaded and verified" if fetched else "from the cache"
-        print(f"pulled {args.reference} -> {_display_path(path)}  ({how}, {seconds:.2f} s)")
+        signed = ", signature valid" if keys else ""
+        print(
+            f"pulled {shown(args.reference)} -> {shown(_display_path(path))}  "
+            f"({how}{signed}, {seconds:.2f} s)"
+        )
     return 0
 
 
@@ -474,6 +508,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also load the model here and replay its golden examples (imports TensorFlow)",
     )
     verify.add_argument("--key", metavar="PUBLIC.pem", help="require a valid signature by this key")
+    verify.add_argument(
+        "--digest",
+        metavar="sha256:...",
+        help="require this very bundle: any other, signed or not, fails (rollback, substitution)",
+    )
     verify.add_argument("--json", action="store_true", help="print one JSON document")
     verify.set_defaults(run=_cmd_verify)
 
@@ -530,6 +569,9 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("-o", "--output", metavar="DIR", help="also place the bundle at DIR")
     pull.add_argument("--force", action="store_true", help="replace an existing bundle at DIR")
     pull.add_argument("--insecure", action="store_true", help="plain HTTP")
+    pull.add_argument(
+        "--key", metavar="PUBLIC.pem", help="require a valid signature by this key (pushed with it)"
+    )
     pull.add_argument("--json", action="store_true", help="print one JSON document")
     pull.set_defaults(run=_cmd_pull)
 
@@ -600,6 +642,13 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
     return parser
 
 
+def _error_text(error: BundleError) -> str:
+    """The error as text, escaped: its message may be a table (newlines kept), each detail is
+    one line (a newline in a quoted file name is escaped, so it cannot fake a line of ours)."""
+    head = BundleError(error.message, path=error.path, field=error.field)
+    return "\n".join([shown(head, lines=True), *(f"  {shown(line)}" for line in error.details)])
+
+
 def _terminate(signum: int, frame: Any) -> None:
     # Turn SIGTERM into SystemExit so that `finally` blocks remove a build's temporary folder.
     raise SystemExit(128 + signum)
@@ -615,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as error:
         if args.debug:
             raise
-        sys.stderr.write(f"{PROG}: error: {error}\n")
+        sys.stderr.write(f"{PROG}: error: {_error_text(error)}\n")
         return error.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
@@ -626,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         sys.stderr.write(
-            f"{PROG}: internal error: {type(error).__name__}: {error}\n"
+            f"{PROG}: internal error: {type(error).__name__}: {shown(error, lines=True)}\n"
             f"  (this is a bug in bundler; run with --debug for the traceback)\n"
         )
         return 1

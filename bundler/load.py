@@ -49,7 +49,15 @@ from .graph_scan import check_graph
 from .keras_archive import check_archive
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, read_config
-from .verify import Problem, _check_artifacts, bundle_root, check_files, read_lock
+from .verify import (
+    Problem,
+    _check_artifacts,
+    bundle_root,
+    check_files,
+    pin_problem,
+    pinned_digest,
+    read_lock,
+)
 
 log = logging.getLogger("bundler")
 
@@ -90,8 +98,10 @@ class LoadedBundle:
         )
 
 
-def _integrity(root: Path, verify: bool) -> dict[str, Any]:
+def _integrity(root: Path, verify: bool, digest: str | None = None) -> dict[str, Any]:
     lock, problems = read_lock(root)
+    if (pinned := pin_problem(lock, digest)) is not None:
+        raise IntegrityError(pinned.message, path=root / LOCK_FILENAME)
     if lock is not None:
         problems += _check_artifacts(lock)
         if verify:
@@ -115,14 +125,17 @@ def load_bundle(
     check_examples: bool = False,
     trusted_keys: Any = None,
     unsafe: bool = False,
+    digest: str | None = None,
 ) -> LoadedBundle:
     """Load a bundle for inference or further training. See the module docstring for the paths.
 
     ``verify=False`` skips hashing the files (the lock is still read and validated);
     ``check_examples=True`` replays the golden examples through the chosen path;
     ``unsafe=True`` turns Keras safe_mode off (Lambda bytecode runs) and serves a SavedModel graph
-    the graph scan refuses: only for bundles you made.
+    the graph scan refuses: only for bundles you made;
+    ``digest="sha256:..."`` refuses any other bundle, signed or not (substitution, rollback).
     """
+    digest = pinned_digest(digest)
     if isinstance(path, str) and path.startswith("oci://"):
         from .oci import pull
 
@@ -132,7 +145,7 @@ def load_bundle(
         from .signing import verify_signature
 
         verify_signature(root, trusted_keys)
-    lock_json = _integrity(root, verify)
+    lock_json = _integrity(root, verify, digest)
     try:
         lock = Lock.model_validate(lock_json)
     except ValidationError as error:

@@ -171,5 +171,5 @@ class Lock(_Frozen):
         for entry in document["files"].values():
             if entry.get("shards") is None:
                 entry.pop("shards", None)  # only large files have shards
-        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
         return (text + "\n").encode("utf-8")

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import strict_json
 from .digest import unsafe_path_reason
 from .errors import BundleError, ManifestError
 from .formats import FormatError, Migration, migrate_forward
@@ -211,16 +212,53 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys: the second one would silently win otherwise."""
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    """A mapping; duplicate keys refused; merge keys (``<<: *base``) as YAML defines them.
+
+    Merged keys come from the mappings named (the earlier one wins when two name the same key)
+    and never count as duplicates of the mapping's own keys, which override them. Each merged
+    mapping is constructed once and copied by key, never expanded node by node, so merge keys
+    cannot build an alias bomb: a merged mapping holds at most the keys written in the text.
+    """
+    merged: dict[Any, Any] = {}
+    own: list[tuple[yaml.Node, yaml.Node]] = []
+    merges = 0
+    for key_node, value_node in node.value:
+        if key_node.tag != MERGE_TAG:
+            own.append((key_node, value_node))
+            continue
+        merges += 1
+        if merges > 1:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "duplicate key '<<' (list the mappings in one: <<: [*a, *b])",
+                key_node.start_mark,
+            )
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "a merge key (<<) takes a mapping or a list of mappings",
+                    source.start_mark,
+                )
+            for key, value in loader.construct_object(source, deep=True).items():
+                merged.setdefault(key, value)
     seen: set[Any] = set()
-    for key_node, _ in node.value:
+    for key_node, _ in own:
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, (str, int, float, bool)) and key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+    explicit = yaml.MappingNode(node.tag, own, node.start_mark, node.end_mark, node.flow_style)
+    return {**merged, **loader.construct_mapping(explicit, deep=deep)}
 
 
 _StrictLoader.add_constructor(
@@ -381,6 +419,10 @@ def manifest_from_document(document: Any, path: Path | str) -> Manifest:
             f"the document has more than {MAX_NODES} values once YAML aliases are expanded",
             path=path,
         )
+    try:  # what the lock could not hold, refused here rather than at verify
+        strict_json.check_value(document, strict_json.MAX_DEPTH - 1)
+    except strict_json.StrictJSONError as error:
+        raise ManifestError(f"the document {error}", path=path) from None
     document = _migrate(document, path)
     try:
         return Manifest.model_validate(document)

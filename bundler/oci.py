@@ -6,18 +6,29 @@ A pushed bundle is an OCI image manifest of our own artifact type::
     config        bundle.lock.json              application/vnd.bundler.lock.v1+json
     layers        one per file of the bundle    application/vnd.bundler.file.v1
                   (org.opencontainers.image.title: its path in the bundle)
+                  bundle.sig.json, when signed  application/vnd.bundler.signature.v1+json
     annotations   org.opencontainers.image.{title,version,created,description}, dev.bundler.digest
 
 One layer per file, not archives: a layer's digest *is* the file's sha256 from the lock, so push
 sends the files as they are, pull checks every blob against its descriptor while it streams, and
 there is nothing to unpack (so no archive path tricks). Paths come from the title annotation and
-are checked like every lock path.
+are checked like every lock path. A signed bundle's ``bundle.sig.json`` travels as one more layer
+of its own media type, so ``load_bundle("oci://...", trusted_keys=...)`` checks the publisher's
+signature on what it pulled; artifacts pushed without one pull as before.
+
+A registry is someone on the path, so nothing it sends is believed before it is checked, and
+nothing it sends is read without a bound: every answer the client reads whole (a manifest, a token,
+an error body) is read in chunks and refused past 4 MiB, *while* it streams, before any parsing;
+the lock and the signature are refused when their descriptors claim more than their own limits;
+files stream to disk and stop at their descriptor's size. Manifests are parsed strictly (no
+duplicate keys, no NaN, bounded numbers and nesting) and type-checked field by field.
 
 Pulls land in ``$BUNDLER_CACHE`` (default ``$XDG_CACHE_HOME/bundler`` or ``~/.cache/bundler``) at
 ``sha256/<manifest digest>/``: downloaded into a temporary folder beside it, verified as a bundle,
 then renamed into place, so concurrent pulls of one digest never leave a partial entry (the loser
-discards its copy). A reference by digest that is in the cache makes no request at all; a tag is
-resolved with one manifest request.
+discards its copy). The temporary folders are named as a build names its own, so a pull killed
+midway leaves one that the next pull removes once its process is gone. A reference by digest
+that is in the cache makes no request at all; a tag is resolved with one manifest request.
 
 The protocol is spoken through ``oras`` (``pip install 'bundler[oci]'``), imported only here.
 """
@@ -36,16 +47,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import strict_json
 from .digest import unsafe_path_reason
-from .errors import BundleError, IntegrityError, UsageError
-from .layout import DIGEST_PATTERN, LOCK_FILENAME, canonical_json
+from .errors import BundleError, IntegrityError, SignatureError, UsageError
+from .layout import (
+    DIGEST_PATTERN,
+    LOCK_FILENAME,
+    LOCK_MAX_BYTES,
+    SIGNATURE_FILENAME,
+    canonical_json,
+)
 
 ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1+json"
 LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.v1+json"
 FILE_MEDIA_TYPE = "application/vnd.bundler.file.v1"
+SIGNATURE_MEDIA_TYPE = "application/vnd.bundler.signature.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 MAX_MANIFEST_BYTES = 4 << 20
+MAX_ANSWER_BYTES = 4 << 20  # anything else read whole: tokens, error bodies, upload answers
 CHUNKED_ABOVE = 32 << 20  # larger blobs go up in PATCH chunks: memory stays flat
 CHUNK_BYTES = 16 << 20
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
@@ -131,6 +151,44 @@ def credentials(host: str) -> tuple[str, str] | None:
     return None
 
 
+def _read_capped(response: Any, limit: int, what: str, where: str) -> bytes:
+    """The body of ``response``, read in chunks and refused as soon as it passes ``limit``."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise IntegrityError(
+            f"the registry sent {what} over {limit >> 20} MiB ({int(declared)} bytes declared)",
+            path=where,
+        )
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(chunk_size=64 << 10):
+            body += chunk
+            if len(body) > limit:
+                raise IntegrityError(
+                    f"the registry sent {what} over {limit >> 20} MiB; refusing it", path=where
+                )
+    finally:
+        response.close()
+    return bytes(body)
+
+
+def _bounded_session(session: Any, where: str) -> None:
+    """Every answer of ``session`` that its caller reads whole (oras's token requests and error
+    bodies too) is read with a cap; streamed answers are left to their caller, who bounds them."""
+    from requests.adapters import HTTPAdapter
+
+    class Bounded(HTTPAdapter):
+        def send(self, request: Any, stream: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
+            response = super().send(request, stream=True, **kwargs)
+            if not stream:
+                response._content = _read_capped(response, MAX_ANSWER_BYTES, "an answer", where)
+            return response
+
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, Bounded())
+
+
 class _Client:
     """The few registry calls we need, through oras's session, auth and retries."""
 
@@ -144,6 +202,7 @@ class _Client:
             ) from None
         plain_http = insecure or ref.local
         self.registry = oras.provider.Registry(hostname=ref.host, insecure=plain_http)
+        _bounded_session(self.registry.session, str(ref))
         found = credentials(ref.host)
         if found is not None:
             self.registry.auth.set_basic_auth(*found)
@@ -173,6 +232,11 @@ class _Client:
                         f"cannot reach the registry: {_reason(error)}", path=str(self.ref)
                     ) from None
                 time.sleep(0.25 * (attempt + 1))
+            except requests.exceptions.InvalidJSONError as error:  # oras reading a token
+                raise RegistryError(
+                    f"the registry answered with something that is not JSON: {error}",
+                    path=str(self.ref),
+                ) from None
             except requests.RequestException as error:
                 raise RegistryError(
                     f"cannot reach the registry: {_reason(error)}", path=str(self.ref)
@@ -180,6 +244,11 @@ class _Client:
             except ValueError as error:  # oras: "Cannot respond to request for authentication."
                 raise RegistryError(
                     f"the registry refused us: {error}", path=str(self.ref)
+                ) from None
+            except (AttributeError, TypeError, KeyError) as error:  # oras on a malformed token
+                raise RegistryError(
+                    f"the registry's authentication answer is malformed: {error}",
+                    path=str(self.ref),
                 ) from None
         raise AssertionError("unreachable")
 
@@ -194,18 +263,18 @@ class _Client:
 
     def manifest(self, reference: str) -> tuple[bytes, str]:
         url = f"{self.prefix}://{self.container.manifest_url(reference)}"
-        response = self._request(url, "GET", headers={"Accept": MANIFEST_MEDIA_TYPE})
+        response = self._request(url, "GET", headers={"Accept": MANIFEST_MEDIA_TYPE}, stream=True)
         if response.status_code == 404:
+            response.close()
             raise RegistryError(
                 f"no artifact {reference!r} in {self.ref.repository}", path=str(self.ref)
             )
         if response.status_code != 200:
+            response.close()
             raise RegistryError(
                 f"the registry answered {response.status_code} for the manifest", path=str(self.ref)
             )
-        body = response.content
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise IntegrityError("the registry sent a manifest over 4 MiB", path=str(self.ref))
+        body = _read_capped(response, MAX_MANIFEST_BYTES, "a manifest", str(self.ref))
         return body, "sha256:" + hashlib.sha256(body).hexdigest()
 
     def put_manifest(self, body: bytes, tag: str) -> None:
@@ -274,13 +343,34 @@ def _reason(error: Exception) -> str:
     return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
 
 
+def _signature_to_push(root: Path) -> tuple[Path, str] | None:
+    """(bundle.sig.json, its key id) when the bundle is signed: checked to be well-formed and to
+    vouch for this very bundle (a stale signature would only fail at every pull)."""
+    from .signing import read_signature, statement_mismatch
+
+    path = root / SIGNATURE_FILENAME
+    if not os.path.lexists(path):
+        return None
+    document = read_signature(root)
+    field = statement_mismatch(root, document["statement"])
+    if field is not None:
+        raise SignatureError(
+            f"the signature is for another bundle or an earlier lock ({field} differs); "
+            "sign the bundle again before pushing it",
+            path=path,
+        )
+    return path, str(document["key_id"])
+
+
 def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[str, Any]:
-    """Verify ``bundle``, then push it; returns the manifest digest and where it went."""
+    """Verify ``bundle``, then push it (with its signature, if signed); returns the manifest
+    digest and where it went."""
     from .verify import bundle_root, require_intact
 
     root = bundle_root(bundle)
     lock = require_intact(root, "the bundle failed verification; refusing to push it").lock
     assert lock is not None  # integrity_ok implies a lock
+    signature = _signature_to_push(root)
     ref = parse_reference(reference)
     if ref.digest:
         raise UsageError("push to a tag, not a digest (the digest is computed)", path=reference)
@@ -303,6 +393,17 @@ def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[
             "annotations": {TITLE: name},
         }
         client.put_blob(root / name, descriptor)
+        layers.append(descriptor)
+    files = len(layers)
+    if signature is not None:
+        signed = signature[0].read_bytes()
+        descriptor = {
+            "mediaType": SIGNATURE_MEDIA_TYPE,
+            "digest": "sha256:" + hashlib.sha256(signed).hexdigest(),
+            "size": len(signed),
+            "annotations": {TITLE: SIGNATURE_FILENAME},
+        }
+        client.put_blob(signature[0], descriptor)
         layers.append(descriptor)
     annotations = {
         "org.opencontainers.image.title": str(lock["name"]),
@@ -329,57 +430,98 @@ def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[
         "tag": str(where),
         "digest": digest,
         "bundle_digest": lock["digest"],
-        "files": len(layers),
-        "bytes": sum(layer["size"] for layer in layers),
+        "files": files,
+        "bytes": sum(layer["size"] for layer in layers[:files]),
+        "signed_by": signature[1] if signature else None,
     }
 
 
+def _descriptor_problem(layer: Any) -> str | None:
+    if not isinstance(layer, dict):
+        return "is not an object"
+    if not (isinstance(layer.get("digest"), str) and re.fullmatch(DIGEST_PATTERN, layer["digest"])):
+        return "has no sha256 digest"
+    size = layer.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "has no size"
+    if not isinstance(layer.get("mediaType", ""), str):
+        return "has a media type that is not a string"
+    annotations = layer.get("annotations", {})
+    if not isinstance(annotations, dict) or not all(
+        isinstance(value, str) for value in annotations.values()
+    ):
+        return "has annotations that are not strings"
+    return None
+
+
 def _checked_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
+    """The manifest, parsed strictly; every field this module uses is type-checked here."""
+    from .signing import SIGNATURE_MAX_BYTES
+
     try:
-        manifest = json.loads(body)
-    except ValueError:
+        manifest = strict_json.loads(body)
+    except (ValueError, RecursionError) as error:
         raise IntegrityError(
-            "the registry sent a manifest that is not JSON", path=str(ref)
+            f"the registry sent a manifest that is not valid JSON: {error}", path=str(ref)
         ) from None
     if not isinstance(manifest, dict) or manifest.get("artifactType") != ARTIFACT_TYPE:
         raise UsageError(f"{ref} is not a bundle (artifact type is not {ARTIFACT_TYPE})")
     config, layers = manifest.get("config"), manifest.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list):
         raise IntegrityError("the manifest has no config or layers", path=str(ref))
+    for index, layer in enumerate([config, *layers]):
+        problem = _descriptor_problem(layer)
+        if problem is not None:
+            where = "the config" if index == 0 else f"layer {index - 1}"
+            raise IntegrityError(f"the manifest's {where} {problem}", path=str(ref))
+    if config["size"] > LOCK_MAX_BYTES:
+        raise IntegrityError(
+            f"the manifest's config (the lock) claims {config['size']} bytes, over the lock's "
+            f"limit of {LOCK_MAX_BYTES >> 20} MiB",
+            path=str(ref),
+        )
     seen: set[str] = set()
-    for layer in [config, *layers]:
-        if not (
-            isinstance(layer, dict)
-            and isinstance(layer.get("digest"), str)
-            and re.fullmatch(DIGEST_PATTERN, layer["digest"])
-            and isinstance(layer.get("size"), int)
-            and layer["size"] >= 0
-        ):
-            raise IntegrityError("the manifest has a malformed descriptor", path=str(ref))
     for layer in layers:
-        title = (layer.get("annotations") or {}).get(TITLE)
+        title = layer.get("annotations", {}).get(TITLE)
         reason = unsafe_path_reason(title) if isinstance(title, str) else "is missing"
-        if reason is None and (title in seen or title in (LOCK_FILENAME, "")):
+        if reason is None and (title in seen or title == LOCK_FILENAME):
             reason = "is listed twice or names the lock"
+        signature = layer.get("mediaType") == SIGNATURE_MEDIA_TYPE
+        if reason is None and signature != (title == SIGNATURE_FILENAME):
+            reason = f"and its media type disagree (only {SIGNATURE_FILENAME} is a signature)"
+        if reason is None and signature and layer["size"] > SIGNATURE_MAX_BYTES:
+            reason = f"claims {layer['size']} bytes, over the signature limit of 1 MiB"
         if reason is not None:
             raise IntegrityError(f"a layer's path {title!r} {reason}", path=str(ref))
         seen.add(str(title))
     return manifest
 
 
-def pull(reference: str, *, insecure: bool = False) -> Path:
-    """The bundle at ``reference`` in the local cache (downloaded and verified if not there)."""
-    return fetch(reference, insecure=insecure)[0]
+def pull(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> Path:
+    """The bundle at ``reference`` in the local cache (downloaded and verified if not there);
+    with ``trusted_keys``, its signature by one of them is required too."""
+    return fetch(reference, insecure=insecure, trusted_keys=trusted_keys)[0]
 
 
-def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
-    """(the bundle's folder in the cache, whether it was downloaded now)."""
+def _signed_by(root: Path, trusted_keys: Any) -> Path:
+    if trusted_keys is not None:
+        from .signing import verify_signature
+
+        verify_signature(root, trusted_keys)
+    return root
+
+
+def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> tuple[Path, bool]:
+    """(the bundle's folder in the cache, whether it was downloaded now); with ``trusted_keys``
+    the pulled signature must be valid and by one of them (checked before the cache takes it)."""
+    from .build import remove_stale_temporaries
+
     ref = parse_reference(reference)
     cache = cache_root() / "sha256"
     if ref.digest:
         cached = cache / ref.digest.split(":", 1)[1]
         if (cached / LOCK_FILENAME).is_file():
-            return cached, False  # content-addressed: no request needed
+            return _signed_by(cached, trusted_keys), False  # content-addressed: no request
     client = _Client(ref, insecure)
     body, digest = client.manifest(ref.digest or ref.tag or "latest")
     if ref.digest and digest != ref.digest:
@@ -389,10 +531,11 @@ def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
         )
     final = cache / digest.split(":", 1)[1]
     if (final / LOCK_FILENAME).is_file():
-        return final, False
+        return _signed_by(final, trusted_keys), False
     manifest = _checked_manifest(body, ref)
     cache.mkdir(parents=True, exist_ok=True)
-    work = cache / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    remove_stale_temporaries(final, every_name=True)  # left beside it by killed pulls
+    work = cache / f".{final.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
     work.mkdir()
     try:
         client.fetch_blob(manifest["config"], work / LOCK_FILENAME)
@@ -404,6 +547,10 @@ def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
 
         require_intact(work, "the pulled bundle failed verification; refusing it", where=str(ref))
         try:
+            _signed_by(work, trusted_keys)
+        except SignatureError as error:  # named by the reference, not by the temporary folder
+            raise SignatureError(error.message, path=str(ref)) from None
+        try:
             os.rename(work, final)
         except OSError:
             if not (final / LOCK_FILENAME).is_file():  # not a lost race: a real failure
@@ -414,7 +561,12 @@ def fetch(reference: str, *, insecure: bool = False) -> tuple[Path, bool]:
 
 
 def pull_to(
-    reference: str, out: str | Path, *, insecure: bool = False, force: bool = False
+    reference: str,
+    out: str | Path,
+    *,
+    insecure: bool = False,
+    force: bool = False,
+    trusted_keys: Any = None,
 ) -> tuple[Path, bool]:
     """Pull into the cache, then copy the bundle to ``out``, installed as a build installs it.
 
@@ -422,7 +574,7 @@ def pull_to(
     """
     from .build import install, prepare_workdir
 
-    cached, fetched = fetch(reference, insecure=insecure)
+    cached, fetched = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
     target = Path(os.path.abspath(out))
     work = prepare_workdir(target, force)
     try:

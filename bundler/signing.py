@@ -24,13 +24,21 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import strict_json
 from .digest import read_plain_file
 from .errors import SignatureError, UsageError
-from .lock import LOCK_FILENAME, LOCK_MAX_BYTES, SIGNATURE_FILENAME, canonical_json
+from .layout import (
+    DIGEST_PATTERN,
+    LOCK_FILENAME,
+    LOCK_MAX_BYTES,
+    SIGNATURE_FILENAME,
+    canonical_json,
+)
 
 SIGNATURE_FORMAT = "bundler.signature/v1"
 
@@ -107,7 +115,7 @@ SIGNATURE_MAX_BYTES = 1 << 20
 
 
 def _statement_of(lock_bytes: bytes) -> dict[str, Any]:
-    lock = json.loads(lock_bytes)
+    lock = strict_json.loads(lock_bytes)
     if not isinstance(lock, dict):
         raise ValueError("the lock is not a JSON object")
     return {
@@ -157,6 +165,58 @@ def sign_bundle(bundle: str | Path, private_key: Any) -> str:
     return str(document["key_id"])
 
 
+STATEMENT_KEYS = ("type", "name", "version", "digest", "lock_sha256")
+_SIGNATURE_KEYS = {"format", "algorithm", "key_id", "statement", "signature"}
+
+
+def _shape_problem(document: Any) -> str | None:
+    """What is wrong with a parsed signature file's shape and types, or None."""
+    if not isinstance(document, dict):
+        return "not a JSON object"
+    if document.get("format") != SIGNATURE_FORMAT or document.get("algorithm") != "ed25519":
+        return "unknown signature format"
+    if set(document) != _SIGNATURE_KEYS:
+        return f"expected exactly the keys {', '.join(sorted(_SIGNATURE_KEYS))}"
+    signer, statement, signature = document["key_id"], document["statement"], document["signature"]
+    if not isinstance(signer, str) or not re.fullmatch(DIGEST_PATTERN, signer):
+        return "'key_id' must be sha256: and 64 hex digits"
+    if not isinstance(signature, str):
+        return "'signature' must be a base64 string"
+    if not isinstance(statement, dict) or set(statement) != set(STATEMENT_KEYS):
+        return f"'statement' must be an object with the keys {', '.join(STATEMENT_KEYS)}"
+    if not all(isinstance(statement[key], str) for key in STATEMENT_KEYS):
+        return "every field of 'statement' must be a string"
+    return None
+
+
+def read_signature(bundle: str | Path) -> dict[str, Any]:
+    """``bundle.sig.json``, parsed strictly and type-checked; SignatureError if absent or bad."""
+    path = Path(bundle) / SIGNATURE_FILENAME
+    if not os.path.lexists(path):
+        raise SignatureError("the bundle is not signed (a signature is required)", path=path)
+    try:
+        document = strict_json.loads(read_plain_file(path, SIGNATURE_MAX_BYTES))
+        problem = _shape_problem(document)
+        if problem is not None:
+            raise ValueError(problem)
+        base64.b64decode(document["signature"], validate=True)
+    except (OSError, ValueError, RecursionError) as error:
+        raise SignatureError(f"is not a valid signature file: {error}", path=path) from error
+    return dict(document)
+
+
+def statement_mismatch(bundle: str | Path, statement: dict[str, Any]) -> str | None:
+    """Which field of a signed statement the bundle as it is now does not match, or None."""
+    try:
+        actual = _statement(Path(bundle))
+    except (OSError, ValueError, RecursionError) as error:
+        raise SignatureError(
+            f"cannot read the lock to check the signature: {error}",
+            path=Path(bundle) / SIGNATURE_FILENAME,
+        ) from error
+    return next((key for key in STATEMENT_KEYS if statement.get(key) != actual[key]), None)
+
+
 def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> str:
     """Check bundle.sig.json against the trusted public keys; returns the signing key's id."""
     root = Path(bundle)
@@ -169,22 +229,8 @@ def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> s
     if not trusted:
         raise UsageError("no trusted keys given")
     path = root / SIGNATURE_FILENAME
-    if not os.path.lexists(path):
-        raise SignatureError("the bundle is not signed (a signature is required)", path=path)
-    try:
-        document = json.loads(read_plain_file(path, SIGNATURE_MAX_BYTES))
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
-        if document.get("format") != SIGNATURE_FORMAT or document.get("algorithm") != "ed25519":
-            raise ValueError("unknown signature format")
-        statement = document["statement"]
-        signer = document["key_id"]
-        if not isinstance(statement, dict) or not isinstance(signer, str):
-            raise ValueError("'statement' must be an object and 'key_id' a string")
-        signature = base64.b64decode(document["signature"], validate=True)
-        signed = canonical_json(statement)
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
-        raise SignatureError(f"is not a valid signature file: {error}", path=path) from error
+    document = read_signature(root)
+    signer, statement = document["key_id"], document["statement"]
     key = trusted.get(signer)
     if key is None:
         raise SignatureError(
@@ -193,21 +239,15 @@ def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> s
     from cryptography.exceptions import InvalidSignature
 
     try:
-        key.verify(signature, signed)
+        key.verify(base64.b64decode(document["signature"]), canonical_json(statement))
     except InvalidSignature:
         raise SignatureError(
             "the signature does not match its statement (forged or damaged)", path=path
         ) from None
-    try:
-        actual = _statement(root)
-    except (OSError, ValueError, RecursionError) as error:
+    field = statement_mismatch(root, statement)
+    if field is not None:
         raise SignatureError(
-            f"cannot read the lock to check the signature: {error}", path=path
-        ) from error
-    for field in ("digest", "lock_sha256"):
-        if statement.get(field) != actual[field]:
-            raise SignatureError(
-                f"the signature is for another bundle or an earlier lock ({field} differs)",
-                path=path,
-            )
+            f"the signature is for another bundle or an earlier lock ({field} differs)",
+            path=path,
+        )
     return str(signer)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -30,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import strict_json
 from .compat import POLICIES, Plan, make_plan
 from .digest import (
     Progress,
@@ -47,6 +49,7 @@ from .graph_scan import graph_problems
 from .keras_archive import archive_problems
 from .layout import (
     ARTIFACT_DEFAULTS,
+    DIGEST_PATTERN,
     FORMAT,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
@@ -55,7 +58,9 @@ from .layout import (
     files_digest,
 )
 from .scan import check_config_modules, read_keras_config
+from .versions import VersionError, parse_range, parse_version
 
+RANGES = ("requirement", "compatible")
 # problems about whether intact files load here; every other kind means a damaged bundle
 LOAD_KINDS = frozenset({"config", "incompatible", "modified", "smoke"})
 
@@ -65,8 +70,9 @@ class Problem:
     """One thing wrong with a bundle, by the file it is about."""
 
     path: str
-    # integrity: lock, schema, digest, unsafe, missing, extra, changed, size, shards, type,
-    # symlink, fifo, device, socket, unreadable; loading here: config, incompatible, modified, smoke
+    # integrity: lock, schema, digest, pinned, unsafe, missing, extra, changed, size, shards,
+    # type, symlink, fifo, device, socket, unreadable; loading here: config, incompatible,
+    # modified, smoke
     kind: str
     message: str
 
@@ -176,7 +182,9 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, [Problem(LOCK_FILENAME, "lock", f"is larger than {LOCK_MAX_BYTES} bytes")]
     try:
         text = read_plain_file(path, LOCK_MAX_BYTES).decode("utf-8")
-        document = json.loads(text)
+        document = strict_json.loads(text)
+    except strict_json.StrictJSONError as error:
+        return None, [Problem(LOCK_FILENAME, "lock", str(error))]
     except UnicodeDecodeError:
         return None, [Problem(LOCK_FILENAME, "lock", "is not UTF-8 text")]
     except json.JSONDecodeError as error:
@@ -219,11 +227,15 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, problems
     # Fields with defaults may be left out of a lock; fill them in once, for every reader.
     document["artifacts"] = {**ARTIFACT_DEFAULTS, **document["artifacts"]}
+    for component in document["components"]:
+        component.setdefault("objects", [])
+        component.setdefault("distribution", None)
     problems = [
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
         for where, name in _lock_paths(document)
         if (reason := unsafe_path_reason(name)) is not None
     ]
+    problems += _version_problems(document)
     if problems:
         return None, problems
     if files_digest(document["files"]) != document["digest"]:
@@ -235,6 +247,44 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
             )
         )
     return document, problems
+
+
+def _version_problems(document: dict[str, Any]) -> list[Problem]:
+    """Pinned versions and ranges the plan will parse: refused here, as values, not mid-plan."""
+    problems = []
+    for index, component in enumerate(document["components"]):
+        for key, parse in (("version", parse_version), *((k, parse_range) for k in RANGES)):
+            try:
+                parse(component[key])
+            except VersionError as error:
+                problems.append(
+                    Problem(LOCK_FILENAME, "schema", f"components[{index}].{key}: {error}")
+                )
+    return problems
+
+
+def pinned_digest(digest: object, option: str = "digest") -> str | None:
+    """The digest a caller pins the bundle to, checked as a value (UsageError naming ``option``)."""
+    if digest is None:
+        return None
+    if not (isinstance(digest, str) and re.fullmatch(DIGEST_PATTERN, digest)):
+        raise UsageError(
+            f"{digest!r} is not a bundle digest; expected sha256: and 64 lowercase hex "
+            "digits, as `bundle verify` prints it",
+            field=option,
+        )
+    return digest
+
+
+def pin_problem(lock: dict[str, Any] | None, digest: str | None) -> Problem | None:
+    """A problem when the bundle is not the one pinned: substituted, or rolled back to another."""
+    if digest is None or lock is None or lock["digest"] == digest:
+        return None
+    return Problem(
+        LOCK_FILENAME,
+        "pinned",
+        f"this bundle is {lock['digest']}, not the pinned {digest}: refusing another bundle",
+    )
 
 
 def check_files(
@@ -329,13 +379,16 @@ def verify_bundle(
     smoke: bool = False,
     env: Environment | str | Path | None = None,
     on_hashing: ProgressFactory | None = None,
+    digest: str | None = None,
 ) -> VerifyReport:
     """Check a bundle's integrity, its lock, and whether it would load under ``policy``.
 
     ``env`` is a pip-freeze file describing a deploy target (default: this interpreter).
     ``on_hashing(total_bytes)`` may return a callback given the bytes hashed as they are.
+    ``digest`` pins the bundle: any other (signed or not) is a ``pinned`` problem.
     Raises UsageError when ``path`` is not a bundle at all; every other finding is a Problem.
     """
+    digest = pinned_digest(digest)
     if policy not in POLICIES:
         raise UsageError(
             f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}", field="policy"
@@ -350,6 +403,8 @@ def verify_bundle(
     else:
         environment = env
     lock, problems = read_lock(root)
+    if (pinned := pin_problem(lock, digest)) is not None:
+        problems.append(pinned)
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += _check_artifacts(lock)

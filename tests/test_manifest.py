@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,65 @@ def test_any_text_gives_a_document_or_a_manifest_error(text: str) -> None:
         manifest_from_document(document, "fuzz.yaml")
     except BundleError:
         pass
+
+
+# -- YAML merge keys ------------------------------------------------------------------------------
+
+MERGED = """\
+apiVersion: bundler/v1
+name: demo
+version: 1.0.0
+model: {factory: "demo.model:build"}
+components:
+  - &layers {module: acme.layers, version: "1.2.0", compatible: ">=1.2.0 <2.0.0"}
+  - {<<: *layers, module: acme.losses}
+metadata:
+  defaults: &defaults {optimizer: adam, epochs: 10, seed: 1}
+  tuned: &tuned {epochs: 50, lr: 0.01}
+  run:
+    <<: [*tuned, *defaults]
+    seed: 7
+"""
+
+
+def test_merge_keys_are_read_as_yaml_defines_them(tmp_path: Path) -> None:
+    manifest = read_manifest(write(tmp_path, MERGED)).manifest
+    assert [(c.module, c.version, c.compatible) for c in manifest.components] == [
+        ("acme.layers", "1.2.0", ">=1.2.0 <2.0.0"),
+        ("acme.losses", "1.2.0", ">=1.2.0 <2.0.0"),
+    ]
+    # own keys override merged ones; of two merged mappings, the first listed wins
+    assert manifest.metadata["run"] == {"optimizer": "adam", "epochs": 50, "seed": 7, "lr": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a: &a {x: 1}\nb:\n  <<: *a\n  y: 1\n  y: 2\n", "duplicate key 'y'"),
+        ("a: &a {x: 1}\nb:\n  <<: *a\n  <<: *a\n", "duplicate key '<<'"),
+        ("a: &a [1, 2]\nb: {<<: *a}\n", "a merge key (<<) takes a mapping or a list of mappings"),
+        ("a: &a {<<: *a}\n", "recursive"),
+    ],
+    ids=["own key twice", "merge key twice", "merging a list", "merging itself"],
+)
+def test_merge_keys_keep_duplicates_and_nonsense_refused(tmp_path, text: str, words: str) -> None:
+    with pytest.raises(ManifestError, match=re.escape(words)):
+        read_manifest(write(tmp_path, "apiVersion: bundler/v1\nmetadata:\n" + _indent(text)))
+
+
+def _indent(text: str) -> str:
+    return "".join("  " + line + "\n" for line in text.splitlines())
+
+
+def test_merge_keys_cannot_build_an_alias_bomb(tmp_path: Path) -> None:
+    """Twenty levels each merging the previous one ten times: 10**20 pairs if merged node by
+    node; a merged mapping is copied by key, so it stays ten keys."""
+    lines = ["m0: &m0 {" + ", ".join(f"k{i}: {i}" for i in range(10)) + "}"]
+    lines += [f"m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 10)}]}}" for i in range(1, 21)]
+    started = time.perf_counter()
+    source = read_manifest(write(tmp_path, VALID_TEXT + "metadata:\n" + _indent("\n".join(lines))))
+    assert time.perf_counter() - started < 5
+    assert source.manifest.metadata["m20"] == {f"k{i}": i for i in range(10)}
+
+
+VALID_TEXT = yaml.safe_dump(VALID)

@@ -1,0 +1,483 @@
+"""What a registry can and cannot do to the one who pulls from it.
+
+A registry (or whoever can push to it) is someone on the path: it may serve a signed bundle without
+its signature, another validly signed bundle, an endless or 2 GiB manifest, a token answer that
+never ends, or manifests that are garbage in every way a fuzzer finds. Each is refused with one
+clear error, in bounded memory; a signature pushed with a bundle comes back with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import http.server
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bundler import BundleError, load_bundle, verify_bundle
+from bundler.cli import main
+from bundler.errors import SignatureError
+from bundler.lock import SIGNATURE_FILENAME
+from bundler.oci import ARTIFACT_TYPE, fetch
+from bundler.signing import keygen, sign_bundle, verify_signature
+
+from .conftest import cli_env, run_bundle
+from .hostile import edit_lock
+from .test_hostile_input import json_values
+from .test_oci import Registry, pull, push
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    running = Registry(tmp_path_factory.mktemp("registry"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    folder = tmp_path_factory.mktemp("keys")
+    return {name: keygen(folder / name) for name in ("publisher", "attacker")}
+
+
+@pytest.fixture(scope="module")
+def signed_push(
+    built: dict[str, Any], registry: Registry, keys, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The sequential example, signed by the publisher and pushed."""
+    root = tmp_path_factory.mktemp("signed") / "sequential"
+    import shutil
+
+    shutil.copytree(built["sequential"].path, root)
+    sign_bundle(root, keys["publisher"][0])
+    return push(root, f"oci://{registry.host}/ml/signed")
+
+
+# -- signatures through the registry --------------------------------------------------------------
+
+
+def test_a_signature_travels_through_push_and_pull(signed_push, keys, tmp_path: Path) -> None:
+    public = str(keys["publisher"][1])
+    assert signed_push["signed_by"].startswith("sha256:")
+    result = pull(signed_push["reference"], tmp_path / "cache", "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert verify_signature(tmp_path / "out", [public]) == signed_push["signed_by"]
+    keyed = pull(signed_push["reference"], tmp_path / "cache2", "--key", public)
+    assert keyed.returncode == 0, keyed.stderr
+    assert "signature valid" in keyed.stdout
+
+
+def test_load_from_the_registry_with_trusted_keys(
+    signed_push, keys, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    loaded = load_bundle(signed_push["reference"], trusted_keys=[keys["publisher"][1]])
+    assert loaded.mode == "keras"
+    assert loaded.digest == signed_push["bundle_digest"]
+
+
+def test_the_wrong_key_is_refused_after_a_pull(signed_push, keys, tmp_path: Path, monkeypatch):
+    attacker = keys["attacker"][1]
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SignatureError, match="not among the trusted keys"):
+        load_bundle(signed_push["reference"], trusted_keys=[attacker])
+    result = pull(signed_push["reference"], tmp_path / "fresh", "--key", str(attacker))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not among the trusted keys" in result.stderr
+    assert signed_push["reference"] in result.stderr, "named by the reference, not a temp folder"
+    assert not (tmp_path / "fresh" / "sha256").exists() or not any(
+        (tmp_path / "fresh" / "sha256").iterdir()
+    ), "a bundle refused for its signature does not enter the cache"
+
+
+def test_an_unsigned_push_pulled_with_a_key_is_refused(
+    built, registry: Registry, keys, tmp_path: Path
+) -> None:
+    pushed = push(built["sequential"].path, f"oci://{registry.host}/ml/unsigned")
+    assert pushed["signed_by"] is None
+    result = pull(pushed["reference"], tmp_path / "cache", "--key", str(keys["publisher"][1]))
+    assert result.returncode == 1 and "not signed" in result.stderr, result.stderr
+
+
+def test_a_stale_signature_is_not_pushed(copy_bundle, registry: Registry, keys) -> None:
+    root = copy_bundle("sequential")
+    sign_bundle(root, keys["publisher"][0])
+    edit_lock(root, lambda lock: lock["metadata"].update(owner="someone else"))
+    result = run_bundle("push", str(root), f"oci://{registry.host}/ml/stale")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "lock_sha256 differs); sign the bundle again before pushing it" in result.stderr
+
+
+def test_a_digest_pin_refuses_another_signed_bundle_from_the_registry(
+    built, signed_push, registry: Registry, keys, tmp_path: Path, monkeypatch
+) -> None:
+    """Rollback: the registry serves a validly signed bundle, but not the one deployed."""
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    expected = built["custom_layer"].digest
+    with pytest.raises(BundleError) as caught:
+        load_bundle(signed_push["reference"], trusted_keys=[keys["publisher"][1]], digest=expected)
+    assert f"is {signed_push['bundle_digest']}, not the pinned {expected}" in str(caught.value)
+    loaded = load_bundle(signed_push["reference"], digest=signed_push["bundle_digest"])
+    assert loaded.digest == signed_push["bundle_digest"]
+
+
+# -- a killed pull ----------------------------------------------------------------------------
+
+
+def test_a_killed_pull_leaves_a_folder_the_next_pull_sweeps(
+    copy_bundle, registry: Registry, tmp_path: Path
+) -> None:
+    from .hostile import add_sealed_file
+
+    root = copy_bundle("sequential")
+    add_sealed_file(root, "saved_model/variables/big.data", 256 << 20)  # zeros: cheap to make
+    pushed = push(root, f"oci://{registry.host}/ml/killed")
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "bundler", "pull", pushed["reference"]]
+    victim = subprocess.Popen(command, env=cli_env(BUNDLER_CACHE=str(cache)))
+    deadline = time.monotonic() + 120
+    while not list((cache / "sha256").glob(".*.bundler-tmp.*")):
+        assert victim.poll() is None, "the pull ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    left = list((cache / "sha256").iterdir())
+    assert [p.name for p in left if ".bundler-tmp." in p.name], "SIGKILL leaves its folder"
+    other = run_bundle(
+        "pull", push(copy_bundle("custom_layer"), f"oci://{registry.host}/ml/other")["reference"],
+        env=cli_env(BUNDLER_CACHE=str(cache)),
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert not [p for p in (cache / "sha256").iterdir() if ".bundler-tmp." in p.name]
+
+
+# -- a hostile registry on 127.0.0.1 ------------------------------------------------------------
+
+
+class HostileRegistry(http.server.ThreadingHTTPServer):
+    """A registry that answers what the test tells it to: ``answers[path-prefix] = callable``."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.manifest: bytes = b"{}"
+        self.mode = "manifest"
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: HostileRegistry
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _endless(self, status: int, headers: dict[str, str], total: int = 1 << 30) -> None:
+        """``total`` bytes of JSON-looking whitespace, close-delimited (HTTP/1.0), or until the
+        client hangs up."""
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        chunk = b"[" + b" " * ((1 << 20) - 1)
+        with contextlib.suppress(OSError):
+            for _ in range(total >> 20):
+                self.wfile.write(chunk)
+
+    def do_GET(self) -> None:
+        mode = self.server.mode
+        if self.path.startswith("/token") and mode.startswith("token: "):
+            body = mode.removeprefix("token: ").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/token"):
+            self._endless(200, {"Content-Type": "application/json"})
+        elif "/manifests/" in self.path and mode == "endless manifest":
+            self._endless(200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        elif "/manifests/" in self.path and mode == "declared 2 GiB":
+            self.send_response(200)
+            self.send_header("Content-Length", str(2 << 30))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"{" * 1000)
+        elif "/manifests/" in self.path and (mode == "endless token" or mode.startswith("token")):
+            realm = f"http://{self.server.host}/token"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif "/manifests/" in self.path and mode == "endless error body":
+            self._endless(500, {"Content-Type": "text/plain"})
+        elif "/manifests/" in self.path:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", str(len(self.server.manifest)))
+            self.end_headers()
+            self.wfile.write(self.server.manifest)
+        else:  # blobs and the rest: not here
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileRegistry]:
+    server = HostileRegistry()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+MEASURE = """
+import resource, sys, time
+from bundler.errors import BundleError
+from bundler.oci import fetch
+import requests, oras.provider  # imported before the baseline, as a service has them
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+try:
+    fetch(sys.argv[1])
+    print("fetched")
+except BundleError as error:
+    print("refused:", error)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"{before} {after} {time.perf_counter() - started:.2f}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("endless manifest", "the registry sent a manifest over 4 MiB; refusing it"),
+        ("declared 2 GiB", "the registry sent a manifest over 4 MiB (2147483648 bytes declared)"),
+        ("endless token", "the registry sent an answer over 4 MiB; refusing it"),
+        ("endless error body", "the registry answered 500 for the manifest"),
+    ],
+)
+def test_a_huge_registry_answer_is_refused_in_bounded_memory(
+    hostile: HostileRegistry, tmp_path: Path, mode: str, words: str
+) -> None:
+    """1 GiB answers (2 GiB declared): refused while they stream (an error body is not read at
+    all), and the peak RSS of the process grows by less than 32 MiB."""
+    hostile.mode = mode
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, f"oci://{hostile.host}/ml/huge:1.0.0"],
+        env=cli_env(BUNDLER_CACHE=str(tmp_path / "cache")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    verdict, numbers = result.stdout.strip().splitlines()
+    before, after, seconds = numbers.split()
+    grown = (int(after) - int(before)) / 1024
+    assert grown < 32, f"peak RSS grew by {grown:.0f} MiB reading a hostile answer"
+    assert words in verdict, verdict
+    assert float(seconds) < 30
+
+
+def test_a_huge_manifest_is_one_line_from_the_cli(hostile: HostileRegistry, tmp_path: Path):
+    hostile.mode = "endless manifest"
+    result = run_bundle(
+        "pull", f"oci://{hostile.host}/ml/huge:1.0.0", env=cli_env(BUNDLER_CACHE=str(tmp_path))
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"bundle: error: oci://{hostile.host}/ml/huge:1.0.0: "
+        "the registry sent a manifest over 4 MiB; refusing it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [
+        ("[1, 2]", "the registry's authentication answer is malformed"),
+        ("<html>", "the registry answered with something that is not JSON"),
+        ('"a string"', "the registry's authentication answer is malformed"),
+    ],
+    ids=["a JSON list", "not JSON", "a JSON string"],
+)
+def test_a_malformed_token_answer_is_one_clear_line(
+    hostile: HostileRegistry, tmp_path: Path, token: str, words: str
+) -> None:
+    hostile.mode = f"token: {token}"
+    reference = f"oci://{hostile.host}/ml/token:1.0.0"
+    code, _, errors = run_main("pull", reference)
+    assert code == 1 and errors.startswith(f"bundle: error: {reference}: {words}"), errors
+    assert len(errors.strip().splitlines()) == 1
+
+
+# -- fuzzed manifests -------------------------------------------------------------------------
+
+VALID_MANIFEST = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "artifactType": ARTIFACT_TYPE,
+    "config": {
+        "mediaType": "application/vnd.bundler.lock.v1+json",
+        "digest": "sha256:" + "1" * 64,
+        "size": 10,
+    },
+    "layers": [
+        {
+            "mediaType": "application/vnd.bundler.file.v1",
+            "digest": "sha256:" + "2" * 64,
+            "size": 5,
+            "annotations": {"org.opencontainers.image.title": "model.keras"},
+        },
+        {
+            "mediaType": "application/vnd.bundler.signature.v1+json",
+            "digest": "sha256:" + "3" * 64,
+            "size": 5,
+            "annotations": {"org.opencontainers.image.title": SIGNATURE_FILENAME},
+        },
+    ],
+    "annotations": {"dev.bundler.digest": "sha256:" + "4" * 64},
+}
+
+hostile_text = st.sampled_from(
+    ['{"a": 1, "a": 2}', "NaN", "1e400", "9" * 30, '"\\ud800"', "[" * 5000, '"\x1b[2J"']
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+def mutated_document(data: st.DataObject, original: Any) -> str:
+    """``original`` with a few values replaced or removed, as JSON text, perhaps truncated or
+    with a hostile token spliced in (duplicate keys, NaN, huge numbers, lone surrogates ...)."""
+    document = copy.deepcopy(original)
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(_paths(document)))
+        value = data.draw(json_values)
+        if not where:
+            document = value
+            continue
+        parent = document
+        for part in where[:-1]:
+            parent = parent[part]
+        if isinstance(parent, dict) and data.draw(st.booleans()):
+            parent.pop(where[-1])
+        else:
+            parent[where[-1]] = value
+    text = json.dumps(document)
+    choice = data.draw(st.integers(0, 3))
+    if choice == 1:
+        text = text[: data.draw(st.integers(0, len(text)))]
+    elif choice == 2 and text.endswith("}"):
+        text = text[:-1] + ', "layers": ' + data.draw(hostile_text) + "}"
+    elif choice == 3:
+        token = data.draw(hostile_text)
+        at = data.draw(st.integers(0, len(text)))
+        text = text[:at] + token + text[at:]
+    return text
+
+
+FUZZ = settings(
+    max_examples=int(os.environ.get("BUNDLER_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_registry_manifest_is_a_verdict_never_a_crash(
+    hostile: HostileRegistry, tmp_path: Path, monkeypatch, data: st.DataObject
+) -> None:
+    hostile.mode = "manifest"
+    hostile.manifest = mutated_document(data, VALID_MANIFEST).encode("utf-8", "surrogatepass")
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    reference = f"oci://{hostile.host}/ml/fuzz:1.0.0"
+    with pytest.raises(BundleError):  # no blob is ever served: it cannot succeed
+        fetch(reference)
+    code, _, errors = run_main("pull", reference)
+    assert code in (1, 2) and errors.startswith("bundle: error: "), errors
+    assert "internal error" not in errors and "\x1b" not in errors
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    """The command line in this process, its output through strict UTF-8 streams, as a
+    terminal would have it: an unencodable character would be an internal error."""
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", errors="strict")
+    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="strict")
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(list(args))
+    stdout.flush()
+    stderr.flush()
+    return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+def test_the_pulled_bundle_verifies_as_pushed(signed_push, tmp_path: Path) -> None:
+    """The signature layer is beside the bundle's files, not one of them."""
+    result = pull(signed_push["reference"], tmp_path / "cache", "-o", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    report = verify_bundle(tmp_path / "b")
+    assert report.ok and report.digest == signed_push["bundle_digest"]
+    assert (tmp_path / "b" / SIGNATURE_FILENAME).is_file()
+
+
+def test_the_readme_signed_pinned_commands_print_what_it_shows(
+    built, registry: Registry, tmp_path: Path
+) -> None:
+    import re
+    import shutil
+
+    from .conftest import console_commands, readme_section
+
+    commands = console_commands(readme_section("Signed, pinned deploys through a registry"))
+    assert [command.split()[1] for command, _ in commands] == [
+        "sign", "push", "pull", "verify", "verify",
+    ]  # fmt: skip
+    shutil.copytree(built["with_metadata"].path, tmp_path / "bundles" / "moons")
+    shutil.copytree(built["sequential"].path, tmp_path / "bundles" / "other")
+    private, _ = keygen(tmp_path / "publisher")
+    sign_bundle(tmp_path / "bundles" / "other", private)
+    pinned = built["with_metadata"].digest
+    env = cli_env(BUNDLER_CACHE=str(tmp_path / "cache"))
+
+    def stable(text: str) -> str:
+        text = text.replace(registry.host, "127.0.0.1:5000")
+        text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<hex>", text)
+        return re.sub(r"\d+\.\d+ (s|KB)\b", r"<n> \1", text)
+
+    for command, shown_lines in commands:
+        args = command.replace("127.0.0.1:5000", registry.host).split()[1:]
+        args = [re.sub(r"sha256:[0-9a-f]{64}", pinned, arg) for arg in args]
+        result = run_bundle(*args, cwd=tmp_path, env=env)
+        expected = 1 if shown_lines[0].startswith("FAILED") else 0
+        assert result.returncode == expected, (command, result.stdout, result.stderr)
+        printed = [stable(line) for line in result.stdout.splitlines()]
+        assert printed[: len(shown_lines)] == [stable(line) for line in shown_lines], command
