@@ -455,8 +455,9 @@ def smoke_test(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FallbackWarning)
             loaded = load_bundle(root, policy=policy, verify=False)
-    except BundleError as error:
-        return [], [Problem(".", "smoke", f"loading for the smoke test failed: {error}")]
+    except BundleError as error:  # one problem a line: each detail is a line of its own
+        head = Problem(".", "smoke", f"loading for the smoke test failed: {error.message}")
+        return [], [head, *(Problem(".", "smoke", detail) for detail in error.details)]
     if not loaded.lock.examples:
         return [], []
     return replay_examples(loaded)
