@@ -89,8 +89,8 @@ BAD_VALUES: list[tuple[str, Callable[[Path], None], str]] = [
     ("lone surrogate in a path", _surrogate_path, "lone surrogate"),
     ("65 levels of metadata", _field(["metadata", "x"], _deep(65)),
      "is nested too deeply (over 64 levels, at metadata.x"),
-    ("pinned version not semver", _field(["components", 0, "version"], "latest"),
-     "components[0].version: 'latest' is not a semantic version"),
+    ("pinned version not a version", _field(["components", 0, "version"], "latest"),
+     "components[0].version: 'latest' is not a version"),
     ("compatible range garbage", _field(["components", 0, "compatible"], "!!"),
      "components[0].compatible: '!!'"),
 ]  # fmt: skip
