@@ -47,6 +47,7 @@ from .errors import (
     ManifestError,
     UsageError,
 )
+from .golden import named_outputs
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
@@ -601,17 +602,6 @@ def example_inputs(spec: ExampleSpec, model: Any, root: Path, where: str) -> dic
         ) from error
 
 
-def outputs_as_arrays(outputs: Any) -> dict[str, Any]:
-    """Model outputs (a tensor, a list or a dict of them) as {name: numpy array}."""
-    import numpy as np
-
-    if isinstance(outputs, dict):
-        return {str(key): np.asarray(value) for key, value in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return {f"output_{index}": np.asarray(value) for index, value in enumerate(outputs)}
-    return {"output_0": np.asarray(outputs)}
-
-
 def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) -> dict[str, Any]:
     assert source.manifest.examples is not None
     spec = source.manifest.examples[index]
@@ -634,7 +624,7 @@ def _record_example(
     import numpy as np
 
     feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-    outputs = outputs_as_arrays(model(feed, training=False))
+    outputs = named_outputs(model(feed, training=False))
     inputs_rel = f"{EXAMPLES_DIR}/{name}.inputs.npz"
     outputs_rel = f"{EXAMPLES_DIR}/{name}.outputs.npz"
     (workdir / EXAMPLES_DIR).mkdir(exist_ok=True)

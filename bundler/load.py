@@ -45,10 +45,11 @@ from .errors import (
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
+from .golden import named_outputs, read_arrays
 from .graph_scan import check_graph
 from .keras_archive import check_archive
 from .lock import LOCK_FILENAME, Lock
-from .scan import check_config_modules, check_config_objects, read_config
+from .scan import check_config_modules, check_config_objects, open_keras_file, read_config
 from .verify import (
     Problem,
     _check_artifacts,
@@ -256,13 +257,7 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         message = f"loading {root} with Keras safe_mode OFF: code inside the model will run"
         log.warning(message)
         warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
-    try:
-        archive = zipfile.ZipFile(where)
-    except (OSError, zipfile.BadZipFile) as error:
-        raise LoadError(
-            f"model.keras is not a readable .keras file: {error}", path=where
-        ) from error
-    with archive:
+    with open_keras_file(where) as archive:
         config = read_config(archive, where)
         check_config_modules(config, modules, where, unsafe=unsafe)
         check_config_objects(config, modules, where)
@@ -355,26 +350,6 @@ def _graph_predict(signature: Any, x: Any) -> Any:
 # -- golden examples ------------------------------------------------------------------------------
 
 
-def _as_named(outputs: Any) -> dict[str, Any]:
-    import numpy as np
-
-    if isinstance(outputs, dict):
-        return {str(k): np.asarray(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return {f"output_{i}": np.asarray(v) for i, v in enumerate(outputs)}
-    return {"output_0": np.asarray(outputs)}
-
-
-def _read_arrays(path: Path) -> dict[str, Any]:
-    import numpy as np
-
-    archive = np.load(path, allow_pickle=False)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError("is not a .npz archive")
-    with archive:
-        return {key: archive[key] for key in archive.files}
-
-
 def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Run each golden example through the loaded model; compare with the stored outputs."""
     import numpy as np
@@ -383,8 +358,8 @@ def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Pr
     problems: list[Problem] = []
     for example in loaded.lock.examples:
         try:
-            inputs = _read_arrays(loaded.path / example.inputs)
-            expected = _read_arrays(loaded.path / example.outputs)
+            inputs = read_arrays(loaded.path / example.inputs)
+            expected = read_arrays(loaded.path / example.outputs)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             # allow_pickle stays off: an object array (a pickle) is refused, never unpickled
             problems.append(
@@ -402,7 +377,7 @@ def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Pr
             continue
         feed: Any = inputs if len(inputs) > 1 else next(iter(inputs.values()))
         try:
-            actual = _as_named(loaded.predict(feed))
+            actual = named_outputs(loaded.predict(feed))
         except Exception as error:
             problems.append(
                 Problem(example.inputs, "smoke", f"example {example.name!r} failed to run: {error}")

@@ -110,17 +110,20 @@ def covering_component(module: str, components: list[str]) -> str | None:
     return max(matches, key=len) if matches else None
 
 
-def read_keras_config(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a ``.keras`` file, read and bounded without TensorFlow."""
-    where = str(path)
+def open_keras_file(path: str | Path) -> zipfile.ZipFile:
+    """A ``.keras`` file opened as the zip it is, or a LoadError naming it."""
     try:
-        archive = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
         raise LoadError(
-            f"model.keras is not a readable .keras file: {error}", path=where
+            f"model.keras is not a readable .keras file: {error}", path=str(path)
         ) from error
-    with archive:
-        return read_config(archive, where)
+
+
+def read_keras_config(path: str | Path) -> dict[str, Any]:
+    """``config.json`` of a ``.keras`` file, read and bounded without TensorFlow."""
+    with open_keras_file(path) as archive:
+        return read_config(archive, str(path))
 
 
 def registry_names(obj: dict[str, Any]) -> list[str]:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BundleError, UsageError
+from .golden import named_outputs
 from .load import LoadedBundle, load_bundle
 from .lock import LOCK_FILENAME
 
@@ -225,7 +226,7 @@ class Serving:
             if isinstance(structure, (list, tuple)):
                 feed = [arrays[spec.name] for spec in self.inputs]
         try:
-            return _named_outputs(self.loaded.predict(feed))
+            return named_outputs(self.loaded.predict(feed))
         except BundleError as error:
             raise InvalidInput(str(error)) from error
         except (ValueError, TypeError) as error:
@@ -235,17 +236,6 @@ class Serving:
             if type(error).__name__ == "InvalidArgumentError":
                 raise InvalidInput(_short(f"{type(error).__name__}: {error}")) from error
             raise
-
-
-def _named_outputs(outputs: Any) -> dict[str, Any]:
-    """Outputs by name, as golden examples store them: dict keys, else output_0, output_1, ..."""
-    import numpy as np
-
-    if isinstance(outputs, dict):
-        return {str(key): np.asarray(value) for key, value in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return {f"output_{index}": np.asarray(value) for index, value in enumerate(outputs)}
-    return {"output_0": np.asarray(outputs)}
 
 
 def _numpy_dtype(datatype: str) -> Any:

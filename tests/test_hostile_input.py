@@ -12,7 +12,6 @@ give one clear error (exit 1 or 2), and fuzzed locks give problem reports, never
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from bundler.lock import LOCK_FILENAME, LOCK_MAX_BYTES
 from bundler.manifest import read_manifest
 
 from .conftest import run_bundle
+from .fuzzing import mutated
 from .hostile import edit_lock
 from .test_signing import _in_thread
 
@@ -305,28 +305,6 @@ def test_cli_yaml_anchor_bomb_exits_2_quickly(tmp_path: Path) -> None:
 
 # -- fuzzing the lock reader --------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True)
-    | st.text(max_size=12)
-    | st.sampled_from(["../x", "/x", "model.keras", "sha256:" + "0" * 64, "0" * 64, "1.2.0"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=12,
-)
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _paths(value, (*prefix, index))
-    return found
-
 
 @pytest.fixture(scope="module")
 def fuzz_bundle(built: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
@@ -343,20 +321,7 @@ def fuzz_bundle(built: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 @given(data=st.data())
 def test_fuzzed_lock_gives_a_report_never_an_exception(fuzz_bundle, data: st.DataObject) -> None:
     root, original = fuzz_bundle
-    lock = copy.deepcopy(original)
-    for _ in range(data.draw(st.integers(1, 3))):
-        where = data.draw(st.sampled_from(_paths(lock)))
-        value = data.draw(json_values)
-        if not where:
-            lock = value
-            continue
-        parent = lock
-        for part in where[:-1]:
-            parent = parent[part]
-        if isinstance(parent, dict) and data.draw(st.booleans()):
-            parent.pop(where[-1])
-        else:
-            parent[where[-1]] = value
+    lock = mutated(data, original)
     if data.draw(st.booleans()) and isinstance(lock, dict) and isinstance(lock.get("files"), dict):
         with contextlib.suppress(Exception):
             from bundler.lock import files_digest

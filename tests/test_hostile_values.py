@@ -29,9 +29,8 @@ from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
 from bundler.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import EXAMPLES, run_bundle, service_env
+from .fuzzing import FUZZ, json_values, mutated_document, run_main
 from .hostile import edit_lock
-from .test_hostile_input import json_values
-from .test_registry_trust import FUZZ, mutated_document, run_main
 
 
 def _text(change: Callable[[str], str]) -> Callable[[Path], None]:

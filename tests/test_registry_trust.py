@@ -9,11 +9,7 @@ clear error, in bounded memory; a signature pushed with a bundle comes back with
 from __future__ import annotations
 
 import contextlib
-import copy
 import http.server
-import io
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,19 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bundler import BundleError, load_bundle, verify_bundle
-from bundler.cli import main
 from bundler.errors import SignatureError
 from bundler.lock import SIGNATURE_FILENAME
 from bundler.oci import ARTIFACT_TYPE, fetch
 from bundler.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import cli_env, run_bundle
+from .fuzzing import FUZZ, mutated_document, run_main
 from .hostile import edit_lock
-from .test_hostile_input import json_values
 from .test_oci import Registry, pull, push
 
 
@@ -357,58 +352,6 @@ VALID_MANIFEST = {
     "annotations": {"dev.bundler.digest": "sha256:" + "4" * 64},
 }
 
-hostile_text = st.sampled_from(
-    ['{"a": 1, "a": 2}', "NaN", "1e400", "9" * 30, '"\\ud800"', "[" * 5000, '"\x1b[2J"']
-)
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _paths(value, (*prefix, index))
-    return found
-
-
-def mutated_document(data: st.DataObject, original: Any) -> str:
-    """``original`` with a few values replaced or removed, as JSON text, perhaps truncated or
-    with a hostile token spliced in (duplicate keys, NaN, huge numbers, lone surrogates ...)."""
-    document = copy.deepcopy(original)
-    for _ in range(data.draw(st.integers(1, 3))):
-        where = data.draw(st.sampled_from(_paths(document)))
-        value = data.draw(json_values)
-        if not where:
-            document = value
-            continue
-        parent = document
-        for part in where[:-1]:
-            parent = parent[part]
-        if isinstance(parent, dict) and data.draw(st.booleans()):
-            parent.pop(where[-1])
-        else:
-            parent[where[-1]] = value
-    text = json.dumps(document)
-    choice = data.draw(st.integers(0, 3))
-    if choice == 1:
-        text = text[: data.draw(st.integers(0, len(text)))]
-    elif choice == 2 and text.endswith("}"):
-        text = text[:-1] + ', "layers": ' + data.draw(hostile_text) + "}"
-    elif choice == 3:
-        token = data.draw(hostile_text)
-        at = data.draw(st.integers(0, len(text)))
-        text = text[:at] + token + text[at:]
-    return text
-
-
-FUZZ = settings(
-    max_examples=int(os.environ.get("BUNDLER_FUZZ_EXAMPLES", "150")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-
 
 @pytest.mark.slow
 @FUZZ
@@ -425,19 +368,6 @@ def test_fuzzed_registry_manifest_is_a_verdict_never_a_crash(
     code, _, errors = run_main("pull", reference)
     assert code in (1, 2) and errors.startswith("bundle: error: "), errors
     assert "internal error" not in errors and "\x1b" not in errors
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """The command line in this process, its output through strict UTF-8 streams, as a
-    terminal would have it: an unencodable character would be an internal error."""
-    out, err = io.BytesIO(), io.BytesIO()
-    stdout = io.TextIOWrapper(out, encoding="utf-8", errors="strict")
-    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="strict")
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(list(args))
-    stdout.flush()
-    stderr.flush()
-    return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 def test_the_pulled_bundle_verifies_as_pushed(signed_push, tmp_path: Path) -> None:
