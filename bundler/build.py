@@ -40,6 +40,7 @@ from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered
 from .errors import BuildError, BundleError, ComponentError, ManifestError, UsageError
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
+from .reproducible import canonicalise_keras_file, canonicalise_saved_model, export_archive
 from .versions import caret_range, parse_range
 
 KERAS_FILE = "model.keras"
@@ -207,12 +208,14 @@ def _build_into(
             path=source.path,
             field="model.factory",
         ) from error
+    canonicalise_keras_file(workdir / KERAS_FILE)  # same model, same bytes
     # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so
     # each file is hashed once, right after it is written, and the build waits for no extra pass
     with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
         keras_hashed = early.submit(hash_files, workdir, [KERAS_FILE], then=_fsync_path)
         stage("exporting saved_model/")
         _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
+        canonicalise_saved_model(workdir / SAVED_MODEL_DIR)
         examples = []
         if manifest.examples:
             stage("running golden examples")
@@ -438,7 +441,7 @@ def _export_single_copy(model: Any, folder: Path) -> bool:
     collections = {name: [v.value for v in getattr(model, name)] for name in _COLLECTIONS}
     if not all(isinstance(v, tf.Variable) for vs in collections.values() for v in vs):
         return False
-    archive = keras.export.ExportArchive()
+    archive = export_archive(model)  # a keras.export.ExportArchive, writing in the model's order
     archive.track(model)
     archive.add_endpoint("serve", model.__call__, get_input_signature(model))
     for name, variables in collections.items():
