@@ -118,7 +118,7 @@ def _data_offset(stream: Any, info: zipfile.ZipInfo) -> int:
     if len(header) != 30 or header[:4] != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"bad local header for {info.filename}")
     name_length, extra_length = struct.unpack("<HH", header[26:30])
-    return int(info.header_offset) + 30 + name_length + extra_length
+    return int(info.header_offset) + 30 + int(name_length) + int(extra_length)
 
 
 def _copy_range(source: int, target: int, start: int, length: int) -> None:
@@ -208,7 +208,8 @@ def _end_records(count: int, start: int, length: int) -> bytes:
             "<4sQHHIIQQQQ", b"PK\x06\x06", 44, _MADE_BY, 45, 0, 0, count, count, length, start
         )
         records += struct.pack("<4sIQI", b"PK\x06\x07", 0, here, 1)
-        count, start, length = min(count, 0xFFFF), min(start, _ZIP64_LIMIT), min(length, _ZIP64_LIMIT)
+        count = min(count, 0xFFFF)
+        start, length = min(start, _ZIP64_LIMIT), min(length, _ZIP64_LIMIT)
     return records + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, length, start, 0)
 
 
@@ -256,7 +257,8 @@ def canonicalise_keras_file(path: Path) -> None:
                         _copy_range(raw.fileno(), descriptor, entry.source_at, entry.compressed)
                     position += len(header) + entry.compressed
                 directory = b"".join(_central_header(entry) for entry in entries)
-                os.write(descriptor, directory + _end_records(len(entries), position, len(directory)))
+                ending = _end_records(len(entries), position, len(directory))
+                os.write(descriptor, directory + ending)
             finally:
                 os.close(descriptor)
         os.replace(temporary, path)
@@ -288,10 +290,12 @@ def export_archive(model: Any) -> Any:
     def collect_in_model_order() -> None:
         collect()
         captured = list(getattr(archive._tf_trackable, "_all_variables", []))
-        ranked = sorted(
-            enumerate(captured),
-            key=lambda pair: (order.get(id(pair[1]), len(order)), str(getattr(pair[1], "name", "")), pair[0]),
-        )
+
+        def rank(pair: tuple[int, Any]) -> tuple[int, str, int]:
+            index, variable = pair
+            return order.get(id(variable), len(order)), str(getattr(variable, "name", "")), index
+
+        ranked = sorted(enumerate(captured), key=rank)
         archive._tf_trackable._all_variables = [variable for _, variable in ranked]
 
     archive._filter_and_track_resources = collect_in_model_order
