@@ -186,7 +186,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 "model)"
             )
             if check.differences is not None:
-                print("\n".join(_diff_lines(check.differences)[2:]))
+                print("\n".join(_diff_lines(check.differences, skip=("identity",))[2:]))
     return 1 if check is not None and not check.reproducible else 0
 
 
@@ -433,7 +433,7 @@ def _shape(shape: Any) -> str:
     return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _diff_lines(result: Any) -> list[str]:
+def _diff_lines(result: Any, skip: tuple[str, ...] = ()) -> list[str]:
     """``bundle diff`` as text: one line per difference, under the section it belongs to."""
     lines = []
     for mark, side in (("---", result.old), ("+++", result.new)):
@@ -486,7 +486,7 @@ def _diff_lines(result: Any) -> list[str]:
         parts += [f"{c.path} {c.old:g} -> {c.new:g}" for c in example.tolerances]
         sections["examples"].append(f"  ~ {_name(example.name)}: " + "; ".join(parts))
     for name, entries in sections.items():
-        if entries:
+        if entries and name not in skip:
             lines.append(name)
             lines.extend(entries)
     return lines

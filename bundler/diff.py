@@ -63,6 +63,11 @@ class Change:
         return {"path": self.path, "kind": self.kind, "old": self.old, "new": self.new}
 
 
+def _finite(value: float | None) -> float | str | None:
+    """A number for JSON: NaN (a weight that is NaN on one side) is not valid JSON."""
+    return "nan" if value is not None and value != value else value
+
+
 @dataclass(frozen=True)
 class FileChange:
     path: str
@@ -117,7 +122,7 @@ class WeightChange:
             "new_shape": list(self.new_shape) if self.new_shape is not None else None,
             "old_dtype": self.old_dtype,
             "new_dtype": self.new_dtype,
-            "max_abs_diff": self.max_abs_diff,
+            "max_abs_diff": _finite(self.max_abs_diff),
         }
 
 

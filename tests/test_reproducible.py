@@ -1,0 +1,157 @@
+"""Reproducible builds: the same manifest, built twice in fresh processes, gives the same bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bundler.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
+
+from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, run_bundle
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_every_example_builds_to_the_same_bytes_in_two_fresh_processes(
+    name: str, tmp_path: Path
+) -> None:
+    manifest = EXAMPLES / name / "manifest.yaml"
+    outs = [tmp_path / "first" / name, tmp_path / "elsewhere" / "second" / name]
+    env = cli_env(SOURCE_DATE_EPOCH="1700000000")
+    command = [sys.executable, "-m", "bundler", "build", str(manifest), "--json", "-o"]
+    builds = [
+        subprocess.Popen(
+            [*command, str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for out in outs
+    ]
+    results = [build.communicate(timeout=300) for build in builds]
+    for build, (_, stderr) in zip(builds, results, strict=True):
+        assert build.returncode == 0, stderr.decode()
+    digests = [json.loads(stdout)["digest"] for stdout, _ in results]
+    assert digests[0] == digests[1]
+    first, second = (_tree(out) for out in outs)
+    assert sorted(first) == sorted(second)
+    differing = [path for path in first if first[path] != second[path]]
+    assert differing == [], f"these files differ between two builds: {differing}"
+    lock = json.loads(first["bundle.lock.json"])
+    assert lock["created"] == "2023-11-14T22:13:20Z", "created honours SOURCE_DATE_EPOCH"
+
+
+def test_created_stays_outside_the_digest(built: dict[str, Any]) -> None:
+    from bundler.lock import files_digest
+
+    lock = json.loads((built["sequential"].path / "bundle.lock.json").read_text())
+    assert files_digest(lock["files"]) == lock["digest"]
+    assert "bundle.lock.json" not in lock["files"]
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_plain_keras_and_tensorflow_load_what_the_build_canonicalised(
+    name: str, built: dict[str, Any]
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    root = built[name].path
+    with zipfile.ZipFile(root / "model.keras") as archive:
+        assert archive.testzip() is None
+        infos = archive.infolist()
+        assert [info.filename for info in infos] == sorted(info.filename for info in infos)
+        assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
+        assert json.loads(archive.read("metadata.json"))["date_saved"] == DATE_SAVED
+    model = keras.models.load_model(root / "model.keras")  # the components are imported
+    serving = tf.saved_model.load(str(root / "saved_model")).signatures["serving_default"]
+    shape = [dim or 3 for dim in model.inputs[0].shape]
+    x = np.random.default_rng(3).normal(size=shape).astype("float32")
+    (served,) = serving(tf.constant(x)).values()
+    np.testing.assert_allclose(served.numpy(), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_shared_object_ids_are_renumbered_keeping_which_references_share() -> None:
+    config = {
+        "a": {"shared_object_id": 140211, "x": [{"shared_object_id": 99}]},
+        "b": {"shared_object_id": 140211},
+    }
+    assert json.loads(canonical_config(json.dumps(config))) == {
+        "a": {"shared_object_id": 1, "x": [{"shared_object_id": 2}]},
+        "b": {"shared_object_id": 1},
+    }
+
+
+def test_a_keras_zip_is_rewritten_to_fixed_dates_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "model.keras"
+    weights = bytes(range(256)) * 4000
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"date_saved": "2026-01-02@03:04:05"}))
+        archive.writestr(zipfile.ZipInfo("model.weights.h5", (2026, 5, 6, 7, 8, 10)), weights)
+        archive.writestr("config.json", json.dumps({"shared_object_id": 7}))
+        archive.writestr("assets/vocab.txt", "a\nb\n", compress_type=zipfile.ZIP_DEFLATED)
+    canonicalise_keras_file(path)
+    once = path.read_bytes()
+    canonicalise_keras_file(path)
+    assert path.read_bytes() == once, "canonical is a fixed point"
+    with zipfile.ZipFile(io.BytesIO(once)) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == [
+            "assets/vocab.txt",
+            "config.json",
+            "metadata.json",
+            "model.weights.h5",
+        ]
+        assert archive.read("model.weights.h5") == weights
+        assert archive.read("assets/vocab.txt") == b"a\nb\n"
+        assert json.loads(archive.read("config.json")) == {"shared_object_id": 1}
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+UNSEEDED = """\
+import keras
+
+
+def build():
+    # no keras.utils.set_random_seed(...): each process draws other initial weights
+    inputs = keras.Input(shape=(2,), name="x")
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(inputs))
+"""
+
+
+def test_check_reproducible_names_what_an_unseeded_factory_changes(tmp_path: Path) -> None:
+    (tmp_path / "src" / "unseeded_demo").mkdir(parents=True)
+    (tmp_path / "src" / "unseeded_demo" / "__init__.py").write_text("")
+    (tmp_path / "src" / "unseeded_demo" / "model.py").write_text(UNSEEDED)
+    (tmp_path / "manifest.yaml").write_text(
+        "apiVersion: bundler/v1\nname: unseeded\nversion: 0.1.0\n"
+        "model: {factory: 'unseeded_demo.model:build'}\ncomponents: []\npaths: [src]\n"
+    )
+    result = run_bundle(
+        "build",
+        str(tmp_path / "manifest.yaml"),
+        "-o",
+        str(tmp_path / "out"),
+        "--check-reproducible",
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("built ")
+    assert lines[1].startswith("NOT reproducible: a second build in a fresh process gave sha256:")
+    assert any(line.startswith("  ~ model.keras  ") for line in lines), lines
+    assert any(line.startswith("  ~ out/0 (2, 3): max abs diff ") for line in lines), lines
+    assert (tmp_path / "out" / "bundle.lock.json").is_file(), "the first build stays"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == [], "the second build is removed"
