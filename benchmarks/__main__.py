@@ -11,6 +11,11 @@ Every row is the median of ``--repeat`` runs, bundler next to what users would d
 - verify:  ``verify_bundle`` vs ``sha256sum`` and vs hashlib on one thread, over the same files
 - start:   ``bundle verify`` as a process vs ``python -c pass`` and ``-c "import tensorflow"``
 - peer:    MLflow's tensorflow flavour save/load, when ``mlflow`` is importable (else a note)
+- reproducible build: ``build_bundle`` vs the same build with canonicalisation switched off
+- diff:    ``bundle diff`` of two identical bundles vs ``python -c pass``; of two bundles with
+           every weight changed vs reading both ``model.keras`` files once
+
+``--only reproducible`` runs just the last two groups (for the sizes given).
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -20,6 +25,7 @@ but start with no dirty pages: `os.sync()` runs, untimed, before each one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -31,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,9 @@ TARGETS = {  # metric -> (largest acceptable ratio, what the issue asks)
     "build": (1.15, "<= 1.15x bare save + export"),
     "load_verify_false": (1.05, "<= 1.05x bare load_model"),
     "startup_vs_pass": (None, "bundle verify start <= 0.3 s"),
+    "reproducible_build": (1.05, "<= 1.05x the build without canonicalising"),
+    "diff_identical_vs_pass": (None, "bundle diff of identical bundles <= 0.3 s over bare Python"),
+    "diff_all_weights_changed": (1.2, "<= 1.2x reading both weight files once"),
 }
 
 
@@ -105,7 +114,7 @@ def sha256sum(paths: list[Path]) -> None:
     subprocess.run(["sha256sum", *map(str, paths)], check=True, capture_output=True)
 
 
-def write_workspace(folder: Path, params: int) -> Path:
+def write_workspace(folder: Path, params: int, seed: int = 0) -> Path:
     """A manifest and its component module (the benchmark model, with a custom layer)."""
     (folder / "src").mkdir(parents=True, exist_ok=True)
     shutil.copy(HERE / "models.py", folder / "src" / "bench_layers.py")
@@ -116,7 +125,7 @@ def write_workspace(folder: Path, params: int) -> Path:
         "version: 1.0.0\n"
         "model:\n"
         "  factory: bench_layers:build\n"
-        f"  args: {{params: {params}}}\n"
+        f"  args: {{params: {params}, seed: {seed}}}\n"
         "components:\n"
         "  - module: bench_layers\n"
         '    version: "1.0.0"\n'
@@ -207,6 +216,108 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
         rows.append(row("mlflow_save_vs_bundle_build", t_ours, t_save, note=note))
         rows.append(row("mlflow_load_vs_load_bundle", t_unverified, t_load, note=note))
     sys.path.remove(str(folder / "src"))
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+@contextlib.contextmanager
+def canonicalising(enabled: bool) -> Iterator[None]:
+    """The build as it is, or (``enabled=False``) as it was before builds were reproducible."""
+    import keras
+
+    import bundler.build as build
+
+    saved = (build.canonicalise_keras_file, build.canonicalise_saved_model, build.export_archive)
+    if not enabled:
+        build.canonicalise_keras_file = lambda path: None
+        build.canonicalise_saved_model = lambda folder: None
+        build.export_archive = lambda model: keras.export.ExportArchive()
+    try:
+        yield
+    finally:
+        build.canonicalise_keras_file, build.canonicalise_saved_model, build.export_archive = saved
+
+
+def read_whole(paths: list[Path]) -> None:
+    buffer = bytearray(4 << 20)
+    for path in paths:
+        with path.open("rb", buffering=0) as stream:
+            while stream.readinto(buffer):
+                pass
+
+
+def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
+    """Reproducible build vs the build without it; bundle diff, identical and all-changed."""
+    import bundler
+    from bundler.diff import diff_bundles
+
+    folder = work / f"repro-{params}"
+    manifest = write_workspace(folder, params)
+    out, plain = folder / "bundle", folder / "plain"
+
+    def clean(path: Path) -> Callable[[], None]:
+        return lambda: shutil.rmtree(path, ignore_errors=True)
+
+    def build(target: Path, enabled: bool) -> Callable[[], None]:
+        def run() -> None:
+            with canonicalising(enabled):
+                bundler.build_bundle(manifest, target)
+
+        return run
+
+    t_ours, t_plain = paired_times(
+        build(out, True),
+        build(plain, False),
+        repeat,
+        setup_ours=clean(out),
+        setup_base=clean(plain),
+    )
+    shutil.rmtree(plain, ignore_errors=True)
+    size = sum(p.stat().st_size for p in bundle_files(out))
+    note = f"{params / 1e6:g}M params, bundle {size / 1e6:.0f} MB"
+    rows = [row("reproducible_build", t_ours, t_plain, note=note)]
+
+    twin = folder / "twin"  # the same files under another name: hard links, no disk
+    for path in [*bundle_files(out), out / "bundle.lock.json"]:
+        target = twin / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    other = folder / "other"
+    bundler.build_bundle(write_workspace(folder / "seed-1", params, seed=1), other)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    peak = (  # VmHWM, not ru_maxrss: that one carries the benchmark's own peak across exec
+        "import sys\n"
+        "from bundler.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "print(status, file=sys.stderr)\n"
+    )
+
+    def diff(first: Path, second: Path) -> Callable[[], None]:
+        command = [sys.executable, "-c", peak, "diff", str(first), str(second)]
+        return lambda: subprocess.run(command, check=False, capture_output=True, env=env)
+
+    t_same = median_time(diff(out, twin), repeat)
+    t_pass = median_time(
+        lambda: subprocess.run([sys.executable, "-c", "pass"], check=False, env=env), repeat
+    )
+    over = t_same - t_pass
+    rows.append(row("diff_identical_vs_pass", t_same, t_pass, note=f"+{over:.3f} s; {note}"))
+    rows[-1]["meets_target"] = over <= 0.3
+    t_changed = median_time(lambda: diff_bundles(out, other), repeat)
+    files = [out / "model.keras", other / "model.keras"]
+    t_read = median_time(lambda: read_whole(files), repeat)
+    result = subprocess.run(
+        [sys.executable, "-c", peak, "diff", str(out), str(other)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    rss = int(result.stderr.strip().splitlines()[-1]) / 1e3
+    rows.append(
+        row("diff_all_weights_changed", t_changed, t_read, note=f"peak RSS {rss:.0f} MB; {note}")
+    )
     shutil.rmtree(folder, ignore_errors=True)
     return rows
 
@@ -309,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--quick", action="store_true", help="tiny model, one run, no 1 GB file")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
+    parser.add_argument(
+        "--only",
+        choices=("all", "reproducible"),
+        default="all",
+        help="run every row (default), or only the reproducible-build and diff rows",
+    )
     args = parser.parse_args(argv)
     sizes = [20_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
@@ -323,11 +440,16 @@ def main(argv: list[str] | None = None) -> int:
         small = build_bundle(write_workspace(work / "small", 20_000), work / "small-bundle").path
         for params in sizes:
             print(f"... {params / 1e6:g}M parameters", file=sys.stderr)
-            rows.extend(bench_size(params, repeat, work))
-        if not args.quick:
+            if args.only == "all":
+                rows.extend(bench_size(params, repeat, work))
+            rows.extend(bench_reproducible(params, repeat, work))
+        if args.only == "reproducible":
+            pass
+        elif not args.quick:
             print("... one 1 GB file", file=sys.stderr)
             rows.append(bench_one_big_file(1 << 30, repeat, work, small))
-        rows.extend(bench_startup(max(repeat, 5), small, with_tensorflow=not args.quick))
+        if args.only == "all":
+            rows.extend(bench_startup(max(repeat, 5), small, with_tensorflow=not args.quick))
     try:
         import mlflow  # noqa: F401
     except ImportError:

@@ -19,6 +19,9 @@ METRICS = {
     "verify_throughput",
     "startup_vs_pass",
     "import_bundler_vs_pass",
+    "reproducible_build",
+    "diff_identical_vs_pass",
+    "diff_all_weights_changed",
 }
 
 
