@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -15,7 +16,13 @@ import pytest
 
 from bundler.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
 
-from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, run_bundle
+from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, readme_section, run_bundle
+
+
+def _stable(line: str) -> str:
+    """A line without what differs between runs: digests, sizes, timings, random weights."""
+    line = re.sub(r"[0-9a-f]{64}", "<hex>", line)
+    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "<n>", line)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -155,3 +162,8 @@ def test_check_reproducible_names_what_an_unseeded_factory_changes(tmp_path: Pat
     assert (tmp_path / "out" / "bundle.lock.json").is_file(), "the first build stays"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == [], "the second build is removed"
+    section = readme_section("What changed: reproducible builds and bundle diff")
+    (shown,) = re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
+    assert [_stable(line) for line in lines[1:]] == [
+        _stable(line) for line in shown.splitlines()[1:]
+    ], "the README shows this output"
