@@ -59,7 +59,8 @@ _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
 _DOS_TIME = 0
 _MADE_BY = (3 << 8) | 20  # unix, zip 2.0
 _FILE_MODE = 0o100644 << 16
-_ZIP64_LIMIT = 0xFFFFFFFF
+_ZIP64_SENTINEL = 0xFFFFFFFF  # "see the zip64 extra field"
+ZIP64_ABOVE = 0xFFFFFFFF  # sizes and offsets from here on need zip64 records
 _COPY_BLOCK = 64 << 20
 
 
@@ -109,7 +110,7 @@ class _Entry:
     source_at: int = 0
 
     def zip64(self) -> bool:
-        return max(self.compressed, self.size) >= _ZIP64_LIMIT
+        return max(self.compressed, self.size) >= ZIP64_ABOVE
 
 
 def _data_offset(stream: Any, info: zipfile.ZipInfo) -> int:
@@ -146,7 +147,7 @@ def _local_header(entry: _Entry) -> bytes:
     compressed, size, needed = entry.compressed, entry.size, 20
     if entry.zip64():
         extra = struct.pack("<HHQQ", 1, 16, entry.size, entry.compressed)
-        compressed = size = _ZIP64_LIMIT
+        compressed = size = _ZIP64_SENTINEL
         needed = 45
     fixed = struct.pack(
         "<4sHHHHHIIIHH",
@@ -168,12 +169,12 @@ def _local_header(entry: _Entry) -> bytes:
 def _central_header(entry: _Entry) -> bytes:
     fields: list[int] = []
     compressed, size, offset, needed = entry.compressed, entry.size, entry.offset, 20
-    if entry.size >= _ZIP64_LIMIT or entry.compressed >= _ZIP64_LIMIT:
+    if entry.zip64():
         fields += [entry.size, entry.compressed]
-        compressed = size = _ZIP64_LIMIT
-    if entry.offset >= _ZIP64_LIMIT:
+        compressed = size = _ZIP64_SENTINEL
+    if entry.offset >= ZIP64_ABOVE:
         fields.append(entry.offset)
-        offset = _ZIP64_LIMIT
+        offset = _ZIP64_SENTINEL
     extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
     if fields:
         needed = 45
@@ -202,14 +203,14 @@ def _central_header(entry: _Entry) -> bytes:
 
 def _end_records(count: int, start: int, length: int) -> bytes:
     records = b""
-    if count >= 0xFFFF or start >= _ZIP64_LIMIT or length >= _ZIP64_LIMIT:
+    if count >= 0xFFFF or start >= ZIP64_ABOVE or length >= ZIP64_ABOVE:
         here = start + length
         records += struct.pack(
             "<4sQHHIIQQQQ", b"PK\x06\x06", 44, _MADE_BY, 45, 0, 0, count, count, length, start
         )
         records += struct.pack("<4sIQI", b"PK\x06\x07", 0, here, 1)
         count = min(count, 0xFFFF)
-        start, length = min(start, _ZIP64_LIMIT), min(length, _ZIP64_LIMIT)
+        start, length = _ZIP64_SENTINEL, _ZIP64_SENTINEL
     return records + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, length, start, 0)
 
 

@@ -167,3 +167,27 @@ def test_check_reproducible_names_what_an_unseeded_factory_changes(tmp_path: Pat
     assert [_stable(line) for line in lines[1:]] == [
         _stable(line) for line in shown.splitlines()[1:]
     ], "the README shows this output"
+
+
+def test_a_keras_zip_past_the_zip64_limits_stays_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members and offsets over 4 GiB need zip64 records; a lower threshold writes them here."""
+    import bundler.reproducible
+
+    monkeypatch.setattr(bundler.reproducible, "ZIP64_ABOVE", 100)
+    path = tmp_path / "model.keras"
+    weights = bytes(range(256)) * 1000
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"shared_object_id": 7, "pad": "x" * 200}))
+        archive.writestr("model.weights.h5", weights)
+        archive.writestr("metadata.json", json.dumps({"date_saved": "2026-01-02@03:04:05"}))
+    canonicalise_keras_file(path)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        assert archive.read("model.weights.h5") == weights
+        assert json.loads(archive.read("metadata.json")) == {"date_saved": DATE_SAVED}
+        assert [info.file_size for info in archive.infolist()] == [
+            len(archive.read(name)) for name in archive.namelist()
+        ]
+    assert b"PK\x06\x06" in path.read_bytes(), "a zip64 end record was written"
