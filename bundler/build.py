@@ -208,11 +208,11 @@ def _build_into(
             path=source.path,
             field="model.factory",
         ) from error
-    canonicalise_keras_file(workdir / KERAS_FILE)  # same model, same bytes
-    # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so
-    # each file is hashed once, right after it is written, and the build waits for no extra pass
+    # model.keras is final once canonical: canonicalise, hash (and flush) it on another core
+    # while TensorFlow exports, so each file is hashed once, right after it is written, and the
+    # build waits for no extra pass
     with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
-        keras_hashed = early.submit(hash_files, workdir, [KERAS_FILE], then=_fsync_path)
+        keras_hashed = early.submit(_canonical_keras_digest, workdir)
         stage("exporting saved_model/")
         _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
         canonicalise_saved_model(workdir / SAVED_MODEL_DIR)
@@ -249,6 +249,11 @@ def _build_into(
     )
     (workdir / LOCK_FILENAME).write_bytes(lock.to_json())
     return lock, model
+
+
+def _canonical_keras_digest(workdir: Path) -> dict[str, FileDigest | OSError]:
+    canonicalise_keras_file(workdir / KERAS_FILE)  # same model, same bytes
+    return hash_files(workdir, [KERAS_FILE], then=_fsync_path)
 
 
 def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import os
 import re
 import zipfile
@@ -47,6 +48,7 @@ SECTIONS = (
     "examples",
 )
 BLOCK_BYTES = 1 << 20  # values compared at a time, per bundle: a few blocks fit the CPU's cache
+WINDOW_BYTES = 16 << 20  # mapped at a time, per bundle and thread: what bounds the memory
 _IGNORED_CONFIG_KEYS = frozenset({"shared_object_id"})  # id() of an object in older bundles
 _ABSENT: Any = object()
 
@@ -475,27 +477,26 @@ class _KerasFile:
         except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise UsageError(f"cannot read {self.WEIGHTS}: {error}", path=self.path) from error
 
+    def mapped(self, variable: _Variable, start: int, count: int) -> tuple[mmap.mmap, int]:
+        """Elements ``start`` to ``start + count`` of a contiguous variable, mapped from the page
+        cache with no copy: (the mapping, the byte offset of the first element in it)."""
+        assert variable.offset is not None and self.descriptor is not None
+        itemsize = variable.dtype.itemsize
+        where = self.base + variable.offset + start * itemsize
+        aligned = where - where % mmap.ALLOCATIONGRANULARITY
+        length = where - aligned + count * itemsize
+        if aligned + length > os.fstat(self.descriptor).st_size:
+            raise UsageError(f"{self.WEIGHTS}: {variable.path} is cut short", path=self.path)
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # one fault, not one a page
+        mapping = mmap.mmap(
+            self.descriptor, length, flags=flags, prot=mmap.PROT_READ, offset=aligned
+        )
+        return mapping, where - aligned
+
     def blocks(self, variable: _Variable, count: int) -> Iterator[Any]:
-        """The variable's values, flattened, ``count`` at a time (the last block may be shorter)."""
+        """The variable's values through h5py, flattened, about ``count`` at a time."""
         import numpy as np
 
-        total = int(np.prod(variable.shape, dtype=np.int64))
-        if variable.offset is not None and self.descriptor is not None:
-            itemsize = variable.dtype.itemsize
-            # two buffers in turn: the block before stays intact while the next one is read
-            buffers = [np.empty(count * itemsize, dtype=np.uint8) for _ in range(2)]
-            for index, start in enumerate(range(0, total, count)):
-                length = min(count, total - start) * itemsize
-                buffer = buffers[index % 2]
-                where = self.base + variable.offset + start * itemsize
-                done = 0
-                while done < length:
-                    got = os.preadv(self.descriptor, [buffer.data[done:length]], where + done)
-                    if got == 0:
-                        raise UsageError(f"{variable.path} is cut short", path=self.path)
-                    done += got
-                yield buffer[:length].view(variable.dtype)
-            return
         dataset = self.h5[variable.path]
         if not variable.shape:
             yield np.asarray(dataset[()]).reshape(1)
@@ -584,41 +585,86 @@ def _natural(path: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def _read_ahead(pairs: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
-    """``pairs``, each read on another thread while the one before is compared on this one.
-
-    Reading (a copy out of the page cache) and comparing take about as long as each other, so
-    doing both at once is what keeps a diff near the time of reading both files."""
-    with ThreadPoolExecutor(1, thread_name_prefix="bundler-diff-read") as reader:
-        pending = reader.submit(next, pairs, None)
-        while (pair := pending.result()) is not None:
-            pending = reader.submit(next, pairs, None)
-            yield pair
-
-
-def _max_abs_diff(before: _KerasFile, after: _KerasFile, old: _Variable, new: _Variable) -> float:
+def _block_max(first: Any, second: Any, scratch: Any) -> float:
+    """max |first - second| of two equal-length blocks, NaN if either side has a NaN."""
     import numpy as np
 
-    count = max(1, BLOCK_BYTES // max(old.dtype.itemsize, new.dtype.itemsize))
+    out = scratch[: len(first)]
+    if out.dtype == first.dtype == second.dtype:
+        np.subtract(first, second, out=out)
+    else:
+        np.subtract(first.astype(np.float64), second.astype(np.float64), out=out)
+    np.abs(out, out=out)
+    return float(out.max()) if len(out) else 0.0
+
+
+def _mapped_max(
+    before: _KerasFile, after: _KerasFile, old: _Variable, new: _Variable, start: int, count: int
+) -> float:
+    """max |old - new| over one window of elements, read in place from both files."""
+    import numpy as np
+
     exact = old.dtype == new.dtype and old.dtype.kind == "f" and old.dtype.itemsize >= 4
-    scratch = np.empty(count, dtype=old.dtype if exact else np.float64)
+    step = max(1, BLOCK_BYTES // max(old.dtype.itemsize, new.dtype.itemsize))
+    scratch = np.empty(min(step, count), dtype=old.dtype if exact else np.float64)
+    first_map, first_at = before.mapped(old, start, count)
+    second_map, second_at = after.mapped(new, start, count)
+    try:
+        first = np.frombuffer(first_map, dtype=old.dtype, count=count, offset=first_at)
+        second = np.frombuffer(second_map, dtype=new.dtype, count=count, offset=second_at)
+        largest = 0.0
+        for at in range(0, count, step):
+            block = _block_max(first[at : at + step], second[at : at + step], scratch)
+            if block != block:
+                return block
+            largest = max(largest, block)
+        return largest
+    finally:
+        del first, second  # the views go before their mappings
+        first_map.close()
+        second_map.close()
+
+
+def _max_abs_diff(
+    before: _KerasFile,
+    after: _KerasFile,
+    old: _Variable,
+    new: _Variable,
+    pool: ThreadPoolExecutor,
+) -> float:
+    """The largest absolute difference between two variables of one shape, streamed.
+
+    Contiguous variables (what Keras writes) are compared where the page cache holds them,
+    window by window on two threads: comparing costs about what reading does, so this keeps a
+    diff near the time of reading both files, with a few windows in memory at any time."""
+    import numpy as np
+
+    total = int(np.prod(old.shape, dtype=np.int64))
+    mappable = before.descriptor is not None and after.descriptor is not None
+    if mappable and old.offset is not None and new.offset is not None and total:
+        window = max(1, WINDOW_BYTES // max(old.dtype.itemsize, new.dtype.itemsize))
+        starts = range(0, total, window)
+        if len(starts) == 1:
+            return _mapped_max(before, after, old, new, 0, total)
+        maxima = list(
+            pool.map(
+                lambda start: _mapped_max(
+                    before, after, old, new, start, min(window, total - start)
+                ),
+                starts,
+            )
+        )
+        return float("nan") if any(m != m for m in maxima) else max(maxima)
+    count = max(1, BLOCK_BYTES // max(old.dtype.itemsize, new.dtype.itemsize))
+    scratch = np.empty(count, dtype=np.float64)
     largest = 0.0
-    pairs: Iterator[tuple[Any, Any]] = zip(
-        before.blocks(old, count), after.blocks(new, count), strict=True
-    )
-    if int(np.prod(old.shape, dtype=np.int64)) > 2 * count:
-        pairs = _read_ahead(pairs)
-    for first, second in pairs:
-        out = scratch[: len(first)]
-        if exact:
-            np.subtract(first, second, out=out)
-        else:
-            np.subtract(first.astype(np.float64), second.astype(np.float64), out=out)
-        np.abs(out, out=out)
-        block_max = float(out.max()) if len(out) else 0.0
-        if block_max != block_max:  # NaN on one side only, or different NaNs
-            return float("nan")
-        largest = max(largest, block_max)
+    for first, second in zip(before.blocks(old, count), after.blocks(new, count), strict=True):
+        if len(first) > len(scratch):
+            scratch = np.empty(len(first), dtype=np.float64)
+        block = _block_max(first, second, scratch)
+        if block != block:  # NaN on one side only, or different NaNs
+            return block
+        largest = max(largest, block)
     return largest
 
 
@@ -626,6 +672,19 @@ def _weight_changes(
     before: _KerasFile, after: _KerasFile, old_names: dict[str, str], new_names: dict[str, str]
 ) -> Iterator[WeightChange]:
     old, new = before.variables(), after.variables()
+    with ThreadPoolExecutor(2, thread_name_prefix="bundler-diff") as pool:
+        yield from _changed_weights(before, after, old, new, old_names, new_names, pool)
+
+
+def _changed_weights(
+    before: _KerasFile,
+    after: _KerasFile,
+    old: dict[str, _Variable],
+    new: dict[str, _Variable],
+    old_names: dict[str, str],
+    new_names: dict[str, str],
+    pool: ThreadPoolExecutor,
+) -> Iterator[WeightChange]:
     for path in sorted(set(old) | set(new), key=_natural):
         if path not in new:
             gone = old[path]
@@ -659,7 +718,7 @@ def _weight_changes(
                     layer, a.variable, "changed", a.shape, b.shape, str(a.dtype), str(b.dtype)
                 )
             continue
-        largest = _max_abs_diff(before, after, a, b)
+        largest = _max_abs_diff(before, after, a, b, pool)
         if largest != 0.0 or a.dtype != b.dtype:
             yield WeightChange(
                 layer,
