@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .digest import read_plain_file
 from .errors import UsageError
+from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
 
 Kind = Literal["added", "removed", "changed"]
 SECTIONS = (
@@ -221,10 +223,57 @@ def _open_side(reference: str | Path, label: str | None) -> tuple[Side, dict[str
     return Side(label or text, root, lock["name"], lock["version"], lock["digest"]), lock
 
 
+def _identical(
+    old: str | Path, new: str | Path, labels: tuple[str, str] | None
+) -> BundleDiff | None:
+    """Two bundle folders whose locks are equal but for ``created``, and whose digest matches
+    their files table: the same bundle, decided from the two lock files alone.
+
+    Schema validation is what ``bundle diff`` would otherwise spend most of its time on (importing
+    jsonschema costs more than the rest of the command); anything unexpected here (a registry
+    reference, a lock that is not plain JSON, another format, any difference at all) returns None
+    and leaves the decision to the full comparison, which validates both locks."""
+    sides = []
+    documents = []
+    for index, reference in enumerate((old, new)):
+        if str(reference).startswith("oci://"):
+            return None
+        root = Path(reference)
+        try:
+            if root.is_symlink() or not root.is_dir():
+                return None
+            document = json.loads(read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            return None
+        documents.append({key: value for key, value in document.items() if key != "created"})
+        label = labels[index] if labels else str(reference)
+        sides.append((label, root))
+    lock = documents[0]
+    if documents[1] != lock:
+        return None
+    try:
+        if files_digest(lock["files"]) != lock["digest"]:
+            return None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return None
+    name, version, digest = lock.get("name"), lock.get("version"), lock.get("digest")
+    if not (isinstance(name, str) and isinstance(version, str) and isinstance(digest, str)):
+        return None
+    return BundleDiff(
+        old=Side(sides[0][0], sides[0][1], name, version, digest),
+        new=Side(sides[1][0], sides[1][1], name, version, digest),
+    )
+
+
 def diff_bundles(
     old: str | Path, new: str | Path, *, labels: tuple[str, str] | None = None
 ) -> BundleDiff:
     """Compare two bundles (folders or ``oci://`` references); raises UsageError on bad input."""
+    same = _identical(old, new, labels)
+    if same is not None:
+        return same
     old_side, old_lock = _open_side(old, labels[0] if labels else None)
     new_side, new_lock = _open_side(new, labels[1] if labels else None)
     old_files, new_files = old_lock["files"], new_lock["files"]
