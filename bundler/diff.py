@@ -16,8 +16,8 @@ returns a ``BundleDiff``: the same sections as ``bundle diff`` prints, in the sa
 Only what the locks say differs is read: two bundles with the same digest and the same lock are
 decided from their locks alone, and a ``model.keras`` with the same sha256 is never opened. The
 weights are compared without loading them: h5py reads the layout (names, shapes, dtypes, byte
-offsets) and the values are read straight from the bundle file, a few MiB at a time, for both
-bundles at once, so memory stays flat whatever the model's size. Nothing here imports TensorFlow.
+offsets), and the values are mapped from both bundle files 16 MiB at a time and compared in place
+on two threads, so memory stays flat whatever the model's size. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
