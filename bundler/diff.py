@@ -292,9 +292,15 @@ def diff_bundles(
         ):
             old_config, new_config = before.config(), after.config()
             config = tuple(_config_changes(old_config, new_config))
-            weights = tuple(
-                _weight_changes(before, after, _h5_names(old_config), _h5_names(new_config))
-            )
+            try:
+                weights = tuple(
+                    _weight_changes(before, after, _h5_names(old_config), _h5_names(new_config))
+                )
+            except (OSError, ValueError, KeyError, RuntimeError) as error:  # h5py, mmap
+                raise UsageError(
+                    f"cannot compare the weights: {type(error).__name__}: {error}",
+                    path=f"{old_side.path / old_keras} / {new_side.path / new_keras}",
+                ) from error
     return BundleDiff(
         old=old_side,
         new=new_side,
@@ -523,7 +529,7 @@ class _KerasFile:
 
             self.h5.visititems(visit)
             return found
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as error:
             raise UsageError(f"cannot read {self.WEIGHTS}: {error}", path=self.path) from error
 
     def mapped(self, variable: _Variable, start: int, count: int) -> tuple[mmap.mmap, int]:
@@ -790,7 +796,7 @@ def _arrays(root: Path, relative: str) -> dict[str, Any]:
     try:
         with np.load(root / relative, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise UsageError(f"cannot read example arrays: {error}", path=root / relative) from error
 
 

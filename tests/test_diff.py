@@ -349,3 +349,39 @@ def test_the_readme_diff_commands_print_what_it_shows(tmp_path: Path) -> None:
         assert result.returncode == expected, (command, result.stderr)
         printed = [_stable(line) for line in result.stdout.splitlines()]
         assert printed == [_stable(line) for line in shown], command
+
+
+def _garbage_weights(root: Path) -> None:
+    replace_keras_member(root, "model.weights.h5", b"not an HDF5 file")
+
+
+def _garbage_outputs(root: Path) -> None:
+    (root / "examples" / "smoke.outputs.npz").write_bytes(b"PK\x03\x04 not a zip")
+    reseal(root)
+
+
+@pytest.mark.parametrize(
+    ("damage", "where", "message"),
+    [
+        pytest.param(
+            _garbage_weights, "model.keras", "cannot read model.weights.h5: ", id="weights"
+        ),
+        pytest.param(
+            _garbage_outputs,
+            "examples/smoke.outputs.npz",
+            "cannot read example arrays: ",
+            id="example-outputs",
+        ),
+    ],
+)
+def test_unreadable_contents_exit_2_naming_the_file(
+    copy_bundle: Callable[[str], Path], damage: Callable[[Path], None], where: str, message: str
+) -> None:
+    good = copy_bundle("with_metadata")
+    bad = good.parent / "damaged"
+    shutil.copytree(good, bad)
+    damage(bad)
+    result = run_bundle("diff", str(good), str(bad))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"bundle: error: {bad / where}: {message}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
