@@ -358,7 +358,9 @@ def check_reproducible(manifest: str | Path, first: Path) -> ReproducibilityRepo
     from .verify import bundle_root, read_lock
 
     first = Path(first)
-    second = first.parent / f".{first.name}.bundler-check.{os.getpid()}.{secrets.token_hex(4)}"
+    # named as a build's temporary folder of ``first``, so that the next build of it removes
+    # this one if the process dies before its own ``finally`` does
+    second = first.parent / f".{first.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         command = [sys.executable, "-m", "bundler", "build", str(manifest), "-o", str(second)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
