@@ -433,7 +433,12 @@ class _Window(io.RawIOBase):
         wanted = max(0, min(len(view), self.length - self.position))
         if wanted == 0:
             return 0
-        count = os.preadv(self.descriptor, [view[:wanted]], self.start + self.position)
+        if hasattr(os, "preadv"):
+            count = os.preadv(self.descriptor, [view[:wanted]], self.start + self.position)
+        else:  # a system without preadv
+            data = os.pread(self.descriptor, wanted, self.start + self.position)
+            count = len(data)
+            view[:count] = data
         self.position += count
         return count
 
@@ -469,6 +474,7 @@ class _KerasFile:
         self.h5: Any = None
         self.member: Any = None
         self.base = 0
+        self.end = 0
 
     def __enter__(self) -> _KerasFile:
         try:
@@ -511,6 +517,7 @@ class _KerasFile:
                 skip = 30 + int.from_bytes(header[26:28], "little")
                 skip += int.from_bytes(header[28:30], "little")
                 self.base = info.header_offset + skip
+                self.end = min(self.base + info.file_size, os.fstat(self.descriptor).st_size)
                 self.member = _Window(self.descriptor, self.base, info.file_size)
             else:  # not written by Keras: slower, but still streamed
                 self.member = self.archive.open(info)
@@ -540,7 +547,7 @@ class _KerasFile:
         where = self.base + variable.offset + start * itemsize
         aligned = where - where % mmap.ALLOCATIONGRANULARITY
         length = where - aligned + count * itemsize
-        if aligned + length > os.fstat(self.descriptor).st_size:
+        if where + count * itemsize > self.end:  # the member's own bytes, nothing beyond
             raise UsageError(f"{self.WEIGHTS}: {variable.path} is cut short", path=self.path)
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # one fault, not one a page
         mapping = mmap.mmap(
@@ -696,6 +703,7 @@ def _max_abs_diff(
 
     total = int(np.prod(old.shape, dtype=np.int64))
     mappable = before.descriptor is not None and after.descriptor is not None
+    mappable = mappable and hasattr(mmap, "PROT_READ")  # the POSIX mmap
     if mappable and old.offset is not None and new.offset is not None and total:
         window = max(1, WINDOW_BYTES // max(old.dtype.itemsize, new.dtype.itemsize))
         starts = range(0, total, window)
