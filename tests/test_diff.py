@@ -385,3 +385,35 @@ def test_unreadable_contents_exit_2_naming_the_file(
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"bundle: error: {bad / where}: {message}"), result.stderr
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+PEAK_MEMORY = """
+import sys
+from bundler.diff import diff_bundles
+result = diff_bundles(sys.argv[1], sys.argv[2])
+(big,) = [w for w in result.weights if w.layer == "big"]
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+print(big.max_abs_diff, int(status) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_weights_are_compared_in_flat_memory(built: dict[str, Any], tmp_path: Path) -> None:
+    """Two 192 MB variables are compared without holding either: peak memory stays far below."""
+    count = 48 << 20
+    roots = []
+    for index, value in enumerate((0.0, 0.25)):
+        root = tmp_path / f"big-{index}"
+        shutil.copytree(built["sequential"].path, root)
+
+        def add(h5: Any, value: float = value) -> None:
+            h5.create_dataset("layers/big/vars/0", data=np.full(count, value, dtype="float32"))
+
+        _edit_weights(root, add)
+        roots.append(root)
+    code = PEAK_MEMORY.replace("sys.argv[1]", repr(str(roots[0])))
+    result = run_python(code.replace("sys.argv[2]", repr(str(roots[1]))))
+    assert result.returncode == 0, result.stderr
+    difference, peak_mb = result.stdout.split()
+    assert float(difference) == 0.25
+    assert int(peak_mb) < 192, f"peak {peak_mb} MB: a whole variable was held in memory"
