@@ -138,7 +138,9 @@ def build():
 """
 
 
-def test_check_reproducible_names_what_an_unseeded_factory_changes(tmp_path: Path) -> None:
+@pytest.fixture()
+def unseeded(tmp_path: Path) -> Path:
+    """A manifest whose factory does not seed: each build draws other weights."""
     (tmp_path / "src" / "unseeded_demo").mkdir(parents=True)
     (tmp_path / "src" / "unseeded_demo" / "__init__.py").write_text("")
     (tmp_path / "src" / "unseeded_demo" / "model.py").write_text(UNSEEDED)
@@ -146,9 +148,15 @@ def test_check_reproducible_names_what_an_unseeded_factory_changes(tmp_path: Pat
         "apiVersion: bundler/v1\nname: unseeded\nversion: 0.1.0\n"
         "model: {factory: 'unseeded_demo.model:build'}\ncomponents: []\npaths: [src]\n"
     )
+    return tmp_path / "manifest.yaml"
+
+
+def test_check_reproducible_names_what_an_unseeded_factory_changes(
+    unseeded: Path, tmp_path: Path
+) -> None:
     result = run_bundle(
         "build",
-        str(tmp_path / "manifest.yaml"),
+        str(unseeded),
         "-o",
         str(tmp_path / "out"),
         "--check-reproducible",
@@ -191,3 +199,15 @@ def test_a_keras_zip_past_the_zip64_limits_stays_readable(
             len(archive.read(name)) for name in archive.namelist()
         ]
     assert b"PK\x06\x06" in path.read_bytes(), "a zip64 end record was written"
+
+
+def test_check_reproducible_in_json_carries_the_differences(unseeded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_bundle("build", str(unseeded), "-o", str(out), "--check-reproducible", "--json")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    check = document["reproducible"]
+    assert check["reproducible"] is False
+    assert check["digests"][0] == document["digest"] != check["digests"][1]
+    assert [w["layer"] for w in check["differences"]["weights"]] == ["out"]
+    assert "model.keras" in [f["path"] for f in check["differences"]["files"]]
