@@ -15,6 +15,13 @@ Every row is the median of ``--repeat`` runs, bundler next to what users would d
 - serve:   ``bundle serve`` requests/s and p50/p99 latency at 1 and 8 clients vs ``predict``
            in-process, and the latency during a reload (``benchmarks/serve.py``; needs the
            ``serve`` extra, else a note). ``--only serve`` runs these rows alone.
+- reproducible build: ``build_bundle`` vs the same build with canonicalisation switched off
+- diff:    ``bundle diff`` of two identical bundles vs ``python -c pass``; of two bundles with
+           every weight changed vs reading both weight files with h5py, and vs reading both
+           ``model.keras`` files as bytes
+
+``--only reproducible`` runs just the last two groups (for the sizes given), ``--only serve``
+the serve rows.
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -24,6 +31,7 @@ but start with no dirty pages: `os.sync()` runs, untimed, before each one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -35,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,9 @@ TARGETS = {  # metric -> (largest acceptable ratio, what the issue asks)
     "load_verify_false": (1.05, "<= 1.05x bare load_model"),
     "startup_vs_pass": (None, "bundle verify start <= 0.3 s"),
     **IDENTITY_TARGETS,
+    "reproducible_build": (1.05, "<= 1.05x the build without canonicalising"),
+    "diff_identical_vs_pass": (None, "bundle diff of identical bundles <= 0.3 s over bare Python"),
+    "diff_all_weights_changed": (1.2, "<= 1.2x reading both weight files once (h5py)"),
 }
 
 
@@ -113,7 +124,7 @@ def sha256sum(paths: list[Path]) -> None:
     subprocess.run(["sha256sum", *map(str, paths)], check=True, capture_output=True)
 
 
-def write_workspace(folder: Path, params: int) -> Path:
+def write_workspace(folder: Path, params: int, seed: int = 0) -> Path:
     """A manifest and its component module (the benchmark model, with a custom layer)."""
     (folder / "src").mkdir(parents=True, exist_ok=True)
     shutil.copy(HERE / "models.py", folder / "src" / "bench_layers.py")
@@ -124,7 +135,7 @@ def write_workspace(folder: Path, params: int) -> Path:
         "version: 1.0.0\n"
         "model:\n"
         "  factory: bench_layers:build\n"
-        f"  args: {{params: {params}}}\n"
+        f"  args: {{params: {params}, seed: {seed}}}\n"
         "components:\n"
         "  - module: bench_layers\n"
         '    version: "1.0.0"\n'
@@ -216,6 +227,120 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
         rows.append(row("mlflow_save_vs_bundle_build", t_ours, t_save, note=note))
         rows.append(row("mlflow_load_vs_load_bundle", t_unverified, t_load, note=note))
     sys.path.remove(str(folder / "src"))
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+@contextlib.contextmanager
+def canonicalising(enabled: bool) -> Iterator[None]:
+    """The build as it is, or (``enabled=False``) as it was before builds were reproducible."""
+    import keras
+
+    import bundler.build as build
+
+    saved = (build.canonicalise_keras_file, build.canonicalise_saved_model, build.export_archive)
+    if not enabled:
+        build.canonicalise_keras_file = lambda path: None
+        build.canonicalise_saved_model = lambda folder: None
+        build.export_archive = lambda model: keras.export.ExportArchive()
+    try:
+        yield
+    finally:
+        build.canonicalise_keras_file, build.canonicalise_saved_model, build.export_archive = saved
+
+
+def read_whole(paths: list[Path]) -> None:
+    buffer = bytearray(4 << 20)
+    for path in paths:
+        with path.open("rb", buffering=0) as stream:
+            while stream.readinto(buffer):
+                pass
+
+
+def read_weights(paths: list[Path]) -> None:
+    """Every weight of each ``model.keras``, read into memory with h5py, one dataset at a time."""
+    from bundler.diff import _KerasFile
+
+    for path in paths:
+        with _KerasFile(path) as keras_file:
+            for variable in keras_file.variables().values():
+                keras_file.h5[variable.path][()]
+
+
+def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
+    """Reproducible build vs the build without it; bundle diff, identical and all-changed."""
+    import bundler
+    from bundler.diff import diff_bundles
+
+    folder = work / f"repro-{params}"
+    manifest = write_workspace(folder, params)
+    out, plain = folder / "bundle", folder / "plain"
+
+    def clean(path: Path) -> Callable[[], None]:
+        return lambda: shutil.rmtree(path, ignore_errors=True)
+
+    def build(target: Path, enabled: bool) -> Callable[[], None]:
+        def run() -> None:
+            with canonicalising(enabled):
+                bundler.build_bundle(manifest, target)
+
+        return run
+
+    t_ours, t_plain = paired_times(
+        build(out, True),
+        build(plain, False),
+        repeat,
+        setup_ours=clean(out),
+        setup_base=clean(plain),
+    )
+    shutil.rmtree(plain, ignore_errors=True)
+    size = sum(p.stat().st_size for p in bundle_files(out))
+    note = f"{params / 1e6:g}M params, bundle {size / 1e6:.0f} MB"
+    rows = [row("reproducible_build", t_ours, t_plain, note=note)]
+
+    twin = folder / "twin"  # the same files under another name: hard links, no disk
+    for path in [*bundle_files(out), out / "bundle.lock.json"]:
+        target = twin / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    other = folder / "other"
+    bundler.build_bundle(write_workspace(folder / "seed-1", params, seed=1), other)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    peak = (  # VmHWM, not ru_maxrss: that one carries the benchmark's own peak across exec
+        "import sys\n"
+        "from bundler.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "print(status, file=sys.stderr)\n"
+    )
+
+    def diff(first: Path, second: Path) -> Callable[[], None]:
+        command = [sys.executable, "-c", peak, "diff", str(first), str(second)]
+        return lambda: subprocess.run(command, check=False, capture_output=True, env=env)
+
+    t_same = median_time(diff(out, twin), repeat)
+    t_pass = median_time(
+        lambda: subprocess.run([sys.executable, "-c", "pass"], check=False, env=env), repeat
+    )
+    over = t_same - t_pass
+    rows.append(row("diff_identical_vs_pass", t_same, t_pass, note=f"+{over:.3f} s; {note}"))
+    rows[-1]["meets_target"] = over <= 0.3
+    t_changed = median_time(lambda: diff_bundles(out, other), repeat)
+    files = [out / "model.keras", other / "model.keras"]
+    t_read = median_time(lambda: read_weights(files), repeat)
+    t_bytes = median_time(lambda: read_whole(files), repeat)
+    result = subprocess.run(
+        [sys.executable, "-c", peak, "diff", str(out), str(other)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    rss = int(result.stderr.strip().splitlines()[-1]) / 1e3
+    rows.append(
+        row("diff_all_weights_changed", t_changed, t_read, note=f"peak RSS {rss:.0f} MB; {note}")
+    )
+    rows.append(row("diff_all_weights_changed_vs_bytes", t_changed, t_bytes, note=note))
     shutil.rmtree(folder, ignore_errors=True)
     return rows
 
@@ -335,7 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model, one run, no 1 GB file")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
     parser.add_argument(
-        "--only", choices=("serve",), help="run only these rows (serve: bundle serve's)"
+        "--only",
+        choices=("all", "reproducible", "serve"),
+        default="all",
+        help="run every row (default), only the reproducible-build and diff rows, or only "
+        "bundle serve's",
     )
     args = parser.parse_args(argv)
     sizes = [20_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
@@ -349,21 +478,24 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bundler-bench-") as scratch:
         work = Path(scratch)
-        if args.only is None:
-            small = build_bundle(write_workspace(work / "small", 20_000), work / "small-bundle")
+        small = build_bundle(write_workspace(work / "small", 20_000), work / "small-bundle").path
+        if args.only in ("all", "reproducible"):
             for params in sizes:
                 print(f"... {params / 1e6:g}M parameters", file=sys.stderr)
-                rows.extend(bench_size(params, repeat, work))
+                if args.only == "all":
+                    rows.extend(bench_size(params, repeat, work))
+                rows.extend(bench_reproducible(params, repeat, work))
+        if args.only == "all":
             if not args.quick:
                 print("... one 1 GB file", file=sys.stderr)
-                rows.append(bench_one_big_file(1 << 30, repeat, work, small.path))
-            rows.extend(bench_startup(max(repeat, 5), small.path, with_tensorflow=not args.quick))
-        if serve_available():
+                rows.append(bench_one_big_file(1 << 30, repeat, work, small))
+            rows.extend(bench_startup(max(repeat, 5), small, with_tensorflow=not args.quick))
+        if args.only in ("all", "serve") and serve_available():
             # a reload holds two models at once, beside this process's own: 25M is enough to see
             for params in [size for size in sizes if size <= 25_000_000]:
                 print(f"... bundle serve, {params / 1e6:g}M parameters", file=sys.stderr)
                 rows.extend(bench_serve_size(params, 1.0 if args.quick else 5.0, work))
-        else:
+        elif args.only in ("all", "serve"):
             notes.append("kserve is not installed: serve rows skipped (pip install -e '.[serve]')")
     try:
         import mlflow  # noqa: F401

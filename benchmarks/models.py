@@ -33,8 +33,8 @@ def shape_for(params: int) -> tuple[int, int]:
     return width, depth
 
 
-def build(params: int = 1_000_000) -> keras.Model:
-    keras.utils.set_random_seed(0)
+def build(params: int = 1_000_000, seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
     width, depth = shape_for(params)
     inputs = keras.Input(shape=(width,), name="x")
     hidden = inputs

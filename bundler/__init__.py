@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdapterError",
     "Bundle",
+    "BundleDiff",
     "BundleError",
     "ComponentError",
     "ExampleMismatchError",
@@ -42,6 +43,7 @@ __all__ = [
     "__version__",
     "adapter",
     "build_bundle",
+    "diff_bundles",
     "load_bundle",
     "read_manifest",
     "verify_bundle",
@@ -56,11 +58,14 @@ _LAZY = {
     "LoadedBundle": "load",
     "adapter": "adapters",
     "read_manifest": "manifest",
+    "diff_bundles": "diff",
+    "BundleDiff": "diff",
 }
 
 if TYPE_CHECKING:
     from .adapters import adapter
     from .build import Bundle, build_bundle
+    from .diff import BundleDiff, diff_bundles
     from .load import LoadedBundle, load_bundle
     from .manifest import read_manifest
     from .verify import VerifyReport, verify_bundle

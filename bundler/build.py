@@ -50,6 +50,7 @@ from .errors import (
 from .golden import named_outputs
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
+from .reproducible import canonicalise_keras_file, canonicalise_saved_model, export_archive
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
 from .versions import caret_range, parse_range
 
@@ -224,12 +225,14 @@ def _build_into(
         ) from error
     notes: list[str] = []
     _pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes)
-    # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so
-    # each file is hashed once, right after it is written, and the build waits for no extra pass
+    # model.keras is final once canonical: canonicalise, hash (and flush) it on another core
+    # while TensorFlow exports, so each file is hashed once, right after it is written, and the
+    # build waits for no extra pass
     with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
-        keras_hashed = early.submit(hash_files, workdir, [KERAS_FILE], then=_fsync_path)
+        keras_hashed = early.submit(_canonical_keras_digest, workdir)
         stage("exporting saved_model/")
         _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
+        canonicalise_saved_model(workdir / SAVED_MODEL_DIR)
         examples = []
         if manifest.examples:
             stage("running golden examples")
@@ -266,6 +269,11 @@ def _build_into(
     )
     (workdir / LOCK_FILENAME).write_bytes(lock.to_json())
     return lock, model, notes
+
+
+def _canonical_keras_digest(workdir: Path) -> dict[str, FileDigest | OSError]:
+    canonicalise_keras_file(workdir / KERAS_FILE)  # same model, same bytes
+    return hash_files(workdir, [KERAS_FILE], then=_fsync_path)
 
 
 def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:
@@ -546,7 +554,7 @@ def _export_single_copy(model: Any, folder: Path) -> bool:
     collections = {name: [v.value for v in getattr(model, name)] for name in _COLLECTIONS}
     if not all(isinstance(v, tf.Variable) for vs in collections.values() for v in vs):
         return False
-    archive = keras.export.ExportArchive()
+    archive = export_archive(model)  # a keras.export.ExportArchive, writing in the model's order
     archive.track(model)
     archive.add_endpoint("serve", model.__call__, get_input_signature(model))
     for name, variables in collections.items():

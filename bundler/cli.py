@@ -173,19 +173,26 @@ def _cmd_build(args: argparse.Namespace) -> int:
         )
     seconds = time.perf_counter() - started
     total = sum(entry.size for entry in bundle.lock.files.values())
+    check = None
+    if args.check_reproducible:
+        from .reproducible import check_reproducible
+
+        stage("building again in a fresh process")
+        check = check_reproducible(args.manifest, bundle.path)
     if args.json:
-        _print_json(
-            {
-                "bundle": str(bundle.path),
-                "name": bundle.lock.name,
-                "version": bundle.lock.version,
-                "digest": bundle.digest,
-                "files": len(bundle.lock.files),
-                "bytes": total,
-                "seconds": round(seconds, 3),
-                "notes": list(bundle.notes),
-            }
-        )
+        document = {
+            "bundle": str(bundle.path),
+            "name": bundle.lock.name,
+            "version": bundle.lock.version,
+            "digest": bundle.digest,
+            "files": len(bundle.lock.files),
+            "bytes": total,
+            "seconds": round(seconds, 3),
+            "notes": list(bundle.notes),
+        }
+        if check is not None:
+            document["reproducible"] = check.to_json()
+        _print_json(document)
     else:
         print(
             f"built {shown(_display_path(bundle.path))}  {bundle.lock.name} {bundle.lock.version}  "
@@ -193,7 +200,17 @@ def _cmd_build(args: argparse.Namespace) -> int:
         )
         for note in bundle.notes:
             print(f"  {note}")
-    return 0
+        if check is not None and check.reproducible:
+            print("reproducible: a second build in a fresh process gave the same digest")
+        elif check is not None:
+            print(
+                f"NOT reproducible: a second build in a fresh process gave {check.second_digest}"
+                "\n(is the factory seeded? keras.utils.set_random_seed(...) before making the "
+                "model)"
+            )
+            if check.differences is not None:
+                print("\n".join(_diff_lines(check.differences, skip=("identity",))[2:]))
+    return 1 if check is not None and not check.reproducible else 0
 
 
 def _display_path(path: Path) -> str:
@@ -448,6 +465,115 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value read from a bundle, as one line of inert text: JSON, cut short, no control chars."""
+    text = value if isinstance(value, str) and limit == 0 else None
+    if text is None:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+        if limit and len(text) > limit:
+            text = text[: limit - 3] + "..."
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def _name(text: str) -> str:
+    return _shown(text, limit=0)
+
+
+def _change_line(where: str, change: Any) -> str:
+    if change.kind == "added":
+        return f"  + {where}: {_shown(change.new)}"
+    if change.kind == "removed":
+        return f"  - {where}: {_shown(change.old)}"
+    return f"  ~ {where}: {_shown(change.old)} -> {_shown(change.new)}"
+
+
+def _shape(shape: Any) -> str:
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _diff_lines(result: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """``bundle diff`` as text: one line per difference, under the section it belongs to."""
+    lines = []
+    for mark, side in (("---", result.old), ("+++", result.new)):
+        lines.append(
+            f"{mark} {_name(side.label)}  {_name(side.name)} {_name(side.version)}  {side.digest}"
+        )
+    from .diff import SECTIONS
+
+    sections: dict[str, list[str]] = {name: [] for name in SECTIONS}
+    for section in ("identity", "components", "frameworks", "metadata"):
+        sections[section] = [_change_line(_name(c.path), c) for c in getattr(result, section)]
+    for entry in result.files:
+        sizes = {
+            "added": _size(entry.new_size or 0),
+            "removed": _size(entry.old_size or 0),
+            "changed": f"{_size(entry.old_size or 0)} -> {_size(entry.new_size or 0)}",
+        }[entry.kind]
+        sections["files"].append(f"  {_MARKS[entry.kind]} {_name(entry.path)}  {sizes}")
+    for layer in result.config:
+        if layer.kind != "changed":
+            sections["config"].append(f"  {_MARKS[layer.kind]} {_name(layer.layer)}")
+        for key in layer.keys:
+            sections["config"].append(_change_line(f"{_name(layer.layer)} {_name(key.path)}", key))
+    for weight in result.weights:
+        where = f"{_name(weight.layer)}/{_name(weight.variable)}"
+        if weight.kind == "added":
+            text = f"  + {where} {_shape(weight.new_shape)}"
+        elif weight.kind == "removed":
+            text = f"  - {where} {_shape(weight.old_shape)}"
+        elif weight.max_abs_diff is None:
+            text = (
+                f"  ~ {where}: {_shape(weight.old_shape)} {weight.old_dtype} -> "
+                f"{_shape(weight.new_shape)} {weight.new_dtype}"
+            )
+        else:
+            text = f"  ~ {where} {_shape(weight.old_shape)}: max abs diff {weight.max_abs_diff:.3g}"
+            if weight.old_dtype != weight.new_dtype:
+                text += f" ({weight.old_dtype} -> {weight.new_dtype})"
+        sections["weights"].append(text)
+    for example in result.examples:
+        if example.kind != "changed":
+            sections["examples"].append(f"  {_MARKS[example.kind]} {_name(example.name)}")
+            continue
+        parts = ["inputs changed"] if example.inputs_changed else []
+        for drift in example.drift:
+            if drift.kind == "changed" and drift.old is None:
+                parts.append(f"{_name(drift.path)} drifted, max abs diff {drift.new:.3g}")
+            else:
+                parts.append(_change_line(f"{_name(drift.path)} shape", drift).strip()[2:])
+        parts += [f"{c.path} {c.old:g} -> {c.new:g}" for c in example.tolerances]
+        sections["examples"].append(f"  ~ {_name(example.name)}: " + "; ".join(parts))
+    for name, entries in sections.items():
+        if entries and name not in skip:
+            lines.append(name)
+            lines.extend(entries)
+    return lines
+
+
+_MARKS = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import diff_bundles
+
+    try:
+        result = diff_bundles(args.old, args.new)
+    except BundleError as error:  # like diff(1): 2 for trouble, whatever the trouble was
+        if args.debug:
+            raise
+        sys.stderr.write(f"{PROG}: error: {error}\n")
+        return 2
+    if args.json:
+        _print_json(result.to_json())
+    elif result.same:
+        print(f"same  {_name(result.new.name)} {_name(result.new.version)}  {result.new.digest}")
+    else:
+        print("\n".join(_diff_lines(result)))
+    return 0 if result.same else 1
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -476,6 +602,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--force", action="store_true", help="replace OUT if it is a bundle (atomically)"
+    )
+    build.add_argument(
+        "--check-reproducible",
+        action="store_true",
+        help="build a second time, in a fresh process, and fail (exit 1) naming what differs "
+        "if the two bundles are not identical",
     )
     build.add_argument("--json", action="store_true", help="print the result as one JSON document")
     build.set_defaults(run=_cmd_build)
@@ -623,6 +755,18 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
         "symlink target or lock digest): for platforms without SIGHUP",
     )
     serve.set_defaults(run=_cmd_serve)
+    diff = verbs.add_parser(
+        "diff",
+        help="show what changed between two bundles",
+        description="Compare two bundles (folders or oci:// references) section by section: "
+        "identity, components, frameworks, files, model config by layer, weights by layer and "
+        "variable, metadata by key path, golden examples. Needs no TensorFlow. Exit 0 same, "
+        "1 different, 2 bad input.",
+    )
+    diff.add_argument("old", metavar="A", help="bundle folder or oci:// reference")
+    diff.add_argument("new", metavar="B", help="bundle folder or oci:// reference")
+    diff.add_argument("--json", action="store_true", help="print one JSON document")
+    diff.set_defaults(run=_cmd_diff)
 
     sign = verbs.add_parser("sign", help="sign a bundle's digest with a private key")
     sign.add_argument("bundle", metavar="BUNDLE")

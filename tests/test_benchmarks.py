@@ -22,6 +22,9 @@ METRICS = {
     "import_bundler_vs_pass",
     "identity_check",
     "load_modified_replay",
+    "reproducible_build",
+    "diff_identical_vs_pass",
+    "diff_all_weights_changed",
 }
 SERVE_METRICS = {  # when the serve extra is installed
     "serve_requests_per_s_1_client",

@@ -6,12 +6,8 @@ import base64
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,72 +18,8 @@ from bundler import load_bundle, verify_bundle
 from bundler.errors import UsageError
 from bundler.oci import credentials, parse_reference
 
-from .conftest import cli_env, console_commands, readme_section, run_bundle
+from .conftest import Registry, cli_env, console_commands, readme_section, run_bundle
 from .hostile import add_sealed_file
-
-INSTALL = "apt-get install docker-registry (CNCF Distribution); .ci/run installs it"
-
-
-class Registry:
-    """A docker-registry process on a free loopback port, storing under ``folder``."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            pytest.skip(f"no docker-registry binary: {INSTALL}")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.storage = folder / "storage"
-        config = folder / "config.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log: {level: error}\n"
-            f"storage: {{filesystem: {{rootdirectory: {self.storage}}}}}\n"
-            f"http: {{addr: 127.0.0.1:{self.port}}}\n"
-        )
-        self.process = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    pytest.fail("docker-registry did not start")
-                time.sleep(0.1)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def blob(self, digest: str) -> Path:
-        hexdigest = digest.split(":", 1)[1]
-        return self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    running = Registry(tmp_path_factory.mktemp("registry"))
-    yield running
-    running.stop()
-
-
-@pytest.fixture()
-def private_registry(tmp_path: Path) -> Iterator[Registry]:
-    """A registry of the test's own, to tamper with or to stop."""
-    running = Registry(tmp_path)
-    yield running
-    if running.process.poll() is None:
-        running.stop()
 
 
 def push(bundle: Path, reference: str) -> dict[str, Any]:
