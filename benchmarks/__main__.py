@@ -365,7 +365,7 @@ def bench_mlflow(params: int, repeat: int, folder: Path) -> tuple[float, float] 
 def bench_one_big_file(size: int, repeat: int, work: Path, small_bundle: Path) -> dict[str, Any]:
     """verify_bundle on a bundle dominated by one file of ``size`` bytes (shards in parallel)."""
     from bundler import verify_bundle
-    from bundler.build import _hash_tree
+    from bundler.build import files_table
     from bundler.lock import files_digest
 
     root = work / "one-big-file"
@@ -376,7 +376,7 @@ def bench_one_big_file(size: int, repeat: int, work: Path, small_bundle: Path) -
             stream.write(os.urandom(16 << 20))
     lock_path = root / "bundle.lock.json"
     lock = json.loads(lock_path.read_text())
-    lock["files"]["saved_model/variables/big.data"] = _hash_tree(big.parent)["big.data"]
+    lock["files"]["saved_model/variables/big.data"] = files_table(big.parent)["big.data"]
     lock["digest"] = files_digest(lock["files"])
     lock_path.write_text(json.dumps(lock))
     total = sum(p.stat().st_size for p in bundle_files(root))

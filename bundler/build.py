@@ -1,26 +1,19 @@
 """Build: manifest -> temporary folder -> artifacts -> lock -> atomic rename into place.
 
-A build is all or nothing. Everything is written into a folder beside OUT named
-``.<out-name>.bundler-tmp.<pid>.<token>``, flushed to disk, and renamed to OUT in one step, so
-OUT is only ever absent, the old complete bundle or the new complete bundle. A build that dies
-(even by SIGKILL) leaves at most its recognisably named temporary folder, which the next build of
-the same OUT removes once the process that made it is gone.
-
-``--force`` swaps the new bundle in with ``renameat2(RENAME_EXCHANGE)`` where the kernel offers it
-(one atomic step); elsewhere it renames the old bundle aside, then the new one in.
+The steps, each in its own module: import the components and call the factory (here), save and
+canonicalise ``model.keras`` (``bundler.reproducible``), pin the objects the saved config uses and
+the sources defining them (here, with ``bundler.components``), export the SavedModel
+(``bundler.export``), make the golden examples (``bundler.golden``), hash every file and write
+the lock (here), and commit the folder atomically (``bundler.atomic``): a build is all or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
-import errno
 import importlib
 import os
 import platform
-import re
-import secrets
 import shutil
 import sys
 import warnings
@@ -31,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import fsync_path, install, prepare_workdir
 from .components import (
     defining_sources,
     import_component,
@@ -47,16 +41,16 @@ from .errors import (
     ManifestError,
     UsageError,
 )
-from .golden import named_outputs
+from .export import export_saved_model
+from .golden import EXAMPLES_DIR, generate_example, run_example
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
-from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
-from .reproducible import canonicalise_keras_file, canonicalise_saved_model, export_archive
+from .manifest import Manifest, ManifestSource, read_manifest
+from .reproducible import canonicalise_keras_file, canonicalise_saved_model
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
 from .versions import caret_range, parse_range
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
-EXAMPLES_DIR = "examples"
 
 Stage = Callable[[str], None]
 
@@ -122,69 +116,6 @@ def _as_source(manifest: str | Path | Manifest | ManifestSource) -> ManifestSour
     return read_manifest(manifest)
 
 
-def prepare_workdir(target: Path, force: bool) -> Path:
-    """Check OUT, then create the temporary folder beside it that ``install`` renames to OUT."""
-    _check_target(target, force)
-    workdir = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(target)
-        workdir.mkdir()
-    except OSError as error:  # a read-only or full file system, a missing permission
-        raise BuildError(
-            f"cannot create a temporary folder beside it: {error.strerror or error}", path=target
-        ) from error
-    return workdir
-
-
-def _check_target(target: Path, force: bool) -> None:
-    if not os.path.lexists(target):
-        return
-    if not force:
-        raise UsageError("already exists; pass --force to replace it", path=target)
-    if target.is_symlink() or not target.is_dir():
-        raise UsageError("exists and is not a bundle folder; refusing to replace it", path=target)
-    if any(target.iterdir()) and not (target / LOCK_FILENAME).is_file():
-        raise UsageError(
-            f"exists and is not a bundle (no {LOCK_FILENAME}); refusing to replace it",
-            path=target,
-        )
-
-
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-9a-f]+$")
-
-
-def remove_stale_temporaries(target: Path, *, every_name: bool = False) -> list[Path]:
-    """Remove temporary folders of earlier builds of ``target`` whose process no longer runs
-    (``every_name``: beside ``target`` whatever they were for, as in the pull cache)."""
-    removed: list[Path] = []
-    try:
-        siblings = list(target.parent.iterdir())
-    except OSError:
-        return removed
-    for sibling in siblings:
-        match = _TEMP_NAME.match(sibling.name)
-        if not match or (match["name"] != target.name and not every_name):
-            continue
-        if _process_alive(int(match["pid"])):
-            continue
-        shutil.rmtree(sibling, ignore_errors=True)
-        removed.append(sibling)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _build_path(source: ManifestSource) -> Iterator[None]:
     """The manifest's ``paths`` on sys.path for the build only."""
@@ -231,21 +162,21 @@ def _build_into(
     with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
         keras_hashed = early.submit(_canonical_keras_digest, workdir)
         stage("exporting saved_model/")
-        _export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
+        export_saved_model(model, workdir / SAVED_MODEL_DIR, source)
         canonicalise_saved_model(workdir / SAVED_MODEL_DIR)
         examples = []
         if manifest.examples:
             stage("running golden examples")
             examples = [
-                _run_example(model, source, index, workdir)
+                run_example(model, source, index, workdir)
                 for index in range(len(manifest.examples))
             ]
         elif manifest.examples is None:
             stage("generating a golden example")
-            examples, note = _generate_example(model, workdir)
+            examples, note = generate_example(model, workdir)
             notes.append(note)
     stage("hashing files")
-    files = _hash_tree(workdir, on_hashing, known=keras_hashed.result())
+    files = files_table(workdir, on_hashing, known=keras_hashed.result())
     lock = Lock.model_validate(
         {
             "format": FORMAT,
@@ -273,7 +204,7 @@ def _build_into(
 
 def _canonical_keras_digest(workdir: Path) -> dict[str, FileDigest | OSError]:
     canonicalise_keras_file(workdir / KERAS_FILE)  # same model, same bytes
-    return hash_files(workdir, [KERAS_FILE], then=_fsync_path)
+    return hash_files(workdir, [KERAS_FILE], then=fsync_path)
 
 
 def _lock_component(source: ManifestSource, index: int) -> dict[str, Any]:
@@ -513,193 +444,10 @@ def _make_model(source: ManifestSource, keras: Any) -> Any:
     return model
 
 
-def _export_saved_model(model: Any, folder: Path, source: ManifestSource) -> None:
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            if not _export_single_copy(model, folder):
-                model.export(str(folder), format="tf_saved_model", verbose=False)
-    except Exception as error:
-        raise BuildError(
-            f"exporting the SavedModel failed: {type(error).__name__}: {error}",
-            path=source.path,
-            field="model.factory",
-        ) from error
-
-
-_COLLECTIONS = ("variables", "trainable_variables", "non_trainable_variables")
-
-
-def _export_single_copy(model: Any, folder: Path) -> bool:
-    """Export as ``model.export()`` does, but with each weight stored once; False if we cannot.
-
-    On the TensorFlow backend ``model.export()`` tracks the Keras variables (``variables``) and,
-    apart from them, the ``tf.Variable`` objects they wrap (``_all_variables``: what the serving
-    function captures). TensorFlow deduplicates checkpoint entries by object, not by buffer, so
-    every weight is written twice: a SavedModel twice the size of the weights, twice the export
-    time, and twice the memory in every process that loads the graph (keras-team/keras#23553,
-    open as of Keras 3.15). Registering the three collections with the wrapped ``tf.Variable``
-    objects, through the public ``ExportArchive`` API, makes both references one object. The
-    endpoint, its input signature and the tracked lookup tables are those of ``model.export()``;
-    anything unexpected leaves the export to Keras.
-    """
-    import keras
-    import tensorflow as tf
-
-    try:  # the input signature model.export() derives from the model's inputs
-        from keras.src.export.export_utils import get_input_signature
-    except ImportError:
-        return False
-    if keras.backend.backend() != "tensorflow":
-        return False
-    collections = {name: [v.value for v in getattr(model, name)] for name in _COLLECTIONS}
-    if not all(isinstance(v, tf.Variable) for vs in collections.values() for v in vs):
-        return False
-    archive = export_archive(model)  # a keras.export.ExportArchive, writing in the model's order
-    archive.track(model)
-    archive.add_endpoint("serve", model.__call__, get_input_signature(model))
-    for name, variables in collections.items():
-        archive.add_variable_collection(name, variables)
-    archive.write_out(str(folder), verbose=False)
-    return True
-
-
-# -- golden examples ------------------------------------------------------------------------------
-
-
-def example_inputs(spec: ExampleSpec, model: Any, root: Path, where: str) -> dict[str, Any]:
-    """An example's inputs as {model input name: float array}, whatever form the manifest used."""
-    import numpy as np
-
-    names = [tensor.name.split(":")[0] for tensor in model.inputs]
-    if isinstance(spec.inputs, str):
-        path = root / spec.inputs
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as error:
-            raise ManifestError(
-                f"cannot read example inputs: {error}",
-                path=where,
-                field="inputs",
-                value=spec.inputs,
-            ) from error
-        if len(arrays) == 1 and len(names) == 1:
-            arrays = {names[0]: next(iter(arrays.values()))}
-    elif isinstance(spec.inputs, dict):
-        arrays = dict(spec.inputs)
-    else:
-        if len(names) != 1:
-            raise ManifestError(
-                f"the model has {len(names)} inputs {names}; give inputs as a mapping by name",
-                path=where,
-                field="inputs",
-            )
-        arrays = {names[0]: spec.inputs}
-    if sorted(arrays) != sorted(names):
-        raise ManifestError(
-            f"inputs are named {sorted(arrays)}, the model's inputs are {names}",
-            path=where,
-            field="inputs",
-        )
-    dtypes = {tensor.name.split(":")[0]: tensor.dtype for tensor in model.inputs}
-    try:
-        return {key: np.asarray(value, dtype=str(dtypes[key])) for key, value in arrays.items()}
-    except (TypeError, ValueError) as error:
-        raise ManifestError(
-            f"inputs are not a numeric array: {error}", path=where, field="inputs"
-        ) from error
-
-
-def _run_example(model: Any, source: ManifestSource, index: int, workdir: Path) -> dict[str, Any]:
-    assert source.manifest.examples is not None
-    spec = source.manifest.examples[index]
-    where = f"{source.path}: examples[{index}]"
-    inputs = example_inputs(spec, model, source.root, where)
-    try:
-        return _record_example(model, spec.name, inputs, spec.rtol, spec.atol, workdir)
-    except Exception as error:
-        raise BuildError(
-            f"running example {spec.name!r} failed: {type(error).__name__}: {error}",
-            path=source.path,
-            field=f"examples[{index}]",
-        ) from error
-
-
-def _record_example(
-    model: Any, name: str, inputs: dict[str, Any], rtol: float, atol: float, workdir: Path
-) -> dict[str, Any]:
-    """Run ``inputs`` through the model and store both as the golden example ``name``."""
-    import numpy as np
-
-    feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-    outputs = named_outputs(model(feed, training=False))
-    inputs_rel = f"{EXAMPLES_DIR}/{name}.inputs.npz"
-    outputs_rel = f"{EXAMPLES_DIR}/{name}.outputs.npz"
-    (workdir / EXAMPLES_DIR).mkdir(exist_ok=True)
-    np.savez(workdir / inputs_rel, **inputs)
-    np.savez(workdir / outputs_rel, **outputs)
-    return {"name": name, "inputs": inputs_rel, "outputs": outputs_rel, "rtol": rtol, "atol": atol}
-
-
-GENERATED_EXAMPLE = "generated"
-GENERATED_SEED = 0
-GENERATED_TOLERANCE = (1.0e-4, 1.0e-5)  # rtol, atol: other CPUs round float32 differently
-
-
-def generated_inputs(model: Any) -> dict[str, Any]:
-    """Inputs made from the model's input spec: batch 2, unknown sizes 4, seeded values.
-
-    Floats are standard normal, integers 0 or 1 (valid indices for any embedding), booleans
-    random, strings a fixed word. Enough to notice code that computes something else.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(GENERATED_SEED)
-    arrays: dict[str, Any] = {}
-    for tensor in model.inputs:
-        name = tensor.name.split(":")[0]
-        shape = tuple(
-            2 if i == 0 and d is None else (4 if d is None else int(d))
-            for i, d in enumerate(tensor.shape)
-        )
-        dtype = str(tensor.dtype)
-        if dtype.startswith(("float", "bfloat")):
-            arrays[name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.startswith(("int", "uint")):
-            arrays[name] = rng.integers(0, 2, size=shape).astype(dtype)
-        elif dtype == "bool":
-            arrays[name] = rng.random(shape) < 0.5
-        elif dtype == "string":
-            arrays[name] = np.full(shape, "bundler", dtype=object).astype(str)
-        else:
-            raise ValueError(f"input {name!r} has dtype {dtype}, which cannot be generated")
-    return arrays
-
-
-def _generate_example(model: Any, workdir: Path) -> tuple[list[dict[str, Any]], str]:
-    """The generated golden example, and the line the build reports about it."""
-    try:
-        inputs = generated_inputs(model)
-        entry = _record_example(model, GENERATED_EXAMPLE, inputs, *GENERATED_TOLERANCE, workdir)
-    except Exception as error:
-        shutil.rmtree(workdir / EXAMPLES_DIR, ignore_errors=True)
-        message = (
-            f"no golden example: generating one from the input spec failed "
-            f"({type(error).__name__}: {error}); declare 'examples' in the manifest, so that "
-            "loads of changed code can be checked"
-        )
-        warnings.warn(message, BuildWarning, stacklevel=2)
-        return [], message
-    return [entry], (
-        f"golden example {GENERATED_EXAMPLE!r} generated from the model's input spec (seed "
-        f"{GENERATED_SEED}); declare 'examples' to choose inputs, or 'examples: []' to opt out"
-    )
-
-
 # -- lock helpers ---------------------------------------------------------------------------------
 
 
-def _hash_tree(
+def files_table(
     workdir: Path,
     on_hashing: ProgressFactory | None = None,
     known: dict[str, FileDigest | OSError] | None = None,
@@ -714,7 +462,7 @@ def _hash_tree(
     pending = sum(e.size for e in entries if e.kind == "file" and e.path not in known)
     with metered(on_hashing, pending) as meter:
         # each file is flushed by the task that hashed it, while other files are still hashing
-        hashed = {**known, **hash_files(workdir, paths, progress=meter, then=_fsync_path)}
+        hashed = {**known, **hash_files(workdir, paths, progress=meter, then=fsync_path)}
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(hashed):
         result = hashed[path]
@@ -752,91 +500,6 @@ def _created() -> str:
     else:
         moment = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- durability and installation ------------------------------------------------------------------
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _sync_tree(root: Path) -> None:
-    """Flush every file and folder of the new bundle before it is renamed into place."""
-    for folder, _, names in os.walk(root):
-        for name in names:
-            _fsync_path(Path(folder) / name)
-        _fsync_path(Path(folder), directory=True)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(first: Path, second: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    result = renameat2(
-        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
-    )
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), str(second))
-
-
-def install(workdir: Path, target: Path, force: bool, what: str = "build") -> None:
-    """Flush ``workdir`` and rename it to ``target`` (swapped in atomically with ``force``)."""
-    _sync_tree(workdir)
-    try:
-        if force and os.path.lexists(target):
-            if _exchange(workdir, target):
-                shutil.rmtree(workdir, ignore_errors=True)  # now holds the old bundle
-            else:
-                aside = (
-                    target.parent
-                    / f".{target.name}.bundler-old.{os.getpid()}.{secrets.token_hex(4)}"
-                )
-                os.rename(target, aside)
-                os.rename(workdir, target)
-                shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(workdir, target)
-    except OSError as error:
-        if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise BuildError(
-                f"another {what} created it while this one ran; pass --force to replace it",
-                path=target,
-            ) from error
-        raise BuildError(
-            f"cannot move the bundle into place: {error.strerror}", path=target
-        ) from error
-    _fsync_path(target.parent, directory=True)
 
 
 def describe_failure(error: BaseException) -> BundleError:

@@ -1,5 +1,8 @@
 """Golden examples: inputs and the outputs they gave at build time, stored as ``.npz`` files.
 
+Made at build (``run_example`` for the manifest's, ``generate_example`` from the model's input
+spec when it declares none), replayed by ``bundler.load`` (``replay_examples``).
+
 Outputs are stored and compared by name, whatever the model returns: a dict keeps its keys, a
 list or tuple becomes ``output_0``, ``output_1``, ..., a single tensor ``output_0``. The build
 stores them so, ``load_bundle`` and ``bundle verify --smoke`` replay them so, and ``bundle serve``
@@ -8,8 +11,15 @@ names its responses so; one function says it for all of them.
 
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
+
+from .errors import BuildError, BuildWarning, ManifestError
+from .manifest import ExampleSpec, ManifestSource
+
+EXAMPLES_DIR = "examples"
 
 
 def named_outputs(outputs: Any) -> dict[str, Any]:
@@ -32,3 +42,137 @@ def read_arrays(path: Path) -> dict[str, Any]:
         raise ValueError("is not a .npz archive")
     with archive:
         return {key: archive[key] for key in archive.files}
+
+
+def example_inputs(spec: ExampleSpec, model: Any, root: Path, where: str) -> dict[str, Any]:
+    """An example's inputs as {model input name: float array}, whatever form the manifest used."""
+    import numpy as np
+
+    names = [tensor.name.split(":")[0] for tensor in model.inputs]
+    if isinstance(spec.inputs, str):
+        path = root / spec.inputs
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError) as error:
+            raise ManifestError(
+                f"cannot read example inputs: {error}",
+                path=where,
+                field="inputs",
+                value=spec.inputs,
+            ) from error
+        if len(arrays) == 1 and len(names) == 1:
+            arrays = {names[0]: next(iter(arrays.values()))}
+    elif isinstance(spec.inputs, dict):
+        arrays = dict(spec.inputs)
+    else:
+        if len(names) != 1:
+            raise ManifestError(
+                f"the model has {len(names)} inputs {names}; give inputs as a mapping by name",
+                path=where,
+                field="inputs",
+            )
+        arrays = {names[0]: spec.inputs}
+    if sorted(arrays) != sorted(names):
+        raise ManifestError(
+            f"inputs are named {sorted(arrays)}, the model's inputs are {names}",
+            path=where,
+            field="inputs",
+        )
+    dtypes = {tensor.name.split(":")[0]: tensor.dtype for tensor in model.inputs}
+    try:
+        return {key: np.asarray(value, dtype=str(dtypes[key])) for key, value in arrays.items()}
+    except (TypeError, ValueError) as error:
+        raise ManifestError(
+            f"inputs are not a numeric array: {error}", path=where, field="inputs"
+        ) from error
+
+
+def run_example(model: Any, source: ManifestSource, index: int, workdir: Path) -> dict[str, Any]:
+    assert source.manifest.examples is not None
+    spec = source.manifest.examples[index]
+    where = f"{source.path}: examples[{index}]"
+    inputs = example_inputs(spec, model, source.root, where)
+    try:
+        return record_example(model, spec.name, inputs, spec.rtol, spec.atol, workdir)
+    except Exception as error:
+        raise BuildError(
+            f"running example {spec.name!r} failed: {type(error).__name__}: {error}",
+            path=source.path,
+            field=f"examples[{index}]",
+        ) from error
+
+
+def record_example(
+    model: Any, name: str, inputs: dict[str, Any], rtol: float, atol: float, workdir: Path
+) -> dict[str, Any]:
+    """Run ``inputs`` through the model and store both as the golden example ``name``."""
+    import numpy as np
+
+    feed = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    outputs = named_outputs(model(feed, training=False))
+    inputs_rel = f"{EXAMPLES_DIR}/{name}.inputs.npz"
+    outputs_rel = f"{EXAMPLES_DIR}/{name}.outputs.npz"
+    (workdir / EXAMPLES_DIR).mkdir(exist_ok=True)
+    np.savez(workdir / inputs_rel, **inputs)
+    np.savez(workdir / outputs_rel, **outputs)
+    return {"name": name, "inputs": inputs_rel, "outputs": outputs_rel, "rtol": rtol, "atol": atol}
+
+
+GENERATED_EXAMPLE = "generated"
+
+
+GENERATED_SEED = 0
+
+
+GENERATED_TOLERANCE = (1.0e-4, 1.0e-5)  # rtol, atol: other CPUs round float32 differently
+
+
+def generated_inputs(model: Any) -> dict[str, Any]:
+    """Inputs made from the model's input spec: batch 2, unknown sizes 4, seeded values.
+
+    Floats are standard normal, integers 0 or 1 (valid indices for any embedding), booleans
+    random, strings a fixed word. Enough to notice code that computes something else.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(GENERATED_SEED)
+    arrays: dict[str, Any] = {}
+    for tensor in model.inputs:
+        name = tensor.name.split(":")[0]
+        shape = tuple(
+            2 if i == 0 and d is None else (4 if d is None else int(d))
+            for i, d in enumerate(tensor.shape)
+        )
+        dtype = str(tensor.dtype)
+        if dtype.startswith(("float", "bfloat")):
+            arrays[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.startswith(("int", "uint")):
+            arrays[name] = rng.integers(0, 2, size=shape).astype(dtype)
+        elif dtype == "bool":
+            arrays[name] = rng.random(shape) < 0.5
+        elif dtype == "string":
+            arrays[name] = np.full(shape, "bundler", dtype=object).astype(str)
+        else:
+            raise ValueError(f"input {name!r} has dtype {dtype}, which cannot be generated")
+    return arrays
+
+
+def generate_example(model: Any, workdir: Path) -> tuple[list[dict[str, Any]], str]:
+    """The generated golden example, and the line the build reports about it."""
+    try:
+        inputs = generated_inputs(model)
+        entry = record_example(model, GENERATED_EXAMPLE, inputs, *GENERATED_TOLERANCE, workdir)
+    except Exception as error:
+        shutil.rmtree(workdir / EXAMPLES_DIR, ignore_errors=True)
+        message = (
+            f"no golden example: generating one from the input spec failed "
+            f"({type(error).__name__}: {error}); declare 'examples' in the manifest, so that "
+            "loads of changed code can be checked"
+        )
+        warnings.warn(message, BuildWarning, stacklevel=2)
+        return [], message
+    return [entry], (
+        f"golden example {GENERATED_EXAMPLE!r} generated from the model's input spec (seed "
+        f"{GENERATED_SEED}); declare 'examples' to choose inputs, or 'examples: []' to opt out"
+    )

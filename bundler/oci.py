@@ -514,7 +514,7 @@ def _signed_by(root: Path, trusted_keys: Any) -> Path:
 def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> tuple[Path, bool]:
     """(the bundle's folder in the cache, whether it was downloaded now); with ``trusted_keys``
     the pulled signature must be valid and by one of them (checked before the cache takes it)."""
-    from .build import remove_stale_temporaries
+    from .atomic import remove_stale_temporaries
 
     ref = parse_reference(reference)
     cache = cache_root() / "sha256"
@@ -572,7 +572,7 @@ def pull_to(
 
     Returns ``out`` and whether the bundle was downloaded now (else it came from the cache).
     """
-    from .build import install, prepare_workdir
+    from .atomic import install, prepare_workdir
 
     cached, fetched = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
     target = Path(os.path.abspath(out))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bundler.build import _hash_tree
+from bundler.build import files_table
 from bundler.digest import walk_tree
 from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
 
@@ -50,7 +50,7 @@ def add_sealed_file(root: Path, rel: str, size: int, at: int = 0, data: bytes = 
         stream.truncate(size)
         stream.seek(at)
         stream.write(data)
-    entry = _hash_tree(path.parent)[path.name]
+    entry = files_table(path.parent)[path.name]
     edit_lock(root, lambda lock: lock["files"].update({rel: entry}))
     return path
 

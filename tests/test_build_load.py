@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bundler import ComponentError, build_bundle, load_bundle, verify_bundle
-from bundler.build import remove_stale_temporaries
+from bundler.atomic import remove_stale_temporaries
 from bundler.errors import BuildError, UsageError
 from bundler.lock import LOCK_FILENAME, Lock, files_digest
 

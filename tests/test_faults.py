@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bundler import build_bundle, verify_bundle
-from bundler.build import _TEMP_NAME, remove_stale_temporaries
+from bundler.atomic import TEMP_NAME, remove_stale_temporaries
 from bundler.errors import BuildError
 
 from .conftest import EXAMPLES, ROOT, cli_env, service_env
@@ -144,21 +144,22 @@ def test_read_only_output_folder_is_a_clear_build_error(read_only_folder: Path) 
 
 KILLED_FORCE_BUILD = """
 import os, signal, sys
+import bundler.atomic as atomic
 import bundler.build as build
 
 point, manifest, out = sys.argv[1:]
 if point == "before-swap":
-    flush = build._sync_tree
+    flush = atomic._sync_tree
     def hook(root):
         flush(root)
         os.kill(os.getpid(), signal.SIGKILL)
-    build._sync_tree = hook
+    atomic._sync_tree = hook
 else:
-    exchange = build._exchange
+    exchange = atomic._exchange
     def hook(first, second):
         swapped = exchange(first, second)
         os.kill(os.getpid(), signal.SIGKILL)
-    build._exchange = hook
+    atomic._exchange = hook
 build.build_bundle(manifest, out, force=True)
 """
 
@@ -179,7 +180,7 @@ def test_force_rebuild_killed_around_the_swap_leaves_a_complete_bundle(built, tm
         assert report.ok, report.problems
         digests[point] = report.digest
         left = _leftovers(out.parent)
-        assert len(left) == 1 and _TEMP_NAME.match(left[0]), left  # recognisably named
+        assert len(left) == 1 and TEMP_NAME.match(left[0]), left  # recognisably named
         assert remove_stale_temporaries(out)  # ... and cleaned by the next build of OUT
         assert _leftovers(out.parent) == []
     assert digests["before-swap"] == old_digest  # killed before: the old bundle

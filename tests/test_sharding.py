@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bundler import verify_bundle
-from bundler.build import _hash_tree
+from bundler.build import files_table
 from bundler.digest import SHARD_SIZE, check_digests, hash_file
 from bundler.lock import LOCK_FILENAME
 
@@ -89,7 +89,7 @@ def test_build_records_shards_for_large_files_only(tmp_path: Path) -> None:
     with big.open("wb") as stream:  # sparse: fast to write, read like any file
         stream.truncate(2 * SHARD_SIZE + 5)
     (tmp_path / "small").write_bytes(b"x")
-    files = _hash_tree(tmp_path)
+    files = files_table(tmp_path)
     assert "shards" not in files["small"]
     assert files["variables.data"]["shards"]["size"] == SHARD_SIZE
     assert len(files["variables.data"]["shards"]["sha256"]) == 3
