@@ -267,15 +267,6 @@ _StrictLoader.add_constructor(
 )
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def _count_nodes(value: Any, memo: dict[int, int], active: set[int]) -> int:
     """Size of ``value`` with every alias expanded, computed once per shared object."""
     if not isinstance(value, (dict, list)):
@@ -302,7 +293,8 @@ def parse_document(text: str, path: Path) -> Any:
     try:
         if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
             try:
-                return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+                # the lock's reader: duplicate keys, NaN, huge numbers refused the same way
+                return strict_json.loads(text, max_depth=strict_json.MAX_DEPTH - 1)
             except json.JSONDecodeError as error:
                 if path.suffix.lower() == ".json":
                     raise ManifestError(
