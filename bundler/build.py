@@ -47,6 +47,7 @@ from .errors import (
     ManifestError,
     UsageError,
 )
+from .frameworks import require_tensorflow
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
@@ -93,6 +94,7 @@ def build_bundle(
     ``on_stage(text)`` is told each stage; ``on_hashing(total_bytes)`` may return a callback that
     is given the bytes hashed as they are (and whose ``close()``, if any, is called at the end).
     """
+    require_tensorflow("building a bundle")
     source = _as_source(manifest)
     stage = on_stage or (lambda _: None)
     target = Path(out) if out is not None else default_output(source.manifest)

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .types import EntryKind, ProblemKind
+
 CHUNK_SIZE = 4 << 20  # large reads amortise syscalls; 4 MiB keeps a thread's buffer small
 SHARD_SIZE = 128 << 20  # 8 shards for 1 GB: enough to balance two cores, few enough to list
 MAX_PATH_LENGTH = 1024
@@ -50,7 +52,7 @@ class TreeEntry:
     """One thing found under a bundle root, by its POSIX path relative to the root."""
 
     path: str
-    kind: str  # "file", "dir", "symlink", "fifo", "device", "socket", "other"
+    kind: EntryKind
     size: int
     links: int  # st_nlink: more than one means the bytes are shared with a file elsewhere
 
@@ -81,7 +83,7 @@ def unsafe_path_reason(path: str) -> str | None:
     return None
 
 
-def _kind(mode: int) -> str:
+def _kind(mode: int) -> EntryKind:
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISDIR(mode):
@@ -297,7 +299,7 @@ def check_digests(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
-) -> dict[str, tuple[str, str] | None]:
+) -> dict[str, tuple[ProblemKind, str] | None]:
     """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
 
     An entry with ``shards`` is checked shard by shard (each shard a task of its own, so one
@@ -305,7 +307,7 @@ def check_digests(
     """
     tasks: list[Callable[[], object]] = []
     owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
-    verdicts: dict[str, tuple[str, str] | None] = dict.fromkeys(expected)
+    verdicts: dict[str, tuple[ProblemKind, str] | None] = dict.fromkeys(expected)
     for rel in _largest_first(root, list(expected)):
         entry = expected[rel]
         shards = entry.get("shards")
@@ -333,7 +335,7 @@ def check_digests(
 
 def _verdict(
     rel: str, index: int, result: object, entry: dict[str, object]
-) -> tuple[str, str] | None:
+) -> tuple[ProblemKind, str] | None:
     if isinstance(result, OSError):
         return "unreadable", f"cannot be read: {result.strerror or result}"
     if index < 0:

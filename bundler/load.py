@@ -45,10 +45,12 @@ from .errors import (
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
+from .frameworks import require_tensorflow
 from .graph_scan import check_graph
 from .keras_archive import check_archive
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, read_config
+from .types import Policy
 from .verify import (
     Problem,
     _check_artifacts,
@@ -120,7 +122,7 @@ def _integrity(root: Path, verify: bool, digest: str | None = None) -> dict[str,
 def load_bundle(
     path: str | Path,
     *,
-    policy: str = "adapt",
+    policy: Policy = "adapt",
     verify: bool = True,
     check_examples: bool = False,
     trusted_keys: Any = None,
@@ -135,6 +137,7 @@ def load_bundle(
     the graph scan refuses: only for bundles you made;
     ``digest="sha256:..."`` refuses any other bundle, signed or not (substitution, rollback).
     """
+    require_tensorflow("loading a bundle")
     digest = pinned_digest(digest)
     if isinstance(path, str) and path.startswith("oci://"):
         from .oci import pull
@@ -448,9 +451,10 @@ def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Pr
 
 
 def smoke_test(
-    root: Path, lock: dict[str, Any], policy: str
+    root: Path, lock: dict[str, Any], policy: Policy
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
+    require_tensorflow("replaying the golden examples")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FallbackWarning)
