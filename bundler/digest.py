@@ -12,7 +12,8 @@ every byte, in parallel, so a bundle dominated by one 1 GB variables file still 
 busy. The whole-file sha256 stays in the lock for ``sha256sum`` and other tools.
 
 The walk uses ``lstat`` only and never follows a link: a bundle is plain files in plain folders, and
-anything else (symlink, FIFO, device, socket, a file hard-linked elsewhere) is reported by name.
+anything else (symlink, FIFO, device, socket) is reported by name. A file hard-linked elsewhere is a
+plain file, judged by its bytes like any other.
 """
 
 from __future__ import annotations
