@@ -22,6 +22,10 @@ NOT_INSTALLED = (
     "bundle: error: building a bundle needs tensorflow and keras, which are not installed here: "
     "pip install 'bundler[tensorflow]'"
 )
+NOT_INSTALLED_FOR_SMOKE = (
+    "bundle: error: replaying the golden examples needs tensorflow and keras, which are not "
+    "installed here: pip install 'bundler[tensorflow]'"
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +123,9 @@ def test_verify_inspect_env_sign_work_without_tensorflow(
         light, "verify", "moons", "--env", "target.txt", "--key", "publisher.pub.pem", cwd=tmp_path
     )
     assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+
+    smoke = _run(light, "verify", "moons", "--env", "target.txt", "--smoke", cwd=tmp_path)
+    assert (smoke.returncode, smoke.stderr.splitlines()) == (2, [NOT_INSTALLED_FOR_SMOKE])
 
     schema = _run(light, "schema", "lock", cwd=tmp_path)
     assert schema.returncode == 0 and schema.stdout.startswith("{"), schema.stderr
