@@ -1,7 +1,10 @@
 """bundler: a Keras/TensorFlow model and its custom code as a checksummed, self-describing bundle.
 
 The public API. Names are imported on first use, so ``import bundler`` stays cheap and never
-imports TensorFlow, pydantic or jsonschema until a function that needs them is called.
+imports TensorFlow, pydantic or jsonschema until a function that needs them is called. Every error
+bundler raises is a ``BundleError`` subclass and every warning it issues is exported here; the
+``Literal`` vocabularies (``Policy``, ``Mode``, ``Status``, ``ProblemKind``) are in
+``bundler.types``.
 """
 
 from __future__ import annotations
@@ -10,35 +13,49 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AdapterError,
+    BuildError,
+    BuildWarning,
     BundleError,
     ComponentError,
     ExampleMismatchError,
+    FallbackWarning,
     IncompatibleBundleError,
     IntegrityError,
     LoadError,
     LockError,
     ManifestError,
+    MissingDependencyError,
+    RegistryError,
     SignatureError,
     UnsafeBundleError,
+    UnsafeLoadWarning,
+    UsageError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdapterError",
+    "BuildError",
+    "BuildWarning",
     "Bundle",
     "BundleDiff",
     "BundleError",
     "ComponentError",
     "ExampleMismatchError",
+    "FallbackWarning",
     "IncompatibleBundleError",
     "IntegrityError",
     "LoadError",
     "LoadedBundle",
     "LockError",
     "ManifestError",
+    "MissingDependencyError",
+    "RegistryError",
     "SignatureError",
     "UnsafeBundleError",
+    "UnsafeLoadWarning",
+    "UsageError",
     "VerifyReport",
     "__version__",
     "adapter",

@@ -42,6 +42,7 @@ from .errors import (
     UsageError,
 )
 from .export import export_saved_model
+from .frameworks import require_tensorflow
 from .golden import EXAMPLES_DIR, generate_example, run_example
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import Manifest, ManifestSource, read_manifest
@@ -89,6 +90,7 @@ def build_bundle(
     ``on_stage(text)`` is told each stage; ``on_hashing(total_bytes)`` may return a callback that
     is given the bytes hashed as they are (and whose ``close()``, if any, is called at the end).
     """
+    require_tensorflow("building a bundle")
     source = _as_source(manifest)
     stage = on_stage or (lambda _: None)
     target = Path(out) if out is not None else default_output(source.manifest)

@@ -28,6 +28,7 @@ from typing import Any
 from .adapters import Adapter, plan_adaptations
 from .environments import Environment
 from .errors import UsageError
+from .types import CheckKind, Mode, Policy, Status
 from .versions import VersionError, framework_range, parse_range, parse_version
 
 POLICIES = ("strict", "adapt", "fallback")
@@ -44,11 +45,11 @@ class Check:
     """What is installed of one pinned component or framework, and what that means."""
 
     name: str
-    kind: str  # "component" or "framework"
+    kind: CheckKind
     pinned: str
     allowed: str
     installed: str | None
-    status: str  # exact, modified, compatible, adapted, incompatible, missing
+    status: Status
     reason: str
     adaptations: tuple[str, ...] = ()
     distribution: str | None = None  # the pip name to install it by
@@ -69,9 +70,9 @@ class Check:
 
 @dataclass(frozen=True)
 class Plan:
-    policy: str
+    policy: Policy
     checks: tuple[Check, ...]
-    mode: str  # "keras", "graph" or "refused"
+    mode: Mode
     reason: str
     environment: str = "local"
     adapters: dict[str, list[Adapter]] = field(default_factory=dict, compare=False, repr=False)
@@ -207,7 +208,7 @@ def _component_check(
     installed = env.component(module, component.get("distribution"))
     distribution = component.get("distribution") or installed.distribution
 
-    def check(status: str, reason: str, adaptations: tuple[str, ...] = ()) -> Check:
+    def check(status: Status, reason: str, adaptations: tuple[str, ...] = ()) -> Check:
         return Check(
             module,
             "component",
@@ -263,7 +264,7 @@ def _framework_check(name: str, pinned: str, widened: str | None, env: Environme
     except VersionError:
         allowed, window = "?", None
 
-    def check(status: str, reason: str) -> Check:
+    def check(status: Status, reason: str) -> Check:
         return Check(name, "framework", pinned, allowed, installed, status, reason, (), name)
 
     if installed is None:
@@ -284,7 +285,7 @@ def _framework_check(name: str, pinned: str, widened: str | None, env: Environme
     return check("incompatible", f"outside {allowed}")
 
 
-def make_plan(lock: dict[str, Any], policy: str, env: Environment) -> Plan:
+def make_plan(lock: dict[str, Any], policy: Policy, env: Environment) -> Plan:
     """The load plan for a bundle's lock under ``policy`` in environment ``env``."""
     if policy not in POLICIES:
         raise UsageError(

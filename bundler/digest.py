@@ -12,7 +12,8 @@ every byte, in parallel, so a bundle dominated by one 1 GB variables file still 
 busy. The whole-file sha256 stays in the lock for ``sha256sum`` and other tools.
 
 The walk uses ``lstat`` only and never follows a link: a bundle is plain files in plain folders, and
-anything else (symlink, FIFO, device, socket, a file hard-linked elsewhere) is reported by name.
+anything else (symlink, FIFO, device, socket) is reported by name. A file hard-linked elsewhere is a
+plain file, judged by its bytes like any other.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from .types import EntryKind, ProblemKind
 
 CHUNK_SIZE = 4 << 20  # large reads amortise syscalls; 4 MiB keeps a thread's buffer small
 SHARD_SIZE = 128 << 20  # 8 shards for 1 GB: enough to balance two cores, few enough to list
@@ -50,7 +53,7 @@ class TreeEntry:
     """One thing found under a bundle root, by its POSIX path relative to the root."""
 
     path: str
-    kind: str  # "file", "dir", "symlink", "fifo", "device", "socket", "other"
+    kind: EntryKind
     size: int
     links: int  # st_nlink: more than one means the bytes are shared with a file elsewhere
 
@@ -81,7 +84,7 @@ def unsafe_path_reason(path: str) -> str | None:
     return None
 
 
-def _kind(mode: int) -> str:
+def _kind(mode: int) -> EntryKind:
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISDIR(mode):
@@ -297,7 +300,7 @@ def check_digests(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
-) -> dict[str, tuple[str, str] | None]:
+) -> dict[str, tuple[ProblemKind, str] | None]:
     """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
 
     An entry with ``shards`` is checked shard by shard (each shard a task of its own, so one
@@ -305,7 +308,7 @@ def check_digests(
     """
     tasks: list[Callable[[], object]] = []
     owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
-    verdicts: dict[str, tuple[str, str] | None] = dict.fromkeys(expected)
+    verdicts: dict[str, tuple[ProblemKind, str] | None] = dict.fromkeys(expected)
     for rel in _largest_first(root, list(expected)):
         entry = expected[rel]
         shards = entry.get("shards")
@@ -333,7 +336,7 @@ def check_digests(
 
 def _verdict(
     rel: str, index: int, result: object, entry: dict[str, object]
-) -> tuple[str, str] | None:
+) -> tuple[ProblemKind, str] | None:
     if isinstance(result, OSError):
         return "unreadable", f"cannot be read: {result.strerror or result}"
     if index < 0:

@@ -54,6 +54,13 @@ class UsageError(BundleError):
     exit_code = 2
 
 
+class MissingDependencyError(BundleError):
+    """A command needs an optional dependency (TensorFlow, Keras) that is not installed; the
+    message names the extra to install."""
+
+    exit_code = 2
+
+
 class ComponentError(BundleError):
     """A component module cannot be imported, or its installed version does not fit."""
 
@@ -96,6 +103,10 @@ class ExampleMismatchError(BundleError):
 
 class SignatureError(BundleError):
     """A signature is missing, malformed, or not made by a trusted key."""
+
+
+class RegistryError(BundleError):
+    """The registry could not be reached, refused us, or has no such artifact."""
 
 
 class BuildWarning(UserWarning):

@@ -45,11 +45,13 @@ from .errors import (
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
+from .frameworks import require_tensorflow
 from .golden import named_outputs, read_arrays
 from .graph_scan import check_graph
 from .keras_archive import check_archive
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, open_keras_file, read_config
+from .types import Policy
 from .verify import (
     Problem,
     _check_artifacts,
@@ -121,7 +123,7 @@ def _integrity(root: Path, verify: bool, digest: str | None = None) -> dict[str,
 def load_bundle(
     path: str | Path,
     *,
-    policy: str = "adapt",
+    policy: Policy = "adapt",
     verify: bool = True,
     check_examples: bool = False,
     trusted_keys: Any = None,
@@ -136,6 +138,7 @@ def load_bundle(
     the graph scan refuses: only for bundles you made;
     ``digest="sha256:..."`` refuses any other bundle, signed or not (substitution, rollback).
     """
+    require_tensorflow("loading a bundle")
     digest = pinned_digest(digest)
     if isinstance(path, str) and path.startswith("oci://"):
         from .oci import pull
@@ -423,9 +426,10 @@ def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Pr
 
 
 def smoke_test(
-    root: Path, lock: dict[str, Any], policy: str
+    root: Path, lock: dict[str, Any], policy: Policy
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
+    require_tensorflow("replaying the golden examples")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FallbackWarning)

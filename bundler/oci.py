@@ -49,7 +49,7 @@ from typing import Any
 
 from . import strict_json
 from .digest import unsafe_path_reason
-from .errors import BundleError, IntegrityError, SignatureError, UsageError
+from .errors import IntegrityError, RegistryError, SignatureError, UsageError
 from .layout import (
     DIGEST_PATTERN,
     LOCK_FILENAME,
@@ -76,10 +76,6 @@ _REFERENCE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
-
-
-class RegistryError(BundleError):
-    """The registry could not be reached, refused us, or has no such artifact."""
 
 
 @dataclass(frozen=True)

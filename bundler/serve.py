@@ -45,6 +45,7 @@ from .errors import BundleError, UsageError
 from .golden import named_outputs
 from .load import LoadedBundle, load_bundle
 from .lock import LOCK_FILENAME
+from .types import Policy
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
@@ -260,7 +261,7 @@ def lock_identity(source: Path) -> tuple[str, str | None]:
     return target, digest if isinstance(digest, str) else None
 
 
-def load_for_serving(source: str | Path, policy: str) -> Serving:
+def load_for_serving(source: str | Path, policy: Policy) -> Serving:
     """Resolve ``source``, then verify, plan, load and replay the golden examples: the only way a
     bundle gets served, at start and on every reload."""
     source = Path(source)
@@ -291,7 +292,7 @@ class BundleModel(kserve.Model):  # type: ignore[misc]
         kserve.ModelServer().start([model])
     """
 
-    def __init__(self, source: str | Path, *, policy: str = "adapt") -> None:
+    def __init__(self, source: str | Path, *, policy: Policy = "adapt") -> None:
         self.source = Path(source)
         self.policy = policy
         # the lock's name, read without verifying; load() checks everything before serving
@@ -548,7 +549,7 @@ def serve(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    policy: str = "adapt",
+    policy: Policy = "adapt",
     watch: float | None = None,
 ) -> None:
     """Load every bundle (all must pass), then serve them until SIGTERM or SIGINT.

@@ -71,6 +71,10 @@ def check_value(value: Any, max_depth: int = MAX_DEPTH) -> None:
             )
         if isinstance(node, dict):
             for key, child in node.items():
+                if not isinstance(key, str):  # YAML allows any key; JSON, and a lock, do not
+                    raise StrictJSONError(
+                        f"has the key {key!r}, which is not a string, at {_where(parts)}"
+                    )
                 if not key.isascii():
                     _valid_text(key, parts)
                 stack.append((child, [*parts, key]))

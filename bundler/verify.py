@@ -58,6 +58,7 @@ from .layout import (
     files_digest,
 )
 from .scan import check_config_modules, read_keras_config
+from .types import Policy, ProblemKind
 from .versions import VersionError, parse_range, parse_version
 
 RANGES = ("requirement", "compatible")
@@ -70,10 +71,7 @@ class Problem:
     """One thing wrong with a bundle, by the file it is about."""
 
     path: str
-    # integrity: lock, schema, digest, pinned, unsafe, missing, extra, changed, size, shards,
-    # type, symlink, fifo, device, socket, unreadable; loading here: config, incompatible,
-    # modified, smoke
-    kind: str
+    kind: ProblemKind
     message: str
 
     def __str__(self) -> str:
@@ -85,6 +83,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """What ``verify_bundle`` found: ``ok``, every ``problems`` at once, and the load ``plan``."""
+
     bundle: str
     problems: tuple[Problem, ...]
     lock: dict[str, Any] | None = field(default=None, repr=False)
@@ -375,7 +375,7 @@ def _scan_config(root: Path, lock: dict[str, Any]) -> list[Problem]:
 def verify_bundle(
     path: str | Path,
     *,
-    policy: str = "adapt",
+    policy: Policy = "adapt",
     smoke: bool = False,
     env: Environment | str | Path | None = None,
     on_hashing: ProgressFactory | None = None,

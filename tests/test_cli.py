@@ -151,35 +151,64 @@ def test_build_killed_at_any_moment_leaves_nothing_or_a_complete_bundle(tmp_path
     assert "absent" in outcomes  # the kill points really did interrupt builds
 
 
+# A factory that says it runs (the build's temporary folder exists by then) and waits for a file
+# the test never writes: the signal always lands mid-build, however loaded the machine is.
+_WAITING_FACTORY = """
+import time
+from pathlib import Path
+
+
+def build(started: str, release: str):
+    Path(started).write_text("factory running")
+    deadline = time.monotonic() + 300
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("nobody released the factory")
+        time.sleep(0.02)
+    import keras
+
+    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+"""
+
+
 def test_sigterm_removes_the_temporary_folder(tmp_path: Path) -> None:
-    out = tmp_path / "b"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "waiting_factory.py").write_text(_WAITING_FACTORY)
+    started, release = tmp_path / "started", tmp_path / "release"
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(
+        "apiVersion: bundler/v1\nname: waiting\nversion: 1.0.0\n"
+        "model:\n  factory: waiting_factory:build\n"
+        f"  args: {{started: {json.dumps(str(started))}, release: {json.dumps(str(release))}}}\n"
+        "paths: [src]\nexamples: []\n"
+    )
+    out = tmp_path / "out" / "b"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bundler",
-            "build",
-            str(EXAMPLES / "sequential" / "manifest.yaml"),
-            "-o",
-            str(out),
-        ],
+        [sys.executable, "-m", "bundler", "build", str(manifest), "-o", str(out)],
         cwd=ROOT,
         env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline and not [
-        p for p in tmp_path.iterdir() if ".bundler-tmp" in p.name
-    ]:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
-    assert process.returncode != 0
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), process.communicate(timeout=60)[1]
+        temporaries = [p for p in out.parent.iterdir() if ".bundler-tmp" in p.name]
+        assert len(temporaries) == 1  # the folder the signal must clean up is there
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        release.write_text("")  # never needed when the test passes; frees a stuck build
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
     assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if ".bundler-" in p.name]
-    assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+    assert not [p for p in out.parent.iterdir() if ".bundler-" in p.name]
+    assert "Traceback" not in stderr
 
 
 def test_readme_quickstart_commands_run(tmp_path: Path) -> None:

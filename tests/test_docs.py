@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
+import json
 import re
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from .conftest import ROOT
 
@@ -23,3 +30,88 @@ def test_every_test_named_in_security_md_exists() -> None:
         if name not in _test_functions(current):
             missing.append(f"{current}::{name}")
     assert not missing, f"SECURITY.md names tests that do not exist: {missing}"
+
+
+# -- docs/ and the README: in the project's own words, complete, and checked ---------------------
+
+DOCS = ROOT / "docs"
+# Words that point outside the repository, or at documents a reader of a clone does not have.
+OUTSIDE = ("../shared", "DESIGN.md", "the contract", "the issue")
+# docs/ pages whose `console` blocks a test executes, with that test; every other command shown
+# in docs/ is a `text` or `sh` block, an illustration rather than a promise of exact output.
+EXECUTED_CONSOLE_BLOCKS: dict[str, str] = {}
+
+
+def _documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def test_docs_exist_and_the_index_links_every_page() -> None:
+    index = (DOCS / "README.md").read_text()
+    pages = sorted(p.name for p in DOCS.glob("*.md") if p.name != "README.md")
+    assert {"manifest.md", "bundle-format.md", "compatibility.md", "cli.md"} <= set(pages)
+    assert {"environment.md", "decisions.md", "installation.md"} <= set(pages)
+    assert [page for page in pages if f"]({page})" not in index] == []
+
+
+@pytest.mark.parametrize("document", _documents(), ids=lambda p: p.name)
+def test_documents_stay_inside_the_repository(document: Path) -> None:
+    text = document.read_text()
+    found = [word for word in OUTSIDE if word.lower() in text.lower()]
+    assert not found, f"{document.name} mentions {found}"
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (document.parent / target).exists(), f"{document.name} links to missing {target}"
+
+
+def test_console_blocks_in_docs_are_executed_by_a_test() -> None:
+    shown = {
+        page.name for page in DOCS.glob("*.md") if re.search(r"```console\n", page.read_text())
+    }
+    assert shown <= set(EXECUTED_CONSOLE_BLOCKS), (
+        f"console blocks in {sorted(shown - set(EXECUTED_CONSOLE_BLOCKS))} are run by no test: "
+        "add a test and list it in EXECUTED_CONSOLE_BLOCKS, or show them as a text block"
+    )
+    for name, test in EXECUTED_CONSOLE_BLOCKS.items():
+        filename, function = test.split("::")
+        assert function in _test_functions(filename), f"{name}: {test} does not exist"
+
+
+def test_cli_page_documents_every_command() -> None:
+    from bundler.cli import main
+
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+        main(["--help"])
+    commands = re.findall(r"^    (\w+)\s", out.getvalue(), flags=re.MULTILINE)
+    assert len(commands) >= 10
+    page = (DOCS / "cli.md").read_text()
+    assert [c for c in commands if f"## `bundle {c}" not in page] == []
+
+
+def test_environment_page_names_every_variable_bundler_reads() -> None:
+    read: set[str] = set()
+    for path in (ROOT / "bundler").glob("*.py"):
+        text = path.read_text()
+        read |= set(re.findall(r"os\.environ(?:\.get|\.setdefault)?[\[(]\"([A-Z_]+)\"", text))
+        read |= set(re.findall(r"\"([A-Z_]+)\" (?:not )?in os\.environ", text))
+    assert {"SOURCE_DATE_EPOCH", "NO_COLOR", "BUNDLER_CACHE"} <= read
+    page = (DOCS / "environment.md").read_text()
+    assert sorted(name for name in read if f"`{name}`" not in page) == []
+
+
+def _field_names(schema: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for definition in [schema, *schema.get("$defs", {}).values()]:
+        names |= set(definition.get("properties", {}))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("page", "schema"),
+    [("manifest.md", "manifest.schema.json"), ("bundle-format.md", "lock.schema.json")],
+)
+def test_reference_pages_name_every_field_of_their_schema(page: str, schema: str) -> None:
+    fields = _field_names(json.loads((ROOT / "schemas" / schema).read_text()))
+    text = (DOCS / page).read_text()
+    assert sorted(name for name in fields if f"`{name}`" not in text) == []

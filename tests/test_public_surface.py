@@ -1,0 +1,96 @@
+"""The public surface: what ``import bundler`` promises, complete, documented and typed."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import warnings
+
+import pytest
+
+import bundler
+from bundler import errors
+
+from .conftest import ROOT
+
+
+def _classes_defined_in_bundler() -> dict[str, list[str]]:
+    """Every class statement in bundler/, by name -> the names of its bases (as written)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "bundler").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                found[node.name] = [ast.unparse(base) for base in node.bases]
+    return found
+
+
+def _descends(name: str, roots: set[str], classes: dict[str, list[str]]) -> bool:
+    bases = [base.rsplit(".", 1)[-1] for base in classes.get(name, [])]
+    return any(base in roots or _descends(base, roots, classes) for base in bases)
+
+
+@pytest.mark.parametrize("name", sorted(set(bundler.__all__) - {"__version__"}))
+def test_every_public_name_imports_and_has_a_docstring(name: str) -> None:
+    value = getattr(bundler, name)
+    doc = inspect.getdoc(value) or ""
+    # a dataclass without a docstring gets its signature as one: that is not documentation
+    assert doc and not doc.startswith(f"{name}("), f"bundler.{name} has no docstring"
+
+
+def test_every_error_and_warning_defined_in_bundler_is_exported() -> None:
+    classes = _classes_defined_in_bundler()
+    errors_ = {n for n in classes if _descends(n, {"BundleError"}, classes)} | {"BundleError"}
+    warnings_ = {n for n in classes if _descends(n, {"Warning", "UserWarning"}, classes)}
+    assert {"RegistryError", "UsageError", "BuildError", "MissingDependencyError"} <= errors_
+    assert {"BuildWarning", "FallbackWarning", "UnsafeLoadWarning"} <= warnings_
+    assert not (errors_ | warnings_) - set(bundler.__all__)
+    for name in errors_:  # one module holds them all, so a reader finds every error in one place
+        assert getattr(errors, name) is getattr(bundler, name)
+    for name in warnings_:
+        assert issubclass(getattr(bundler, name), Warning)
+
+
+def test_registry_error_is_still_reachable_from_oci() -> None:
+    from bundler import oci
+
+    assert getattr(oci, "RegistryError") is bundler.RegistryError  # noqa: B009 - not re-exported
+
+
+def test_dir_lists_the_public_names() -> None:
+    assert dir(bundler) == sorted(bundler.__all__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in bundler.__all__:
+            getattr(bundler, name)
+
+
+def test_the_package_ships_its_type_information() -> None:
+    assert (ROOT / "bundler" / "py.typed").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"bundler" = ["py.typed"]' in pyproject
+
+
+def test_the_literal_vocabularies_match_the_code() -> None:
+    from typing import get_args
+
+    from bundler import compat, types
+
+    assert get_args(types.Policy) == tuple(compat.POLICIES)
+    assert set(get_args(types.Status)) == {
+        "exact", "modified", "compatible", "adapted", "incompatible", "missing"
+    }  # fmt: skip
+    kinds = set(get_args(types.ProblemKind))
+    # every kind a Problem is made with in bundler/ (literal first or second argument)
+    used: set[str] = set()
+    for path in (ROOT / "bundler").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "Problem"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+            ):
+                used.add(str(node.args[1].value))
+    assert used and used <= kinds
+    assert set(get_args(types.EntryKind)) - {"file", "dir"} <= kinds
