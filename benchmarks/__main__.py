@@ -237,16 +237,17 @@ def canonicalising(enabled: bool) -> Iterator[None]:
     import keras
 
     import bundler.build as build
+    import bundler.export as export
 
-    saved = (build.canonicalise_keras_file, build.canonicalise_saved_model, build.export_archive)
+    saved = (build.canonicalise_keras_file, build.canonicalise_saved_model, export.export_archive)
     if not enabled:
         build.canonicalise_keras_file = lambda path: None
         build.canonicalise_saved_model = lambda folder: None
-        build.export_archive = lambda model: keras.export.ExportArchive()
+        export.export_archive = lambda model: keras.export.ExportArchive()
     try:
         yield
     finally:
-        build.canonicalise_keras_file, build.canonicalise_saved_model, build.export_archive = saved
+        build.canonicalise_keras_file, build.canonicalise_saved_model, export.export_archive = saved
 
 
 def read_whole(paths: list[Path]) -> None:

@@ -198,8 +198,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
             f"built {shown(_display_path(bundle.path))}  {bundle.lock.name} {bundle.lock.version}  "
             f"{bundle.digest}  ({len(bundle.lock.files)} files, {_size(total)}, {seconds:.1f} s)"
         )
-        for note in bundle.notes:
-            print(f"  {note}")
+        for note in bundle.notes:  # what the build decided on its own: beside the result
+            print(f"  {shown(note)}", file=sys.stderr)
         if check is not None and check.reproducible:
             print("reproducible: a second build in a fresh process gave the same digest")
         elif check is not None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bundler.golden import generated_inputs, named_outputs
 from bundler.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, readme_section, run_bundle
@@ -84,10 +85,12 @@ def test_plain_keras_and_tensorflow_load_what_the_build_canonicalised(
         assert json.loads(archive.read("metadata.json"))["date_saved"] == DATE_SAVED
     model = keras.models.load_model(root / "model.keras")  # the components are imported
     serving = tf.saved_model.load(str(root / "saved_model")).signatures["serving_default"]
-    shape = [dim or 3 for dim in model.inputs[0].shape]
-    x = np.random.default_rng(3).normal(size=shape).astype("float32")
-    (served,) = serving(tf.constant(x)).values()
-    np.testing.assert_allclose(served.numpy(), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    inputs = generated_inputs(model)  # any input dtypes and names (keras_hub takes a dict)
+    served = serving(**{key: tf.constant(value) for key, value in inputs.items()})
+    expected = named_outputs(model(inputs if len(inputs) > 1 else next(iter(inputs.values()))))
+    assert sorted(served) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(served[key].numpy(), value, rtol=1e-6, atol=1e-6)
 
 
 def test_shared_object_ids_are_renumbered_keeping_which_references_share() -> None:
