@@ -315,3 +315,48 @@ def test_readme_identity_section_prints_what_it_shows(tmp_path: Path) -> None:
         expected = [_comparable(line) for line in shown if SHOWN.match(line)]
         missing = [line for line in expected if line not in printed]
         assert not missing, (command, missing, printed)
+
+
+HUB_OLDER = "0.31.0"
+VERIFY_THEN_LOAD_CHECKED = """
+import json, sys, warnings
+import bundler
+from bundler.errors import BundleError
+
+root, out = sys.argv[1], {}
+for policy in ("strict", "adapt", "fallback"):
+    report = bundler.verify_bundle(root, policy=policy)
+    entry = {"verify": report.ok, "statuses": [c.status for c in report.plan.checks]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:  # check_examples: the golden outputs, replayed through the path taken
+            entry["mode"] = bundler.load_bundle(root, policy=policy, check_examples=True).mode
+        except BundleError as error:
+            entry["error"] = type(error).__name__
+    out[policy] = entry
+print(json.dumps(out))
+"""
+
+
+def test_an_older_keras_hub_is_refused_or_served_as_a_graph_as_verify_predicts(
+    built, tmp_path: Path
+) -> None:
+    """keras-hub 0.31 from PyPI in front of a bundle built with a newer one: refused by strict
+    and adapt, the SavedModel graph under fallback, its outputs the golden ones."""
+    _pip_target(tmp_path / "hub", f"keras-hub=={HUB_OLDER}")
+    root = str(built["tiny_bert"].path)
+    completed = subprocess.run(
+        [sys.executable, "-c", VERIFY_THEN_LOAD_CHECKED, root],
+        env=cli_env(PYTHONPATH=str(tmp_path / "hub")), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outcome = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert outcome["strict"]["statuses"][0] == "incompatible"
+    assert {policy: entry.get("mode", entry.get("error")) for policy, entry in outcome.items()} == {
+        "strict": "IncompatibleBundleError",
+        "adapt": "IncompatibleBundleError",
+        "fallback": "graph",
+    }
+    for entry in outcome.values():  # verify OK <=> load succeeds
+        assert entry["verify"] is ("error" not in entry)
