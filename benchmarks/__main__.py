@@ -54,7 +54,7 @@ from .identity import TARGETS as IDENTITY_TARGETS
 from .identity import identity_rows
 
 HERE = Path(__file__).resolve().parent
-TARGETS = {  # metric -> (largest acceptable ratio, what the issue asks)
+TARGETS = {  # metric -> (largest acceptable ratio, the target)
     "build": (1.15, "<= 1.15x bare save + export"),
     "load_verify_false": (1.05, "<= 1.05x bare load_model"),
     "startup_vs_pass": (None, "bundle verify start <= 0.3 s"),

@@ -43,7 +43,13 @@ EXECUTED_CONSOLE_BLOCKS: dict[str, str] = {}
 
 
 def _documents() -> list[Path]:
-    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    return [
+        ROOT / "README.md",
+        ROOT / "SECURITY.md",
+        *sorted(DOCS.glob("*.md")),
+        *sorted((ROOT / "example_bundles").glob("*/README.md")),
+        ROOT / "benchmarks" / "__main__.py",
+    ]
 
 
 def test_docs_exist_and_the_index_links_every_page() -> None:
