@@ -1,0 +1,211 @@
+"""Bundles as CNCF ModelPack artifacts, against a real registry and the real ModelPack client.
+
+``modelpack-client`` (PyPI) is a ModelPack client that knows nothing of bundler: what it pulls from
+our pushes must be a bundle folder ``bundle verify`` accepts, and what it pushes around a bundle
+folder must pull with ``bundle pull``. Artifacts in bundler's own format keep pulling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundler import load_bundle, verify_bundle
+from bundler import modelpack as spec
+from bundler.errors import IntegrityError, UsageError
+from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
+from bundler.oci import fetch
+from bundler.oci import push as push_bundle
+from bundler.signing import keygen, sign_bundle, verify_signature
+
+from .conftest import cli_env, run_bundle, service_env
+from .test_oci import Registry
+
+modelpack_client = pytest.importorskip("modelpack_client", reason="pip install modelpack-client")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    running = Registry(tmp_path_factory.mktemp("registry"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    folder = tmp_path_factory.mktemp("keys")
+    return {
+        "bundler": keygen(folder / "publisher"),
+        "openssf": keygen(folder / "publisher-ec", type="ec-p256"),
+    }
+
+
+@pytest.fixture(scope="module")
+def signed(
+    built: dict[str, Any], keys, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The custom_layer example (a component and a Keras model), signed in each format."""
+    out = {}
+    for kind, (private, _) in keys.items():
+        copy = tmp_path_factory.mktemp(kind) / "custom_layer"
+        shutil.copytree(built["custom_layer"].path, copy)
+        sign_bundle(copy, private, format=kind)
+        out[kind] = copy
+    return out
+
+
+def client() -> Any:
+    return modelpack_client.ModelPackClient(insecure=True)
+
+
+def test_the_modelpack_client_pulls_a_folder_that_bundle_verify_accepts(
+    signed, keys, registry: Registry, tmp_path: Path
+) -> None:
+    bundle = signed["bundler"]
+    pushed = push_bundle(bundle, f"oci://{registry.host}/ml/layer")
+    reference = f"{registry.host}/ml/layer@{pushed['digest']}"
+    result = client().pull(reference, tmp_path / "pulled")
+
+    assert verify_bundle(tmp_path / "pulled").ok
+    assert verify_signature(tmp_path / "pulled", keys["bundler"][1]).startswith("sha256:")
+    lock = json.loads((bundle / LOCK_FILENAME).read_text())
+    pulled = sorted(str(path.relative_to(tmp_path / "pulled")) for path in result.files)
+    assert pulled == sorted([*lock["files"], LOCK_FILENAME, SIGNATURE_FILENAME])
+    assert result.manifest["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+    assert result.config["descriptor"] == {
+        "name": lock["name"],
+        "version": lock["version"],
+        "createdAt": lock["created"],
+        **({"description": lock["description"]} if lock.get("description") else {}),
+    }
+    assert result.config["config"] == {"format": "keras"}
+    kinds = {
+        layer["annotations"]["org.cncf.model.filepath"]: layer["mediaType"]
+        for layer in result.manifest["layers"]
+    }
+    assert kinds[LOCK_FILENAME] == "application/vnd.cncf.model.weight.config.v1.raw"
+    assert kinds["model.keras"] == "application/vnd.cncf.model.weight.v1.raw"
+    assert kinds[SIGNATURE_FILENAME] == "application/vnd.cncf.model.doc.v1.raw"
+    assert kinds["saved_model/variables/variables.index"] == kinds["model.keras"]
+    assert kinds["examples/generated.inputs.npz"] == "application/vnd.cncf.model.dataset.v1.raw"
+    for layer in result.manifest["layers"]:  # raw layers: the digest is the file's own sha256
+        path = tmp_path / "pulled" / layer["annotations"]["org.cncf.model.filepath"]
+        assert layer["digest"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _push_with_the_modelpack_client(folder: Path, reference: str) -> str:
+    """Push every file of ``folder`` as a raw layer, as a ModelPack user would; the digest."""
+    layers = [
+        modelpack_client.ModelLayer(
+            path=path,
+            media_type=spec.media_type_of(str(path.relative_to(folder))),
+            artifact_path=str(path.relative_to(folder)),
+        )
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    ]
+    config = modelpack_client.ModelPackConfig(
+        descriptor=modelpack_client.ModelDescriptor(name=folder.name, version="1.0.0")
+    )
+    result = client().push(reference, layers, config)
+    assert result.digest is not None
+    return str(result.digest)
+
+
+def test_bundle_pull_reads_what_the_modelpack_client_pushes(
+    signed, keys, registry: Registry, tmp_path: Path
+) -> None:
+    digest = _push_with_the_modelpack_client(signed["bundler"], f"{registry.host}/ml/theirs:v1")
+    result = run_bundle(
+        "pull",
+        f"oci://{registry.host}/ml/theirs:v1",
+        "-o",
+        str(tmp_path / "pulled"),
+        "--key",
+        str(keys["bundler"][1]),
+        env=cli_env(BUNDLER_CACHE=str(tmp_path / "cache")),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "signature valid" in result.stdout
+    assert (tmp_path / "cache" / "sha256" / digest.split(":", 1)[1] / LOCK_FILENAME).is_file()
+    verified = run_bundle(
+        "verify", str(tmp_path / "pulled"), "--key", str(keys["bundler"][1]), env=service_env()
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize("push_format", ["modelpack", "bundler"])
+@pytest.mark.parametrize("signature", ["bundler", "openssf"])
+def test_either_signature_travels_in_either_format(
+    signed, keys, registry: Registry, tmp_path: Path, monkeypatch, push_format, signature
+) -> None:
+    pushed = push_bundle(
+        signed[signature], f"oci://{registry.host}/ml/sig-{signature}", format=push_format
+    )
+    assert pushed["format"] == push_format and pushed["signed_by"].startswith("sha256:")
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    path, fetched = fetch(pushed["reference"], trusted_keys=[keys[signature][1]])
+    assert fetched
+    name = OPENSSF_SIGNATURE_FILENAME if signature == "openssf" else SIGNATURE_FILENAME
+    assert (path / name).read_bytes() == (signed[signature] / name).read_bytes()
+
+
+def test_bundles_pushed_in_bundler_format_still_pull_and_load(
+    built, registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    bundle = built["custom_layer"].path
+    pushed = push_bundle(bundle, f"oci://{registry.host}/ml/old:1", format="bundler")
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    path, _ = fetch(pushed["reference"])
+    assert verify_bundle(path).digest == built["custom_layer"].digest
+    with pytest.raises(modelpack_client.InvalidModelPackError, match="not a CNCF ModelPack"):
+        client().pull(pushed["reference"].removeprefix("oci://"), tmp_path / "theirs")
+    loaded = load_bundle(pushed["reference"])
+    assert Path(loaded.path) == path
+
+
+def test_a_modelpack_artifact_without_a_lock_is_not_a_bundle(
+    built, registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    folder = tmp_path / "weights-only"
+    folder.mkdir()
+    shutil.copy(built["custom_layer"].path / "model.keras", folder / "model.keras")
+    _push_with_the_modelpack_client(folder, f"{registry.host}/ml/weights:v1")
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    reference = f"oci://{registry.host}/ml/weights:v1"
+    with pytest.raises(UsageError) as caught:
+        fetch(reference)
+    assert str(caught.value) == (
+        f"{reference} is a ModelPack artifact without a bundle.lock.json layer, so not a bundle"
+    )
+
+
+def test_a_modelpack_tar_layer_is_refused_by_name(
+    built, registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(built["sequential"].path, folder)
+    layers = [
+        modelpack_client.ModelLayer(path=folder / LOCK_FILENAME, media_type=spec.WEIGHT_CONFIG),
+        modelpack_client.ModelLayer(path=folder / "saved_model", media_type=spec.WEIGHT),
+    ]
+    config = modelpack_client.ModelPackConfig(
+        descriptor=modelpack_client.ModelDescriptor(name="sequential")
+    )
+    client().push(f"{registry.host}/ml/tarred:v1", layers, config)
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(IntegrityError) as caught:
+        fetch(f"oci://{registry.host}/ml/tarred:v1")
+    assert "a layer's path 'saved_model' is a 'application/vnd.cncf.model.weight.v1.tar' layer" in (
+        str(caught.value)
+    )
+    assert "not archives" in str(caught.value)
+    assert not (tmp_path / "cache" / "sha256").exists() or not any(
+        p for p in (tmp_path / "cache" / "sha256").iterdir() if not p.name.startswith(".")
+    )
