@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from bundler.oci import fetch
 from bundler.oci import push as push_bundle
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import cli_env, run_bundle, service_env
+from .conftest import cli_env, console_commands, readme_section, run_bundle, service_env
 from .test_oci import Registry
 
 modelpack_client = pytest.importorskip("modelpack_client", reason="pip install modelpack-client")
@@ -209,3 +213,34 @@ def test_a_modelpack_tar_layer_is_refused_by_name(
     assert not (tmp_path / "cache" / "sha256").exists() or not any(
         p for p in (tmp_path / "cache" / "sha256").iterdir() if not p.name.startswith(".")
     )
+
+
+def _stable(line: str) -> str:
+    line = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<digest>", line)
+    line = re.sub(r"\d+\.\d+ (KB|MB)\b", "<size>", line)  # the build's size varies a little
+    return re.sub(r"\d+\.\d+ s\b", "<t> s", line)
+
+
+def test_the_readme_standard_formats_commands(built, registry: Registry, tmp_path: Path) -> None:
+    """The README's ModelPack and OpenSSF commands, run as written, print what it shows."""
+    section = readme_section("Standard formats: ModelPack and OpenSSF signatures")
+    commands = console_commands(section)
+    assert [command.split()[0] for command, _ in commands] == [
+        "bundle", "bundle", "bundle", "modelpack", "find", "python", "bundle",
+    ]  # fmt: skip
+    shutil.copytree(built["with_metadata"].path, tmp_path / "bundles" / "moons")
+    tools = str(Path(sys.executable).parent)  # bundle, modelpack, python: this environment's
+    env = cli_env(BUNDLER_CACHE="cache", PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
+    for command, shown in commands:
+        result = subprocess.run(
+            command.replace("127.0.0.1:5000", registry.host),
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        printed = result.stdout.replace(registry.host, "127.0.0.1:5000").splitlines()
+        assert [_stable(line) for line in printed] == [_stable(line) for line in shown], command
