@@ -47,14 +47,6 @@ RAW_MEDIA_TYPES = frozenset({WEIGHT, WEIGHT_CONFIG, DOC, CODE, DATASET})
 CONFIG_MAX_BYTES = 4 << 20
 
 
-def is_modelpack_layer(media_type: str) -> bool:
-    """Any media type of the spec's layer families, raw or archived."""
-    return media_type.startswith("application/vnd.cncf.model.") and media_type not in (
-        CONFIG_MEDIA_TYPE,
-        ARTIFACT_TYPE,
-    )
-
-
 def media_type_of(path: str) -> str:
     """The spec's media type for the bundle file at ``path``."""
     top = path.split("/", 1)[0]

@@ -1,20 +1,23 @@
 """Bundles in OCI registries: push, pull into a content-addressed cache, load by reference.
 
-A pushed bundle is an OCI image manifest of our own artifact type::
+A bundle is pushed as a CNCF ModelPack artifact (the default; its layout is ``bundler.modelpack``)
+or, with ``format="bundler"``, as an OCI image manifest of our own artifact type::
 
     artifactType  application/vnd.bundler.bundle.v1+json
     config        bundle.lock.json              application/vnd.bundler.lock.v1+json
     layers        one per file of the bundle    application/vnd.bundler.file.v1
                   (org.opencontainers.image.title: its path in the bundle)
-                  bundle.sig.json, when signed  application/vnd.bundler.signature.v1+json
+                  bundle.sig.json / model.sig   application/vnd.bundler.signature.v1+json
     annotations   org.opencontainers.image.{title,version,created,description}, dev.bundler.digest
 
-One layer per file, not archives: a layer's digest *is* the file's sha256 from the lock, so push
-sends the files as they are, pull checks every blob against its descriptor while it streams, and
-there is nothing to unpack (so no archive path tricks). Paths come from the title annotation and
-are checked like every lock path. A signed bundle's ``bundle.sig.json`` travels as one more layer
-of its own media type, so ``load_bundle("oci://...", trusted_keys=...)`` checks the publisher's
-signature on what it pulled; artifacts pushed without one pull as before.
+Both are one layer per file, not archives: a layer's digest *is* the file's sha256 from the lock,
+so push sends the files as they are, pull checks every blob against its descriptor while it
+streams, and there is nothing to unpack (so no archive path tricks). In a ModelPack artifact the
+lock is one of the layers; pull finds it, and every other file, by the layer's path annotation,
+and reads only raw layers. Paths are checked like every lock path. A signed bundle's signature
+files (``bundle.sig.json``, ``model.sig``) travel as layers too, so ``load_bundle("oci://...",
+trusted_keys=...)`` checks the publisher's signature on what it pulled; artifacts pushed without
+one pull as before. Pull reads both formats, so artifacts pushed before ModelPack keep working.
 
 A registry is someone on the path, so nothing it sends is believed before it is checked, and
 nothing it sends is read without a bound: every answer the client reads whole (a manifest, a token,

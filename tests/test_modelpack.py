@@ -164,7 +164,11 @@ def test_bundles_pushed_in_bundler_format_still_pull_and_load(
     built, registry: Registry, tmp_path: Path, monkeypatch
 ) -> None:
     bundle = built["custom_layer"].path
-    pushed = push_bundle(bundle, f"oci://{registry.host}/ml/old:1", format="bundler")
+    reference = f"oci://{registry.host}/ml/old:1"
+    result = run_bundle("push", str(bundle), reference, "--format", "bundler", "--json")
+    assert result.returncode == 0, result.stderr
+    pushed = json.loads(result.stdout)
+    assert pushed["format"] == "bundler"
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     path, _ = fetch(pushed["reference"])
     assert verify_bundle(path).digest == built["custom_layer"].digest
