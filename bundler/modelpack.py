@@ -25,8 +25,10 @@ layer whose media type is not one of the spec's, and ``model_signing verify`` mu
 ``model.sig`` in the pulled folder. Which layer is the lock or a signature is read from its path,
 never from its media type.
 
-Only raw layers are read back: a tar layer would have to be unpacked, which is a second place for
-path and size tricks that a one-file-a-layer artifact never needs.
+Push writes raw layers only. Pull also reads the spec's ``.tar`` and ``.tar+gzip`` layers, which
+is how ModelPack tools send a folder (``saved_model/``), unpacking them strictly and within the
+lock's bounds (``bundler.layer_archive``); the lock itself must be a raw layer, since it is what
+bounds them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ DOC = "application/vnd.cncf.model.doc.v1.raw"
 CODE = "application/vnd.cncf.model.code.v1.raw"
 DATASET = "application/vnd.cncf.model.dataset.v1.raw"
 RAW_MEDIA_TYPES = frozenset({WEIGHT, WEIGHT_CONFIG, DOC, CODE, DATASET})
+# a folder as one archive (bundler.layer_archive unpacks them); zstd would need another dependency
+TAR_MEDIA_TYPES = frozenset(kind.removesuffix(".raw") + ".tar" for kind in RAW_MEDIA_TYPES)
+GZIP_MEDIA_TYPES = frozenset(kind + "+gzip" for kind in TAR_MEDIA_TYPES)
 CONFIG_MAX_BYTES = 4 << 20
 
 

@@ -543,11 +543,18 @@ def _checked_manifest(body: bytes, ref: Reference) -> tuple[dict[str, Any], list
                 f"and its media type disagree (only {' and '.join(SIGNATURE_FILENAMES)} are "
                 "signatures)"
             )
-        if reason is None and not ours and media_type not in modelpack.RAW_MEDIA_TYPES:
+        archived = media_type in modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
+        if (
+            reason is None
+            and not ours
+            and not (archived or media_type in modelpack.RAW_MEDIA_TYPES)
+        ):
             reason = (
-                f"is a {media_type!r} layer; bundler reads ModelPack layers that are single "
-                "files (the spec's .raw media types), not archives"
+                f"is a {media_type!r} layer; bundler reads the ModelPack media types ending in "
+                ".raw, .tar and .tar+gzip"
             )
+        if reason is None and archived and (signature or title == LOCK_FILENAME):
+            reason = "is an archive; the lock and signatures are single-file (.raw) layers"
         if reason is None and signature and layer["size"] > SIGNATURE_MAX_BYTES:
             limit = SIGNATURE_MAX_BYTES >> 20
             reason = f"claims {layer['size']} bytes, over the signature limit of {limit} MiB"
@@ -613,10 +620,7 @@ def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -
     work.mkdir()
     try:
         client.fetch_blob(lock, work / LOCK_FILENAME)
-        for path, layer in files:
-            target = work / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.fetch_blob(layer, target)
+        _fetch_files(client, files, work, str(ref))
         from .verify import require_intact
 
         require_intact(work, "the pulled bundle failed verification; refusing it", where=str(ref))
@@ -632,6 +636,49 @@ def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final, True
+
+
+def _fetch_files(client: _Client, files: list[tuple[str, Any]], work: Path, where: str) -> None:
+    """Every layer but the lock into ``work``: raw layers as they are, tar layers unpacked within
+    the bounds of the (already fetched) lock."""
+    from . import modelpack
+
+    sizes: dict[str, int] | None = None
+    written: set[str] = set()
+    for path, layer in files:
+        media_type = layer.get("mediaType", "")
+        if media_type in modelpack.RAW_MEDIA_TYPES or media_type not in (
+            modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
+        ):
+            if path in written:
+                raise IntegrityError(f"the layer {path!r} is sent twice; refusing it", path=where)
+            target = work / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.fetch_blob(layer, target)
+            written.add(path)
+            continue
+        from .layer_archive import unpack
+
+        if sizes is None:
+            sizes = _lock_sizes(work / LOCK_FILENAME, where)
+        blob = work.parent / f"{work.name}.layer"
+        try:
+            client.fetch_blob(layer, blob)
+            unpack(blob, media_type in modelpack.GZIP_MEDIA_TYPES, work, sizes, written, where)
+        finally:
+            blob.unlink(missing_ok=True)
+
+
+def _lock_sizes(path: Path, where: str) -> dict[str, int]:
+    """{path: size} of the pulled, not yet verified lock: only to bound what archives unpack."""
+    try:
+        files = strict_json.loads(path.read_bytes()).get("files")
+        sizes = {str(name): int(entry["size"]) for name, entry in files.items()}
+    except (ValueError, RecursionError, AttributeError, TypeError, KeyError) as error:
+        raise IntegrityError(
+            f"the pulled lock has no readable files table: {error}", path=where
+        ) from None
+    return sizes
 
 
 def pull_to(

@@ -7,14 +7,17 @@ folder must pull with ``bundle pull``. Artifacts in bundler's own format keep pu
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,29 +197,151 @@ def test_a_modelpack_artifact_without_a_lock_is_not_a_bundle(
     )
 
 
-def test_a_modelpack_tar_layer_is_refused_by_name(
-    built, registry: Registry, tmp_path: Path, monkeypatch
+@pytest.mark.parametrize("how", ["modelpack CLI, tar", "Python API, tar+gzip"])
+def test_bundle_pull_unpacks_folders_the_modelpack_client_sends_as_tar_layers(
+    built, keys, registry: Registry, tmp_path: Path, how: str
 ) -> None:
     folder = tmp_path / "bundle"
     shutil.copytree(built["sequential"].path, folder)
+    sign_bundle(folder, keys["bundler"][0])
+    reference = f"{registry.host}/ml/folders:{'cli' if 'CLI' in how else 'api'}"
+    entries = sorted(folder.iterdir())
+    assert {p.name for p in entries if p.is_dir()} == {"saved_model", "examples"}
+    if "CLI" in how:  # a folder given to --layer goes up as one tar layer
+        (tmp_path / "config.json").write_text(
+            '{"descriptor": {"name": "sequential"}, "config": {}}'
+        )
+        layers = [f"--layer={p}:{spec.media_type_of(p.name)}" for p in entries]
+        pushed = subprocess.run(
+            [str(Path(sys.executable).parent / "modelpack"), "--insecure", "push", reference,
+             "--config", str(tmp_path / "config.json"), *layers],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+    else:
+        layers = [
+            modelpack_client.ModelLayer(path=p, media_type=spec.media_type_of(p.name))
+            if p.is_file()
+            else modelpack_client.ModelLayer(path=p, media_type=f"{spec.WEIGHT[:-4]}.tar+gzip")
+            for p in entries
+        ]
+        client().push(reference, layers, {"descriptor": {"name": "sequential"}, "config": {}})
+    manifest_types = {
+        layer["mediaType"]
+        for layer in client().pull(reference, tmp_path / "theirs").manifest["layers"]
+    }
+    assert any(kind.endswith((".tar", ".tar+gzip")) for kind in manifest_types)
+    result = run_bundle(
+        "pull", f"oci://{reference}", "-o", str(tmp_path / "pulled"),
+        "--key", str(keys["bundler"][1]),
+        env=cli_env(BUNDLER_CACHE=str(tmp_path / "cache")),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert verify_bundle(tmp_path / "pulled").digest == built["sequential"].digest
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for info, content in members:
+            info.size = len(content) if info.isreg() else 0
+            archive.addfile(info, io.BytesIO(content) if info.isreg() else None)
+    return buffer.getvalue()
+
+
+def _file(name: str, content: bytes = b"x", **fields: Any) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, content
+
+
+HOSTILE_TARS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "path escape": (
+        lambda index: _tar([_file("../escape")]),
+        "member '../escape' leaves its root through '..'",
+    ),
+    "symlink": (
+        lambda index: _tar(
+            [_file("saved_model/saved_model.pb", b"", type=tarfile.SYMTYPE, linkname="/etc/passwd")]
+        ),
+        "member 'saved_model/saved_model.pb' is not a plain file or folder",
+    ),
+    "a folder the lock has no file in": (
+        lambda index: _tar([_file("saved_model/assets", type=tarfile.DIRTYPE)]),
+        "member 'saved_model/assets' is not a folder of any file the lock lists",
+    ),
+    "a file the lock does not list": (
+        lambda index: _tar([_file("saved_model/evil.py", b"import os")]),
+        "member 'saved_model/evil.py' is not a file the lock lists",
+    ),
+    "another size than the lock's": (
+        lambda index: _tar([_file("saved_model/variables/variables.index", b"short")]),
+        "member 'saved_model/variables/variables.index' has 5 bytes, the lock says",
+    ),
+    "sent twice": (
+        lambda index: _tar([_file("saved_model/variables/variables.index", index)] * 2),
+        "member 'saved_model/variables/variables.index' is sent twice",
+    ),
+    "a 2 MiB header": (
+        lambda index: _tar(
+            [_file("saved_model", type=tarfile.DIRTYPE, pax_headers={"comment": "x" * (2 << 20)})]
+        ),
+        "not a readable tar archive: a 2097",
+    ),
+    "more headers than the lock's files": (
+        lambda index: gzip.compress(
+            _tar([_file("saved_model/variables", type=tarfile.DIRTYPE)] * 36000)
+        ),
+        "the layer unpacks to more than the lock's files",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_TARS, ids=str)
+def test_a_hostile_tar_layer_is_refused_and_leaves_nothing(
+    built, registry: Registry, tmp_path: Path, monkeypatch, case: str
+) -> None:
+    make, words = HOSTILE_TARS[case]
+    bundle = built["sequential"].path
+    index = (bundle / "saved_model/variables/variables.index").read_bytes()
+    archive = tmp_path / "saved_model"
+    archive.write_bytes(make(index))
+    gzipped = archive.read_bytes()[:2] == b"\x1f\x8b"
     layers = [
-        modelpack_client.ModelLayer(path=folder / LOCK_FILENAME, media_type=spec.WEIGHT_CONFIG),
-        modelpack_client.ModelLayer(path=folder / "saved_model", media_type=spec.WEIGHT),
+        modelpack_client.ModelLayer(path=bundle / LOCK_FILENAME, media_type=spec.WEIGHT_CONFIG),
+        modelpack_client.ModelLayer(
+            path=archive, media_type=f"{spec.WEIGHT[:-4]}.tar{'+gzip' if gzipped else ''}"
+        ),
     ]
-    config = modelpack_client.ModelPackConfig(
-        descriptor=modelpack_client.ModelDescriptor(name="sequential")
-    )
-    client().push(f"{registry.host}/ml/tarred:v1", layers, config)
+    slug = re.sub(r"[^a-z0-9]+", "-", case)
+    client().push(f"{registry.host}/ml/hostile:{slug}", layers, {"descriptor": {}, "config": {}})
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     with pytest.raises(IntegrityError) as caught:
-        fetch(f"oci://{registry.host}/ml/tarred:v1")
-    assert "a layer's path 'saved_model' is a 'application/vnd.cncf.model.weight.v1.tar' layer" in (
-        str(caught.value)
-    )
-    assert "not archives" in str(caught.value)
-    assert not (tmp_path / "cache" / "sha256").exists() or not any(
-        p for p in (tmp_path / "cache" / "sha256").iterdir() if not p.name.startswith(".")
-    )
+        fetch(f"oci://{registry.host}/ml/hostile:{slug}")
+    assert words in str(caught.value)
+    assert not list((tmp_path / "cache" / "sha256").iterdir())
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_zstd_layer_is_refused_by_name(
+    built, registry: Registry, tmp_path: Path, monkeypatch
+) -> None:
+    bundle = built["sequential"].path
+    layers = [
+        modelpack_client.ModelLayer(path=bundle / LOCK_FILENAME, media_type=spec.WEIGHT_CONFIG),
+        modelpack_client.ModelLayer(
+            path=bundle / "saved_model", media_type="application/vnd.cncf.model.weight.v1.tar+zstd"
+        ),
+    ]
+    client().push(f"{registry.host}/ml/zstd:v1", layers, {"descriptor": {}, "config": {}})
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(IntegrityError) as caught:
+        fetch(f"oci://{registry.host}/ml/zstd:v1")
+    assert (
+        "a layer's path 'saved_model' is a 'application/vnd.cncf.model.weight.v1.tar+zstd' layer; "
+        "bundler reads the ModelPack media types ending in .raw, .tar and .tar+gzip"
+    ) in str(caught.value)
 
 
 def _stable(line: str) -> str:
