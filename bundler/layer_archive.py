@@ -5,9 +5,9 @@ ModelPack tools (the ``modelpack`` CLI for a folder, ``modctl``, KitOps) send a 
 path, so the archive is read as hostile: the lock (pulled first, as its own layer) bounds it. A
 member is unpacked only when it is
 
-- a folder holding a file the lock lists, or a regular file whose path the lock lists, with the
-  size the lock gives it, appearing once across every layer (no links, devices, FIFOs or sparse
-  files);
+- a regular file whose path the lock lists, with the size the lock gives it, appearing once
+  across every layer (no links, devices, FIFOs or sparse files); folder entries are only
+  path-checked, never created (a file's folders are made as it is written);
 - at a path checked like every lock path (relative, normalized, no ``..``) before the file system
   is touched; files are created with ``O_EXCL`` so nothing is overwritten or followed;
 
@@ -95,11 +95,7 @@ def _unpack_member(
     name = member.name.removeprefix("./").rstrip("/") if member.isdir() else member.name
     reason = unsafe_path_reason(name)
     if reason is None and member.isdir():
-        if not any(path.startswith(name + "/") for path in sizes):
-            reason = "is not a folder of any file the lock lists"
-        else:
-            (root / name).mkdir(parents=True, exist_ok=True)
-            return
+        return  # a file's folders are made when it is written; empty ones are not needed
     if reason is None and member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
         reason = "is not a plain file or folder (links, devices and FIFOs are refused)"
     if reason is None and name not in sizes:

@@ -267,9 +267,9 @@ HOSTILE_TARS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         ),
         "member 'saved_model/saved_model.pb' is not a plain file or folder",
     ),
-    "a folder the lock has no file in": (
-        lambda index: _tar([_file("saved_model/assets", type=tarfile.DIRTYPE)]),
-        "member 'saved_model/assets' is not a folder of any file the lock lists",
+    "a folder escape": (
+        lambda index: _tar([_file("saved_model/../../up", type=tarfile.DIRTYPE)]),
+        "member 'saved_model/../../up' leaves its root through '..'",
     ),
     "a file the lock does not list": (
         lambda index: _tar([_file("saved_model/evil.py", b"import os")]),
