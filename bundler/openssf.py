@@ -162,7 +162,8 @@ def _read(root: Path) -> tuple[str | None, bytes, bytes]:
         raise ValueError("must carry exactly one DSSE signature")
     sig = _field(signatures[0], "sig")
     material = _field(document, "verificationMaterial")
-    hint = material.get("publicKey", {}).get("hint") if isinstance(material, dict) else None
+    public_key = material.get("publicKey") if isinstance(material, dict) else None
+    hint = public_key.get("hint") if isinstance(public_key, dict) else None
     if not isinstance(payload, str) or not isinstance(sig, str):
         raise ValueError("has a payload or signature that is not base64 text")
     if hint is not None and not isinstance(hint, str):
@@ -197,6 +198,8 @@ def _mismatch(root: Path, payload: bytes) -> str | None:
     if _field(subjects[0], "digest", "sha256") != root_digest:
         return "its subject digest does not match its resources"
     have = {item["name"]: item["digest"] for item in signed}
+    if len(have) != len(signed):
+        return "it lists a file twice"
     want = {item["name"]: item["digest"] for item in _resources(root)[1]}
     if SIGNATURE_FILENAME in have and (root / SIGNATURE_FILENAME).is_file():
         sibling = read_plain_file(root / SIGNATURE_FILENAME, MAX_BYTES)

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bundler import load_bundle, verify_bundle
 from bundler import modelpack as spec
-from bundler.errors import IntegrityError, UsageError
+from bundler.errors import BundleError, IntegrityError, UsageError
 from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
 from bundler.oci import fetch
 from bundler.oci import push as push_bundle
@@ -33,6 +35,7 @@ from bundler.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import cli_env, console_commands, readme_section, run_bundle, service_env
 from .test_oci import Registry
+from .test_registry_trust import FUZZ, HostileRegistry, mutated_document, run_main
 
 modelpack_client = pytest.importorskip("modelpack_client", reason="pip install modelpack-client")
 
@@ -373,3 +376,52 @@ def test_the_readme_standard_formats_commands(built, registry: Registry, tmp_pat
         assert result.returncode == 0, (command, result.stdout, result.stderr)
         printed = result.stdout.replace(registry.host, "127.0.0.1:5000").splitlines()
         assert [_stable(line) for line in printed] == [_stable(line) for line in shown], command
+
+
+def _layer(path: str, media_type: str, digit: str) -> dict[str, Any]:
+    return {
+        "mediaType": media_type,
+        "digest": "sha256:" + digit * 64,
+        "size": 10,
+        "annotations": {"org.cncf.model.filepath": path, "org.opencontainers.image.title": path},
+    }
+
+
+VALID_MODELPACK = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "artifactType": spec.ARTIFACT_TYPE,
+    "config": {"mediaType": spec.CONFIG_MEDIA_TYPE, "digest": "sha256:" + "1" * 64, "size": 10},
+    "layers": [
+        _layer(LOCK_FILENAME, spec.WEIGHT_CONFIG, "2"),
+        _layer("model.keras", spec.WEIGHT, "3"),
+        _layer("saved_model", "application/vnd.cncf.model.weight.v1.tar+gzip", "4"),
+        _layer(OPENSSF_SIGNATURE_FILENAME, spec.DOC, "5"),
+    ],
+    "annotations": {"org.opencontainers.image.title": "moons"},
+}
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileRegistry]:
+    server = HostileRegistry()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_modelpack_manifest_is_a_verdict_never_a_crash(
+    hostile: HostileRegistry, tmp_path: Path, monkeypatch, data: st.DataObject
+) -> None:
+    hostile.mode = "manifest"
+    hostile.manifest = mutated_document(data, VALID_MODELPACK).encode("utf-8", "surrogatepass")
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    reference = f"oci://{hostile.host}/ml/fuzz:1.0.0"
+    with pytest.raises(BundleError):  # no blob is ever served: it cannot succeed
+        fetch(reference)
+    code, _, errors = run_main("pull", reference)
+    assert code in (1, 2) and errors.startswith("bundle: error: "), errors
+    assert "internal error" not in errors and "\x1b" not in errors

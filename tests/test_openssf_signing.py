@@ -8,7 +8,10 @@ Sigstore network. Every forgery below is refused by our own check, without ``mod
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,14 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bundler import load_bundle, verify_bundle
 from bundler.errors import SignatureError, UsageError
 from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
+from bundler.openssf import pae
 from bundler.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import cli_env, run_bundle, service_env
 from .hostile import edit_lock, reseal
+from .test_registry_trust import FUZZ, mutated_document, run_main
 
 pytest.importorskip("model_signing", reason="pip install model-signing pyopenssl")
 
@@ -218,3 +227,38 @@ def test_sign_refuses_a_key_of_the_other_kind(copy_bundle, keys) -> None:
         sign_bundle(root, keys["trusted"][0])
     assert not (root / OPENSSF_SIGNATURE_FILENAME).exists()
     assert not (root / SIGNATURE_FILENAME).exists()
+
+
+@pytest.fixture(scope="module")
+def openssf_root(built: dict[str, Any], keys, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("model-sig-fuzz") / "bundle"
+    shutil.copytree(built["sequential"].path, root)
+    sign_bundle(root, keys["trusted"][0], format="openssf")
+    document = json.loads((root / OPENSSF_SIGNATURE_FILENAME).read_text())
+    return {"root": root, "document": document, "statement": _statement(root)}
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_model_sig_is_refused_never_a_crash(openssf_root: dict, keys, data) -> None:
+    """The envelope fuzzed as it is, or the statement fuzzed and signed again with the trusted
+    key, so that the hostile statement gets past the ECDSA check and is read."""
+    root, (private, public) = openssf_root["root"], keys["trusted"]
+    if data.draw(st.booleans()):
+        text = mutated_document(data, openssf_root["document"])
+    else:
+        payload = mutated_document(data, openssf_root["statement"]).encode("utf-8", "surrogatepass")
+        key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+        document = copy.deepcopy(openssf_root["document"])
+        envelope = document["dsseEnvelope"]
+        envelope["payload"] = base64.b64encode(payload).decode()
+        signature = key.sign(pae(payload), ec.ECDSA(hashes.SHA256()))
+        envelope["signatures"][0]["sig"] = base64.b64encode(signature).decode()
+        text = json.dumps(document)
+    (root / OPENSSF_SIGNATURE_FILENAME).write_text(text, errors="surrogatepass")
+    with contextlib.suppress(SignatureError):
+        verify_signature(root, [public])
+    code, _out, errors = run_main("verify", str(root), "--key", str(public))
+    assert code in (0, 1) and "internal error" not in errors, errors
+    assert code == 0 or errors.startswith(f"bundle: error: {root / OPENSSF_SIGNATURE_FILENAME}: ")
