@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from bundler import load_bundle, verify_bundle
 from bundler import modelpack as spec
-from bundler.errors import BundleError, IntegrityError, UsageError
+from bundler.errors import BundleError, IntegrityError, SignatureError, UsageError
 from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
 from bundler.oci import fetch
 from bundler.oci import push as push_bundle
@@ -425,3 +425,15 @@ def test_fuzzed_modelpack_manifest_is_a_verdict_never_a_crash(
     code, _, errors = run_main("pull", reference)
     assert code in (1, 2) and errors.startswith("bundle: error: "), errors
     assert "internal error" not in errors and "\x1b" not in errors
+
+
+def test_push_refuses_a_model_sig_for_another_bundle(
+    built, signed, registry: Registry, tmp_path: Path
+) -> None:
+    folder = tmp_path / "sequential"
+    shutil.copytree(built["sequential"].path, folder)
+    shutil.copy(signed["openssf"] / OPENSSF_SIGNATURE_FILENAME, folder)
+    with pytest.raises(SignatureError) as caught:
+        push_bundle(folder, f"oci://{registry.host}/ml/stale:1")
+    assert str(caught.value).startswith(f"{folder / OPENSSF_SIGNATURE_FILENAME}: ")
+    assert "the signature is for another bundle (bundle.lock.json differs)" in str(caught.value)
