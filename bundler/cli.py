@@ -388,7 +388,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from .signing import keygen
 
-    private, public = keygen(args.output, force=args.force)
+    private, public = keygen(args.output, force=args.force, type=args.type)
     print(f"wrote {private} (keep it secret) and {public} (give it to verifiers)")
     return 0
 
@@ -396,7 +396,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_sign(args: argparse.Namespace) -> int:
     from .signing import sign_bundle
 
-    signature = sign_bundle(args.bundle, args.key)
+    signature = sign_bundle(args.bundle, args.key, format=args.format)
     print(f"signed {shown(args.bundle)}: {signature}")
     return 0
 
@@ -404,7 +404,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     from .oci import push
 
-    result = push(args.bundle, args.reference, insecure=args.insecure)
+    result = push(args.bundle, args.reference, insecure=args.insecure, format=args.format)
     if args.json:
         _print_json(result)
     else:
@@ -674,8 +674,10 @@ def _parser() -> argparse.ArgumentParser:
     push = verbs.add_parser(
         "push",
         help="verify a bundle, then push it to an OCI registry",
-        description="Verify BUNDLE, then push it as an OCI artifact: the lock as config, one "
-        "layer per file. Prints the manifest digest to pull or deploy by. Needs the oci extra: "
+        description="Verify BUNDLE, then push it as an OCI artifact, one layer per file: a CNCF "
+        "ModelPack artifact (the lock one of its layers) by default, or with --format bundler "
+        "bundler's own (the lock as config). Prints the manifest digest to pull or deploy "
+        "by. Needs the oci extra: "
         "pip install 'bundler[oci]'. Credentials: BUNDLER_REGISTRY_USERNAME/PASSWORD, or "
         "docker's config.json ($DOCKER_CONFIG or ~/.docker).",
     )
@@ -685,6 +687,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     push.add_argument(
         "--insecure", action="store_true", help="plain HTTP (always for localhost registries)"
+    )
+    push.add_argument(
+        "--format",
+        choices=("modelpack", "bundler"),
+        default="modelpack",
+        help="artifact format (default: modelpack; bundle pull reads both)",
     )
     push.add_argument("--json", action="store_true", help="print one JSON document")
     push.set_defaults(run=_cmd_push)
@@ -771,15 +779,28 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
     sign = verbs.add_parser("sign", help="sign a bundle's digest with a private key")
     sign.add_argument("bundle", metavar="BUNDLE")
     sign.add_argument("--key", metavar="PRIVATE.pem", required=True)
+    sign.add_argument(
+        "--format",
+        choices=("bundler", "openssf"),
+        default="bundler",
+        help="bundle.sig.json with an Ed25519 key (default), or model.sig in the OpenSSF "
+        "model-signing format with an EC P-256 key",
+    )
     sign.set_defaults(run=_cmd_sign)
 
-    keygen = verbs.add_parser("keygen", help="create an Ed25519 key pair for signing")
+    keygen = verbs.add_parser("keygen", help="create a key pair for signing")
     keygen.add_argument(
         "-o",
         "--output",
         metavar="PREFIX",
         default="bundle-key",
         help="writes PREFIX.pem (private) and PREFIX.pub.pem (public)",
+    )
+    keygen.add_argument(
+        "--type",
+        choices=("ed25519", "ec-p256"),
+        default="ed25519",
+        help="ed25519 for bundle sign (default), ec-p256 for bundle sign --format openssf",
     )
     keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
     keygen.set_defaults(run=_cmd_keygen)

@@ -1,20 +1,23 @@
 """Bundles in OCI registries: push, pull into a content-addressed cache, load by reference.
 
-A pushed bundle is an OCI image manifest of our own artifact type::
+A bundle is pushed as a CNCF ModelPack artifact (the default; its layout is ``bundler.modelpack``)
+or, with ``format="bundler"``, as an OCI image manifest of our own artifact type::
 
     artifactType  application/vnd.bundler.bundle.v1+json
     config        bundle.lock.json              application/vnd.bundler.lock.v1+json
     layers        one per file of the bundle    application/vnd.bundler.file.v1
                   (org.opencontainers.image.title: its path in the bundle)
-                  bundle.sig.json, when signed  application/vnd.bundler.signature.v1+json
+                  bundle.sig.json / model.sig   application/vnd.bundler.signature.v1+json
     annotations   org.opencontainers.image.{title,version,created,description}, dev.bundler.digest
 
-One layer per file, not archives: a layer's digest *is* the file's sha256 from the lock, so push
-sends the files as they are, pull checks every blob against its descriptor while it streams, and
-there is nothing to unpack (so no archive path tricks). Paths come from the title annotation and
-are checked like every lock path. A signed bundle's ``bundle.sig.json`` travels as one more layer
-of its own media type, so ``load_bundle("oci://...", trusted_keys=...)`` checks the publisher's
-signature on what it pulled; artifacts pushed without one pull as before.
+Both are one layer per file, not archives: a layer's digest *is* the file's sha256 from the lock,
+so push sends the files as they are, pull checks every blob against its descriptor while it
+streams, and there is nothing to unpack (so no archive path tricks). In a ModelPack artifact the
+lock is one of the layers; pull finds it, and every other file, by the layer's path annotation,
+and reads only raw layers. Paths are checked like every lock path. A signed bundle's signature
+files (``bundle.sig.json``, ``model.sig``) travel as layers too, so ``load_bundle("oci://...",
+trusted_keys=...)`` checks the publisher's signature on what it pulled; artifacts pushed without
+one pull as before. Pull reads both formats, so artifacts pushed before ModelPack keep working.
 
 A registry is someone on the path, so nothing it sends is believed before it is checked, and
 nothing it sends is read without a bound: every answer the client reads whole (a manifest, a token,
@@ -300,6 +303,15 @@ class _Client:
                 f"the registry refused {path.name} ({response.status_code})", path=str(self.ref)
             )
 
+    def put_bytes(self, content: bytes, descriptor: dict[str, Any]) -> None:
+        """Upload a small document (a config) that is not a file of the bundle."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bundler-push-") as folder:
+            path = Path(folder) / "config.json"
+            path.write_bytes(content)
+            self.put_blob(path, descriptor)
+
     def fetch_blob(self, descriptor: dict[str, Any], target: Path) -> None:
         """Stream one blob to ``target``; refused unless size and sha256 are the descriptor's."""
         digest, size = descriptor["digest"], descriptor["size"]
@@ -339,68 +351,101 @@ def _reason(error: Exception) -> str:
     return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
 
 
-def _signature_to_push(root: Path) -> tuple[Path, str] | None:
-    """(bundle.sig.json, its key id) when the bundle is signed: checked to be well-formed and to
-    vouch for this very bundle (a stale signature would only fail at every pull)."""
+def _signatures_to_push(root: Path) -> dict[Path, str]:
+    """{signature file: its key id} for each signature the bundle carries (``bundle.sig.json``,
+    ``model.sig``): each checked to be well-formed and to vouch for this very bundle (a stale
+    signature would only fail at every pull)."""
+    from .layout import OPENSSF_SIGNATURE_FILENAME
+    from .openssf import signed_key_id
     from .signing import read_signature, statement_mismatch
 
+    found: dict[Path, str] = {}
     path = root / SIGNATURE_FILENAME
-    if not os.path.lexists(path):
-        return None
-    document = read_signature(root)
-    field = statement_mismatch(root, document["statement"])
-    if field is not None:
-        raise SignatureError(
-            f"the signature is for another bundle or an earlier lock ({field} differs); "
-            "sign the bundle again before pushing it",
-            path=path,
-        )
-    return path, str(document["key_id"])
+    if os.path.lexists(path):
+        document = read_signature(root)
+        field = statement_mismatch(root, document["statement"])
+        if field is not None:
+            raise SignatureError(
+                f"the signature is for another bundle or an earlier lock ({field} differs); "
+                "sign the bundle again before pushing it",
+                path=path,
+            )
+        found[path] = str(document["key_id"])
+    path = root / OPENSSF_SIGNATURE_FILENAME
+    if os.path.lexists(path):
+        found[path] = signed_key_id(root)
+    return found
 
 
-def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[str, Any]:
-    """Verify ``bundle``, then push it (with its signature, if signed); returns the manifest
-    digest and where it went."""
+PUSH_FORMATS = ("modelpack", "bundler")
+
+
+def push(
+    bundle: str | Path, reference: str, *, insecure: bool = False, format: str = "modelpack"
+) -> dict[str, Any]:
+    """Verify ``bundle``, then push it (with its signatures, if signed); returns the manifest
+    digest and where it went. ``format`` is ``"modelpack"`` (a CNCF ModelPack artifact, see
+    ``bundler.modelpack``) or ``"bundler"`` (the lock as the config blob); both pull alike."""
+    from . import modelpack
     from .verify import bundle_root, require_intact
 
+    if format not in PUSH_FORMATS:
+        raise UsageError(
+            f"unknown push format {format!r}; expected one of {', '.join(PUSH_FORMATS)}"
+        )
     root = bundle_root(bundle)
     lock = require_intact(root, "the bundle failed verification; refusing to push it").lock
     assert lock is not None  # integrity_ok implies a lock
-    signature = _signature_to_push(root)
+    signatures = _signatures_to_push(root)
     ref = parse_reference(reference)
     if ref.digest:
         raise UsageError("push to a tag, not a digest (the digest is computed)", path=reference)
     tag = ref.tag or str(lock["version"]).replace("+", "_")
     client = _Client(ref, insecure)
     client.ping()
-    lock_bytes = (root / LOCK_FILENAME).read_bytes()
-    config = {
-        "mediaType": LOCK_MEDIA_TYPE,
-        "digest": "sha256:" + hashlib.sha256(lock_bytes).hexdigest(),
-        "size": len(lock_bytes),
-    }
-    client.put_blob(root / LOCK_FILENAME, config)
+    ours = format == "bundler"
+
+    def layer(path: Path, name: str, media_type: str, digest: str, size: int) -> dict[str, Any]:
+        annotations = {TITLE: name} if ours else {modelpack.FILEPATH: name, TITLE: name}
+        descriptor = {"mediaType": media_type, "digest": digest, "size": size}
+        client.put_blob(path, {**descriptor, "annotations": annotations})
+        return {**descriptor, "annotations": annotations}
+
+    def sha256_of(path: Path) -> tuple[str, int]:
+        content = path.read_bytes()
+        return "sha256:" + hashlib.sha256(content).hexdigest(), len(content)
+
+    lock_digest, lock_size = sha256_of(root / LOCK_FILENAME)
     layers = []
+    if not ours:  # the lock is a file among the others
+        layers.append(
+            layer(
+                root / LOCK_FILENAME, LOCK_FILENAME, modelpack.WEIGHT_CONFIG, lock_digest, lock_size
+            )
+        )
     for name, entry in sorted(lock["files"].items()):
-        descriptor = {
-            "mediaType": FILE_MEDIA_TYPE,
-            "digest": "sha256:" + entry["sha256"],
-            "size": entry["size"],
-            "annotations": {TITLE: name},
+        media_type = FILE_MEDIA_TYPE if ours else modelpack.media_type_of(name)
+        layers.append(
+            layer(root / name, name, media_type, "sha256:" + entry["sha256"], entry["size"])
+        )
+    files = len(lock["files"])
+    for path in signatures:
+        digest, size = sha256_of(path)
+        layers.append(
+            layer(path, path.name, SIGNATURE_MEDIA_TYPE if ours else modelpack.DOC, digest, size)
+        )
+    if ours:
+        config = {"mediaType": LOCK_MEDIA_TYPE, "digest": lock_digest, "size": lock_size}
+        client.put_blob(root / LOCK_FILENAME, config)
+    else:
+        document = modelpack.config_document(lock, [entry["digest"] for entry in layers])
+        encoded = canonical_json(document)
+        config = {
+            "mediaType": modelpack.CONFIG_MEDIA_TYPE,
+            "digest": "sha256:" + hashlib.sha256(encoded).hexdigest(),
+            "size": len(encoded),
         }
-        client.put_blob(root / name, descriptor)
-        layers.append(descriptor)
-    files = len(layers)
-    if signature is not None:
-        signed = signature[0].read_bytes()
-        descriptor = {
-            "mediaType": SIGNATURE_MEDIA_TYPE,
-            "digest": "sha256:" + hashlib.sha256(signed).hexdigest(),
-            "size": len(signed),
-            "annotations": {TITLE: SIGNATURE_FILENAME},
-        }
-        client.put_blob(signature[0], descriptor)
-        layers.append(descriptor)
+        client.put_bytes(encoded, config)
     annotations = {
         "org.opencontainers.image.title": str(lock["name"]),
         "org.opencontainers.image.version": str(lock["version"]),
@@ -412,7 +457,7 @@ def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": ARTIFACT_TYPE,
+        "artifactType": ARTIFACT_TYPE if ours else modelpack.ARTIFACT_TYPE,
         "config": config,
         "layers": layers,
         "annotations": annotations,
@@ -426,9 +471,10 @@ def push(bundle: str | Path, reference: str, *, insecure: bool = False) -> dict[
         "tag": str(where),
         "digest": digest,
         "bundle_digest": lock["digest"],
+        "format": format,
         "files": files,
-        "bytes": sum(layer["size"] for layer in layers[:files]),
-        "signed_by": signature[1] if signature else None,
+        "bytes": sum(entry["size"] for entry in lock["files"].values()),
+        "signed_by": next(iter(signatures.values()), None),
     }
 
 
@@ -450,8 +496,11 @@ def _descriptor_problem(layer: Any) -> str | None:
     return None
 
 
-def _checked_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
-    """The manifest, parsed strictly; every field this module uses is type-checked here."""
+def _checked_manifest(body: bytes, ref: Reference) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """(the lock's descriptor, [(bundle path, descriptor) of every other file]) from a manifest
+    of either format, parsed strictly; every field this module uses is type-checked here."""
+    from . import modelpack
+    from .layout import SIGNATURE_FILENAMES
     from .signing import SIGNATURE_MAX_BYTES
 
     try:
@@ -460,8 +509,13 @@ def _checked_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
         raise IntegrityError(
             f"the registry sent a manifest that is not valid JSON: {error}", path=str(ref)
         ) from None
-    if not isinstance(manifest, dict) or manifest.get("artifactType") != ARTIFACT_TYPE:
-        raise UsageError(f"{ref} is not a bundle (artifact type is not {ARTIFACT_TYPE})")
+    kind = manifest.get("artifactType") if isinstance(manifest, dict) else None
+    if kind not in (ARTIFACT_TYPE, modelpack.ARTIFACT_TYPE):
+        raise UsageError(
+            f"{ref} is not a bundle (artifact type is neither {ARTIFACT_TYPE} nor "
+            f"{modelpack.ARTIFACT_TYPE})"
+        )
+    ours = kind == ARTIFACT_TYPE
     config, layers = manifest.get("config"), manifest.get("layers")
     if not isinstance(config, dict) or not isinstance(layers, list):
         raise IntegrityError("the manifest has no config or layers", path=str(ref))
@@ -470,27 +524,54 @@ def _checked_manifest(body: bytes, ref: Reference) -> dict[str, Any]:
         if problem is not None:
             where = "the config" if index == 0 else f"layer {index - 1}"
             raise IntegrityError(f"the manifest's {where} {problem}", path=str(ref))
-    if config["size"] > LOCK_MAX_BYTES:
-        raise IntegrityError(
-            f"the manifest's config (the lock) claims {config['size']} bytes, over the lock's "
-            f"limit of {LOCK_MAX_BYTES >> 20} MiB",
-            path=str(ref),
-        )
+    files: list[tuple[str, Any]] = []
+    lock: dict[str, Any] | None = config if ours else None
     seen: set[str] = set()
     for layer in layers:
-        title = layer.get("annotations", {}).get(TITLE)
+        title = layer.get("annotations", {}).get(TITLE) if ours else modelpack.layer_path(layer)
+        media_type = layer.get("mediaType", "")
         reason = unsafe_path_reason(title) if isinstance(title, str) else "is missing"
-        if reason is None and (title in seen or title == LOCK_FILENAME):
+        if reason is None and (title in seen or (ours and title == LOCK_FILENAME)):
             reason = "is listed twice or names the lock"
-        signature = layer.get("mediaType") == SIGNATURE_MEDIA_TYPE
-        if reason is None and signature != (title == SIGNATURE_FILENAME):
-            reason = f"and its media type disagree (only {SIGNATURE_FILENAME} is a signature)"
+        signature = title in SIGNATURE_FILENAMES
+        if reason is None and ours and (media_type == SIGNATURE_MEDIA_TYPE) != signature:
+            reason = (
+                f"and its media type disagree (only {' and '.join(SIGNATURE_FILENAMES)} are "
+                "signatures)"
+            )
+        archived = media_type in modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
+        if (
+            reason is None
+            and not ours
+            and not (archived or media_type in modelpack.RAW_MEDIA_TYPES)
+        ):
+            reason = (
+                f"is a {media_type!r} layer; bundler reads the ModelPack media types ending in "
+                ".raw, .tar and .tar+gzip"
+            )
+        if reason is None and archived and (signature or title == LOCK_FILENAME):
+            reason = "is an archive; the lock and signatures are single-file (.raw) layers"
         if reason is None and signature and layer["size"] > SIGNATURE_MAX_BYTES:
-            reason = f"claims {layer['size']} bytes, over the signature limit of 1 MiB"
+            limit = SIGNATURE_MAX_BYTES >> 20
+            reason = f"claims {layer['size']} bytes, over the signature limit of {limit} MiB"
         if reason is not None:
             raise IntegrityError(f"a layer's path {title!r} {reason}", path=str(ref))
         seen.add(str(title))
-    return manifest
+        if title == LOCK_FILENAME:
+            lock = layer
+        else:
+            files.append((str(title), layer))
+    if lock is None:
+        raise UsageError(
+            f"{ref} is a ModelPack artifact without a {LOCK_FILENAME} layer, so not a bundle"
+        )
+    if lock["size"] > LOCK_MAX_BYTES:
+        raise IntegrityError(
+            f"the manifest's lock claims {lock['size']} bytes, over the lock's "
+            f"limit of {LOCK_MAX_BYTES >> 20} MiB",
+            path=str(ref),
+        )
+    return lock, files
 
 
 def pull(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> Path:
@@ -528,17 +609,14 @@ def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -
     final = cache / digest.split(":", 1)[1]
     if (final / LOCK_FILENAME).is_file():
         return _signed_by(final, trusted_keys), False
-    manifest = _checked_manifest(body, ref)
+    lock, files = _checked_manifest(body, ref)
     cache.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final, every_name=True)  # left beside it by killed pulls
     work = cache / f".{final.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
     work.mkdir()
     try:
-        client.fetch_blob(manifest["config"], work / LOCK_FILENAME)
-        for layer in manifest["layers"]:
-            target = work / layer["annotations"][TITLE]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.fetch_blob(layer, target)
+        client.fetch_blob(lock, work / LOCK_FILENAME)
+        _fetch_files(client, files, work, str(ref))
         from .verify import require_intact
 
         require_intact(work, "the pulled bundle failed verification; refusing it", where=str(ref))
@@ -554,6 +632,49 @@ def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final, True
+
+
+def _fetch_files(client: _Client, files: list[tuple[str, Any]], work: Path, where: str) -> None:
+    """Every layer but the lock into ``work``: raw layers as they are, tar layers unpacked within
+    the bounds of the (already fetched) lock."""
+    from . import modelpack
+
+    sizes: dict[str, int] | None = None
+    written: set[str] = set()
+    for path, layer in files:
+        media_type = layer.get("mediaType", "")
+        if media_type in modelpack.RAW_MEDIA_TYPES or media_type not in (
+            modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
+        ):
+            if path in written:
+                raise IntegrityError(f"the layer {path!r} is sent twice; refusing it", path=where)
+            target = work / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.fetch_blob(layer, target)
+            written.add(path)
+            continue
+        from .layer_archive import unpack
+
+        if sizes is None:
+            sizes = _lock_sizes(work / LOCK_FILENAME, where)
+        blob = work.parent / f"{work.name}.layer"
+        try:
+            client.fetch_blob(layer, blob)
+            unpack(blob, media_type in modelpack.GZIP_MEDIA_TYPES, work, sizes, written, where)
+        finally:
+            blob.unlink(missing_ok=True)
+
+
+def _lock_sizes(path: Path, where: str) -> dict[str, int]:
+    """{path: size} of the pulled, not yet verified lock: only to bound what archives unpack."""
+    try:
+        files = strict_json.loads(path.read_bytes()).get("files")
+        sizes = {str(name): int(entry["size"]) for name, entry in files.items()}
+    except (ValueError, RecursionError, AttributeError, TypeError, KeyError) as error:
+        raise IntegrityError(
+            f"the pulled lock has no readable files table: {error}", path=where
+        ) from None
+    return sizes
 
 
 def pull_to(

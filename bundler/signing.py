@@ -15,6 +15,13 @@ table (signing must not change the digest it signs)::
 The statement binds the bundle digest (which covers every file) *and* the lock file's own bytes,
 so the pinned versions, compatible ranges and metadata in the lock are vouched for too, not only
 the files. A signature is checked before anything else in the bundle is believed.
+
+``bundle sign --format openssf`` writes ``model.sig`` instead, in the OpenSSF model-signing format
+(``bundler.openssf``), with an EC P-256 key (``bundle keygen --type ec-p256``); ``bundle verify
+--key`` checks whichever signature the key's type fits: Ed25519 keys check ``bundle.sig.json``, EC
+keys ``model.sig``. Ours stays the default: one small JSON statement that binds the lock's bytes
+and the bundle digest, readable without a Sigstore bundle, a DSSE envelope and an in-toto
+statement around it, and Ed25519 keys have no curve or hash to choose.
 """
 
 from __future__ import annotations
@@ -36,11 +43,14 @@ from .layout import (
     DIGEST_PATTERN,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
+    OPENSSF_SIGNATURE_FILENAME,
     SIGNATURE_FILENAME,
     canonical_json,
 )
 
 SIGNATURE_FORMAT = "bundler.signature/v1"
+SIGN_FORMATS = ("bundler", "openssf")
+KEY_TYPES = ("ed25519", "ec-p256")
 
 
 def _crypto() -> Any:
@@ -52,21 +62,40 @@ def _crypto() -> Any:
     return serialization, ed25519
 
 
+def _is_ec(key: Any) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey))
+
+
 def key_id(public_key: Any) -> str:
+    """sha256 of the raw Ed25519 key; for an EC key, model_signing's hint (sha256 of its PEM)."""
+    if _is_ec(public_key):
+        from .openssf import key_hint
+
+        return "sha256:" + key_hint(public_key)
     serialization, _ = _crypto()
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def keygen(prefix: str | Path, *, force: bool = False) -> tuple[Path, Path]:
-    """Write PREFIX.pem (private, mode 0600) and PREFIX.pub.pem (public)."""
+def keygen(prefix: str | Path, *, force: bool = False, type: str = "ed25519") -> tuple[Path, Path]:
+    """Write PREFIX.pem (private, mode 0600) and PREFIX.pub.pem (public); ``type`` is
+    ``"ed25519"`` (bundler's signatures) or ``"ec-p256"`` (OpenSSF model signatures)."""
     serialization, ed25519 = _crypto()
+    if type not in KEY_TYPES:
+        raise UsageError(f"unknown key type {type!r}; expected one of {', '.join(KEY_TYPES)}")
     private_path = Path(f"{prefix}.pem")
     public_path = Path(f"{prefix}.pub.pem")
     for path in (private_path, public_path):
         if path.exists() and not force:
             raise UsageError("already exists; pass --force to overwrite it", path=path)
-    key = ed25519.Ed25519PrivateKey.generate()
+    if type == "ec-p256":
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key: Any = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -81,8 +110,15 @@ def keygen(prefix: str | Path, *, force: bool = False) -> tuple[Path, Path]:
 
 
 def _load_key(source: Any, private: bool) -> Any:
+    """An Ed25519 key, or an EC key on a curve model_signing accepts (P-256, P-384, P-521)."""
     serialization, ed25519 = _crypto()
-    wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    wanted = (
+        (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)
+        if private
+        else (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)
+    )
     if isinstance(source, wanted):
         return source
     if isinstance(source, (str, Path)):
@@ -106,8 +142,14 @@ def _load_key(source: Any, private: bool) -> Any:
     except (ValueError, TypeError) as error:
         kind = "private" if private else "public"
         raise UsageError(f"is not a PEM {kind} key: {error}", path=where) from error
-    if not isinstance(key, wanted):
-        raise UsageError("is not an Ed25519 key (bundler signs with Ed25519)", path=where)
+    if not isinstance(key, wanted) or (
+        _is_ec(key) and key.curve.name not in ("secp256r1", "secp384r1", "secp521r1")
+    ):
+        raise UsageError(
+            "is not an Ed25519 key (bundler's signatures) nor an EC P-256/384/521 key "
+            "(OpenSSF model signatures)",
+            path=where,
+        )
     return key
 
 
@@ -131,13 +173,32 @@ def _statement(root: Path) -> dict[str, Any]:
     return _statement_of(read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES))
 
 
-def sign_bundle(bundle: str | Path, private_key: Any) -> str:
-    """Sign a verified bundle; writes bundle.sig.json atomically and returns the key id."""
+def sign_bundle(bundle: str | Path, private_key: Any, *, format: str = "bundler") -> str:
+    """Sign a verified bundle; writes bundle.sig.json (``format="bundler"``, an Ed25519 key) or
+    model.sig (``format="openssf"``, an EC key) atomically and returns the key id."""
     from .verify import require_intact
 
+    if format not in SIGN_FORMATS:
+        raise UsageError(f"unknown signature format {format!r}; expected one of bundler, openssf")
     root = Path(bundle)
     require_intact(root, "refusing to sign a bundle that fails verification", SignatureError)
     key = _load_key(private_key, private=True)
+    if format == "openssf":
+        if not _is_ec(key):
+            raise UsageError(
+                "OpenSSF model signatures need an EC key (bundle keygen --type ec-p256)",
+                path=private_key if isinstance(private_key, (str, Path)) else None,
+            )
+        from .openssf import document_for
+
+        signed = document_for(root, key)
+        _write_beside(root, OPENSSF_SIGNATURE_FILENAME, json.dumps(signed) + "\n")
+        return key_id(key.public_key())
+    if _is_ec(key):
+        raise UsageError(
+            "bundler's own signatures use Ed25519 keys; sign with --format openssf for an EC key",
+            path=private_key if isinstance(private_key, (str, Path)) else None,
+        )
     statement = _statement(root)
     document = {
         "format": SIGNATURE_FORMAT,
@@ -146,23 +207,28 @@ def sign_bundle(bundle: str | Path, private_key: Any) -> str:
         "statement": statement,
         "signature": base64.b64encode(key.sign(canonical_json(statement))).decode("ascii"),
     }
+    _write_beside(root, SIGNATURE_FILENAME, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return str(document["key_id"])
+
+
+def _write_beside(root: Path, name: str, text: str) -> None:
+    """Write ``root/name`` through a temporary file beside the bundle, then rename it in."""
     # Written beside the bundle, not inside it: a crash must not leave an extra file that would
     # make the bundle fail verification; O_EXCL | O_NOFOLLOW so a planted link is never followed.
-    temporary = root.parent / f".{root.name}.{SIGNATURE_FILENAME}.{os.getpid()}.tmp"
+    temporary = root.parent / f".{root.name}.{name}.{os.getpid()}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         with os.fdopen(os.open(temporary, flags, 0o644), "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, root / SIGNATURE_FILENAME)
+        os.replace(temporary, root / name)
     except OSError as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise SignatureError(f"cannot write the signature: {error.strerror}", path=root) from error
-    return str(document["key_id"])
 
 
 STATEMENT_KEYS = ("type", "name", "version", "digest", "lock_sha256")
@@ -218,16 +284,32 @@ def statement_mismatch(bundle: str | Path, statement: dict[str, Any]) -> str | N
 
 
 def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> str:
-    """Check bundle.sig.json against the trusted public keys; returns the signing key's id."""
+    """Check the bundle's signature against the trusted public keys; returns the signing key's
+    id. Ed25519 keys check bundle.sig.json, EC keys model.sig (the OpenSSF format); one valid
+    signature by a trusted key is enough."""
     root = Path(bundle)
     keys = (
         [trusted_keys]
         if isinstance(trusted_keys, (str, Path, bytes)) or not isinstance(trusted_keys, Iterable)
         else list(trusted_keys)
     )
-    trusted = {key_id(k): k for k in (_load_key(source, private=False) for source in keys)}
-    if not trusted:
+    loaded = [_load_key(source, private=False) for source in keys]
+    if not loaded:
         raise UsageError("no trusted keys given")
+    ec_keys = [key for key in loaded if _is_ec(key)]
+    ours = os.path.lexists(root / SIGNATURE_FILENAME)
+    theirs = os.path.lexists(root / OPENSSF_SIGNATURE_FILENAME)
+    if theirs and (ec_keys or not ours):
+        if not ec_keys:
+            raise SignatureError(
+                "is an OpenSSF model signature; it is checked with an EC public key, and the "
+                "trusted keys are Ed25519",
+                path=root / OPENSSF_SIGNATURE_FILENAME,
+            )
+        from .openssf import verify
+
+        return verify(root, ec_keys)
+    trusted = {key_id(k): k for k in loaded if not _is_ec(k)}
     path = root / SIGNATURE_FILENAME
     document = read_signature(root)
     signer, statement = document["key_id"], document["statement"]

@@ -54,7 +54,7 @@ from .layout import (
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
     LOCK_MIGRATIONS,
-    SIGNATURE_FILENAME,
+    SIGNATURE_FILENAMES,
     files_digest,
 )
 from .scan import check_config_modules, read_keras_config
@@ -298,8 +298,8 @@ def check_files(
         return [Problem(".", "unreadable", f"cannot list the bundle: {error.strerror}")], 0
     found = {entry.path: entry for entry in entries}
     for entry in entries:
-        if entry.path in (LOCK_FILENAME, SIGNATURE_FILENAME):
-            continue  # the two files that describe the bundle are not in its files table
+        if entry.path in (LOCK_FILENAME, *SIGNATURE_FILENAMES):
+            continue  # the files that describe the bundle are not in its files table
         if entry.kind == "dir":
             if entry.path in files:
                 problems.append(Problem(entry.path, "type", "is a folder, the lock lists a file"))
