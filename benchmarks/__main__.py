@@ -15,6 +15,9 @@ Every row is the median of ``--repeat`` runs, bundler next to what users would d
 - serve:   ``bundle serve`` requests/s and p50/p99 latency at 1 and 8 clients vs ``predict``
            in-process, and the latency during a reload (``benchmarks/serve.py``; needs the
            ``serve`` extra, else a note). ``--only serve`` runs these rows alone.
+- coldstart: ``load_bundle`` vs ``keras.models.load_model``, in process and from a fresh process
+           to its first prediction, with peak RSS of loads and builds (``benchmarks/coldstart.py``).
+           ``--only coldstart`` runs these rows alone, at 25M, 200M and 1B unless ``--sizes``.
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -42,6 +45,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .coldstart import TARGETS as COLDSTART_TARGETS
+from .coldstart import coldstart_rows
 from .identity import TARGETS as IDENTITY_TARGETS
 from .identity import identity_rows
 
@@ -51,6 +56,7 @@ TARGETS = {  # metric -> (largest acceptable ratio, what the issue asks)
     "load_verify_false": (1.05, "<= 1.05x bare load_model"),
     "startup_vs_pass": (None, "bundle verify start <= 0.3 s"),
     **IDENTITY_TARGETS,
+    **COLDSTART_TARGETS,
 }
 
 
@@ -329,16 +335,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--sizes", default="1M,25M,200M", help="parameter counts (default: %(default)s)"
+        "--sizes", help="parameter counts (default: 1M,25M,200M; 25M,200M,1B for coldstart)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--quick", action="store_true", help="tiny model, one run, no 1 GB file")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
     parser.add_argument(
-        "--only", choices=("serve",), help="run only these rows (serve: bundle serve's)"
+        "--only",
+        choices=("serve", "coldstart"),
+        help="run only these rows (serve: bundle serve's; coldstart: loads vs bare Keras's)",
     )
     args = parser.parse_args(argv)
-    sizes = [20_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
+    default_sizes = "25M,200M,1B" if args.only == "coldstart" else "1M,25M,200M"
+    sizes = (
+        [20_000]
+        if args.quick
+        else [parse_size(s) for s in (args.sizes or default_sizes).split(",")]
+    )
     repeat = 1 if args.quick else args.repeat
 
     import bundler
@@ -358,7 +371,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("... one 1 GB file", file=sys.stderr)
                 rows.append(bench_one_big_file(1 << 30, repeat, work, small.path))
             rows.extend(bench_startup(max(repeat, 5), small.path, with_tensorflow=not args.quick))
-        if serve_available():
+        if args.only == "coldstart":
+            for params in sizes:
+                print(f"... cold start, {params / 1e6:g}M parameters", file=sys.stderr)
+                # a 1B model is minutes per build and gigabytes per load: one run of each
+                runs = 1 if params >= 1_000_000_000 else repeat
+                rows.extend(coldstart_rows(params, runs, work, write_workspace, row, paired_times))
+        elif serve_available():
             # a reload holds two models at once, beside this process's own: 25M is enough to see
             for params in [size for size in sizes if size <= 25_000_000]:
                 print(f"... bundle serve, {params / 1e6:g}M parameters", file=sys.stderr)

@@ -47,6 +47,7 @@ from .errors import (
     ManifestError,
     UsageError,
 )
+from .keras_layout import align_weights
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import ExampleSpec, Manifest, ManifestSource, read_manifest
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
@@ -221,6 +222,7 @@ def _build_into(
             path=source.path,
             field="model.factory",
         ) from error
+    align_weights(workdir / KERAS_FILE)  # weights first and aligned: loads read them in place
     notes: list[str] = []
     _pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes)
     # model.keras is final: hash (and flush) it on another core while TensorFlow exports, so

@@ -24,6 +24,7 @@ import os
 import threading
 import warnings
 import zipfile
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 
 from .compat import Plan, make_plan
 from .components import import_component, registered_objects
+from .digest import ShardMismatch, VerifiedFile
 from .environments import ImportedEnvironment
 from .errors import (
     AdapterError,
@@ -46,7 +48,8 @@ from .errors import (
     UnsafeLoadWarning,
 )
 from .graph_scan import check_graph
-from .keras_archive import check_archive
+from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
+from .keras_layout import weights_offset
 from .lock import LOCK_FILENAME, Lock
 from .scan import check_config_modules, check_config_objects, read_config
 from .verify import (
@@ -98,14 +101,30 @@ class LoadedBundle:
         )
 
 
-def _integrity(root: Path, verify: bool, digest: str | None = None) -> dict[str, Any]:
+def _integrity(
+    root: Path, verify: bool, digest: str | None = None
+) -> tuple[dict[str, Any], VerifiedFile | None]:
+    """The validated lock, every file checked against it when ``verify``; with a sharded
+    model.keras, that one is left to the returned reader, which checks each shard before it is
+    read (the loader hashes the weights while it builds the model, see ``_load_keras``)."""
     lock, problems = read_lock(root)
     if (pinned := pin_problem(lock, digest)) is not None:
         raise IntegrityError(pinned.message, path=root / LOCK_FILENAME)
+    reader = None
     if lock is not None:
         problems += _check_artifacts(lock)
         if verify:
-            problems += check_files(root, lock["files"])[0]
+            keras = lock["artifacts"]["keras"]
+            shards = lock["files"].get(keras, {}).get("shards")
+            defer = (keras,) if isinstance(shards, dict) and not problems else ()
+            problems += check_files(root, lock["files"], defer=defer)[0]
+            if defer and not problems:
+                try:
+                    reader = VerifiedFile(
+                        root / keras, lock["files"][keras]["size"], shards["size"], shards["sha256"]
+                    )
+                except (OSError, ValueError) as error:
+                    problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
     if problems:
         raise IntegrityError(
             f"the bundle failed verification ({len(problems)} problem"
@@ -114,7 +133,24 @@ def _integrity(root: Path, verify: bool, digest: str | None = None) -> dict[str,
             details=[str(p) for p in problems],
         )
     assert lock is not None
-    return lock
+    return lock, reader
+
+
+def _settle(
+    root: Path, keras: str, reader: VerifiedFile | None, rest: Future[None] | None = None
+) -> None:
+    """Wait until every shard of model.keras is verified (IntegrityError naming it otherwise)."""
+    if reader is None:
+        return
+    try:
+        rest.result() if rest is not None else reader.check_rest()
+    except (ShardMismatch, OSError) as error:
+        why = reader.failure or f"cannot be read: {error}"
+        raise IntegrityError(
+            "the bundle failed verification (1 problem); refusing to load it",
+            path=root,
+            details=[str(Problem(keras, "changed", why))],
+        ) from None
 
 
 def load_bundle(
@@ -145,7 +181,24 @@ def load_bundle(
         from .signing import verify_signature
 
         verify_signature(root, trusted_keys)
-    lock_json = _integrity(root, verify, digest)
+    lock_json, reader = _integrity(root, verify, digest)
+    try:
+        return _load_verified(root, lock_json, reader, policy, check_examples, unsafe)
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _load_verified(
+    root: Path,
+    lock_json: dict[str, Any],
+    reader: VerifiedFile | None,
+    policy: str,
+    check_examples: bool,
+    unsafe: bool,
+) -> LoadedBundle:
+    """load_bundle once the lock is read and checked; ``reader`` still verifies model.keras."""
+    keras_name = lock_json["artifacts"]["keras"]
     try:
         lock = Lock.model_validate(lock_json)
     except ValidationError as error:
@@ -159,7 +212,7 @@ def load_bundle(
     loaded: LoadedBundle
     if plan.mode == "keras":
         try:
-            model, applied = _load_keras(root, lock, plan, unsafe)
+            model, applied = _load_keras(root, lock, plan, unsafe, reader)
             loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))
         except (LoadError, AdapterError, UnsafeBundleError) as error:
             # a hostile model is refused outright; a model Keras or an adapter cannot load is
@@ -167,12 +220,15 @@ def load_bundle(
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
             why = f"the Keras model could not be loaded: {error}"
+            _settle(root, keras_name, reader)
             loaded = _load_graph(root, lock, plan, why, unsafe)
         if plan.replay and loaded.mode == "keras":
             loaded = _prove_modified(loaded, policy, unsafe)
             check_examples = check_examples and loaded.mode != "keras"  # just replayed
     else:
+        _settle(root, keras_name, reader)
         loaded = _load_graph(root, lock, plan, plan.reason, unsafe)
+    _settle(root, keras_name, reader)  # done already on every path: never return unverified
     if check_examples:
         _, problems = replay_examples(loaded)
         if problems:
@@ -243,9 +299,19 @@ class _KerasFile(io.BufferedReader):
         return os.path.join(tempfile.gettempdir(), "model.keras")
 
 
-def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, list[str]]:
+def _load_keras(
+    root: Path, lock: Lock, plan: Plan, unsafe: bool, reader: VerifiedFile | None = None
+) -> tuple[Any, list[str]]:
+    """The Keras model: config scanned, archive bounded, then built; weights read in place when
+    model.keras is laid out for it (``keras_layout``), else through Keras's own ``load_model``.
+
+    With ``reader`` (a verified load of a sharded model.keras), everything before the weights is
+    read through it, each shard checked before it is parsed; the shards nobody read yet (the
+    weights) are hashed on another thread while the model is built, and waited for before the
+    weights are touched.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras.src.saving import saving_lib
+    from concurrent.futures import ThreadPoolExecutor
 
     where = str(root / lock.artifacts.keras)
     modules = [component.module for component in lock.components]
@@ -257,44 +323,117 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         log.warning(message)
         warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
     try:
-        archive = zipfile.ZipFile(where)
+        archive = zipfile.ZipFile(reader if reader is not None else where)
+    except ShardMismatch:
+        _settle(root, lock.artifacts.keras, reader)
+        raise
     except (OSError, zipfile.BadZipFile) as error:
+        if reader is not None and reader.failure is not None:
+            _settle(root, lock.artifacts.keras, reader)
         raise LoadError(
             f"model.keras is not a readable .keras file: {error}", path=where
         ) from error
-    with archive:
-        config = read_config(archive, where)
-        check_config_modules(config, modules, where, unsafe=unsafe)
-        check_config_objects(config, modules, where)
-        check_archive(archive, lock.files[lock.artifacts.keras].size, where)  # before Keras reads
-        applied: list[str] = []
-        if plan.adapters:
-            from .adapters import apply_to_config
+    with archive, ThreadPoolExecutor(1, thread_name_prefix="bundler-verify") as pool:
+        try:
+            return _load_keras_archive(
+                root, lock, plan, unsafe, reader, archive, pool, modules, custom_objects
+            )
+        except Exception:
+            if reader is not None and reader.failure is not None:
+                _settle(root, lock.artifacts.keras, reader)  # raises the IntegrityError
+            raise
 
-            config, applied, edits = apply_to_config(config, plan.adapters)
-            source: Any = _rewritten(archive, config, edits)
-        else:
-            source = None
-        with _keras_lock:
-            try:
-                with source if source is not None else _KerasFile(where) as stream:
+
+def _load_keras_archive(
+    root: Path,
+    lock: Lock,
+    plan: Plan,
+    unsafe: bool,
+    reader: VerifiedFile | None,
+    archive: zipfile.ZipFile,
+    pool: Any,
+    modules: list[str],
+    custom_objects: dict[str, Any],
+) -> tuple[Any, list[str]]:
+    from . import keras_seam
+
+    keras_name = lock.artifacts.keras
+    where = str(root / keras_name)
+    config = read_config(archive, where)
+    check_config_modules(config, modules, where, unsafe=unsafe)
+    check_config_objects(config, modules, where)
+    size = lock.files[keras_name].size
+    if reader is None:
+        check_archive(archive, size, where)  # before Keras reads
+    else:  # the weights' HDF5 is walked once its bytes are verified (in ``verified`` below)
+        check_archive(archive, size, where, weights=False)
+    applied: list[str] = []
+    edits: list[Any] = []
+    if plan.adapters:
+        from .adapters import apply_to_config
+
+        config, applied, edits = apply_to_config(config, plan.adapters)
+    in_place = _in_place_reason(archive, reader, where, edits)
+    if in_place is None:
+        why_not = keras_seam.unavailable()
+        in_place = None if why_not is None else f"the Keras seam is unavailable: {why_not}"
+    # the shards nobody read yet (the weights) are hashed on another core meanwhile
+    rest = pool.submit(reader.check_rest) if reader is not None else None
+
+    def verified() -> None:
+        _settle(root, keras_name, reader, rest)
+        if reader is not None and WEIGHTS_MEMBER in archive.namelist():
+            check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
+
+    with _keras_lock:
+        try:
+            if in_place is None:
+                log.debug("%s: reading the weights in place", where)
+                text = json.dumps(config) if applied else archive.read("config.json").decode()
+                model = keras_seam.load_in_place(
+                    text,
+                    Path(where),
+                    custom_objects=custom_objects,
+                    safe_mode=not unsafe,
+                    before_weights=verified,
+                )
+            else:
+                log.debug("%s: loading through keras.saving: %s", where, in_place)
+                verified()
+                from keras.src.saving import saving_lib
+
+                source = _rewritten(archive, config, edits) if plan.adapters else _KerasFile(where)
+                with source as stream:
                     model = saving_lib.load_model(
                         stream, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
                     )
-            except BundleError:
-                raise
-            except Exception as error:
-                text = f"{type(error).__name__}: {error}"
-                if "lambda" in text.lower() and "safe" in text.lower():
-                    raise UnsafeBundleError(
-                        "the model contains a Lambda layer with Python bytecode, which safe_mode "
-                        "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
-                        path=where,
-                    ) from error
-                if len(text) > 600:
-                    text = text[:597] + "..."
-                raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+        except BundleError:
+            raise
+        except Exception as error:
+            text = f"{type(error).__name__}: {error}"
+            if "lambda" in text.lower() and "safe" in text.lower():
+                raise UnsafeBundleError(
+                    "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                    "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                    path=where,
+                ) from error
+            if len(text) > 600:
+                text = text[:597] + "..."
+            raise LoadError(f"Keras could not load the model: {text}", path=where) from error
     return model, applied
+
+
+def _in_place_reason(
+    archive: zipfile.ZipFile, reader: VerifiedFile | None, where: str, edits: list[Any]
+) -> str | None:
+    """Why the weights cannot be read in place from this archive, or None when they can."""
+    if edits:
+        return "adapters migrate the weights, which needs a rewritten copy"
+    if not set(archive.namelist()) <= {"config.json", "metadata.json", WEIGHTS_MEMBER}:
+        return "the archive holds assets"
+    if weights_offset(reader if reader is not None else where) is None:
+        return "model.keras is not laid out for reading in place (built by an older bundler?)"
+    return None
 
 
 # -- the graph path -------------------------------------------------------------------------------
