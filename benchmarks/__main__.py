@@ -62,8 +62,8 @@ TARGETS = {  # metric -> (largest acceptable ratio, what the issue asks)
 
 def parse_size(text: str) -> int:
     text = text.strip().upper()
-    scale = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if text[-1:] in "KMG" else text) * scale)
+    scale = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000, "B": 1_000_000_000}.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in "KMGB" else text) * scale)
 
 
 def _timed(action: Callable[[], Any], setup: Callable[[], Any] | None) -> float:

@@ -5,11 +5,20 @@ config it is scanned: every serialized object must come from Keras itself or fro
 modules. Keras 3 refuses to import other modules on its own, but a bundle must not depend on which
 Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused.
 
-Adapted loads rewrite ``config.json`` inside the ``.keras`` zip in memory (weights untouched) and
-hand the result to Keras's loader as a file object; before Keras reads the archive, its members'
-sizes and its HDF5 weights are checked (``keras_archive``). The graph path loads ``saved_model/``
-with ``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code,
-and is served only when every op in it is one Keras exports contain (``graph_scan``).
+A ``model.keras`` laid out by the build (``keras_layout``: weights first, stored, at 4096) has its
+weights read where they lie: the model is built from the config and HDF5 opens ``model.keras``
+itself, read-only, through one guarded seam over Keras's private saving steps (``keras_seam``);
+any other layout, or a Keras release without that seam, goes through Keras's own loader. Adapted
+loads use the adapted config the same way; adapters that migrate weights rewrite the zip in
+memory and hand it to Keras's loader. Before Keras reads the archive, its members' sizes and its
+HDF5 weights are checked (``keras_archive``). A verified load of a sharded ``model.keras`` reads
+it through ``digest.VerifiedFile``, each shard checked before it is parsed, and hashes the
+weights' shards on another core while the model is built: they are waited for before the
+weights are read, and a mismatch is an IntegrityError, the model never returned.
+
+The graph path loads ``saved_model/`` with ``tf.saved_model.load`` and calls its
+``serving_default`` signature; it needs no custom code, and is served only when every op in it is
+one Keras exports contain (``graph_scan``).
 
 Keras deserialization is guarded by one lock: services load from many threads, and Keras's
 registries and naming counters are process-wide.

@@ -69,7 +69,9 @@ def test_every_example_reads_its_weights_in_place_and_matches_bare_keras(
     with zipfile.ZipFile(keras_file) as archive:
         assert archive.infolist()[0].filename == "model.weights.h5"
         assert archive.testzip() is None
+    before = (keras_file.stat().st_mtime_ns, keras_file.read_bytes())
     loaded = load_bundle(built[name].path, verify=False)
+    assert (keras_file.stat().st_mtime_ns, keras_file.read_bytes()) == before, "read-only"
     # HDF5 was handed model.keras itself: no copy in memory, no temporary file
     assert opened[-1] == keras_file and not any(isinstance(o, io.BytesIO) for o in opened)
     feed = _example_feed(loaded)
