@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from .compat import Plan, make_plan
 from .components import import_component, registered_objects
-from .digest import ShardMismatch, VerifiedFile
+from .digest import ShardMismatch, VerifiedFile, check_digests
 from .environments import ImportedEnvironment
 from .errors import (
     AdapterError,
@@ -112,54 +112,98 @@ class LoadedBundle:
 
 def _integrity(
     root: Path, verify: bool, digest: str | None = None
-) -> tuple[dict[str, Any], VerifiedFile | None]:
-    """The validated lock, every file checked against it when ``verify``; with a sharded
-    model.keras, that one is left to the returned reader, which checks each shard before it is
-    read (the loader hashes the weights while it builds the model, see ``_load_keras``)."""
+) -> tuple[dict[str, Any], _Deferred | None]:
+    """The validated lock, every file checked against it when ``verify``; files with shard
+    digests are left to the returned ``_Deferred``, checked while (and before) they are used."""
     lock, problems = read_lock(root)
     if (pinned := pin_problem(lock, digest)) is not None:
         raise IntegrityError(pinned.message, path=root / LOCK_FILENAME)
-    reader = None
+    deferred = None
     if lock is not None:
         problems += _check_artifacts(lock)
         if verify:
-            keras = lock["artifacts"]["keras"]
-            shards = lock["files"].get(keras, {}).get("shards")
-            defer = (keras,) if isinstance(shards, dict) and not problems else ()
-            problems += check_files(root, lock["files"], defer=defer)[0]
-            if defer and not problems:
+            files = lock["files"]
+            sharded = {n for n, e in files.items() if isinstance(e.get("shards"), dict)}
+            sharded = set() if problems else sharded
+            problems += check_files(root, files, defer=sharded)[0]
+            if sharded and not problems:
+                keras, reader = lock["artifacts"]["keras"], None
                 try:
-                    reader = VerifiedFile(
-                        root / keras, lock["files"][keras]["size"], shards["size"], shards["sha256"]
-                    )
+                    if keras in sharded:
+                        entry = files[keras]
+                        shards = entry["shards"]
+                        reader = VerifiedFile(
+                            root / keras, entry["size"], shards["size"], shards["sha256"]
+                        )
                 except (OSError, ValueError) as error:
                     problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
+                others = {name: files[name] for name in sharded if name != keras}
+                deferred = _Deferred(root, keras, reader, others)
     if problems:
-        raise IntegrityError(
-            f"the bundle failed verification ({len(problems)} problem"
-            f"{'s' if len(problems) > 1 else ''}); refusing to load it",
-            path=root,
-            details=[str(p) for p in problems],
-        )
+        raise _failed(root, problems)
     assert lock is not None
-    return lock, reader
+    return lock, deferred
 
 
-def _settle(
-    root: Path, keras: str, reader: VerifiedFile | None, rest: Future[None] | None = None
-) -> None:
-    """Wait until every shard of model.keras is verified (IntegrityError naming it otherwise)."""
-    if reader is None:
-        return
-    try:
-        rest.result() if rest is not None else reader.check_rest()
-    except (ShardMismatch, OSError) as error:
-        why = reader.failure or f"cannot be read: {error}"
-        raise IntegrityError(
-            "the bundle failed verification (1 problem); refusing to load it",
-            path=root,
-            details=[str(Problem(keras, "changed", why))],
-        ) from None
+def _failed(root: Path, problems: list[Problem]) -> IntegrityError:
+    return IntegrityError(
+        f"the bundle failed verification ({len(problems)} problem"
+        f"{'s' if len(problems) > 1 else ''}); refusing to load it",
+        path=root,
+        details=[str(p) for p in problems],
+    )
+
+
+class _Deferred:
+    """The large files a verified load checks while it works rather than before.
+
+    model.keras is read through ``reader``, which checks each shard before its bytes are parsed;
+    ``start`` then hashes, on a thread, the shards nobody read (the weights) and, after them,
+    every other large file (saved_model's variables, which the Keras path never reads). The
+    loader waits for the first before it reads the weights (``weights``) and for all before it
+    returns a model or serves the graph (``settle``); any mismatch is an IntegrityError.
+    """
+
+    def __init__(
+        self, root: Path, keras: str, reader: VerifiedFile | None, others: dict[str, Any]
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.root, self.keras, self.reader, self.others = root, keras, reader, others
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundler-verify")
+        self._weights: Future[None] | None = None
+        self._rest: Future[dict[str, tuple[str, str] | None]] | None = None
+
+    def start(self) -> None:
+        if self._weights is None:
+            check = self.reader.check_rest if self.reader is not None else (lambda: None)
+            self._weights = self._pool.submit(check)
+            self._rest = self._pool.submit(check_digests, self.root, self.others)
+
+    def failed(self) -> bool:
+        return self.reader is not None and self.reader.failure is not None
+
+    def weights(self) -> None:
+        self.start()
+        assert self._weights is not None
+        try:
+            self._weights.result()
+        except (ShardMismatch, OSError) as error:
+            why = (self.reader.failure if self.reader else None) or f"cannot be read: {error}"
+            raise _failed(self.root, [Problem(self.keras, "changed", why)]) from None
+
+    def settle(self) -> None:
+        self.weights()
+        assert self._rest is not None
+        verdicts = self._rest.result()
+        problems = [Problem(name, *v) for name, v in sorted(verdicts.items()) if v is not None]
+        if problems:
+            raise _failed(self.root, problems)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.reader is not None:
+            self.reader.close()
 
 
 def load_bundle(
@@ -190,24 +234,28 @@ def load_bundle(
         from .signing import verify_signature
 
         verify_signature(root, trusted_keys)
-    lock_json, reader = _integrity(root, verify, digest)
+    lock_json, deferred = _integrity(root, verify, digest)
     try:
-        return _load_verified(root, lock_json, reader, policy, check_examples, unsafe)
+        return _load_verified(root, lock_json, deferred, policy, check_examples, unsafe)
     finally:
-        if reader is not None:
-            reader.close()
+        if deferred is not None:
+            deferred.close()
 
 
 def _load_verified(
     root: Path,
     lock_json: dict[str, Any],
-    reader: VerifiedFile | None,
+    deferred: _Deferred | None,
     policy: str,
     check_examples: bool,
     unsafe: bool,
 ) -> LoadedBundle:
-    """load_bundle once the lock is read and checked; ``reader`` still verifies model.keras."""
-    keras_name = lock_json["artifacts"]["keras"]
+    """load_bundle once the lock is read and checked, but for the ``deferred`` large files."""
+
+    def settle() -> None:
+        if deferred is not None:
+            deferred.settle()
+
     try:
         lock = Lock.model_validate(lock_json)
     except ValidationError as error:
@@ -221,7 +269,7 @@ def _load_verified(
     loaded: LoadedBundle
     if plan.mode == "keras":
         try:
-            model, applied = _load_keras(root, lock, plan, unsafe, reader)
+            model, applied = _load_keras(root, lock, plan, unsafe, deferred)
             loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))
         except (LoadError, AdapterError, UnsafeBundleError) as error:
             # a hostile model is refused outright; a model Keras or an adapter cannot load is
@@ -229,15 +277,15 @@ def _load_verified(
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
             why = f"the Keras model could not be loaded: {error}"
-            _settle(root, keras_name, reader)
+            settle()
             loaded = _load_graph(root, lock, plan, why, unsafe)
         if plan.replay and loaded.mode == "keras":
             loaded = _prove_modified(loaded, policy, unsafe)
             check_examples = check_examples and loaded.mode != "keras"  # just replayed
     else:
-        _settle(root, keras_name, reader)
+        settle()
         loaded = _load_graph(root, lock, plan, plan.reason, unsafe)
-    _settle(root, keras_name, reader)  # done already on every path: never return unverified
+    settle()  # never return a model before every file is verified
     if check_examples:
         _, problems = replay_examples(loaded)
         if problems:
@@ -309,19 +357,18 @@ class _KerasFile(io.BufferedReader):
 
 
 def _load_keras(
-    root: Path, lock: Lock, plan: Plan, unsafe: bool, reader: VerifiedFile | None = None
+    root: Path, lock: Lock, plan: Plan, unsafe: bool, deferred: _Deferred | None = None
 ) -> tuple[Any, list[str]]:
     """The Keras model: config scanned, archive bounded, then built; weights read in place when
     model.keras is laid out for it (``keras_layout``), else through Keras's own ``load_model``.
 
-    With ``reader`` (a verified load of a sharded model.keras), everything before the weights is
-    read through it, each shard checked before it is parsed; the shards nobody read yet (the
-    weights) are hashed on another thread while the model is built, and waited for before the
-    weights are touched.
+    With ``deferred`` (a verified load of large files), everything in model.keras before the
+    weights is read through its reader, each shard checked before it is parsed; the shards nobody
+    read yet (the weights) are hashed on another thread while the model is built, and waited for
+    before the weights are touched.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from concurrent.futures import ThreadPoolExecutor
-
+    reader = deferred.reader if deferred is not None else None
     where = str(root / lock.artifacts.keras)
     modules = [component.module for component in lock.components]
     custom_objects: dict[str, Any] = {}
@@ -333,23 +380,20 @@ def _load_keras(
         warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
     try:
         archive = zipfile.ZipFile(reader if reader is not None else where)
-    except ShardMismatch:
-        _settle(root, lock.artifacts.keras, reader)
-        raise
-    except (OSError, zipfile.BadZipFile) as error:
-        if reader is not None and reader.failure is not None:
-            _settle(root, lock.artifacts.keras, reader)
+    except (ShardMismatch, OSError, zipfile.BadZipFile) as error:
+        if deferred is not None and deferred.failed():
+            deferred.weights()  # raises the IntegrityError
         raise LoadError(
             f"model.keras is not a readable .keras file: {error}", path=where
         ) from error
-    with archive, ThreadPoolExecutor(1, thread_name_prefix="bundler-verify") as pool:
+    with archive:
         try:
             return _load_keras_archive(
-                root, lock, plan, unsafe, reader, archive, pool, modules, custom_objects
+                root, lock, plan, unsafe, deferred, archive, modules, custom_objects
             )
         except Exception:
-            if reader is not None and reader.failure is not None:
-                _settle(root, lock.artifacts.keras, reader)  # raises the IntegrityError
+            if deferred is not None and deferred.failed():
+                deferred.weights()  # raises the IntegrityError
             raise
 
 
@@ -358,9 +402,8 @@ def _load_keras_archive(
     lock: Lock,
     plan: Plan,
     unsafe: bool,
-    reader: VerifiedFile | None,
+    deferred: _Deferred | None,
     archive: zipfile.ZipFile,
-    pool: Any,
     modules: list[str],
     custom_objects: dict[str, Any],
 ) -> tuple[Any, list[str]]:
@@ -368,6 +411,7 @@ def _load_keras_archive(
 
     keras_name = lock.artifacts.keras
     where = str(root / keras_name)
+    reader = deferred.reader if deferred is not None else None
     config = read_config(archive, where)
     check_config_modules(config, modules, where, unsafe=unsafe)
     check_config_objects(config, modules, where)
@@ -387,10 +431,12 @@ def _load_keras_archive(
         why_not = keras_seam.unavailable()
         in_place = None if why_not is None else f"the Keras seam is unavailable: {why_not}"
     # the shards nobody read yet (the weights) are hashed on another core meanwhile
-    rest = pool.submit(reader.check_rest) if reader is not None else None
+    if deferred is not None:
+        deferred.start()
 
     def verified() -> None:
-        _settle(root, keras_name, reader, rest)
+        if deferred is not None:
+            deferred.weights()
         if reader is not None and WEIGHTS_MEMBER in archive.namelist():
             check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
 

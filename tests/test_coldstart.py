@@ -213,9 +213,13 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sys.path.insert(0, str(folder / "src"))
     try:
         root = build_bundle(manifest, folder / "bundle").path
-        entry = _entry(root / "model.keras", MiB)
-        assert len(entry["shards"]["sha256"]) >= 3
-        edit_lock(root, lambda lock: lock["files"].update({"model.keras": entry}))
+        big = {
+            name: _entry(root / name, MiB)
+            for name, entry in json.loads((root / "bundle.lock.json").read_text())["files"].items()
+            if entry["size"] > 2 * MiB
+        }
+        assert len(big["model.keras"]["shards"]["sha256"]) >= 3 and len(big) == 2, sorted(big)
+        edit_lock(root, lambda lock: lock["files"].update(big))
         yield root
     finally:
         sys.path.remove(str(folder / "src"))
@@ -284,6 +288,22 @@ def test_a_tampered_config_shard_stops_the_load_before_the_model_is_built(
     last = (size - 1) // MiB
     assert caught.value.details[0].startswith(f"model.keras: content changed in shard {last} ")
     assert calls == {"_model_from_config": 0, "_load_state": 0}
+
+
+def test_a_tampered_large_file_the_keras_path_never_reads_still_stops_the_load(
+    sharded: Path, tmp_path: Path
+) -> None:
+    lock = json.loads((sharded / "bundle.lock.json").read_text())
+    (variables,) = [name for name in lock["files"] if "variables.data" in name]
+    root = tmp_path / "bundle"
+    shutil.copytree(sharded, root)
+    _flip(root / variables, MiB + 5)
+    with pytest.raises(IntegrityError) as caught:
+        load_bundle(root, verify=True)
+    assert caught.value.details == [
+        f"{variables}: content changed in shard 1 (from byte {MiB}): "
+        + caught.value.details[0].split("): ", 1)[1]
+    ]
 
 
 def test_the_fallback_policy_serves_no_graph_from_a_tampered_bundle(
