@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from bundler import load_bundle
+from bundler.digest import ShardMismatch, VerifiedFile
 from bundler.errors import IntegrityError
 from bundler.keras_layout import ALIGNMENT, align_weights, weights_offset
 from bundler.load import _as_named, _read_arrays
@@ -199,6 +200,29 @@ def test_without_the_keras_seam_the_load_falls_back_to_keras(
 
 
 # -- a verified load overlaps hashing the weights with building the model ------------------------
+
+
+def test_a_verified_file_checks_each_shard_before_its_bytes_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = os.urandom(3 * MiB + 10)
+    path.write_bytes(data)
+    entry = _entry(path, MiB)
+    with VerifiedFile(path, entry["size"], MiB, entry["shards"]["sha256"]) as stream:
+        stream.seek(MiB + 5)
+        assert stream.read(10) == data[MiB + 5 : MiB + 15]
+        assert stream.unchecked() == [0, 2, 3], "only the shard read was hashed"
+        _flip(path, 2 * MiB + 1)
+        stream.seek(2 * MiB - 1)
+        with pytest.raises(
+            ShardMismatch, match=rf"^content changed in shard 2 \(from byte {2 * MiB}\)"
+        ):
+            stream.read(2)  # the bytes of shard 1 it would return too are withheld
+        with pytest.raises(ShardMismatch):
+            stream.check_rest()
+    _flip(path, 2 * MiB + 1)
+    with VerifiedFile(path, entry["size"], MiB, entry["shards"]["sha256"]) as stream:
+        stream.check_rest()
+        assert stream.unchecked() == [] and stream.read() == data
 
 
 @pytest.fixture(scope="module")
