@@ -381,7 +381,7 @@ class VerifiedFile(io.RawIOBase):
             raise ValueError(f"{len(digests)} shard digests for {len(self._spans)} shards")
         self._size, self._shard_size, self._digests = size, shard_size, digests
         self._checked = [False] * len(digests)
-        self._guard = threading.Lock()
+        self._locks = [threading.Lock() for _ in digests]
         self._fd = _open_regular(path)
         self._at = 0
         self.failure: str | None = None
@@ -417,30 +417,42 @@ class VerifiedFile(io.RawIOBase):
         super().close()
 
     def unchecked(self) -> list[int]:
-        with self._guard:
-            return [index for index, done in enumerate(self._checked) if not done]
+        return [index for index, done in enumerate(self._checked) if not done]
+
+    def check(self, indices: Iterable[int], workers: int | None = None) -> None:
+        """Verify these shards now, in parallel (ShardMismatch, or OSError, on a bad one)."""
+        self._verify(indices, workers)
 
     def check_rest(self, workers: int | None = None) -> None:
         """Verify every shard not yet verified (ShardMismatch, or OSError, on the first bad one)."""
         self._verify(self.unchecked(), workers)
 
     def _verify(self, indices: Iterable[int], workers: int | None = 1) -> None:
-        if self.failure is not None:
-            raise ShardMismatch(self.failure)
         todo = [index for index in indices if not self._checked[index]]
         if not todo:
-            return
+            return  # bytes already verified stay readable, whatever was found elsewhere since
+        if self.failure is not None:
+            raise ShardMismatch(self.failure)
         tasks: list[Callable[[], object]] = [
-            functools.partial(hash_range, self.path, *self._spans[index]) for index in todo
+            functools.partial(self._check_one, index) for index in todo
         ]
-        for index, result in zip(todo, _run_all(tasks, workers), strict=True):
+        for result in _run_all(tasks, workers):
             if isinstance(result, OSError):
                 raise result
+
+    def _check_one(self, index: int) -> None:
+        # one lock a shard: a read waits for a shard another thread is hashing, never hashes twice
+        with self._locks[index]:
+            if self._checked[index]:
+                return
+            if self.failure is not None:
+                raise ShardMismatch(self.failure)
+            start, length = self._spans[index]
+            result = hash_range(self.path, start, length)
             if result != self._digests[index]:
                 self.failure = (
-                    f"content changed in shard {index} (from byte {self._spans[index][0]}): "
-                    f"sha256 {str(result)[:16]}..., the lock says {self._digests[index][:16]}..."
+                    f"content changed in shard {index} (from byte {start}): "
+                    f"sha256 {result[:16]}..., the lock says {self._digests[index][:16]}..."
                 )
                 raise ShardMismatch(self.failure)
-            with self._guard:
-                self._checked[index] = True
+            self._checked[index] = True

@@ -139,6 +139,7 @@ def _integrity(
                     problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
                 others = {name: files[name] for name in sharded if name != keras}
                 deferred = _Deferred(root, keras, reader, others)
+                deferred.prefetch()
     if problems:
         raise _failed(root, problems)
     assert lock is not None
@@ -173,6 +174,13 @@ class _Deferred:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundler-verify")
         self._weights: Future[None] | None = None
         self._rest: Future[dict[str, tuple[str, str] | None]] | None = None
+
+    def prefetch(self) -> None:
+        """Verify, meanwhile, the shards a loader reads first: the zip's directory and config at
+        the end of model.keras, its first header at the start."""
+        if self.reader is not None:
+            last = len(self.reader.unchecked()) - 1
+            self._pool.submit(self.reader.check, sorted({0, last}), 2)
 
     def start(self) -> None:
         if self._weights is None:
