@@ -137,9 +137,10 @@ def _integrity(
                         )
                 except (OSError, ValueError) as error:
                     problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
-                others = {name: files[name] for name in sharded if name != keras}
-                deferred = _Deferred(root, keras, reader, others)
-                deferred.prefetch()
+                else:
+                    others = {name: files[name] for name in sharded if name != keras}
+                    deferred = _Deferred(root, keras, reader, others)
+                    deferred.prefetch()
     if problems:
         raise _failed(root, problems)
     assert lock is not None
@@ -434,10 +435,9 @@ def _load_keras_archive(
         from .adapters import apply_to_config
 
         config, applied, edits = apply_to_config(config, plan.adapters)
-    in_place = _in_place_reason(archive, reader, where, edits)
-    if in_place is None:
-        why_not = keras_seam.unavailable()
-        in_place = None if why_not is None else f"the Keras seam is unavailable: {why_not}"
+    not_in_place = _in_place_reason(archive, reader, where, edits)
+    if not_in_place is None and (seam := keras_seam.unavailable()) is not None:
+        not_in_place = f"the Keras seam is unavailable: {seam}"
     # the shards nobody read yet (the weights) are hashed on another core meanwhile
     if deferred is not None:
         deferred.start()
@@ -450,7 +450,7 @@ def _load_keras_archive(
 
     with _keras_lock:
         try:
-            if in_place is None:
+            if not_in_place is None:
                 log.debug("%s: reading the weights in place", where)
                 text = json.dumps(config) if applied else archive.read("config.json").decode()
                 model = keras_seam.load_in_place(
@@ -461,7 +461,7 @@ def _load_keras_archive(
                     before_weights=verified,
                 )
             else:
-                log.debug("%s: loading through keras.saving: %s", where, in_place)
+                log.debug("%s: loading through keras.saving: %s", where, not_in_place)
                 verified()
                 from keras.src.saving import saving_lib
 
