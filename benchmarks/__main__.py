@@ -22,6 +22,9 @@ Every row is the median of ``--repeat`` runs, bundler next to what users would d
 
 ``--only reproducible`` runs just the last two groups (for the sizes given), ``--only serve``
 the serve rows.
+- coldstart: ``load_bundle`` vs ``keras.models.load_model``, in process and from a fresh process
+           to its first prediction, with peak RSS of loads and builds (``benchmarks/coldstart.py``).
+           ``--only coldstart`` runs these rows alone, at 25M, 200M and 1B unless ``--sizes``.
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -50,6 +53,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .coldstart import TARGETS as COLDSTART_TARGETS
+from .coldstart import coldstart_rows
 from .identity import TARGETS as IDENTITY_TARGETS
 from .identity import identity_rows
 
@@ -62,13 +67,14 @@ TARGETS = {  # metric -> (largest acceptable ratio, the target)
     "reproducible_build": (1.05, "<= 1.05x the build without canonicalising"),
     "diff_identical_vs_pass": (None, "bundle diff of identical bundles <= 0.3 s over bare Python"),
     "diff_all_weights_changed": (1.2, "<= 1.2x reading both weight files once (h5py)"),
+    **COLDSTART_TARGETS,
 }
 
 
 def parse_size(text: str) -> int:
     text = text.strip().upper()
-    scale = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if text[-1:] in "KMG" else text) * scale)
+    scale = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000, "B": 1_000_000_000}.get(text[-1:], 1)
+    return int(float(text[:-1] if text[-1:] in "KMGB" else text) * scale)
 
 
 def _timed(action: Callable[[], Any], setup: Callable[[], Any] | None) -> float:
@@ -455,20 +461,25 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--sizes", default="1M,25M,200M", help="parameter counts (default: %(default)s)"
+        "--sizes", help="parameter counts (default: 1M,25M,200M; 25M,200M,1B for coldstart)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--quick", action="store_true", help="tiny model, one run, no 1 GB file")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
     parser.add_argument(
         "--only",
-        choices=("all", "reproducible", "serve"),
+        choices=("all", "reproducible", "serve", "coldstart"),
         default="all",
-        help="run every row (default), only the reproducible-build and diff rows, or only "
-        "bundle serve's",
+        help="run every row (default), or only: the reproducible-build and diff rows, bundle "
+        "serve's, or the cold-start rows (loads vs bare Keras's)",
     )
     args = parser.parse_args(argv)
-    sizes = [20_000] if args.quick else [parse_size(s) for s in args.sizes.split(",")]
+    default_sizes = "25M,200M,1B" if args.only == "coldstart" else "1M,25M,200M"
+    sizes = (
+        [20_000]
+        if args.quick
+        else [parse_size(s) for s in (args.sizes or default_sizes).split(",")]
+    )
     repeat = 1 if args.quick else args.repeat
 
     import bundler
@@ -491,6 +502,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("... one 1 GB file", file=sys.stderr)
                 rows.append(bench_one_big_file(1 << 30, repeat, work, small))
             rows.extend(bench_startup(max(repeat, 5), small, with_tensorflow=not args.quick))
+
+        if args.only == "coldstart":
+            for params in sizes:
+                print(f"... cold start, {params / 1e6:g}M parameters", file=sys.stderr)
+                # a 1B model is minutes per build and gigabytes per load: one run of each
+                runs = 1 if params >= 1_000_000_000 else repeat
+                rows.extend(coldstart_rows(params, runs, work, write_workspace, row, paired_times))
         if args.only in ("all", "serve") and serve_available():
             # a reload holds two models at once, beside this process's own: 25M is enough to see
             for params in [size for size in sizes if size <= 25_000_000]:

@@ -44,6 +44,7 @@ from .errors import (
 from .export import export_saved_model
 from .frameworks import require_tensorflow
 from .golden import EXAMPLES_DIR, generate_example, run_example
+from .keras_layout import align_weights
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .manifest import Manifest, ManifestSource, read_manifest
 from .reproducible import canonicalise_keras_file, canonicalise_saved_model
@@ -158,7 +159,7 @@ def _build_into(
         ) from error
     notes: list[str] = []
     _pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes)
-    # model.keras is final once canonical: canonicalise, hash (and flush) it on another core
+    # model.keras is final once canonical and aligned: rewrite, hash (and flush) it on another core
     # while TensorFlow exports, so each file is hashed once, right after it is written, and the
     # build waits for no extra pass
     with ThreadPoolExecutor(1, thread_name_prefix="bundler-early-hash") as early:
@@ -206,6 +207,7 @@ def _build_into(
 
 def _canonical_keras_digest(workdir: Path) -> dict[str, FileDigest | OSError]:
     canonicalise_keras_file(workdir / KERAS_FILE)  # same model, same bytes
+    align_weights(workdir / KERAS_FILE)  # then weights first, at 4096: loads read them in place
     return hash_files(workdir, [KERAS_FILE], then=fsync_path)
 
 

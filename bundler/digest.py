@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import os
 import queue
 import stat
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .types import EntryKind, ProblemKind
 
@@ -359,3 +361,101 @@ def _verdict(
             f"the lock says {str(want)[:16]}..."
         )
     return None
+
+
+class ShardMismatch(Exception):
+    """A shard of a file does not match its digest (the message says which, from which byte)."""
+
+
+class VerifiedFile(io.RawIOBase):
+    """A sharded file whose bytes are checked before they are read: each read first verifies, once,
+    every shard it touches, so a parser reading through it sees only bytes whose digest matched.
+
+    ``check_rest`` verifies the shards no read has touched, in parallel; a loader runs it on
+    another core while it builds from what it already read. A mismatch raises ShardMismatch, and
+    ``failure`` keeps its message (a parser may turn the exception into its own).
+    """
+
+    def __init__(self, path: Path, size: int, shard_size: int, digests: list[str]) -> None:
+        super().__init__()
+        self.path = path
+        self._spans = shard_spans(size, shard_size)
+        if len(self._spans) != len(digests):
+            raise ValueError(f"{len(digests)} shard digests for {len(self._spans)} shards")
+        self._size, self._shard_size, self._digests = size, shard_size, digests
+        self._checked = [False] * len(digests)
+        self._locks = [threading.Lock() for _ in digests]
+        self._fd = _open_regular(path)
+        self._at = 0
+        self.failure: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self._size - self._at)
+        if wanted <= 0:
+            return 0
+        self._verify(
+            range(self._at // self._shard_size, (self._at + wanted - 1) // self._shard_size + 1)
+        )
+        count = os.preadv(self._fd, [memoryview(buffer)[:wanted]], self._at)
+        self._at += count
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+    def unchecked(self) -> list[int]:
+        return [index for index, done in enumerate(self._checked) if not done]
+
+    def check(self, indices: Iterable[int], workers: int | None = None) -> None:
+        """Verify these shards now, in parallel (ShardMismatch, or OSError, on a bad one)."""
+        self._verify(indices, workers)
+
+    def check_rest(self, workers: int | None = None) -> None:
+        """Verify every shard not yet verified (ShardMismatch, or OSError, on the first bad one)."""
+        self._verify(self.unchecked(), workers)
+
+    def _verify(self, indices: Iterable[int], workers: int | None = 1) -> None:
+        todo = [index for index in indices if not self._checked[index]]
+        if not todo:
+            return  # bytes already verified stay readable, whatever was found elsewhere since
+        if self.failure is not None:
+            raise ShardMismatch(self.failure)
+        tasks: list[Callable[[], object]] = [
+            functools.partial(self._check_one, index) for index in todo
+        ]
+        for result in _run_all(tasks, workers):
+            if isinstance(result, OSError):
+                raise result
+
+    def _check_one(self, index: int) -> None:
+        # one lock a shard: a read waits for a shard another thread is hashing, never hashes twice
+        with self._locks[index]:
+            if self._checked[index]:
+                return
+            if self.failure is not None:
+                raise ShardMismatch(self.failure)
+            start, length = self._spans[index]
+            result = hash_range(self.path, start, length)
+            if result != self._digests[index]:
+                self.failure = (
+                    f"content changed in shard {index} (from byte {start}): "
+                    f"sha256 {result[:16]}..., the lock says {self._digests[index][:16]}..."
+                )
+                raise ShardMismatch(self.failure)
+            self._checked[index] = True

@@ -5,11 +5,20 @@ config it is scanned: every serialized object must come from Keras itself or fro
 modules. Keras 3 refuses to import other modules on its own, but a bundle must not depend on which
 Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused.
 
-Adapted loads rewrite ``config.json`` inside the ``.keras`` zip in memory (weights untouched) and
-hand the result to Keras's loader as a file object; before Keras reads the archive, its members'
-sizes and its HDF5 weights are checked (``keras_archive``). The graph path loads ``saved_model/``
-with ``tf.saved_model.load`` and calls its ``serving_default`` signature; it needs no custom code,
-and is served only when every op in it is one Keras exports contain (``graph_scan``).
+A ``model.keras`` laid out by the build (``keras_layout``: weights first, stored, at 4096) has its
+weights read where they lie: the model is built from the config and HDF5 opens ``model.keras``
+itself, read-only, through one guarded seam over Keras's private saving steps (``keras_seam``);
+any other layout, or a Keras release without that seam, goes through Keras's own loader. Adapted
+loads use the adapted config the same way; adapters that migrate weights rewrite the zip in
+memory and hand it to Keras's loader. Before Keras reads the archive, its members' sizes and its
+HDF5 weights are checked (``keras_archive``). A verified load of a sharded ``model.keras`` reads
+it through ``digest.VerifiedFile``, each shard checked before it is parsed, and hashes the
+weights' shards on another core while the model is built: they are waited for before the
+weights are read, and a mismatch is an IntegrityError, the model never returned.
+
+The graph path loads ``saved_model/`` with ``tf.saved_model.load`` and calls its
+``serving_default`` signature; it needs no custom code, and is served only when every op in it is
+one Keras exports contain (``graph_scan``).
 
 Keras deserialization is guarded by one lock: services load from many threads, and Keras's
 registries and naming counters are process-wide.
@@ -24,6 +33,7 @@ import os
 import threading
 import warnings
 import zipfile
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +42,7 @@ from pydantic import ValidationError
 
 from .compat import Plan, make_plan
 from .components import import_component, registered_objects
+from .digest import ShardMismatch, VerifiedFile, check_digests
 from .environments import ImportedEnvironment
 from .errors import (
     AdapterError,
@@ -48,10 +59,11 @@ from .errors import (
 from .frameworks import require_tensorflow
 from .golden import named_outputs, read_arrays
 from .graph_scan import check_graph
-from .keras_archive import check_archive
+from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
+from .keras_layout import weights_offset
 from .lock import LOCK_FILENAME, Lock
-from .scan import check_config_modules, check_config_objects, open_keras_file, read_config
-from .types import Policy
+from .scan import check_config_modules, check_config_objects, read_config
+from .types import Policy, ProblemKind
 from .verify import (
     Problem,
     _check_artifacts,
@@ -101,23 +113,109 @@ class LoadedBundle:
         )
 
 
-def _integrity(root: Path, verify: bool, digest: str | None = None) -> dict[str, Any]:
+def _integrity(
+    root: Path, verify: bool, digest: str | None = None
+) -> tuple[dict[str, Any], _Deferred | None]:
+    """The validated lock, every file checked against it when ``verify``; files with shard
+    digests are left to the returned ``_Deferred``, checked while (and before) they are used."""
     lock, problems = read_lock(root)
     if (pinned := pin_problem(lock, digest)) is not None:
         raise IntegrityError(pinned.message, path=root / LOCK_FILENAME)
+    deferred = None
     if lock is not None:
         problems += _check_artifacts(lock)
         if verify:
-            problems += check_files(root, lock["files"])[0]
+            files = lock["files"]
+            sharded = {n for n, e in files.items() if isinstance(e.get("shards"), dict)}
+            sharded = set() if problems else sharded
+            problems += check_files(root, files, defer=sharded)[0]
+            if sharded and not problems:
+                keras, reader = lock["artifacts"]["keras"], None
+                try:
+                    if keras in sharded:
+                        entry = files[keras]
+                        shards = entry["shards"]
+                        reader = VerifiedFile(
+                            root / keras, entry["size"], shards["size"], shards["sha256"]
+                        )
+                except (OSError, ValueError) as error:
+                    problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
+                else:
+                    others = {name: files[name] for name in sharded if name != keras}
+                    deferred = _Deferred(root, keras, reader, others)
+                    deferred.prefetch()
     if problems:
-        raise IntegrityError(
-            f"the bundle failed verification ({len(problems)} problem"
-            f"{'s' if len(problems) > 1 else ''}); refusing to load it",
-            path=root,
-            details=[str(p) for p in problems],
-        )
+        raise _failed(root, problems)
     assert lock is not None
-    return lock
+    return lock, deferred
+
+
+def _failed(root: Path, problems: list[Problem]) -> IntegrityError:
+    return IntegrityError(
+        f"the bundle failed verification ({len(problems)} problem"
+        f"{'s' if len(problems) > 1 else ''}); refusing to load it",
+        path=root,
+        details=[str(p) for p in problems],
+    )
+
+
+class _Deferred:
+    """The large files a verified load checks while it works rather than before.
+
+    model.keras is read through ``reader``, which checks each shard before its bytes are parsed;
+    ``start`` then hashes, on a thread, the shards nobody read (the weights) and, after them,
+    every other large file (saved_model's variables, which the Keras path never reads). The
+    loader waits for the first before it reads the weights (``weights``) and for all before it
+    returns a model or serves the graph (``settle``); any mismatch is an IntegrityError.
+    """
+
+    def __init__(
+        self, root: Path, keras: str, reader: VerifiedFile | None, others: dict[str, Any]
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.root, self.keras, self.reader, self.others = root, keras, reader, others
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bundler-verify")
+        self._weights: Future[None] | None = None
+        self._rest: Future[dict[str, tuple[ProblemKind, str] | None]] | None = None
+
+    def prefetch(self) -> None:
+        """Verify, meanwhile, the shards a loader reads first: the zip's directory and config at
+        the end of model.keras, its first header at the start."""
+        if self.reader is not None:
+            last = len(self.reader.unchecked()) - 1
+            self._pool.submit(self.reader.check, sorted({0, last}), 2)
+
+    def start(self) -> None:
+        if self._weights is None:
+            check = self.reader.check_rest if self.reader is not None else (lambda: None)
+            self._weights = self._pool.submit(check)
+            self._rest = self._pool.submit(check_digests, self.root, self.others)
+
+    def failed(self) -> bool:
+        return self.reader is not None and self.reader.failure is not None
+
+    def weights(self) -> None:
+        self.start()
+        assert self._weights is not None
+        try:
+            self._weights.result()
+        except (ShardMismatch, OSError) as error:
+            why = (self.reader.failure if self.reader else None) or f"cannot be read: {error}"
+            raise _failed(self.root, [Problem(self.keras, "changed", why)]) from None
+
+    def settle(self) -> None:
+        self.weights()
+        assert self._rest is not None
+        verdicts = self._rest.result()
+        problems = [Problem(name, *v) for name, v in sorted(verdicts.items()) if v is not None]
+        if problems:
+            raise _failed(self.root, problems)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.reader is not None:
+            self.reader.close()
 
 
 def load_bundle(
@@ -149,7 +247,28 @@ def load_bundle(
         from .signing import verify_signature
 
         verify_signature(root, trusted_keys)
-    lock_json = _integrity(root, verify, digest)
+    lock_json, deferred = _integrity(root, verify, digest)
+    try:
+        return _load_verified(root, lock_json, deferred, policy, check_examples, unsafe)
+    finally:
+        if deferred is not None:
+            deferred.close()
+
+
+def _load_verified(
+    root: Path,
+    lock_json: dict[str, Any],
+    deferred: _Deferred | None,
+    policy: Policy,
+    check_examples: bool,
+    unsafe: bool,
+) -> LoadedBundle:
+    """load_bundle once the lock is read and checked, but for the ``deferred`` large files."""
+
+    def settle() -> None:
+        if deferred is not None:
+            deferred.settle()
+
     try:
         lock = Lock.model_validate(lock_json)
     except ValidationError as error:
@@ -163,7 +282,7 @@ def load_bundle(
     loaded: LoadedBundle
     if plan.mode == "keras":
         try:
-            model, applied = _load_keras(root, lock, plan, unsafe)
+            model, applied = _load_keras(root, lock, plan, unsafe, deferred)
             loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))
         except (LoadError, AdapterError, UnsafeBundleError) as error:
             # a hostile model is refused outright; a model Keras or an adapter cannot load is
@@ -171,12 +290,15 @@ def load_bundle(
             if policy != "fallback" or isinstance(error, UnsafeBundleError):
                 raise
             why = f"the Keras model could not be loaded: {error}"
+            settle()
             loaded = _load_graph(root, lock, plan, why, unsafe)
         if plan.replay and loaded.mode == "keras":
             loaded = _prove_modified(loaded, policy, unsafe)
             check_examples = check_examples and loaded.mode != "keras"  # just replayed
     else:
+        settle()
         loaded = _load_graph(root, lock, plan, plan.reason, unsafe)
+    settle()  # never return a model before every file is verified
     if check_examples:
         _, problems = replay_examples(loaded)
         if problems:
@@ -186,7 +308,7 @@ def load_bundle(
     return loaded
 
 
-def _prove_modified(loaded: LoadedBundle, policy: str, unsafe: bool) -> LoadedBundle:
+def _prove_modified(loaded: LoadedBundle, policy: Policy, unsafe: bool) -> LoadedBundle:
     """A component's code changed under the same version: load only what replays the same."""
     _, problems = replay_examples(loaded)
     if not problems:
@@ -247,10 +369,19 @@ class _KerasFile(io.BufferedReader):
         return os.path.join(tempfile.gettempdir(), "model.keras")
 
 
-def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, list[str]]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras.src.saving import saving_lib
+def _load_keras(
+    root: Path, lock: Lock, plan: Plan, unsafe: bool, deferred: _Deferred | None = None
+) -> tuple[Any, list[str]]:
+    """The Keras model: config scanned, archive bounded, then built; weights read in place when
+    model.keras is laid out for it (``keras_layout``), else through Keras's own ``load_model``.
 
+    With ``deferred`` (a verified load of large files), everything in model.keras before the
+    weights is read through its reader, each shard checked before it is parsed; the shards nobody
+    read yet (the weights) are hashed on another thread while the model is built, and waited for
+    before the weights are touched.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    reader = deferred.reader if deferred is not None else None
     where = str(root / lock.artifacts.keras)
     modules = [component.module for component in lock.components]
     custom_objects: dict[str, Any] = {}
@@ -260,39 +391,116 @@ def _load_keras(root: Path, lock: Lock, plan: Plan, unsafe: bool) -> tuple[Any, 
         message = f"loading {root} with Keras safe_mode OFF: code inside the model will run"
         log.warning(message)
         warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
-    with open_keras_file(where) as archive:
-        config = read_config(archive, where)
-        check_config_modules(config, modules, where, unsafe=unsafe)
-        check_config_objects(config, modules, where)
-        check_archive(archive, lock.files[lock.artifacts.keras].size, where)  # before Keras reads
-        applied: list[str] = []
-        if plan.adapters:
-            from .adapters import apply_to_config
+    try:
+        archive = zipfile.ZipFile(reader if reader is not None else where)
+    except (ShardMismatch, OSError, zipfile.BadZipFile) as error:
+        if deferred is not None and deferred.failed():
+            deferred.weights()  # raises the IntegrityError
+        raise LoadError(
+            f"model.keras is not a readable .keras file: {error}", path=where
+        ) from error
+    with archive:
+        try:
+            return _load_keras_archive(
+                root, lock, plan, unsafe, deferred, archive, modules, custom_objects
+            )
+        except Exception:
+            if deferred is not None and deferred.failed():
+                deferred.weights()  # raises the IntegrityError
+            raise
 
-            config, applied, edits = apply_to_config(config, plan.adapters)
-            source: Any = _rewritten(archive, config, edits)
-        else:
-            source = None
-        with _keras_lock:
-            try:
-                with source if source is not None else _KerasFile(where) as stream:
+
+def _load_keras_archive(
+    root: Path,
+    lock: Lock,
+    plan: Plan,
+    unsafe: bool,
+    deferred: _Deferred | None,
+    archive: zipfile.ZipFile,
+    modules: list[str],
+    custom_objects: dict[str, Any],
+) -> tuple[Any, list[str]]:
+    from . import keras_seam
+
+    keras_name = lock.artifacts.keras
+    where = str(root / keras_name)
+    reader = deferred.reader if deferred is not None else None
+    config = read_config(archive, where)
+    check_config_modules(config, modules, where, unsafe=unsafe)
+    check_config_objects(config, modules, where)
+    size = lock.files[keras_name].size
+    if reader is None:
+        check_archive(archive, size, where)  # before Keras reads
+    else:  # the weights' HDF5 is walked once its bytes are verified (in ``verified`` below)
+        check_archive(archive, size, where, weights=False)
+    applied: list[str] = []
+    edits: list[Any] = []
+    if plan.adapters:
+        from .adapters import apply_to_config
+
+        config, applied, edits = apply_to_config(config, plan.adapters)
+    not_in_place = _in_place_reason(archive, reader, where, edits)
+    if not_in_place is None and (seam := keras_seam.unavailable()) is not None:
+        not_in_place = f"the Keras seam is unavailable: {seam}"
+    # the shards nobody read yet (the weights) are hashed on another core meanwhile
+    if deferred is not None:
+        deferred.start()
+
+    def verified() -> None:
+        if deferred is not None:
+            deferred.weights()
+        if reader is not None and WEIGHTS_MEMBER in archive.namelist():
+            check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
+
+    with _keras_lock:
+        try:
+            if not_in_place is None:
+                log.debug("%s: reading the weights in place", where)
+                text = json.dumps(config) if applied else archive.read("config.json").decode()
+                model = keras_seam.load_in_place(
+                    text,
+                    Path(where),
+                    custom_objects=custom_objects,
+                    safe_mode=not unsafe,
+                    before_weights=verified,
+                )
+            else:
+                log.debug("%s: loading through keras.saving: %s", where, not_in_place)
+                verified()
+                from keras.src.saving import saving_lib
+
+                source = _rewritten(archive, config, edits) if plan.adapters else _KerasFile(where)
+                with source as stream:
                     model = saving_lib.load_model(
                         stream, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
                     )
-            except BundleError:
-                raise
-            except Exception as error:
-                text = f"{type(error).__name__}: {error}"
-                if "lambda" in text.lower() and "safe" in text.lower():
-                    raise UnsafeBundleError(
-                        "the model contains a Lambda layer with Python bytecode, which safe_mode "
-                        "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
-                        path=where,
-                    ) from error
-                if len(text) > 600:
-                    text = text[:597] + "..."
-                raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+        except BundleError:
+            raise
+        except Exception as error:
+            text = f"{type(error).__name__}: {error}"
+            if "lambda" in text.lower() and "safe" in text.lower():
+                raise UnsafeBundleError(
+                    "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                    "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                    path=where,
+                ) from error
+            if len(text) > 600:
+                text = text[:597] + "..."
+            raise LoadError(f"Keras could not load the model: {text}", path=where) from error
     return model, applied
+
+
+def _in_place_reason(
+    archive: zipfile.ZipFile, reader: VerifiedFile | None, where: str, edits: list[Any]
+) -> str | None:
+    """Why the weights cannot be read in place from this archive, or None when they can."""
+    if edits:
+        return "adapters migrate the weights, which needs a rewritten copy"
+    if not set(archive.namelist()) <= {"config.json", "metadata.json", WEIGHTS_MEMBER}:
+        return "the archive holds assets"
+    if weights_offset(reader if reader is not None else where) is None:
+        return "model.keras is not laid out for reading in place (built by an older bundler?)"
+    return None
 
 
 # -- the graph path -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ model does not. Each is canonicalised here, where it is written, without changin
 
 ``model.keras`` (a zip: ``metadata.json``, ``config.json``, ``model.weights.h5``, maybe assets)
     - zip entry timestamps (the weights entry carries the wall clock) and header fields: the
-      archive is rewritten with its entries sorted by name, dated 1980-01-01 00:00, fixed
+      archive is rewritten with its entries sorted by name (``bundler.keras_layout`` then moves
+      the weights first, aligned, as deterministically), dated 1980-01-01 00:00, fixed
       attributes. Entries other than the two JSON files are copied as they are, byte for byte
       (in the kernel, with ``copy_file_range``). The copy of a large weights entry is not free
       (about 0.8 s for 800 MB), so the build runs it on the thread that hashes ``model.keras``,

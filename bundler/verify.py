@@ -25,6 +25,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -288,9 +289,17 @@ def pin_problem(lock: dict[str, Any] | None, digest: str | None) -> Problem | No
 
 
 def check_files(
-    root: Path, files: dict[str, Any], progress: Progress | None = None
+    root: Path,
+    files: dict[str, Any],
+    progress: Progress | None = None,
+    *,
+    defer: Collection[str] = (),
 ) -> tuple[list[Problem], int]:
-    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed)."""
+    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
+
+    Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
+    caller reads them through ``digest.VerifiedFile``, which checks each shard as it is read.
+    """
     problems: list[Problem] = []
     try:
         entries = walk_tree(root)
@@ -322,7 +331,7 @@ def check_files(
                         name, "size", f"has {listed.size} bytes, the lock says {expected['size']}"
                     )
                 )
-            else:
+            elif name not in defer or "shards" not in expected:
                 to_hash.append(name)
     verdicts = check_digests(root, {name: files[name] for name in to_hash}, progress=progress)
     total = 0
