@@ -33,14 +33,11 @@ import warnings
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .digest import read_plain_file, unsafe_path_reason
 from .errors import UnsafeBundleError, UnsafeLoadWarning
+from .problems import Problem
 from .protowire import WireError, fields, messages, string, strings
-
-if TYPE_CHECKING:
-    from .verify import Problem
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
 SAVED_MODEL_MAX_BYTES = 256 << 20
@@ -511,8 +508,6 @@ def graph_problems(
     Skipped when an earlier problem is about ``saved_model.pb`` (missing, changed): that one
     already says the bundle is not what its lock describes.
     """
-    from .verify import Problem
-
     path = f"{saved_model}/{SAVED_MODEL_FILENAME}"
     if path not in files or any(problem.path == path for problem in earlier):
         return []

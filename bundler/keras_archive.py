@@ -34,12 +34,10 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import LoadError, UnsafeBundleError
-
-if TYPE_CHECKING:
-    from .verify import Problem
+from .problems import Problem
 
 WEIGHTS_MEMBER = "model.weights.h5"
 INFLATION_RATIO = 8
@@ -209,8 +207,6 @@ def archive_problems(
     """``check_archive``'s refusals as verify Problems (kind ``unsafe``); skipped when an earlier
     problem is about model.keras (missing, changed). An archive Keras could not read at all is
     not reported here: loading says so (and ``fallback`` serves the graph instead)."""
-    from .verify import Problem
-
     if keras not in files or any(problem.path == keras for problem in earlier):
         return []
     path = os.path.join(root, keras)

@@ -62,12 +62,12 @@ from .graph_scan import check_graph
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
 from .lock import LOCK_FILENAME, Lock
+from .problems import Problem
 from .scan import check_config_modules, check_config_objects, read_config
 from .types import Policy, ProblemKind
 from .verify import (
-    Problem,
-    _check_artifacts,
     bundle_root,
+    check_artifacts,
     check_files,
     pin_problem,
     pinned_digest,
@@ -123,7 +123,7 @@ def _integrity(
         raise IntegrityError(pinned.message, path=root / LOCK_FILENAME)
     deferred = None
     if lock is not None:
-        problems += _check_artifacts(lock)
+        problems += check_artifacts(lock)
         if verify:
             files = lock["files"]
             sharded = {n for n, e in files.items() if isinstance(e.get("shards"), dict)}

@@ -58,28 +58,12 @@ from .layout import (
     SIGNATURE_FILENAMES,
     files_digest,
 )
+from .problems import LOAD_KINDS, Problem
 from .scan import check_config_modules, read_keras_config
-from .types import Policy, ProblemKind
+from .types import Policy
 from .versions import VersionError, parse_range, parse_version
 
 RANGES = ("requirement", "compatible")
-# problems about whether intact files load here; every other kind means a damaged bundle
-LOAD_KINDS = frozenset({"config", "incompatible", "modified", "smoke"})
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a bundle, by the file it is about."""
-
-    path: str
-    kind: ProblemKind
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-    def to_json(self) -> dict[str, str]:
-        return {"path": self.path, "kind": self.kind, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -345,7 +329,7 @@ def check_files(
     return problems, total
 
 
-def _check_artifacts(lock: dict[str, Any]) -> list[Problem]:
+def check_artifacts(lock: dict[str, Any]) -> list[Problem]:
     files = lock["files"]
     artifacts = lock["artifacts"]
     problems = []
@@ -416,7 +400,7 @@ def verify_bundle(
         problems.append(pinned)
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
-    problems += _check_artifacts(lock)
+    problems += check_artifacts(lock)
     total = sum(int(entry["size"]) for entry in lock["files"].values())
     with metered(on_hashing, total) as meter:
         file_problems, hashed = check_files(root, lock["files"], meter)
