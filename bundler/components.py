@@ -30,6 +30,7 @@ import importlib
 import importlib.metadata
 import inspect
 import json
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -57,20 +58,47 @@ def _distributions_by_package() -> dict[str, list[str]]:
     return {key: list(value) for key, value in importlib.metadata.packages_distributions().items()}
 
 
-def _holds(dist: importlib.metadata.Distribution, origin: Path) -> bool:
-    """Does ``dist`` provide the file ``origin``? (Not a same-named copy elsewhere on the path.)"""
+def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
+    """The top-level modules a distribution installs (``top_level.txt``, else its RECORD)."""
+    declared = dist.read_text("top_level.txt")
+    if declared:
+        return set(declared.split())
+    return {f.parts[0].removesuffix(".py") for f in dist.files or () if f.parts}
+
+
+def _distribution_beside(top: str, base: Path) -> importlib.metadata.Distribution | None:
+    """The distribution installed in the same folder as the module that provides ``top``.
+
+    Reading the few metadata folders of one sys.path entry, the likely ones first (their name
+    holds the module's), is what keeps a verify from scanning every installed distribution.
+    """
     try:
-        root = Path(str(dist.locate_file(""))).resolve()
-        origin.resolve().relative_to(root)
-        return True
-    except (ValueError, OSError):
-        pass
-    # an editable install provides code that lives in its project folder, not in site-packages
-    try:
-        direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    except ValueError:
-        return False
-    return isinstance(direct, dict) and bool((direct.get("dir_info") or {}).get("editable"))
+        folders = [e for e in os.scandir(base) if e.name.endswith((".dist-info", ".egg-info"))]
+    except OSError:
+        return None
+    folders.sort(key=lambda e: top.lower() not in e.name.lower().replace("-", "_"))
+    for folder in folders:
+        dist = importlib.metadata.PathDistribution(Path(folder.path))
+        try:
+            if top in _top_levels(dist):
+                return dist
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _editable_distribution(top: str, origin: Path) -> importlib.metadata.Distribution | None:
+    """An editable install whose project folder holds ``origin`` (its code is not beside it)."""
+    for dist in importlib.metadata.distributions():
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        if not (isinstance(direct, dict) and (direct.get("dir_info") or {}).get("editable")):
+            continue
+        if top in _top_levels(dist):
+            return dist
+    return None
 
 
 def providing_distribution(
@@ -78,13 +106,14 @@ def providing_distribution(
 ) -> importlib.metadata.Distribution | None:
     """The installed distribution whose files include ``origin``, the module's source file."""
     top = module_name.split(".", 1)[0]
-    for name in _distributions_by_package().get(top, []):
+    if origin is not None:
+        beside = _distribution_beside(top, package_base(module_name, origin))
+        return beside or _editable_distribution(top, origin)
+    for name in _distributions_by_package().get(top, []):  # no file to go by (a zip import)
         try:
-            dist = importlib.metadata.distribution(name)
+            return importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-        if origin is None or _holds(dist, origin):
-            return dist
     return None
 
 

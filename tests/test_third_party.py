@@ -360,3 +360,16 @@ def test_an_older_keras_hub_is_refused_or_served_as_a_graph_as_verify_predicts(
     }
     for entry in outcome.values():  # verify OK <=> load succeeds
         assert entry["verify"] is ("error" not in entry)
+
+
+def test_the_providing_distribution_is_found_beside_the_module_or_as_an_editable_install() -> None:
+    """Without scanning every installed distribution: the metadata folders beside the module
+    (keras-tcn's `tcn`), else an editable install (this project, from a clone)."""
+    from bundler.components import static_version
+
+    tcn = static_version("tcn")
+    assert (tcn.distribution, tcn.version) == ("keras-tcn", "3.5.5")
+    own = static_version("bundler")
+    assert own.distribution == "bundler"  # installed with pip install -e
+    local = static_version("acme_layers.layers", [str(EXAMPLES / "custom_layer" / "src")])
+    assert (local.distribution, local.version) == (None, "1.2.0")  # no distribution: __version__
