@@ -22,7 +22,6 @@ on two threads, so memory stays flat whatever the model's size. Nothing here imp
 
 from __future__ import annotations
 
-import io
 import json
 import mmap
 import os
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .digest import read_plain_file
+from .digest import FileWindow, read_plain_file
 from .errors import UsageError
 from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
 
@@ -406,43 +405,6 @@ def _file_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[FileChan
 # -- model.keras: the config and the weights ------------------------------------------------------
 
 
-class _Window(io.RawIOBase):
-    """A read-only file object over ``length`` bytes of a file from ``start``: a stored zip member
-    handed to h5py as if it were its own file."""
-
-    def __init__(self, descriptor: int, start: int, length: int) -> None:
-        super().__init__()
-        self.descriptor, self.start, self.length, self.position = descriptor, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.length}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = max(0, min(len(view), self.length - self.position))
-        if wanted == 0:
-            return 0
-        if hasattr(os, "preadv"):
-            count = os.preadv(self.descriptor, [view[:wanted]], self.start + self.position)
-        else:  # a system without preadv
-            data = os.pread(self.descriptor, wanted, self.start + self.position)
-            count = len(data)
-            view[:count] = data
-        self.position += count
-        return count
-
-
 @dataclass(frozen=True)
 class _Variable:
     path: str  # inside the h5 file
@@ -518,7 +480,7 @@ class _KerasFile:
                 skip += int.from_bytes(header[28:30], "little")
                 self.base = info.header_offset + skip
                 self.end = min(self.base + info.file_size, os.fstat(self.descriptor).st_size)
-                self.member = _Window(self.descriptor, self.base, info.file_size)
+                self.member = FileWindow(self.descriptor, self.base, info.file_size)
             else:  # not written by Keras: slower, but still streamed
                 self.member = self.archive.open(info)
             self.h5 = h5py.File(self.member, "r")
@@ -529,7 +491,7 @@ class _KerasFile:
                     raw = (
                         node.chunks is None
                         and node.compression is None
-                        and isinstance(self.member, _Window)
+                        and isinstance(self.member, FileWindow)
                     )
                     offset = node.id.get_offset() if raw else None
                     found[name] = _Variable(name, tuple(node.shape), node.dtype, offset)

@@ -367,7 +367,50 @@ class ShardMismatch(Exception):
     """A shard of a file does not match its digest (the message says which, from which byte)."""
 
 
-class VerifiedFile(io.RawIOBase):
+class FileWindow(io.RawIOBase):
+    """Bytes [start, start + size) of an open file descriptor as a read-only, seekable stream: a
+    stored zip member handed to h5py as if it were its own file, or a whole file read through a
+    check (``VerifiedFile``). Reads use ``pread``: no shared file position, no copy beyond one."""
+
+    def __init__(self, descriptor: int, start: int, size: int) -> None:
+        super().__init__()
+        self.descriptor, self.start, self.size, self.position = descriptor, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = max(0, min(len(view), self.size - self.position))
+        if wanted == 0:
+            return 0
+        self.before_read(self.position, wanted)
+        at = self.start + self.position
+        if hasattr(os, "preadv"):
+            count = os.preadv(self.descriptor, [view[:wanted]], at)
+        else:  # a system without preadv
+            data = os.pread(self.descriptor, wanted, at)
+            count = len(data)
+            view[:count] = data
+        self.position += count
+        return count
+
+    def before_read(self, offset: int, size: int) -> None:
+        """Called before bytes [offset, offset + size) of the window are read; nothing here."""
+
+
+class VerifiedFile(FileWindow):
     """A sharded file whose bytes are checked before they are read: each read first verifies, once,
     every shard it touches, so a parser reading through it sees only bytes whose digest matched.
 
@@ -377,46 +420,22 @@ class VerifiedFile(io.RawIOBase):
     """
 
     def __init__(self, path: Path, size: int, shard_size: int, digests: list[str]) -> None:
-        super().__init__()
         self.path = path
         self._spans = shard_spans(size, shard_size)
         if len(self._spans) != len(digests):
             raise ValueError(f"{len(digests)} shard digests for {len(self._spans)} shards")
-        self._size, self._shard_size, self._digests = size, shard_size, digests
+        self._shard_size, self._digests = shard_size, digests
         self._checked = [False] * len(digests)
         self._locks = [threading.Lock() for _ in digests]
-        self._fd = _open_regular(path)
-        self._at = 0
         self.failure: str | None = None
+        super().__init__(_open_regular(path), 0, size)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._at
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
-        self._at = max(0, base + offset)
-        return self._at
-
-    def readinto(self, buffer: Any) -> int:
-        wanted = min(len(buffer), self._size - self._at)
-        if wanted <= 0:
-            return 0
-        self._verify(
-            range(self._at // self._shard_size, (self._at + wanted - 1) // self._shard_size + 1)
-        )
-        count = os.preadv(self._fd, [memoryview(buffer)[:wanted]], self._at)
-        self._at += count
-        return count
+    def before_read(self, offset: int, size: int) -> None:
+        self._verify(range(offset // self._shard_size, (offset + size - 1) // self._shard_size + 1))
 
     def close(self) -> None:
         if not self.closed:
-            os.close(self._fd)
+            os.close(self.descriptor)
         super().close()
 
     def unchecked(self) -> list[int]:

@@ -25,7 +25,6 @@ has HDF5 weights.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import struct
@@ -36,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .digest import FileWindow
 from .errors import LoadError, UnsafeBundleError
 from .problems import Problem
 
@@ -98,39 +98,7 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Itera
             raise LoadError(f"model.keras member {info.filename!r} has no local header", path=path)
         name_length, extra_length = _LOCAL_HEADER.unpack(header)[-2:]
         start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-        yield _Window(raw, start, info.file_size)
-
-
-class _Window(io.RawIOBase):
-    """Bytes [start, start + size) of an open file, as a read-only seekable stream."""
-
-    def __init__(self, raw: io.BufferedReader, start: int, size: int) -> None:
-        super().__init__()
-        self._raw, self._start, self._size, self._at = raw, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._at
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
-        self._at = max(0, base + offset)
-        return self._at
-
-    def readinto(self, buffer: Any) -> int:
-        wanted = min(len(buffer), self._size - self._at)
-        if wanted <= 0:
-            return 0
-        self._raw.seek(self._start + self._at)
-        data = self._raw.read(wanted)
-        buffer[: len(data)] = data
-        self._at += len(data)
-        return len(data)
+        yield FileWindow(raw.fileno(), start, info.file_size)
 
 
 def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
