@@ -49,6 +49,7 @@ def _documents() -> list[Path]:
         *sorted(DOCS.glob("*.md")),
         *sorted((ROOT / "example_bundles").glob("*/README.md")),
         ROOT / "benchmarks" / "__main__.py",
+        ROOT / "benchmarks" / "README.md",
     ]
 
 
