@@ -12,12 +12,15 @@ import copy
 import io
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from bundler.cli import main
+from bundler.errors import SignatureError
+from bundler.signing import verify_signature
 
 FUZZ = settings(
     max_examples=int(os.environ.get("BUNDLER_FUZZ_EXAMPLES", "150")),
@@ -100,3 +103,17 @@ def run_main(*args: str) -> tuple[int, str, str]:
     stdout.flush()
     stderr.flush()
     return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+def assert_signature_file_gives_a_verdict(
+    root: Path, filename: str, text: str, public: Path
+) -> None:
+    """``text`` as the bundle's signature file: the API refuses it with a SignatureError or
+    accepts it; the command line exits 0 or 1 with one error line naming the file, never an
+    internal error."""
+    (root / filename).write_text(text, errors="surrogatepass")
+    with contextlib.suppress(SignatureError):
+        verify_signature(root, [public])
+    code, _out, errors = run_main("verify", str(root), "--key", str(public))
+    assert code in (0, 1) and "internal error" not in errors, errors
+    assert code == 0 or errors.startswith(f"bundle: error: {root / filename}: ")

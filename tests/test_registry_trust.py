@@ -359,9 +359,15 @@ VALID_MANIFEST = {
 def test_fuzzed_registry_manifest_is_a_verdict_never_a_crash(
     hostile: HostileRegistry, tmp_path: Path, monkeypatch, data: st.DataObject
 ) -> None:
-    hostile.mode = "manifest"
-    hostile.manifest = mutated_document(data, VALID_MANIFEST).encode("utf-8", "surrogatepass")
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    assert_pull_gives_a_verdict(hostile, mutated_document(data, VALID_MANIFEST))
+
+
+def assert_pull_gives_a_verdict(hostile: HostileRegistry, manifest: str) -> None:
+    """A registry serving ``manifest`` (and no blob): the API raises a BundleError, the command
+    line prints one escaped error line and exits 1 or 2, never an internal error."""
+    hostile.mode = "manifest"
+    hostile.manifest = manifest.encode("utf-8", "surrogatepass")
     reference = f"oci://{hostile.host}/ml/fuzz:1.0.0"
     with pytest.raises(BundleError):  # no blob is ever served: it cannot succeed
         fetch(reference)
