@@ -36,7 +36,6 @@ from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered
 from .errors import (
     BuildError,
     BuildWarning,
-    BundleError,
     ComponentError,
     ManifestError,
     UsageError,
@@ -504,12 +503,3 @@ def _created() -> str:
     else:
         moment = dt.datetime.now(tz=dt.timezone.utc).replace(microsecond=0)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def describe_failure(error: BaseException) -> BundleError:
-    """Any exception from a build as a BundleError (for callers that must not see tracebacks)."""
-    if isinstance(error, BundleError):
-        return error
-    if isinstance(error, OSError):
-        return BuildError(f"{error.strerror or error}", path=error.filename)
-    return BuildError(f"{type(error).__name__}: {error}")

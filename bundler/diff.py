@@ -36,6 +36,7 @@ from typing import Any, Literal
 from .digest import FileWindow, read_plain_file
 from .errors import UsageError
 from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
+from .oci import is_reference
 
 Kind = Literal["added", "removed", "changed"]
 SECTIONS = (
@@ -207,7 +208,7 @@ def _open_side(reference: str | Path, label: str | None) -> tuple[Side, dict[str
     from .verify import bundle_root, read_lock
 
     text = str(reference)
-    if text.startswith("oci://"):
+    if is_reference(text):
         from .oci import pull
 
         root = pull(text)
@@ -235,7 +236,7 @@ def _identical(
     sides = []
     documents = []
     for index, reference in enumerate((old, new)):
-        if str(reference).startswith("oci://"):
+        if is_reference(str(reference)):
             return None
         root = Path(reference)
         try:

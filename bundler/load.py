@@ -62,6 +62,7 @@ from .graph_scan import check_graph
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
 from .lock import LOCK_FILENAME, Lock
+from .oci import is_reference
 from .problems import Problem
 from .scan import check_config_modules, check_config_objects, read_config
 from .types import Policy, ProblemKind
@@ -238,7 +239,7 @@ def load_bundle(
     """
     require_tensorflow("loading a bundle")
     digest = pinned_digest(digest)
-    if isinstance(path, str) and path.startswith("oci://"):
+    if is_reference(path):
         from .oci import pull
 
         path = pull(path)  # into the content-addressed cache, verified there

@@ -48,7 +48,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import strict_json
 from .digest import unsafe_path_reason
@@ -101,7 +101,8 @@ class Reference:
         return text
 
 
-def is_reference(text: object) -> bool:
+def is_reference(text: object) -> TypeGuard[str]:
+    """Is ``text`` a registry reference (``oci://...``) rather than a folder?"""
     return isinstance(text, str) and text.startswith("oci://")
 
 
