@@ -69,7 +69,7 @@ __all__ = [
 _LAZY = {
     "build_bundle": "build",
     "Bundle": "build",
-    "verify_bundle": "verify",
+    "verify_bundle": "smoke",
     "VerifyReport": "verify",
     "load_bundle": "load",
     "LoadedBundle": "load",
@@ -85,7 +85,8 @@ if TYPE_CHECKING:
     from .diff import BundleDiff, diff_bundles
     from .load import LoadedBundle, load_bundle
     from .manifest import read_manifest
-    from .verify import VerifyReport, verify_bundle
+    from .smoke import verify_bundle
+    from .verify import VerifyReport
 
 
 def __getattr__(name: str) -> Any:

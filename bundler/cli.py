@@ -221,7 +221,8 @@ def _display_path(path: Path) -> str:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import bundle_root, pinned_digest, verify_bundle
+    from .smoke import verify_bundle
+    from .verify import bundle_root, pinned_digest
 
     style = _Style(sys.stdout)
     digest = pinned_digest(args.digest, "--digest")

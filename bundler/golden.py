@@ -1,7 +1,10 @@
 """Golden examples: inputs and the outputs they gave at build time, stored as ``.npz`` files.
 
 Made at build (``run_example`` for the manifest's, ``generate_example`` from the model's input
-spec when it declares none), replayed by ``bundler.load`` (``replay_examples``).
+spec when it declares none); replayed through a loaded model (``replay_examples``) by loads of
+modified code, by ``load_bundle(check_examples=True)`` and by ``bundle verify --smoke``
+(``bundler.smoke``). Both sides live here so that what the build stores and what a replay
+compares cannot drift apart.
 
 Outputs are stored and compared by name, whatever the model returns: a dict keeps its keys, a
 list or tuple becomes ``output_0``, ``output_1``, ..., a single tensor ``output_0``. The build
@@ -13,13 +16,48 @@ from __future__ import annotations
 
 import shutil
 import warnings
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import BuildError, BuildWarning, ManifestError
 from .manifest import ExampleSpec, ManifestSource
+from .problems import Problem
 
 EXAMPLES_DIR = "examples"
+
+
+class GoldenExample(Protocol):
+    """A golden example as the lock lists it: its files and the tolerance of its replay."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> str: ...
+    @property
+    def outputs(self) -> str: ...
+    @property
+    def rtol(self) -> float: ...
+    @property
+    def atol(self) -> float: ...
+
+
+class ExampleList(Protocol):
+    @property
+    def examples(self) -> Sequence[GoldenExample]: ...
+
+
+class Replayable(Protocol):
+    """What a replay needs of a loaded bundle (``bundler.load.LoadedBundle``)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def lock(self) -> ExampleList: ...
+    def predict(self, x: Any) -> Any: ...
 
 
 def named_outputs(outputs: Any) -> dict[str, Any]:
@@ -176,3 +214,78 @@ def generate_example(model: Any, workdir: Path) -> tuple[list[dict[str, Any]], s
         f"golden example {GENERATED_EXAMPLE!r} generated from the model's input spec (seed "
         f"{GENERATED_SEED}); declare 'examples' to choose inputs, or 'examples: []' to opt out"
     )
+
+
+# -- replay ---------------------------------------------------------------------------------------
+
+
+def replay_examples(loaded: Replayable) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Run each golden example through the loaded model; compare with the stored outputs."""
+    import numpy as np
+
+    results: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for example in loaded.lock.examples:
+        try:
+            inputs = read_arrays(loaded.path / example.inputs)
+            expected = read_arrays(loaded.path / example.outputs)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            # allow_pickle stays off: an object array (a pickle) is refused, never unpickled
+            problems.append(
+                Problem(
+                    example.inputs,
+                    "smoke",
+                    f"example {example.name!r} cannot be read: {type(error).__name__}: {error}",
+                )
+            )
+            results.append({"name": example.name, "ok": False, "error": str(error)})
+            continue
+        if not inputs:
+            problems.append(Problem(example.inputs, "smoke", f"example {example.name!r} is empty"))
+            results.append({"name": example.name, "ok": False, "error": "no inputs"})
+            continue
+        feed: Any = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+        try:
+            actual = named_outputs(loaded.predict(feed))
+        except Exception as error:
+            problems.append(
+                Problem(example.inputs, "smoke", f"example {example.name!r} failed to run: {error}")
+            )
+            results.append({"name": example.name, "ok": False, "error": str(error)})
+            continue
+        worst_abs = 0.0
+        worst_rel = 0.0
+        diffs = []
+        for key, want in expected.items():
+            got = actual.get(key)
+            if got is None or got.shape != want.shape:
+                shape = None if got is None else list(got.shape)
+                diffs.append(f"output {key!r}: shape {shape}, expected {list(want.shape)}")
+                continue
+            delta = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            worst_abs = max(worst_abs, float(delta.max(initial=0.0)))
+            scale = np.abs(want.astype(np.float64))
+            rel = delta / np.where(scale == 0, 1.0, scale)
+            worst_rel = max(worst_rel, float(rel.max(initial=0.0)))
+            if not np.allclose(got, want, rtol=example.rtol, atol=example.atol):
+                index = np.unravel_index(int(np.argmax(delta - example.rtol * scale)), delta.shape)
+                diffs.append(
+                    f"output {key!r} at {tuple(int(i) for i in index)}: got {got[index]!r}, "
+                    f"expected {want[index]!r} (max abs diff {float(delta.max()):.3g}, "
+                    f"rtol {example.rtol:g}, atol {example.atol:g})"
+                )
+        ok = not diffs
+        results.append(
+            {
+                "name": example.name,
+                "ok": ok,
+                "max_abs_diff": worst_abs,
+                "max_rel_diff": worst_rel,
+                "mode": loaded.mode,
+            }
+        )
+        for diff in diffs:
+            problems.append(
+                Problem(example.outputs, "smoke", f"example {example.name!r} drifted: {diff}")
+            )
+    return results, problems

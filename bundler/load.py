@@ -57,7 +57,7 @@ from .errors import (
     UnsafeLoadWarning,
 )
 from .frameworks import require_tensorflow
-from .golden import named_outputs, read_arrays
+from .golden import replay_examples
 from .graph_scan import check_graph
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
@@ -557,95 +557,3 @@ def _graph_predict(signature: Any, x: Any) -> Any:
         ordered = [outputs[name] for name in names]
         return ordered[0] if len(ordered) == 1 else ordered
     return outputs
-
-
-# -- golden examples ------------------------------------------------------------------------------
-
-
-def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Run each golden example through the loaded model; compare with the stored outputs."""
-    import numpy as np
-
-    results: list[dict[str, Any]] = []
-    problems: list[Problem] = []
-    for example in loaded.lock.examples:
-        try:
-            inputs = read_arrays(loaded.path / example.inputs)
-            expected = read_arrays(loaded.path / example.outputs)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            # allow_pickle stays off: an object array (a pickle) is refused, never unpickled
-            problems.append(
-                Problem(
-                    example.inputs,
-                    "smoke",
-                    f"example {example.name!r} cannot be read: {type(error).__name__}: {error}",
-                )
-            )
-            results.append({"name": example.name, "ok": False, "error": str(error)})
-            continue
-        if not inputs:
-            problems.append(Problem(example.inputs, "smoke", f"example {example.name!r} is empty"))
-            results.append({"name": example.name, "ok": False, "error": "no inputs"})
-            continue
-        feed: Any = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-        try:
-            actual = named_outputs(loaded.predict(feed))
-        except Exception as error:
-            problems.append(
-                Problem(example.inputs, "smoke", f"example {example.name!r} failed to run: {error}")
-            )
-            results.append({"name": example.name, "ok": False, "error": str(error)})
-            continue
-        worst_abs = 0.0
-        worst_rel = 0.0
-        diffs = []
-        for key, want in expected.items():
-            got = actual.get(key)
-            if got is None or got.shape != want.shape:
-                shape = None if got is None else list(got.shape)
-                diffs.append(f"output {key!r}: shape {shape}, expected {list(want.shape)}")
-                continue
-            delta = np.abs(got.astype(np.float64) - want.astype(np.float64))
-            worst_abs = max(worst_abs, float(delta.max(initial=0.0)))
-            scale = np.abs(want.astype(np.float64))
-            rel = delta / np.where(scale == 0, 1.0, scale)
-            worst_rel = max(worst_rel, float(rel.max(initial=0.0)))
-            if not np.allclose(got, want, rtol=example.rtol, atol=example.atol):
-                index = np.unravel_index(int(np.argmax(delta - example.rtol * scale)), delta.shape)
-                diffs.append(
-                    f"output {key!r} at {tuple(int(i) for i in index)}: got {got[index]!r}, "
-                    f"expected {want[index]!r} (max abs diff {float(delta.max()):.3g}, "
-                    f"rtol {example.rtol:g}, atol {example.atol:g})"
-                )
-        ok = not diffs
-        results.append(
-            {
-                "name": example.name,
-                "ok": ok,
-                "max_abs_diff": worst_abs,
-                "max_rel_diff": worst_rel,
-                "mode": loaded.mode,
-            }
-        )
-        for diff in diffs:
-            problems.append(
-                Problem(example.outputs, "smoke", f"example {example.name!r} drifted: {diff}")
-            )
-    return results, problems
-
-
-def smoke_test(
-    root: Path, lock: dict[str, Any], policy: Policy
-) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
-    require_tensorflow("replaying the golden examples")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FallbackWarning)
-            loaded = load_bundle(root, policy=policy, verify=False)
-    except BundleError as error:  # one problem a line: each detail is a line of its own
-        head = Problem(".", "smoke", f"loading for the smoke test failed: {error.message}")
-        return [], [head, *(Problem(".", "smoke", detail) for detail in error.details)]
-    if not loaded.lock.examples:
-        return [], []
-    return replay_examples(loaded)

@@ -14,9 +14,11 @@ Four layers, each reported in full rather than stopping at the first problem:
 
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
-and so imports TensorFlow, after everything else passed. A component whose code changed under the
-same version (``modified``) loads only once its golden examples replay: without ``smoke`` verify
-cannot promise that, and says so as a problem rather than guess.
+and so imports TensorFlow, after everything else passed: that step loads the bundle as
+``load_bundle`` would, and ``load_bundle`` verifies with this module, so it sits a layer above
+(``bundler.smoke``, whose ``verify_bundle`` is ``check_bundle`` plus the replay). A component
+whose code changed under the same version (``modified``) loads only once its golden examples
+replay: without ``smoke`` verify cannot promise that, and says so as a problem rather than guess.
 """
 
 from __future__ import annotations
@@ -365,7 +367,7 @@ def _scan_config(root: Path, lock: dict[str, Any]) -> list[Problem]:
     return []
 
 
-def verify_bundle(
+def check_bundle(
     path: str | Path,
     *,
     policy: Policy = "adapt",
@@ -375,6 +377,9 @@ def verify_bundle(
     digest: str | None = None,
 ) -> VerifyReport:
     """Check a bundle's integrity, its lock, and whether it would load under ``policy``.
+
+    Everything ``verify_bundle`` does but run the model: ``smoke=True`` says the golden examples
+    are replayed next (``bundler.smoke``), so a ``modified`` component is left to that replay.
 
     ``env`` is a pip-freeze file describing a deploy target (default: this interpreter).
     ``on_hashing(total_bytes)`` may return a callback given the bytes hashed as they are.
@@ -425,7 +430,7 @@ def verify_bundle(
                 "run 'bundle verify --smoke' to replay them here",
             )
         )
-    report = VerifyReport(
+    return VerifyReport(
         str(root),
         tuple(problems),
         lock,
@@ -434,21 +439,6 @@ def verify_bundle(
         bytes_hashed=hashed,
         seconds=time.perf_counter() - started,
     )
-    if smoke and report.ok:
-        from .load import smoke_test
-
-        results, smoke_problems = smoke_test(root, lock, policy)
-        report = VerifyReport(
-            report.bundle,
-            tuple(smoke_problems),
-            lock,
-            plan,
-            report.files_checked,
-            report.bytes_hashed,
-            time.perf_counter() - started,
-            tuple(results),
-        )
-    return report
 
 
 def require_intact(
@@ -458,7 +448,7 @@ def require_intact(
     where: str | Path | None = None,
 ) -> VerifyReport:
     """Verify ``root`` before acting on it (sign, push, cache): ``error(refusal)`` if not intact."""
-    report = verify_bundle(root)
+    report = check_bundle(root)
     if not report.integrity_ok:
         raise error(refusal, path=where or root, details=[str(p) for p in report.problems])
     return report

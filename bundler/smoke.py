@@ -1,0 +1,78 @@
+"""``verify_bundle``: the checks of ``bundler.verify``, then, with ``smoke=True``, the smoke test.
+
+The smoke test loads the bundle here, as ``load_bundle`` would with the same policy, and replays
+its golden examples through the model it got (``golden.replay_examples``). It sits above both
+``verify`` and ``load`` because it needs both: ``load_bundle`` verifies what it loads (with
+``verify``'s checks, and through a pull or a signature check that verify in turn), so the module
+that loads cannot be one that ``verify`` imports. ``check_bundle`` never imports TensorFlow;
+``load`` and TensorFlow are imported here only when a smoke test runs, after every check passed.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .digest import ProgressFactory
+from .environments import Environment
+from .errors import BundleError, FallbackWarning
+from .frameworks import require_tensorflow
+from .problems import Problem
+from .types import Policy
+from .verify import VerifyReport, check_bundle
+
+
+def verify_bundle(
+    path: str | Path,
+    *,
+    policy: Policy = "adapt",
+    smoke: bool = False,
+    env: Environment | str | Path | None = None,
+    on_hashing: ProgressFactory | None = None,
+    digest: str | None = None,
+) -> VerifyReport:
+    """Check a bundle's integrity, its lock, and whether it would load under ``policy``.
+
+    ``smoke=True`` then loads it here and replays its golden examples (imports TensorFlow).
+    ``env`` is a pip-freeze file describing a deploy target (default: this interpreter).
+    ``on_hashing(total_bytes)`` may return a callback given the bytes hashed as they are.
+    ``digest`` pins the bundle: any other (signed or not) is a ``pinned`` problem.
+    Raises UsageError when ``path`` is not a bundle at all; every other finding is a Problem.
+    """
+    started = time.perf_counter()
+    report = check_bundle(
+        path, policy=policy, smoke=smoke, env=env, on_hashing=on_hashing, digest=digest
+    )
+    if not (smoke and report.ok):
+        return report
+    results, smoke_problems = smoke_test(Path(report.bundle), policy)
+    return VerifyReport(
+        report.bundle,
+        tuple(smoke_problems),
+        report.lock,
+        report.plan,
+        report.files_checked,
+        report.bytes_hashed,
+        time.perf_counter() - started,
+        tuple(results),
+    )
+
+
+def smoke_test(root: Path, policy: Policy) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
+    require_tensorflow("replaying the golden examples")
+    from .golden import replay_examples
+    from .load import load_bundle
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FallbackWarning)
+            loaded = load_bundle(root, policy=policy, verify=False)
+    except BundleError as error:  # one problem a line: each detail is a line of its own
+        head = Problem(".", "smoke", f"loading for the smoke test failed: {error.message}")
+        return [], [head, *(Problem(".", "smoke", detail) for detail in error.details)]
+    if not loaded.lock.examples:
+        return [], []
+    return replay_examples(loaded)
