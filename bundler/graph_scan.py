@@ -21,9 +21,9 @@ top-level graph's init and restore ops, which a Keras export never needs.
 Asset files (vocabularies of lookup tables) must be named by a plain relative path that stays
 inside ``saved_model/assets/`` and is listed in the lock.
 
-It reads the protobuf wire format itself (``protowire``), so ``bundle verify`` runs it without
-TensorFlow; the file is bounded in size (``SAVED_MODEL_MAX_BYTES``), nesting is bounded by the
-structure read, and a malformed file is a finding, never an exception.
+It reads ``saved_model.pb`` itself (``saved_model_proto``, over ``protowire``), so ``bundle
+verify`` runs it without TensorFlow; the file is bounded in size (``SAVED_MODEL_MAX_BYTES``),
+nesting is bounded by the structure read, and a malformed file is a finding, never an exception.
 """
 
 from __future__ import annotations
@@ -37,37 +37,20 @@ from pathlib import Path
 from .digest import read_plain_file, unsafe_path_reason
 from .errors import UnsafeBundleError, UnsafeLoadWarning
 from .problems import Problem
-from .protowire import WireError, fields, messages, string, strings
+from .protowire import WireError
+from .saved_model_proto import (
+    SAVER_FILENAME,
+    SAVER_RESTORE,
+    SAVER_SAVE,
+    MetaGraph,
+    Node,
+    read_meta_graphs,
+)
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
 SAVED_MODEL_MAX_BYTES = 256 << 20
 MAX_REPORTED = 20  # findings listed in a refusal or a verify report; a hostile graph has many
 log = logging.getLogger("bundler")
-
-_MAX_FUNCTION_NESTING = 16  # NameAttrList -> AttrValue -> NameAttrList ... inside one attr
-
-# Field numbers, from tensorflow/core/protobuf/{saved_model,meta_graph,saver}.proto and
-# tensorflow/core/framework/{graph,function,node_def,attr_value,op_def}.proto.
-_SAVED_MODEL_META_GRAPHS = 2
-_META_GRAPH_DEF = 2
-_META_SAVER_DEF = 3
-_META_ASSET_FILE_DEF = 6
-_META_OBJECT_GRAPH = 7
-_GRAPH_NODE = 1
-_GRAPH_LIBRARY = 2
-_LIBRARY_FUNCTION = 1
-_LIBRARY_GRADIENT = 2
-_GRADIENT_FUNCTION, _GRADIENT_GRADIENT = 1, 2
-_FUNCTION_SIGNATURE = 1
-_FUNCTION_NODE = 3
-_OPDEF_NAME = 1
-_NODE_NAME, _NODE_OP, _NODE_INPUT, _NODE_ATTR = 1, 2, 3, 5
-_ENTRY_VALUE = 2
-_ATTR_LIST, _ATTR_FUNC = 1, 10
-_LIST_FUNC = 9
-_NAMEATTR_NAME, _NAMEATTR_ATTR = 1, 2
-_ASSET_FILENAME = 2
-_SAVER_FILENAME, _SAVER_SAVE, _SAVER_RESTORE = 1, 2, 3
 
 
 def _family(reason: str, ops: str) -> dict[str, str]:
@@ -252,100 +235,8 @@ class Finding:
         return f"{where}, node {self.node!r}: {self.message}"
 
 
-@dataclass(frozen=True)
-class _Node:
-    name: str
-    op: str
-    calls: tuple[str, ...]  # functions named in its attributes (f, then_branch, body, ...)
-    inputs: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _MetaGraph:
-    nodes: tuple[_Node, ...]
-    functions: dict[str, tuple[_Node, ...]]
-    gradients: tuple[tuple[str, str], ...]
-    assets: tuple[str, ...]
-    object_graph: bytes | None
-    saver: dict[int, str]  # SaverDef field number -> tensor or op name (last one wins)
-
-
-def _attr_functions(value: memoryview, depth: int) -> list[str]:
-    """Function names in one AttrValue: ``func`` and ``list.func``, and nested in their attrs."""
-    if depth > _MAX_FUNCTION_NESTING:
-        raise WireError("function attributes are nested too deeply")
-    names: list[str] = []
-    lists = list(messages(value, _ATTR_FUNC))
-    for listed in messages(value, _ATTR_LIST):
-        lists += list(messages(listed, _LIST_FUNC))
-    for name_attrs in lists:
-        names.append(string(name_attrs, _NAMEATTR_NAME))
-        for entry in messages(name_attrs, _NAMEATTR_ATTR):
-            for inner in messages(entry, _ENTRY_VALUE):
-                names += _attr_functions(inner, depth + 1)
-    return names
-
-
-def _node(buffer: memoryview) -> _Node:
-    calls: list[str] = []
-    for entry in messages(buffer, _NODE_ATTR):
-        for value in messages(entry, _ENTRY_VALUE):
-            calls += _attr_functions(value, 0)
-    return _Node(
-        string(buffer, _NODE_NAME),
-        string(buffer, _NODE_OP),
-        tuple(calls),
-        tuple(strings(buffer, _NODE_INPUT)),
-    )
-
-
-def _meta_graph(buffer: memoryview) -> _MetaGraph:
-    nodes: list[_Node] = []
-    functions: dict[str, tuple[_Node, ...]] = {}
-    gradients: list[tuple[str, str]] = []
-    for graph in messages(buffer, _META_GRAPH_DEF):
-        nodes += [_node(n) for n in messages(graph, _GRAPH_NODE)]
-        for library in messages(graph, _GRAPH_LIBRARY):
-            for function in messages(library, _LIBRARY_FUNCTION):
-                names = [
-                    string(signature, _OPDEF_NAME)
-                    for signature in messages(function, _FUNCTION_SIGNATURE)
-                ]
-                name = names[-1] if names else ""
-                found = tuple(_node(n) for n in messages(function, _FUNCTION_NODE))
-                functions[name] = functions.get(name, ()) + found
-            for gradient in messages(library, _LIBRARY_GRADIENT):
-                gradients.append(
-                    (string(gradient, _GRADIENT_FUNCTION), string(gradient, _GRADIENT_GRADIENT))
-                )
-    assets = [string(asset, _ASSET_FILENAME) for asset in messages(buffer, _META_ASSET_FILE_DEF)]
-    object_graphs = [bytes(o) for o in messages(buffer, _META_OBJECT_GRAPH)]
-    saver: dict[int, str] = {}
-    for saver_def in messages(buffer, _META_SAVER_DEF):
-        for number in (_SAVER_FILENAME, _SAVER_SAVE, _SAVER_RESTORE):
-            named = strings(saver_def, number)
-            if named:
-                saver[number] = named[-1]
-    return _MetaGraph(
-        tuple(nodes),
-        functions,
-        tuple(gradients),
-        tuple(assets),
-        b"".join(object_graphs) if object_graphs else None,
-        saver,
-    )
-
-
-def read_meta_graphs(data: bytes) -> list[_MetaGraph]:
-    """The meta graphs of a ``saved_model.pb``; WireError when it is not one."""
-    view = memoryview(data)
-    for _ in fields(view):  # the whole top level is well formed before anything else is read
-        pass
-    return [_meta_graph(m) for m in messages(view, _SAVED_MODEL_META_GRAPHS)]
-
-
 def _op_findings(
-    function: str | None, nodes: Iterable[_Node], library: dict[str, tuple[_Node, ...]], saver: bool
+    function: str | None, nodes: Iterable[Node], library: dict[str, tuple[Node, ...]], saver: bool
 ) -> list[Finding]:
     findings = []
     for node in nodes:
@@ -380,7 +271,7 @@ def _node_name(tensor: str) -> str:
     return tensor.lstrip("^").split(":", 1)[0]
 
 
-def _saver_functions(meta: _MetaGraph) -> set[str]:
+def _saver_functions(meta: MetaGraph) -> set[str]:
     """Functions that hold checkpoint ops and that only the saver calls, with the loader's path.
 
     Such a function is called by no other function and not named by the object graph; in the
@@ -394,8 +285,8 @@ def _saver_functions(meta: _MetaGraph) -> set[str]:
         for callee in (*node.calls, node.op)
     }
     called_by_functions |= {name for pair in meta.gradients for name in pair}
-    saver_nodes = {_node_name(meta.saver.get(n, "")) for n in (_SAVER_SAVE, _SAVER_RESTORE)}
-    filename = _node_name(meta.saver.get(_SAVER_FILENAME, ""))
+    saver_nodes = {_node_name(meta.saver.get(n, "")) for n in (SAVER_SAVE, SAVER_RESTORE)}
+    filename = _node_name(meta.saver.get(SAVER_FILENAME, ""))
     placeholders = {node.name for node in meta.nodes if node.op == "Placeholder"}
     savers = set()
     for name, nodes in meta.functions.items():
@@ -417,7 +308,7 @@ def _saver_functions(meta: _MetaGraph) -> set[str]:
     return savers
 
 
-def scan_meta_graph(meta: _MetaGraph, assets_in_lock: Callable[[str], bool]) -> list[Finding]:
+def scan_meta_graph(meta: MetaGraph, assets_in_lock: Callable[[str], bool]) -> list[Finding]:
     findings: list[Finding] = []
     if meta.object_graph is None:
         findings.append(

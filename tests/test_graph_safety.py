@@ -313,8 +313,8 @@ def test_a_malformed_saved_model_is_a_problem_not_an_exception(
 
 
 def test_function_attributes_nested_too_deeply_are_a_problem() -> None:
-    from bundler.graph_scan import _attr_functions
     from bundler.protowire import WireError
+    from bundler.saved_model_proto import _attr_functions
 
     def nest(depth: int) -> bytes:
         # AttrValue{func: NameAttrList{name: "f", attr: {key: "a", value: <deeper>}}}
@@ -378,11 +378,12 @@ def test_the_scan_never_imports_tensorflow() -> None:
 
 
 def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> None:
-    from bundler.graph_scan import _MetaGraph, _Node, scan_meta_graph
+    from bundler.graph_scan import scan_meta_graph
+    from bundler.saved_model_proto import MetaGraph, Node
 
-    save = (_Node("SaveV2", "SaveV2", ()), _Node("Merge", "MergeV2Checkpoints", ()))
-    call = _Node("Call", "StatefulPartitionedCall", ("traced_save",), ("saver_filename",))
-    placeholder = _Node("saver_filename", "Placeholder", ())
+    save = (Node("SaveV2", "SaveV2", ()), Node("Merge", "MergeV2Checkpoints", ()))
+    call = Node("Call", "StatefulPartitionedCall", ("traced_save",), ("saver_filename",))
+    placeholder = Node("saver_filename", "Placeholder", ())
     saver = {1: "saver_filename:0", 2: "Call:0", 3: "Restore"}
 
     def findings(
@@ -392,11 +393,11 @@ def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> 
         filename: Any = placeholder,
     ) -> list[str]:
         functions = {"traced_save": save, "serve": serve}
-        meta = _MetaGraph((filename, caller), functions, (), (), object_graph, saver)
+        meta = MetaGraph((filename, caller), functions, (), (), object_graph, saver)
         return [str(f) for f in scan_meta_graph(meta, lambda _: True)]
 
     assert findings() == []
-    calls_the_saver = (_Node("Steal", "PartitionedCall", ("traced_save",)),)
+    calls_the_saver = (Node("Steal", "PartitionedCall", ("traced_save",)),)
     assert findings(calls_the_saver) == [
         "function 'traced_save', node 'SaveV2': op 'SaveV2' reads or writes a checkpoint at a path "
         "the graph chooses (allowed only in the save and restore functions that only the "
@@ -407,6 +408,6 @@ def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> 
     ]
     assert len(findings(object_graph=b"\x0a\x0btraced_save")) == 2
     # called from the top level by a node the saver_def does not name, or not with the loader's path
-    assert len(findings(caller=_Node("Other", call.op, call.calls, call.inputs))) == 2
-    assert len(findings(filename=_Node("saver_filename", "Const", ()))) == 2
-    assert len(findings(caller=_Node("Call", call.op, call.calls, ("path_const",)))) == 2
+    assert len(findings(caller=Node("Other", call.op, call.calls, call.inputs))) == 2
+    assert len(findings(filename=Node("saver_filename", "Const", ()))) == 2
+    assert len(findings(caller=Node("Call", call.op, call.calls, ("path_const",)))) == 2
