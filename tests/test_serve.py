@@ -299,7 +299,8 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
     """v2 tensors by name; v1 rows (a dict a row) and columns (a dict of lists) alike."""
     from kserve.errors import InvalidInput
 
-    from bundler.serve import _v1_inputs, _v1_outputs, load_for_serving
+    from bundler.serve import load_for_serving
+    from bundler.serve_protocol import v1_inputs, v1_outputs
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "multi_io.py").write_text(MULTI_IO_FACTORY)
@@ -323,12 +324,12 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
         np.testing.assert_allclose(by_name[key], expected[key], rtol=1e-6)
 
     rows = {"instances": [{"a": a[i].tolist(), "b": b[i].tolist()} for i in range(2)]}
-    predictions = _v1_outputs(served.run(_v1_inputs(rows, served)), rows=True)
+    predictions = v1_outputs(served.run(v1_inputs(rows, served)), rows=True)
     assert [sorted(row) for row in predictions] == [["probs", "score"]] * 2
     np.testing.assert_allclose([row["probs"] for row in predictions], expected["probs"], 1e-6)
 
     columns = {"inputs": {"a": a.tolist(), "b": b.tolist()}}
-    predictions = _v1_outputs(served.run(_v1_inputs(columns, served)), rows=False)
+    predictions = v1_outputs(served.run(v1_inputs(columns, served)), rows=False)
     np.testing.assert_allclose(predictions["score"], expected["score"], rtol=1e-6)
 
     with pytest.raises(InvalidInput, match=r"takes inputs \['a', 'b'\]; got \['a'\]"):
