@@ -28,38 +28,6 @@ from .problems import Problem
 EXAMPLES_DIR = "examples"
 
 
-class GoldenExample(Protocol):
-    """A golden example as the lock lists it: its files and the tolerance of its replay."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def inputs(self) -> str: ...
-    @property
-    def outputs(self) -> str: ...
-    @property
-    def rtol(self) -> float: ...
-    @property
-    def atol(self) -> float: ...
-
-
-class ExampleList(Protocol):
-    @property
-    def examples(self) -> Sequence[GoldenExample]: ...
-
-
-class Replayable(Protocol):
-    """What a replay needs of a loaded bundle (``bundler.load.LoadedBundle``)."""
-
-    @property
-    def path(self) -> Path: ...
-    @property
-    def mode(self) -> str: ...
-    @property
-    def lock(self) -> ExampleList: ...
-    def predict(self, x: Any) -> Any: ...
-
-
 def named_outputs(outputs: Any) -> dict[str, Any]:
     """Model outputs (a tensor, a list or a dict of them) as {name: numpy array}."""
     import numpy as np
@@ -217,6 +185,40 @@ def generate_example(model: Any, workdir: Path) -> tuple[list[dict[str, Any]], s
 
 
 # -- replay ---------------------------------------------------------------------------------------
+
+
+class GoldenExample(Protocol):
+    """A golden example as the lock lists it: its files and the tolerance of its replay."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> str: ...
+    @property
+    def outputs(self) -> str: ...
+    @property
+    def rtol(self) -> float: ...
+    @property
+    def atol(self) -> float: ...
+
+
+class ExampleList(Protocol):
+    """The golden examples a lock lists."""
+
+    @property
+    def examples(self) -> Sequence[GoldenExample]: ...
+
+
+class Replayable(Protocol):
+    """What a replay needs of a loaded bundle (``bundler.load.LoadedBundle``)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def lock(self) -> ExampleList: ...
+    def predict(self, x: Any) -> Any: ...
 
 
 def replay_examples(loaded: Replayable) -> tuple[list[dict[str, Any]], list[Problem]]:
