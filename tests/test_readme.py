@@ -62,7 +62,11 @@ def _run_console(
     """Run a section's console commands in order, as bash would, comparing stdout and stderr
     (the README shows both, as a terminal does) with what it shows. A command that fails must be
     followed by `echo $?`, which must print its exit code. Full digests in a command are replaced
-    by ``digest``, the bundle this test built."""
+    by ``digest``, the bundle this test built.
+
+    The README's text was captured by running the same commands in a folder prepared as
+    ``_guide_folder`` prepares one (a built, signed bundles/custom-layer and publisher keys) with
+    this checkout's `bundle` on PATH and NO_COLOR=1; a mismatch prints the new output."""
     previous: int | None = None
     for index, (command, shown) in enumerate(commands):
         if command == "echo $?":
@@ -81,7 +85,8 @@ def _run_console(
         checked = index + 1 < len(commands) and commands[index + 1][0] == "echo $?"
         assert checked or result.returncode == 0, (command, result.stdout)
         printed = [_stable(line) for line in result.stdout.splitlines()]
-        assert printed == [_stable(line) for line in shown], command
+        # on a change of output, the message is the new text to paste into the README
+        assert printed == [_stable(line) for line in shown], f"$ {command}\n{result.stdout}"
 
 
 def _guide_folder(built: dict[str, Any], tmp_path: Path) -> tuple[Path, dict[str, str]]:
