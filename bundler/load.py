@@ -14,7 +14,9 @@ memory and hand it to Keras's loader. Before Keras reads the archive, its member
 HDF5 weights are checked (``keras_archive``). A verified load of a sharded ``model.keras`` reads
 it through ``digest.VerifiedFile``, each shard checked before it is parsed, and hashes the
 weights' shards on another core while the model is built: they are waited for before the
-weights are read, and a mismatch is an IntegrityError, the model never returned.
+weights are read, and a mismatch is an IntegrityError, the model never returned. Either way the
+model's variables are not filled by their initialisers only to be overwritten by the weights
+(``keras_seam.variables_from_weights``): those the weights do not set get their initialiser's value.
 
 The graph path loads ``saved_model/`` with ``tf.saved_model.load`` and calls its
 ``serving_default`` signature; it needs no custom code, and is served only when every op in it is
@@ -453,7 +455,7 @@ def _load_keras_archive(
         if reader is not None and WEIGHTS_MEMBER in archive.namelist():
             check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
 
-    with _keras_lock:
+    with _keras_lock, keras_seam.variables_from_weights():
         try:
             if not_in_place is None:
                 log.debug("%s: reading the weights in place", where)
