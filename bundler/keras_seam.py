@@ -17,7 +17,10 @@ given its own initialiser's value, so the model is the one Keras would build, mi
 Those names are private: a Keras release may rename or reshape them. ``unavailable()`` and
 ``variables_unavailable()`` check each name and its parameters before anything is built, and the
 loader uses Keras's public path (or its initialisers) whenever one reports a reason (logged at debug
-level). Nothing else in bundler touches these names.
+level). Three smaller reaches sit here too, each with its own fallback: the input signature
+``model.export()`` derives (``input_signature``), the base class of everything Keras serializes
+(``saveable_base``), and Keras's loader for a ``.keras`` file given as a stream (``load_archive``).
+Nothing else in bundler touches Keras's private names.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("bundler")
 
@@ -213,3 +216,35 @@ def load_in_place(
     if failed:
         saving_lib._raise_loading_failure(errors)
     return model
+
+
+def input_signature(model: Any) -> Any | None:
+    """The input signature ``model.export()`` derives from the model's inputs, or None when the
+    installed Keras has no such helper (the caller then leaves the export to Keras)."""
+    try:
+        from keras.src.export.export_utils import get_input_signature
+    except ImportError:
+        return None
+    return get_input_signature(model)
+
+
+def saveable_base() -> type:
+    """The class every Keras-serializable object derives from (layers, losses, metrics, models...);
+    ``keras.layers.Layer`` on a Keras without it, which covers the common case."""
+    import keras
+
+    try:
+        from keras.src.saving.keras_saveable import KerasSaveable
+    except ImportError:
+        return cast(type, keras.layers.Layer)
+    return cast(type, KerasSaveable)
+
+
+def load_archive(stream: Any, *, custom_objects: dict[str, Any], safe_mode: bool) -> Any:
+    """Keras's own loader on a ``.keras`` archive given as a binary stream (the public
+    ``keras.saving.load_model`` wants a path ending in ``.keras``)."""
+    from keras.src.saving import saving_lib
+
+    return saving_lib.load_model(
+        stream, custom_objects=custom_objects, compile=True, safe_mode=safe_mode
+    )

@@ -470,12 +470,10 @@ def _load_keras_archive(
             else:
                 log.debug("%s: loading through keras.saving: %s", where, not_in_place)
                 verified()
-                from keras.src.saving import saving_lib
-
                 source = _rewritten(archive, config, edits) if plan.adapters else _KerasFile(where)
                 with source as stream:
-                    model = saving_lib.load_model(
-                        stream, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
+                    model = keras_seam.load_archive(
+                        stream, custom_objects=custom_objects, safe_mode=not unsafe
                     )
         except BundleError:
             raise
