@@ -14,10 +14,12 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BuildError, BuildWarning, ManifestError
-from .manifest import ExampleSpec, ManifestSource
+
+if TYPE_CHECKING:  # a load replays examples without the manifest's models (pydantic, yaml)
+    from .manifest import ExampleSpec, ManifestSource
 
 EXAMPLES_DIR = "examples"
 
