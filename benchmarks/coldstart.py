@@ -54,7 +54,13 @@ model.export({out!r} + "/saved_model", verbose=False)
 
 def _process(code: str, src: Path) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of a fresh Python running ``code``."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(src))
+    import bundler
+
+    # the bundler this benchmark imported (a checkout may not be the installed one), then the model
+    here = Path(bundler.__file__).resolve().parent.parent
+    env = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join([str(here), str(src)])
+    )
     os.sync()
     started = time.perf_counter()
     done = subprocess.run(

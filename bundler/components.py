@@ -268,11 +268,13 @@ def registered_objects(module: ModuleType) -> dict[str, Any]:
     """
     import keras
 
+    from .keras_seam import saveable_base
+
     objects: dict[str, Any] = {}
     for name, obj in keras.saving.get_custom_objects().items():
         if covers(module.__name__, getattr(obj, "__module__", "") or ""):
             objects[name] = obj
-    saveable = keras.src.saving.keras_saveable.KerasSaveable
+    saveable = saveable_base()
     for name, obj in vars(module).items():
         if (
             inspect.isclass(obj)

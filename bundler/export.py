@@ -47,18 +47,17 @@ def _export_single_copy(model: Any, folder: Path) -> bool:
     import keras
     import tensorflow as tf
 
-    try:  # the input signature model.export() derives from the model's inputs
-        from keras.src.export.export_utils import get_input_signature
-    except ImportError:
-        return False
-    if keras.backend.backend() != "tensorflow":
+    from .keras_seam import input_signature
+
+    signature = input_signature(model)  # the one model.export() derives from the model's inputs
+    if signature is None or keras.backend.backend() != "tensorflow":
         return False
     collections = {name: [v.value for v in getattr(model, name)] for name in _COLLECTIONS}
     if not all(isinstance(v, tf.Variable) for vs in collections.values() for v in vs):
         return False
     archive = export_archive(model)  # a keras.export.ExportArchive, writing in the model's order
     archive.track(model)
-    archive.add_endpoint("serve", model.__call__, get_input_signature(model))
+    archive.add_endpoint("serve", model.__call__, signature)
     for name, variables in collections.items():
         archive.add_variable_collection(name, variables)
     archive.write_out(str(folder), verbose=False)

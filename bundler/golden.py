@@ -19,11 +19,13 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import BuildError, BuildWarning, ManifestError
-from .manifest import ExampleSpec, ManifestSource
 from .problems import Problem
+
+if TYPE_CHECKING:  # a load replays examples without the manifest's models (pydantic, yaml)
+    from .manifest import ExampleSpec, ManifestSource
 
 EXAMPLES_DIR = "examples"
 

@@ -14,7 +14,9 @@ memory and hand it to Keras's loader. Before Keras reads the archive, its member
 HDF5 weights are checked (``keras_archive``). A verified load of a sharded ``model.keras`` reads
 it through ``digest.VerifiedFile``, each shard checked before it is parsed, and hashes the
 weights' shards on another core while the model is built: they are waited for before the
-weights are read, and a mismatch is an IntegrityError, the model never returned.
+weights are read, and a mismatch is an IntegrityError, the model never returned. Either way the
+model's variables are not filled by their initialisers only to be overwritten by the weights
+(``keras_seam.variables_from_weights``): those the weights do not set get their initialiser's value.
 
 The graph path loads ``saved_model/`` with ``tf.saved_model.load`` and calls its
 ``serving_default`` signature; it needs no custom code, and is served only when every op in it is
@@ -117,8 +119,10 @@ class LoadedBundle:
 def _integrity(
     root: Path, verify: bool, digest: str | None = None
 ) -> tuple[dict[str, Any], _Deferred | None]:
-    """The validated lock, every file checked against it when ``verify``; files with shard
-    digests are left to the returned ``_Deferred``, checked while (and before) they are used."""
+    """The validated lock, every file checked against it when ``verify``. Only model.keras is
+    checked now, and only when it has no shard digests; the rest is left to the returned
+    ``_Deferred``, checked while (and before) it is used: the Keras path never reads the other
+    files, so they are hashed on another core while the model is built."""
     lock, problems = read_lock(root)
     if (pinned := pin_problem(lock, digest)) is not None:
         raise IntegrityError(pinned.message, path=root / LOCK_FILENAME)
@@ -127,13 +131,15 @@ def _integrity(
         problems += check_artifacts(lock)
         if verify:
             files = lock["files"]
-            sharded = {n for n, e in files.items() if isinstance(e.get("shards"), dict)}
-            sharded = set() if problems else sharded
-            problems += check_files(root, files, defer=sharded)[0]
-            if sharded and not problems:
-                keras, reader = lock["artifacts"]["keras"], None
+            keras = lock["artifacts"]["keras"]
+            later = set() if problems else {n for n in files if n != keras}
+            if keras in files and isinstance(files[keras].get("shards"), dict) and not problems:
+                later.add(keras)
+            problems += check_files(root, files, defer=later)[0]
+            if later and not problems:
+                reader = None
                 try:
-                    if keras in sharded:
+                    if keras in later:
                         entry = files[keras]
                         shards = entry["shards"]
                         reader = VerifiedFile(
@@ -142,7 +148,7 @@ def _integrity(
                 except (OSError, ValueError) as error:
                     problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
                 else:
-                    others = {name: files[name] for name in sharded if name != keras}
+                    others = {name: files[name] for name in later if name != keras}
                     deferred = _Deferred(root, keras, reader, others)
                     deferred.prefetch()
     if problems:
@@ -161,11 +167,11 @@ def _failed(root: Path, problems: list[Problem]) -> IntegrityError:
 
 
 class _Deferred:
-    """The large files a verified load checks while it works rather than before.
+    """The files a verified load checks while it works rather than before.
 
-    model.keras is read through ``reader``, which checks each shard before its bytes are parsed;
-    ``start`` then hashes, on a thread, the shards nobody read (the weights) and, after them,
-    every other large file (saved_model's variables, which the Keras path never reads). The
+    A sharded model.keras is read through ``reader``, which checks each shard before its bytes are
+    parsed; ``start`` then hashes, on a thread, the shards nobody read (the weights) and, after
+    them, every other file (the SavedModel and the examples, which the Keras path never reads). The
     loader waits for the first before it reads the weights (``weights``) and for all before it
     returns a model or serves the graph (``settle``); any mismatch is an IntegrityError.
     """
@@ -294,6 +300,7 @@ def _load_verified(
             settle()
             loaded = _load_graph(root, lock, plan, why, unsafe)
         if plan.replay and loaded.mode == "keras":
+            settle()  # the examples are read from the bundle
             loaded = _prove_modified(loaded, policy, unsafe)
             check_examples = check_examples and loaded.mode != "keras"  # just replayed
     else:
@@ -453,7 +460,7 @@ def _load_keras_archive(
         if reader is not None and WEIGHTS_MEMBER in archive.namelist():
             check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
 
-    with _keras_lock:
+    with _keras_lock, keras_seam.variables_from_weights():
         try:
             if not_in_place is None:
                 log.debug("%s: reading the weights in place", where)
@@ -468,12 +475,10 @@ def _load_keras_archive(
             else:
                 log.debug("%s: loading through keras.saving: %s", where, not_in_place)
                 verified()
-                from keras.src.saving import saving_lib
-
                 source = _rewritten(archive, config, edits) if plan.adapters else _KerasFile(where)
                 with source as stream:
-                    model = saving_lib.load_model(
-                        stream, custom_objects=custom_objects, compile=True, safe_mode=not unsafe
+                    model = keras_seam.load_archive(
+                        stream, custom_objects=custom_objects, safe_mode=not unsafe
                     )
         except BundleError:
             raise

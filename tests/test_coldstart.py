@@ -37,11 +37,26 @@ def _example_feed(loaded: Any) -> Any:
     return inputs if len(inputs) > 1 else next(iter(inputs.values()))
 
 
-def _bare_outputs(path: Path, feed: Any) -> dict[str, Any]:
+def _bare_outputs(path: Path, feed: Any, model: Any = None) -> dict[str, Any]:
     import keras
 
-    model = keras.models.load_model(path)  # the plain Keras loader, on our model.keras
+    if model is None:
+        model = keras.models.load_model(path)  # the plain Keras loader, on our model.keras
     return named_outputs(keras.tree.map_structure(np.asarray, model(feed, training=False)))
+
+
+def _assert_same_variables(ours: Any, bare: Any) -> None:
+    """Every variable of the two models, the optimizer's too, equal bit for bit: none was left
+    holding the uninitialised memory it was created with."""
+    pairs = list(zip(ours.variables, bare.variables, strict=True))
+    if getattr(bare, "optimizer", None) is not None:
+        pairs += zip(ours.optimizer.variables, bare.optimizer.variables, strict=True)
+    for mine, theirs in pairs:  # paths differ by Keras's naming counters, the order does not
+        assert mine.shape == theirs.shape
+        if mine.path.endswith("seed_generator_state"):  # unseeded: Keras draws one per load too
+            assert np.asarray(mine)[1] == 0  # [seed, 0], as its initialiser makes it
+            continue
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=mine.path)
 
 
 @pytest.fixture()
@@ -77,7 +92,11 @@ def test_every_example_reads_its_weights_in_place_and_matches_bare_keras(
     assert opened[-1] == keras_file and not any(isinstance(o, io.BytesIO) for o in opened)
     feed = _example_feed(loaded)
     ours = named_outputs(loaded.predict(feed))
-    bare = _bare_outputs(keras_file, feed)
+    import keras
+
+    bare_model = keras.models.load_model(keras_file)
+    _assert_same_variables(loaded.model, bare_model)
+    bare = _bare_outputs(keras_file, feed, bare_model)
     assert ours.keys() == bare.keys()
     for key in ours:
         np.testing.assert_array_equal(ours[key], bare[key])
@@ -357,11 +376,85 @@ def test_weights_over_512_mb_read_in_place_match_bare_keras(tmp_path: Path) -> N
     with zipfile.ZipFile(path) as archive:
         assert archive.getinfo("model.weights.h5").file_size > 512 * MiB
         config = archive.read("config.json").decode()
-    assert keras_seam.unavailable() is None
-    ours = keras_seam.load_in_place(config, path, custom_objects={}, safe_mode=True)
+    assert keras_seam.unavailable() is None and keras_seam.variables_unavailable() is None
+    with keras_seam.variables_from_weights():
+        ours = keras_seam.load_in_place(config, path, custom_objects={}, safe_mode=True)
     x = np.random.default_rng(0).random((2, ours.inputs[0].shape[1]), dtype="float32")
     expected = ours(x, training=False).numpy()
-    del ours
     bare = keras.models.load_model(path)
+    _assert_same_variables(ours, bare)
+    del ours
     np.testing.assert_array_equal(bare(x, training=False).numpy(), expected)
     os.remove(path)
+
+
+# -- variables start uninitialised and take their values from the weights ------------------------
+
+
+def _dense(units: int = 3, **options: Any) -> Any:
+    import keras
+
+    layer = keras.layers.Dense(units, **options)
+    layer.build((None, 4))
+    return layer
+
+
+def test_variables_the_weights_do_not_set_take_their_initialisers() -> None:
+    from bundler import keras_seam
+
+    assert keras_seam.variables_unavailable() is None  # else the fast path is never taken
+    with keras_seam.variables_from_weights():
+        layer = _dense(kernel_initializer="ones", bias_initializer="ones")
+        layer.kernel.assign(np.full((4, 3), 7.0, "float32"))  # as the weights file would
+    np.testing.assert_array_equal(layer.kernel.numpy(), np.full((4, 3), 7.0))
+    np.testing.assert_array_equal(layer.bias.numpy(), np.ones(3))  # its initialiser, not garbage
+
+
+def test_a_failed_block_and_its_end_give_keras_its_variables_back() -> None:
+    from keras.src.backend.tensorflow.core import Variable
+
+    from bundler import keras_seam
+
+    originals = (Variable._initialize_with_initializer, Variable._direct_assign)
+    with (
+        pytest.raises(RuntimeError, match="weights unreadable"),
+        keras_seam.variables_from_weights(),
+    ):
+        assert Variable._initialize_with_initializer is not originals[0]
+        raise RuntimeError("weights unreadable")
+    assert (Variable._initialize_with_initializer, Variable._direct_assign) == originals
+    np.testing.assert_array_equal(_dense(bias_initializer="ones").bias.numpy(), np.ones(3))
+
+
+def test_other_threads_build_with_their_initialisers_during_a_load() -> None:
+    import threading
+
+    from bundler import keras_seam
+
+    seen: list[Any] = []
+    with keras_seam.variables_from_weights():
+        mine = _dense(bias_initializer="zeros")  # pending: uninitialised until the block ends
+        worker = threading.Thread(target=lambda: seen.append(_dense(bias_initializer="ones")))
+        worker.start()
+        worker.join()
+        # the other thread's variables were initialised at once, inside this thread's block
+        np.testing.assert_array_equal(seen[0].bias.numpy(), np.ones(3))
+    np.testing.assert_array_equal(mine.bias.numpy(), np.zeros(3))
+
+
+def test_without_the_variable_seam_the_initialisers_run(
+    built: dict, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keras.src.backend.tensorflow.core import Variable
+
+    original = Variable._direct_assign
+    monkeypatch.setattr(Variable, "_direct_assign", lambda self, tensor: original(self, tensor))
+    monkeypatch.syspath_prepend(str(EXAMPLES / "custom_layer" / "src"))
+    bundle = built["custom_layer"]
+    with caplog.at_level(logging.DEBUG, logger="bundler"):
+        loaded = load_bundle(bundle.path, verify=False)
+    why = "Variable._direct_assign takes ('self', 'tensor'), not ('self', 'value')"
+    assert f"variables are initialised as Keras does: {why}" in caplog.text
+    import keras
+
+    _assert_same_variables(loaded.model, keras.models.load_model(bundle.path / "model.keras"))
