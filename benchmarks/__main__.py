@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -245,15 +246,21 @@ def canonicalising(enabled: bool) -> Iterator[None]:
     import bundler.build as build
     import bundler.export as export
 
-    saved = (build.canonicalise_keras_file, build.canonicalise_saved_model, export.export_archive)
+    # the names as the build looks them up: imported into its modules, so patched there, by name
+    replacements: dict[tuple[ModuleType, str], Callable[[Any], Any]] = {
+        (build, "canonicalise_keras_file"): lambda path: None,
+        (build, "canonicalise_saved_model"): lambda folder: None,
+        (export, "export_archive"): lambda model: keras.export.ExportArchive(),
+    }
+    saved = {(module, name): getattr(module, name) for module, name in replacements}
     if not enabled:
-        build.canonicalise_keras_file = lambda path: None
-        build.canonicalise_saved_model = lambda folder: None
-        export.export_archive = lambda model: keras.export.ExportArchive()
+        for (module, name), replacement in replacements.items():
+            setattr(module, name, replacement)
     try:
         yield
     finally:
-        build.canonicalise_keras_file, build.canonicalise_saved_model, export.export_archive = saved
+        for (module, name), original in saved.items():
+            setattr(module, name, original)
 
 
 def read_whole(paths: list[Path]) -> None:
@@ -321,7 +328,7 @@ def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, A
         "print(status, file=sys.stderr)\n"
     )
 
-    def diff(first: Path, second: Path) -> Callable[[], None]:
+    def diff(first: Path, second: Path) -> Callable[[], object]:
         command = [sys.executable, "-c", peak, "diff", str(first), str(second)]
         return lambda: subprocess.run(command, check=False, capture_output=True, env=env)
 
@@ -401,7 +408,7 @@ def bench_startup(repeat: int, small_bundle: Path, with_tensorflow: bool) -> lis
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
-    def run(*args: str) -> Callable[[], None]:
+    def run(*args: str) -> Callable[[], object]:
         return lambda: subprocess.run(args, check=False, capture_output=True, env=env)
 
     python = sys.executable

@@ -15,7 +15,7 @@ __version__ = "1.0.0"
 
 
 @keras.saving.register_keras_serializable(package="bench")
-class Affine(keras.layers.Layer):
+class Affine(keras.layers.Layer):  # type: ignore[misc]  # Keras has no type hints
     """``x * scale + shift`` per feature: a custom layer with weights of its own."""
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import pytest
+
+from bundler import Bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_bundles"
@@ -87,7 +89,7 @@ def run_python(
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     """Every example bundle, built once for the session: name -> bundler.Bundle."""
     from bundler import build_bundle
 
@@ -97,8 +99,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
 
 
+class CopyBundle(Protocol):
+    """The ``copy_bundle`` fixture: ``copy_bundle(name)`` copies that example's session bundle."""
+
+    def __call__(self, name: str = "custom_layer") -> Path: ...
+
+
 @pytest.fixture()
-def copy_bundle(built: dict[str, Any], tmp_path: Path) -> Callable[[str], Path]:
+def copy_bundle(built: dict[str, Bundle], tmp_path: Path) -> CopyBundle:
     """A private copy of a session bundle, safe to damage."""
 
     def make(name: str = "custom_layer") -> Path:

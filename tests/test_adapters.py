@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from bundler import Bundle
 from bundler.adapters import Adapter, apply_to_config, apply_to_weights, chain
 from bundler.errors import AdapterError
 
@@ -34,22 +35,27 @@ A23 = Adapter("evolve>Blend", ">=2.0.0 <3.0.0", "3.0.0", "m", lambda c: c)
         ("2.5.0", [A12, A23], [A12, A23]),  # installed 2.5 < 3.0: the chain stops at the last
     ],
 )
-def test_chains_apply_in_order_from_the_pinned_version(installed, adapters, expected) -> None:
+def test_chains_apply_in_order_from_the_pinned_version(
+    installed: str, adapters: list[Adapter], expected: list[Adapter]
+) -> None:
     assert chain(adapters, "1.0.0", installed) == expected
 
 
 @pytest.fixture()
-def saved(built: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+def saved(built: dict[str, Bundle]) -> tuple[dict[str, Any], bytes]:
     with zipfile.ZipFile(Path(built["evolving_layer"].path) / "model.keras") as archive:
         return json.loads(archive.read("config.json")), archive.read("model.weights.h5")
 
 
 def _gain(weights: bytes, path: str = "layers/blend/vars/0") -> np.ndarray:
     with h5py.File(io.BytesIO(weights), "r") as h5:
-        return h5[path][()]
+        gain: np.ndarray = h5[path][()]
+        return gain
 
 
-def test_config_and_weights_of_the_adapted_layer_are_migrated(saved) -> None:
+def test_config_and_weights_of_the_adapted_layer_are_migrated(
+    saved: tuple[dict[str, Any], bytes],
+) -> None:
     config, weights = saved
     halve = Adapter("evolve>Blend", "<2.0.0", "2.1.0", "m", _rename, lambda v: [v[0] / 2])
     migrated, applied, edits = apply_to_config(config, {"evolve>Blend": [halve]})
@@ -64,7 +70,7 @@ def test_config_and_weights_of_the_adapted_layer_are_migrated(saved) -> None:
     )
 
 
-def test_a_failing_weights_migration_names_the_adapter(saved) -> None:
+def test_a_failing_weights_migration_names_the_adapter(saved: tuple[dict[str, Any], bytes]) -> None:
     config, weights = saved
     broken = Adapter("evolve>Blend", "<2.0.0", "2.1.0", "m", _rename, lambda v: [v[7]])
     _, _, edits = apply_to_config(config, {"evolve>Blend": [broken]})

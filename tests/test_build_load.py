@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bundler import ComponentError, build_bundle, load_bundle, verify_bundle
+from bundler import Bundle, ComponentError, build_bundle, load_bundle, verify_bundle
 from bundler.atomic import remove_stale_temporaries
 from bundler.errors import BuildError, UsageError
 from bundler.lock import LOCK_FILENAME, Lock, files_digest
@@ -33,7 +33,9 @@ INPUTS = {
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
-def test_build_verify_load_gives_the_factory_model_predictions(built: dict, name: str) -> None:
+def test_build_verify_load_gives_the_factory_model_predictions(
+    built: dict[str, Bundle], name: str
+) -> None:
     bundle = built[name]
     assert verify_bundle(bundle.path).ok
     loaded = load_bundle(bundle.path)
@@ -48,14 +50,14 @@ def _as_numpy(outputs: Any) -> Any:
     return outputs.numpy()
 
 
-def _assert_close(got: Any, expected: Any, **tolerance: float) -> None:
+def _assert_close(got: Any, expected: Any, *, rtol: float, atol: float) -> None:
     """Outputs equal, a single array or a dict of them (keras_hub's backbones return dicts)."""
     if isinstance(expected, dict):
         assert sorted(got) == sorted(expected)
         for key in expected:
-            np.testing.assert_allclose(_as_array(got[key]), expected[key], **tolerance)
+            np.testing.assert_allclose(_as_array(got[key]), expected[key], rtol=rtol, atol=atol)
     else:
-        np.testing.assert_allclose(_as_array(got), expected, **tolerance)
+        np.testing.assert_allclose(_as_array(got), expected, rtol=rtol, atol=atol)
 
 
 def _as_array(value: Any) -> Any:
@@ -63,7 +65,9 @@ def _as_array(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
-def test_bundle_holds_keras_file_saved_model_and_a_valid_lock(built: dict, name: str) -> None:
+def test_bundle_holds_keras_file_saved_model_and_a_valid_lock(
+    built: dict[str, Bundle], name: str
+) -> None:
     root = built[name].path
     lock = Lock.model_validate_json((root / LOCK_FILENAME).read_bytes())
     assert lock.artifacts.keras == "model.keras" and (root / "model.keras").is_file()
@@ -78,7 +82,7 @@ def test_bundle_holds_keras_file_saved_model_and_a_valid_lock(built: dict, name:
     assert lock.environment.keras.startswith("3.")
 
 
-def test_lock_pins_the_component_and_its_objects(built: dict) -> None:
+def test_lock_pins_the_component_and_its_objects(built: dict[str, Bundle]) -> None:
     lock = built["custom_layer"].lock
     (component,) = lock.components
     assert component.module == "acme_layers.layers"
@@ -88,7 +92,9 @@ def test_lock_pins_the_component_and_its_objects(built: dict) -> None:
     assert len(component.source_sha256) == 64
 
 
-def test_compiled_model_keeps_optimizer_state_and_compile_settings(built: dict) -> None:
+def test_compiled_model_keeps_optimizer_state_and_compile_settings(
+    built: dict[str, Bundle],
+) -> None:
     bundle = built["sequential"]
     model = load_bundle(bundle.path).model
     original = bundle.model
@@ -105,7 +111,7 @@ def test_compiled_model_keeps_optimizer_state_and_compile_settings(built: dict) 
     assert any("Total params" in line for line in lines)
 
 
-def test_metadata_is_inside_the_bundle(built: dict) -> None:
+def test_metadata_is_inside_the_bundle(built: dict[str, Bundle]) -> None:
     bundle = built["with_metadata"]
     manifest = yaml.safe_load((EXAMPLES / "with_metadata" / "manifest.yaml").read_text())
     loaded = load_bundle(bundle.path)
@@ -115,7 +121,7 @@ def test_metadata_is_inside_the_bundle(built: dict) -> None:
     assert not [p for p in bundle.path.iterdir() if p.suffix in (".yaml", ".yml")]
 
 
-def test_loaded_bundle_describes_itself(built: dict) -> None:
+def test_loaded_bundle_describes_itself(built: dict[str, Bundle]) -> None:
     loaded = load_bundle(built["custom_layer"].path)
     assert loaded.digest == built["custom_layer"].digest
     assert loaded.lock.name == "custom-layer-regressor"
@@ -125,7 +131,7 @@ def test_loaded_bundle_describes_itself(built: dict) -> None:
     assert statuses["keras"] == "exact"
 
 
-def test_load_from_many_threads_at_once(built: dict) -> None:
+def test_load_from_many_threads_at_once(built: dict[str, Bundle]) -> None:
     path = built["custom_layer"].path
     expected = built["custom_layer"].model(INPUTS["custom_layer"], training=False).numpy()
     results: list[object] = []
@@ -153,7 +159,7 @@ def test_source_date_epoch_sets_created(tmp_path: Path, monkeypatch: pytest.Monk
     assert bundle.lock.created == "2023-11-14T22:13:20Z"
 
 
-def test_existing_output_is_refused_without_force(built: dict) -> None:
+def test_existing_output_is_refused_without_force(built: dict[str, Bundle]) -> None:
     with pytest.raises(UsageError, match="already exists; pass --force"):
         build_bundle(EXAMPLES / "sequential" / "manifest.yaml", built["sequential"].path)
 
@@ -248,7 +254,9 @@ def _stored_values(saved_model: Path) -> int:
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
-def test_saved_model_stores_each_weight_once_and_serves_the_model(built: dict, name: str) -> None:
+def test_saved_model_stores_each_weight_once_and_serves_the_model(
+    built: dict[str, Bundle], name: str
+) -> None:
     # model.export() writes every weight twice (keras-team/keras#23553); the build must not
     import tensorflow as tf
 
@@ -319,7 +327,7 @@ def test_single_copy_export_keeps_what_model_export_keeps(tmp_path: Path, kind: 
 
 
 def test_loading_large_weights_never_writes_into_the_bundle(
-    built: dict, monkeypatch: pytest.MonkeyPatch
+    built: dict[str, Bundle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Keras copies weights it judges too large for memory (over 512 MB without psutil) into a
     # temporary folder beside the file it loads; beside model.keras, that is inside the bundle

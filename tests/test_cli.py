@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import verify_bundle
+from bundler import Bundle, verify_bundle
 from bundler.schema import SCHEMA_NAMES, checked_in
 
 from .conftest import (
@@ -61,7 +61,9 @@ def test_build_verify_inspect_round_trip(tmp_path: Path) -> None:
     assert "model.keras" in as_json["files"]
 
 
-def test_verify_predicts_refusal_when_the_component_is_not_installed(built: dict) -> None:
+def test_verify_predicts_refusal_when_the_component_is_not_installed(
+    built: dict[str, Bundle],
+) -> None:
     result = run_bundle("verify", str(built["custom_layer"].path))
     assert result.returncode == 1
     assert "REFUSES to load" in result.stdout
@@ -80,7 +82,7 @@ def test_build_default_output_is_bundles_name_version(tmp_path: Path) -> None:
     assert again.returncode == 2 and "--force" in again.stderr
 
 
-def test_inspect_shows_metadata(built: dict) -> None:
+def test_inspect_shows_metadata(built: dict[str, Bundle]) -> None:
     result = run_bundle("inspect", str(built["with_metadata"].path))
     assert result.returncode == 0, result.stderr
     for words in ("two-moons", "learning_rate", "accuracy", "ml-platform@example.com", "smoke"):

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundler import load_bundle
+from bundler import Bundle, load_bundle
 from bundler.digest import ShardMismatch, VerifiedFile
 from bundler.errors import IntegrityError
 from bundler.golden import named_outputs, read_arrays
 from bundler.keras_layout import ALIGNMENT, align_weights, weights_offset
 
-from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT
+from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, CopyBundle
 from .hostile import edit_lock, reseal
 from .test_sharding import _entry, _flip
 
@@ -77,7 +77,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_every_example_reads_its_weights_in_place_and_matches_bare_keras(
-    built: dict, name: str, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+    built: dict[str, Bundle], name: str, opened: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES / name / "src"))
     keras_file = built[name].path / "model.keras"
@@ -163,7 +163,7 @@ def test_layouts_that_are_not_ours_are_not_read_in_place(tmp_path: Path) -> None
 
 
 def test_an_old_unaligned_bundle_loads_through_keras(
-    copy_bundle: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    copy_bundle: CopyBundle, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLES / "custom_layer" / "src"))
     root = copy_bundle("custom_layer")
@@ -186,7 +186,7 @@ def test_an_old_unaligned_bundle_loads_through_keras(
 
 @pytest.mark.parametrize("change", ["missing", "reshaped"])
 def test_without_the_keras_seam_the_load_falls_back_to_keras(
-    built: dict,
+    built: dict[str, Bundle],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     opened: list[Any],

@@ -40,7 +40,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .conftest import EXAMPLES, cli_env, console_commands, readme_section, run_bundle, run_python
+from bundler import Bundle
+
+from .conftest import (
+    EXAMPLES,
+    CopyBundle,
+    cli_env,
+    console_commands,
+    readme_section,
+    run_bundle,
+    run_python,
+)
 from .hostile import reseal
 
 RELEASES = EXAMPLES / "evolving_layer" / "releases"
@@ -165,7 +175,7 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def evolving(built: dict[str, Any]) -> Path:
+def evolving(built: dict[str, Bundle]) -> Path:
     return Path(built["evolving_layer"].path)
 
 
@@ -180,7 +190,9 @@ def inputs_and_expected(evolving: Path) -> tuple[list[list[float]], np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def loads(evolving: Path, inputs_and_expected) -> dict[str, dict[str, Any]]:
+def loads(
+    evolving: Path, inputs_and_expected: tuple[list[list[float]], np.ndarray]
+) -> dict[str, dict[str, Any]]:
     """state -> policy -> what load_bundle did, one fresh process per state (two at a time)."""
     x, _ = inputs_and_expected
 
@@ -216,7 +228,12 @@ CELLS = [(state, policy) for state in STATES for policy in POLICIES]
 
 
 @pytest.mark.parametrize(("state", "policy"), CELLS)
-def test_load_bundle_in_each_cell(loads, inputs_and_expected, state: str, policy: str) -> None:
+def test_load_bundle_in_each_cell(
+    loads: dict[str, dict[str, Any]],
+    inputs_and_expected: tuple[list[list[float]], np.ndarray],
+    state: str,
+    policy: str,
+) -> None:
     _, status, modes, adaptations = STATES[state]
     outcome = loads[state][policy]
     if modes[policy] == "refused-drift":  # loaded, replayed, and the outputs were not the same
@@ -266,7 +283,7 @@ def test_load_bundle_in_each_cell(loads, inputs_and_expected, state: str, policy
 def _verify_exits(evolving: Path, target_files: dict[str, Path]) -> dict[tuple[str, str, str], int]:
     """Exit codes of `bundle verify --policy P`, here (with the release) and for --env FILE;
     for the modified states also `--smoke` here."""
-    jobs = []
+    jobs: list[tuple[tuple[str, str, str], tuple[str, ...], dict[str, str]]] = []
     for state, policy in CELLS:
         release = STATES[state][0]
         here = ("verify", str(evolving), "--policy", policy)
@@ -276,7 +293,9 @@ def _verify_exits(evolving: Path, target_files: dict[str, Path]) -> dict[tuple[s
         if state in MODIFIED:
             jobs.append(((state, policy, "smoke"), (*here, "--smoke"), release_env(release)))
 
-    def run(job: tuple[tuple[str, str, str], tuple[str, ...], dict[str, str]]):
+    def run(
+        job: tuple[tuple[str, str, str], tuple[str, ...], dict[str, str]],
+    ) -> tuple[tuple[str, str, str], int]:
         key, args, env = job
         result = run_bundle(*args, env=env)
         assert "Traceback" not in result.stderr, result.stderr
@@ -289,7 +308,7 @@ def _verify_exits(evolving: Path, target_files: dict[str, Path]) -> dict[tuple[s
 
 
 def test_verify_policy_and_env_exit_as_load_bundle_behaves(
-    evolving: Path, target_files: dict[str, Path], loads
+    evolving: Path, target_files: dict[str, Path], loads: dict[str, dict[str, Any]]
 ) -> None:
     """verify OK <=> load succeeds, in every cell; without --smoke, a modified component under
     'adapt' is not promised (exit 1), whatever the replay would show."""
@@ -307,7 +326,9 @@ def test_verify_policy_and_env_exit_as_load_bundle_behaves(
     assert not wrong, f"verify exit (got, expected) differs from load_bundle: {wrong}"
 
 
-def test_verify_json_plan_matches_the_load(evolving: Path, loads) -> None:
+def test_verify_json_plan_matches_the_load(
+    evolving: Path, loads: dict[str, dict[str, Any]]
+) -> None:
     result = run_bundle(
         "verify", str(evolving), "--policy", "fallback", "--json", env=release_env("3.1.0")
     )
@@ -318,7 +339,9 @@ def test_verify_json_plan_matches_the_load(evolving: Path, loads) -> None:
     assert component["adaptations"] == [V1_TO_2, V2_TO_3]
 
 
-def test_target_file_carries_the_adapters_the_target_declares(target_files) -> None:
+def test_target_file_carries_the_adapters_the_target_declares(
+    target_files: dict[str, Path],
+) -> None:
     lines = target_files["adapted-chain"].read_text().splitlines()
     assert "evolve_layers==3.1.0" in lines
     declared = [json.loads(line.split(" ", 2)[2]) for line in lines if "bundler-adapter" in line]
@@ -348,7 +371,9 @@ def _drift(root: Path, delta: float) -> None:
     reseal(root)
 
 
-def test_drifting_examples_fail_smoke_and_check_examples_with_a_diff(copy_bundle) -> None:
+def test_drifting_examples_fail_smoke_and_check_examples_with_a_diff(
+    copy_bundle: CopyBundle,
+) -> None:
     root = copy_bundle("evolving_layer")
     _drift(root, 0.01)
     result = run_bundle("verify", str(root), "--smoke", env=release_env("2.0.0"))

@@ -15,10 +15,12 @@ import h5py
 import numpy as np
 import pytest
 
+from bundler import Bundle
 from bundler.diff import SECTIONS, diff_bundles
 
 from .conftest import (
     EXAMPLES,
+    CopyBundle,
     Registry,
     cli_env,
     console_commands,
@@ -66,11 +68,12 @@ def _first_dense(root: Path) -> str:
 
     with zipfile.ZipFile(root / "model.keras") as archive:
         config = json.loads(archive.read("config.json"))
-    return next(
+    name: str = next(
         layer["config"]["name"]
         for layer in config["config"]["layers"]
         if layer["class_name"] == "Dense"
     )
+    return name
 
 
 def _save_npz(path: Path, **arrays: Any) -> None:
@@ -78,7 +81,7 @@ def _save_npz(path: Path, **arrays: Any) -> None:
 
 
 @pytest.fixture()
-def edited(copy_bundle: Callable[[str], Path]) -> tuple[Path, Path]:
+def edited(copy_bundle: CopyBundle) -> tuple[Path, Path]:
     """evolving-layer-demo 1.0.0 and a copy with one change in every section."""
     root = copy_bundle("evolving_layer")
     before = root.parent / "original"
@@ -226,7 +229,7 @@ print(result.same, "tensorflow" in sys.modules, "keras" in sys.modules, "h5py" i
 
 
 def test_identical_bundles_are_decided_from_their_locks(
-    built: dict[str, Any], tmp_path: Path
+    built: dict[str, Bundle], tmp_path: Path
 ) -> None:
     original = built["evolving_layer"].path
     copy = tmp_path / "copy"
@@ -279,7 +282,7 @@ def _garbage_keras(root: Path) -> None:
     ],
 )
 def test_bad_input_exits_2_with_one_line(
-    copy_bundle: Callable[[str], Path], damage: Callable[[Path], None], message: str
+    copy_bundle: CopyBundle, damage: Callable[[Path], None], message: str
 ) -> None:
     good = copy_bundle("sequential")
     bad = good.parent / "damaged"
@@ -298,7 +301,7 @@ def test_a_missing_folder_exits_2(tmp_path: Path) -> None:
     assert result.stderr == f"bundle: error: {tmp_path / 'nothing'}: no such bundle folder\n"
 
 
-def test_names_from_a_bundle_are_printed_as_inert_text(copy_bundle: Callable[[str], Path]) -> None:
+def test_names_from_a_bundle_are_printed_as_inert_text(copy_bundle: CopyBundle) -> None:
     good = copy_bundle("sequential")
     odd = good.parent / "odd"
     shutil.copytree(good, odd)
@@ -310,7 +313,7 @@ def test_names_from_a_bundle_are_printed_as_inert_text(copy_bundle: Callable[[st
 
 
 def test_a_bundle_pulled_from_a_registry_compares_with_a_local_one(
-    built: dict[str, Any], release_1_1: Path, registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], release_1_1: Path, registry: Registry, tmp_path: Path
 ) -> None:
     pushed = run_bundle(
         "push", str(built["evolving_layer"].path), f"oci://{registry.host}/ml/demo", "--json"
@@ -375,7 +378,7 @@ def _garbage_outputs(root: Path) -> None:
     ],
 )
 def test_unreadable_contents_exit_2_naming_the_file(
-    copy_bundle: Callable[[str], Path], damage: Callable[[Path], None], where: str, message: str
+    copy_bundle: CopyBundle, damage: Callable[[Path], None], where: str, message: str
 ) -> None:
     good = copy_bundle("with_metadata")
     bad = good.parent / "damaged"
@@ -398,7 +401,7 @@ print(big.max_abs_diff, int(status) // 1024)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
-def test_weights_are_compared_in_flat_memory(built: dict[str, Any], tmp_path: Path) -> None:
+def test_weights_are_compared_in_flat_memory(built: dict[str, Bundle], tmp_path: Path) -> None:
     """Two 192 MB variables are compared without holding either: peak memory stays far below."""
     count = 48 << 20
     roots = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bundler import build_bundle, verify_bundle
+from bundler import Bundle, build_bundle, verify_bundle
 from bundler.atomic import TEMP_NAME, remove_stale_temporaries
 from bundler.errors import BuildError
 
@@ -164,7 +164,9 @@ build.build_bundle(manifest, out, force=True)
 """
 
 
-def test_force_rebuild_killed_around_the_swap_leaves_a_complete_bundle(built, tmp_path) -> None:
+def test_force_rebuild_killed_around_the_swap_leaves_a_complete_bundle(
+    built: dict[str, Bundle], tmp_path: Path
+) -> None:
     """SIGKILL just before and just after the atomic swap of a --force rebuild."""
     old_digest = built["sequential"].digest
     runs = {}
@@ -223,7 +225,7 @@ print(__import__("json").dumps(results))
 """
 
 
-def test_many_processes_and_threads_load_one_bundle(built: dict) -> None:
+def test_many_processes_and_threads_load_one_bundle(built: dict[str, Bundle]) -> None:
     path = str(built["custom_layer"].path)
     processes = [_popen("-c", LOADER, path, env=service_env()) for _ in range(2)]
     outputs = []
@@ -236,13 +238,15 @@ def test_many_processes_and_threads_load_one_bundle(built: dict) -> None:
     assert all(result == outputs[0] for result in outputs)
 
 
-def test_verify_while_a_force_rebuild_replaces_the_bundle(built: dict, tmp_path: Path) -> None:
+def test_verify_while_a_force_rebuild_replaces_the_bundle(
+    built: dict[str, Bundle], tmp_path: Path
+) -> None:
     """Each verify sees the old bundle, the new one, or reports problems; never raises."""
     out = tmp_path / "out"
     shutil.copytree(built["sequential"].path, out)
     old_digest = built["sequential"].digest
     process = _popen("-m", "bundler", "build", SEQUENTIAL, "-o", str(out), "--force", "--json")
-    outcomes: list[str] = []
+    outcomes: list[str | None] = []
     errors: list[BaseException] = []
     stop = threading.Event()
 

@@ -10,10 +10,10 @@ import pytest
 
 from bundler import load_bundle, verify_bundle
 from bundler.errors import BundleError
-from bundler.formats import FormatError, migrate_forward
+from bundler.formats import FormatError, Migration, migrate_forward
 from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_MIGRATIONS
 
-from .conftest import EXAMPLES, run_bundle
+from .conftest import EXAMPLES, CopyBundle, run_bundle
 from .hostile import edit_lock
 
 
@@ -49,13 +49,15 @@ def test_older_documents_take_every_step_in_order() -> None:
     ],
     ids=["newer", "missing", "other family", "no step", "a step that goes nowhere"],
 )
-def test_documents_that_cannot_be_read_are_refused(value, steps, words: str) -> None:
+def test_documents_that_cannot_be_read_are_refused(
+    value: str | None, steps: dict[str, Migration], words: str
+) -> None:
     with pytest.raises(FormatError) as caught:
         migrate_forward({"format": value}, "format", "x.doc/v3", steps)
     assert words in str(caught.value)
 
 
-def test_a_newer_lock_is_refused_naming_both_formats(copy_bundle) -> None:
+def test_a_newer_lock_is_refused_naming_both_formats(copy_bundle: CopyBundle) -> None:
     root = copy_bundle("sequential")
     edit_lock(root, lambda lock: lock.update(format="bundler.bundle/v2", shiny_new_field=True))
     result = run_bundle("verify", str(root))
@@ -79,7 +81,7 @@ def test_a_newer_manifest_is_refused_naming_both_versions(tmp_path: Path) -> Non
 
 
 def test_an_older_lock_is_read_through_its_registered_migration(
-    copy_bundle, monkeypatch: pytest.MonkeyPatch
+    copy_bundle: CopyBundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No older lock format exists yet: this proves the path one will take through read_lock."""
     root = copy_bundle("sequential")

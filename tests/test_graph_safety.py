@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler import UnsafeBundleError, load_bundle, verify_bundle
+from bundler import Bundle, UnsafeBundleError, load_bundle, verify_bundle
 from bundler.errors import UnsafeLoadWarning
 from bundler.graph_scan import (
     ALLOWED_OPS,
@@ -32,7 +32,7 @@ from bundler.graph_scan import (
     scan_saved_model,
 )
 
-from .conftest import run_bundle, run_python
+from .conftest import CopyBundle, run_bundle, run_python
 from .hostile import edit_lock, reseal
 
 HOSTNAME = Path("/etc/hostname")
@@ -61,8 +61,9 @@ def _replace_saved_model(root: Path, body: Callable[[Any], Any]) -> None:
     original = tf.saved_model.load(str(folder)).signatures["serving_default"]
     ((name, spec),) = original.structured_input_signature[1].items()
 
-    class Hostile(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=name)])
+    # TensorFlow has no type hints: its base class and its decorator are Any to mypy
+    class Hostile(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=name)])  # type: ignore[untyped-decorator]
         def serve(self, x: Any) -> Any:
             return {"output_0": body(x)}
 
@@ -74,7 +75,7 @@ def _replace_saved_model(root: Path, body: Callable[[Any], Any]) -> None:
 
 
 @pytest.fixture()
-def hostile_graph(copy_bundle: Callable[[str], Path], tmp_path: Path) -> tuple[Path, Path]:
+def hostile_graph(copy_bundle: CopyBundle, tmp_path: Path) -> tuple[Path, Path]:
     """A re-sealed bundle whose graph copies /etc/hostname to a file outside the bundle."""
     import tensorflow as tf
 
@@ -156,7 +157,7 @@ def test_verify_reports_an_unsafe_graph_under_every_policy(
         assert kinds.count("unsafe") == 2, (policy, kinds)
 
 
-def test_a_python_callback_in_the_graph_is_refused(copy_bundle: Callable[[str], Path]) -> None:
+def test_a_python_callback_in_the_graph_is_refused(copy_bundle: CopyBundle) -> None:
     import tensorflow as tf
 
     root = copy_bundle("custom_layer")
@@ -166,7 +167,7 @@ def test_a_python_callback_in_the_graph_is_refused(copy_bundle: Callable[[str], 
 
 
 def test_a_checkpoint_written_from_the_serving_function_is_refused(
-    copy_bundle: Callable[[str], Path], tmp_path: Path
+    copy_bundle: CopyBundle, tmp_path: Path
 ) -> None:
     import tensorflow as tf
 
@@ -187,7 +188,7 @@ def test_a_checkpoint_written_from_the_serving_function_is_refused(
     assert not list(tmp_path.glob("planted*"))
 
 
-def test_an_asset_path_outside_the_bundle_is_refused(copy_bundle: Callable[[str], Path]) -> None:
+def test_an_asset_path_outside_the_bundle_is_refused(copy_bundle: CopyBundle) -> None:
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -214,7 +215,7 @@ def test_an_asset_path_outside_the_bundle_is_refused(copy_bundle: Callable[[str]
     ]
 
 
-def test_every_example_bundle_graph_passes_the_scan(built: dict[str, Any]) -> None:
+def test_every_example_bundle_graph_passes_the_scan(built: dict[str, Bundle]) -> None:
     for name, bundle in built.items():
         assert scan_saved_model(bundle.path, "saved_model", _files(bundle.path)) == [], name
 
@@ -303,7 +304,7 @@ def _sealed_pb(root: Path, data: bytes) -> None:
     ],
 )
 def test_a_malformed_saved_model_is_a_problem_not_an_exception(
-    copy_bundle: Callable[[str], Path], data: bytes, finding: str
+    copy_bundle: CopyBundle, data: bytes, finding: str
 ) -> None:
     root = copy_bundle("custom_layer")
     _sealed_pb(root, data)
@@ -356,7 +357,7 @@ def test_an_oversized_saved_model_is_refused_before_reading(tmp_path: Path) -> N
 )
 @given(data=st.data())
 def test_fuzzed_saved_model_gives_findings_never_an_exception(
-    built: dict[str, Any], tmp_path: Path, data: st.DataObject
+    built: dict[str, Bundle], tmp_path: Path, data: st.DataObject
 ) -> None:
     """A real saved_model.pb with bytes changed and cut: a list of findings, never an exception."""
     original = (built["custom_layer"].path / "saved_model" / "saved_model.pb").read_bytes()

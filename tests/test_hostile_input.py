@@ -27,12 +27,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler import BundleError, IntegrityError, load_bundle, verify_bundle
+from bundler import Bundle, BundleError, IntegrityError, load_bundle, verify_bundle
 from bundler.errors import ManifestError
 from bundler.lock import LOCK_FILENAME, LOCK_MAX_BYTES
 from bundler.manifest import read_manifest
 
-from .conftest import run_bundle
+from .conftest import CopyBundle, run_bundle
 from .fuzzing import mutated
 from .hostile import edit_lock
 from .test_signing import _in_thread
@@ -57,7 +57,9 @@ BAD_PATHS = [
 
 
 @pytest.mark.parametrize(("label", "bad", "words"), BAD_PATHS, ids=[b[0] for b in BAD_PATHS])
-def test_unsafe_lock_path_is_refused_by_name(copy_bundle, label: str, bad: str, words: str) -> None:
+def test_unsafe_lock_path_is_refused_by_name(
+    copy_bundle: CopyBundle, label: str, bad: str, words: str
+) -> None:
     root = copy_bundle("sequential")
     edit_lock(root, lambda lock: lock["files"].update({bad: {"size": 1, "sha256": "0" * 64}}))
     report = verify_bundle(root)
@@ -68,7 +70,9 @@ def test_unsafe_lock_path_is_refused_by_name(copy_bundle, label: str, bad: str, 
 
 
 @pytest.mark.parametrize("field", ["keras", "saved_model", "examples"])
-def test_artifact_paths_outside_the_files_table_are_refused(copy_bundle, field: str) -> None:
+def test_artifact_paths_outside_the_files_table_are_refused(
+    copy_bundle: CopyBundle, field: str
+) -> None:
     root = copy_bundle("sequential")
     edit_lock(root, lambda lock: lock["artifacts"].update({field: "../secret"}))
     report = verify_bundle(root)
@@ -77,7 +81,7 @@ def test_artifact_paths_outside_the_files_table_are_refused(copy_bundle, field: 
         load_bundle(root, verify=False)
 
 
-def test_component_module_name_cannot_steer_verify_off_sys_path(copy_bundle) -> None:
+def test_component_module_name_cannot_steer_verify_off_sys_path(copy_bundle: CopyBundle) -> None:
     # verify looks components up on sys.path by name, without importing; a name like '/tmp.x'
     # would make it read /tmp/x.py. Guards the lock schema's module pattern.
     root = copy_bundle("custom_layer")
@@ -87,7 +91,7 @@ def test_component_module_name_cannot_steer_verify_off_sys_path(copy_bundle) -> 
 
 
 @pytest.mark.parametrize("where", ["../secret", "/ABSOLUTE/secret"])
-def test_verify_never_opens_a_file_outside_the_bundle(copy_bundle, where: str) -> None:
+def test_verify_never_opens_a_file_outside_the_bundle(copy_bundle: CopyBundle, where: str) -> None:
     """A FIFO outside the bundle blocks whoever opens it: verify returns promptly, refusing."""
     root = copy_bundle("sequential")
     fifo = root.parent / "secret"
@@ -166,7 +170,9 @@ ODD_FILES: list[tuple[str, Callable[[Path], str], str]] = [
 
 
 @pytest.mark.parametrize(("label", "damage", "words"), ODD_FILES, ids=[o[0] for o in ODD_FILES])
-def test_odd_files_fail_verification_by_name(copy_bundle, label, damage, words) -> None:
+def test_odd_files_fail_verification_by_name(
+    copy_bundle: CopyBundle, label: str, damage: Callable[[Path], str], words: str
+) -> None:
     root = copy_bundle("sequential")
     named = damage(root)
     report = _in_thread(lambda: verify_bundle(root), timeout=20)
@@ -194,7 +200,14 @@ MANIFEST_FIELDS: list[tuple[str, Callable[[str], dict[str, Any]]]] = [
 @pytest.mark.parametrize(
     ("label", "bad", "words"), BAD_PATHS[:9], ids=[b[0] for b in BAD_PATHS[:9]]
 )
-def test_unsafe_manifest_path_is_refused(tmp_path, field, place, label, bad, words) -> None:
+def test_unsafe_manifest_path_is_refused(
+    tmp_path: Path,
+    field: str,
+    place: Callable[[str], dict[str, Any]],
+    label: str,
+    bad: str,
+    words: str,
+) -> None:
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps({**MANIFEST, **place(bad)}))
     with pytest.raises(ManifestError) as caught:
@@ -206,7 +219,10 @@ def test_unsafe_manifest_path_is_refused(tmp_path, field, place, label, bad, wor
 
 
 def _write_lock(text: bytes) -> Callable[[Path], None]:
-    return lambda root: (root / LOCK_FILENAME).write_bytes(text)
+    def write(root: Path) -> None:
+        (root / LOCK_FILENAME).write_bytes(text)
+
+    return write
 
 
 def _truncated_lock(root: Path) -> None:
@@ -244,7 +260,9 @@ BAD_LOCKS: list[tuple[str, Callable[[Path], None], str]] = [
 
 
 @pytest.mark.parametrize(("label", "damage", "words"), BAD_LOCKS, ids=[b[0] for b in BAD_LOCKS])
-def test_malformed_lock_is_one_clear_failure(copy_bundle, label, damage, words) -> None:
+def test_malformed_lock_is_one_clear_failure(
+    copy_bundle: CopyBundle, label: str, damage: Callable[[Path], None], words: str
+) -> None:
     root = copy_bundle("sequential")
     damage(root)
     started = time.perf_counter()
@@ -256,7 +274,7 @@ def test_malformed_lock_is_one_clear_failure(copy_bundle, label, damage, words) 
 
 
 @pytest.mark.parametrize("label", ["garbage", "100k-deep nesting", "wrong types"])
-def test_cli_malformed_lock_exits_1_without_traceback(copy_bundle, label: str) -> None:
+def test_cli_malformed_lock_exits_1_without_traceback(copy_bundle: CopyBundle, label: str) -> None:
     root = copy_bundle("sequential")
     dict((b[0], b[1]) for b in BAD_LOCKS)[label](root)
     for extra in ([], ["--json"]):
@@ -281,7 +299,9 @@ BAD_MANIFEST_TEXT = [
 @pytest.mark.parametrize(
     ("label", "text", "words"), BAD_MANIFEST_TEXT, ids=[b[0] for b in BAD_MANIFEST_TEXT]
 )
-def test_malformed_manifest_is_one_clear_error(tmp_path: Path, label, text, words) -> None:
+def test_malformed_manifest_is_one_clear_error(
+    tmp_path: Path, label: str, text: bytes, words: str
+) -> None:
     path = tmp_path / ("manifest.json" if "JSON" in label else "manifest.yaml")
     path.write_bytes(text)
     started = time.perf_counter()
@@ -307,7 +327,9 @@ def test_cli_yaml_anchor_bomb_exits_2_quickly(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_bundle(built: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def fuzz_bundle(
+    built: dict[str, Bundle], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("fuzz") / "bundle"
     shutil.copytree(built["custom_layer"].path, root)
     return root, json.loads((root / LOCK_FILENAME).read_text())
@@ -319,7 +341,9 @@ def fuzz_bundle(built: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
-def test_fuzzed_lock_gives_a_report_never_an_exception(fuzz_bundle, data: st.DataObject) -> None:
+def test_fuzzed_lock_gives_a_report_never_an_exception(
+    fuzz_bundle: tuple[Path, dict[str, Any]], data: st.DataObject
+) -> None:
     root, original = fuzz_bundle
     lock = mutated(data, original)
     if data.draw(st.booleans()) and isinstance(lock, dict) and isinstance(lock.get("files"), dict):

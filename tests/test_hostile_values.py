@@ -23,12 +23,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bundler import BundleError, load_bundle, verify_bundle
+from bundler import Bundle, BundleError, load_bundle, verify_bundle
 from bundler.errors import SignatureError
 from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import EXAMPLES, run_bundle, service_env
+from .conftest import EXAMPLES, CopyBundle, run_bundle, service_env
 from .fuzzing import (
     FUZZ,
     assert_signature_file_gives_a_verdict,
@@ -103,7 +103,7 @@ BAD_VALUES: list[tuple[str, Callable[[Path], None], str]] = [
 
 @pytest.mark.parametrize(("label", "damage", "words"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
 def test_a_hostile_lock_value_is_one_problem_from_api_and_cli(
-    copy_bundle, label: str, damage, words: str
+    copy_bundle: CopyBundle, label: str, damage: Callable[[Path], None], words: str
 ) -> None:
     root = copy_bundle("custom_layer")
     damage(root)
@@ -139,7 +139,9 @@ hostile_values = json_values | st.sampled_from(
 
 
 @pytest.fixture(scope="module")
-def fuzz_bundle(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple:
+def fuzz_bundle(
+    built: dict[str, Bundle], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("values") / "bundle"
     shutil.copytree(built["custom_layer"].path, root)
     return root, json.loads((root / LOCK_FILENAME).read_text())
@@ -175,7 +177,9 @@ def _never_a_crash(*args: str) -> None:
 @pytest.mark.slow
 @FUZZ
 @given(data=st.data())
-def test_fuzzed_lock_gives_a_verdict_from_cli_and_load(fuzz_bundle, data: st.DataObject):
+def test_fuzzed_lock_gives_a_verdict_from_cli_and_load(
+    fuzz_bundle: tuple[Path, dict[str, Any]], data: st.DataObject
+) -> None:
     fuzz_root, original = fuzz_bundle
     (fuzz_root / LOCK_FILENAME).write_text(_mutated_lock(data, original))
     with contextlib.suppress(BundleError):
@@ -187,7 +191,9 @@ def test_fuzzed_lock_gives_a_verdict_from_cli_and_load(fuzz_bundle, data: st.Dat
 
 
 @pytest.fixture(scope="module")
-def signed_root(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def signed_root(
+    built: dict[str, Bundle], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("signature-fuzz")
     root = folder / "bundle"
     shutil.copytree(built["sequential"].path, root)
@@ -200,13 +206,17 @@ def signed_root(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
 @pytest.mark.slow
 @FUZZ
 @given(data=st.data())
-def test_fuzzed_signature_file_is_refused_never_a_crash(signed_root: dict, data: st.DataObject):
+def test_fuzzed_signature_file_is_refused_never_a_crash(
+    signed_root: dict[str, Any], data: st.DataObject
+) -> None:
     root, public = signed_root["root"], signed_root["public"]
     text = mutated_document(data, signed_root["original"])
     assert_signature_file_gives_a_verdict(root, SIGNATURE_FILENAME, text, public)
 
 
-def test_duplicate_keys_in_a_signature_file_are_refused(copy_bundle, tmp_path: Path) -> None:
+def test_duplicate_keys_in_a_signature_file_are_refused(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
     root = copy_bundle("sequential")
     private, public = keygen(tmp_path / "key")
     sign_bundle(root, private)

@@ -24,15 +24,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler import UnsafeBundleError, load_bundle, verify_bundle
+from bundler import Bundle, UnsafeBundleError, load_bundle, verify_bundle
 from bundler.keras_archive import INFLATION_FLOOR, INFLATION_RATIO
 
-from .conftest import ROOT, run_python
+from .conftest import ROOT, CopyBundle, run_python
 from .hostile import edit_keras_config, find_objects, replace_keras_member, reseal
 
 
 @pytest.fixture()
-def plain(copy_bundle: Callable[[str], Path]) -> Path:
+def plain(copy_bundle: CopyBundle) -> Path:
     """A bundle with no components: it loads through Keras in this process."""
     return copy_bundle("sequential")
 
@@ -56,7 +56,9 @@ def test_pyproject_requires_a_keras_with_the_known_fixes() -> None:
 # -- TFSMLayer -------------------------------------------------------------------------------------
 
 
-def test_tfsm_layer_is_refused_where_keras_would_load_it(plain: Path, monkeypatch) -> None:
+def test_tfsm_layer_is_refused_where_keras_would_load_it(
+    plain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import keras
 
     outside = plain.parent / "outside_saved_model"
@@ -99,7 +101,9 @@ def test_a_torch_module_wrapper_is_refused_by_name_under_any_module() -> None:
 
 
 @pytest.mark.parametrize("layer", ["StringLookup", "IntegerLookup", "TextVectorization"])
-def test_a_vocabulary_read_from_a_path_is_refused(plain: Path, layer: str, monkeypatch) -> None:
+def test_a_vocabulary_read_from_a_path_is_refused(
+    plain: Path, layer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import keras
     from keras.src.saving import serialization_lib
 
@@ -158,7 +162,7 @@ def test_a_vocabulary_read_from_a_path_is_refused(plain: Path, layer: str, monke
     ],
 )
 def test_a_non_modeling_function_is_refused(
-    plain: Path, module: str, name: str, message: str, monkeypatch
+    plain: Path, module: str, name: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from keras.src.saving import serialization_lib
 
@@ -178,7 +182,7 @@ def test_a_non_modeling_function_is_refused(
     assert refusal.endswith("refusing to load it")
 
 
-def test_keras_modeling_objects_pass_the_scan(built: dict[str, Any], tmp_path: Path) -> None:
+def test_keras_modeling_objects_pass_the_scan(built: dict[str, Bundle], tmp_path: Path) -> None:
     """No false refusals: the example bundles, and a model saved by Keras with many kinds of
     layers, a learning-rate schedule, losses and metrics."""
     import keras
@@ -226,7 +230,7 @@ def _edit_weights(root: Path, change: Callable[[Any], None]) -> None:
     replace_keras_member(root, "model.weights.h5", buffer.getvalue())
 
 
-def _without_kerass_h5_checks(monkeypatch) -> None:
+def _without_kerass_h5_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     """As Keras before 3.13.2: datasets and groups fetched without looking at what they are."""
     from keras.src.saving import saving_lib
 
@@ -234,7 +238,9 @@ def _without_kerass_h5_checks(monkeypatch) -> None:
     monkeypatch.setattr(saving_lib, "safe_get_h5_group", lambda parent, name: parent[name])
 
 
-def test_external_storage_in_the_weights_is_refused(plain: Path, tmp_path, monkeypatch) -> None:
+def test_external_storage_in_the_weights_is_refused(
+    plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.arange(32, dtype="<f4").tobytes())
 
@@ -262,7 +268,7 @@ def test_external_storage_in_the_weights_is_refused(plain: Path, tmp_path, monke
 
 @pytest.mark.parametrize("kind", ["external-link", "soft-link", "virtual"])
 def test_links_and_virtual_datasets_in_the_weights_are_refused(
-    plain: Path, tmp_path: Path, kind: str, monkeypatch
+    plain: Path, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import h5py
 
@@ -435,7 +441,7 @@ def test_a_hard_link_inside_the_weights_is_no_problem(plain: Path) -> None:
 )
 @given(data=st.data())
 def test_fuzzed_model_keras_gives_a_verdict_never_an_exception(
-    built: dict[str, Any], tmp_path: Path, data: st.DataObject
+    built: dict[str, Bundle], tmp_path: Path, data: st.DataObject
 ) -> None:
     """A real model.keras (stored or deflated) with bytes changed and cut: the archive check
     refuses, passes or says it cannot read it; never another exception."""

@@ -12,9 +12,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from bundler import Bundle
 
 from .conftest import ROOT, cli_env, run_bundle
 
@@ -87,7 +88,7 @@ def test_the_light_install_has_no_tensorflow(light: Path) -> None:
 
 
 def test_verify_inspect_env_sign_work_without_tensorflow(
-    light: Path, built: dict[str, Any], tmp_path: Path
+    light: Path, built: dict[str, Bundle], tmp_path: Path
 ) -> None:
     bundle = tmp_path / "moons"
     shutil.copytree(built["with_metadata"].path, bundle)
@@ -140,7 +141,7 @@ def test_build_without_tensorflow_names_the_extra(light: Path, tmp_path: Path) -
 
 
 def test_load_bundle_without_tensorflow_names_the_extra(
-    light: Path, built: dict[str, Any], tmp_path: Path
+    light: Path, built: dict[str, Bundle], tmp_path: Path
 ) -> None:
     code = (
         "import bundler\n"

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -108,7 +109,7 @@ BAD = [
 
 @pytest.mark.parametrize(("label", "change", "field", "words"), BAD, ids=[b[0] for b in BAD])
 def test_bad_manifest_names_field_and_value(
-    tmp_path: Path, label: str, change: dict, field: str, words: str
+    tmp_path: Path, label: str, change: dict[str, Any], field: str, words: str
 ) -> None:
     document = {**VALID, **change}
     path = write(tmp_path, yaml.safe_dump(document))
@@ -194,7 +195,7 @@ json_values = st.recursive(
         max_size=8,
     )
 )
-def test_any_document_gives_a_manifest_or_a_manifest_error(document: dict) -> None:
+def test_any_document_gives_a_manifest_or_a_manifest_error(document: dict[str, Any]) -> None:
     with contextlib.suppress(ManifestError):
         manifest_from_document(document, "fuzz.yaml")
 
@@ -248,7 +249,9 @@ def test_merge_keys_are_read_as_yaml_defines_them(tmp_path: Path) -> None:
     ],
     ids=["own key twice", "merge key twice", "merging a list", "merging itself"],
 )
-def test_merge_keys_keep_duplicates_and_nonsense_refused(tmp_path, text: str, words: str) -> None:
+def test_merge_keys_keep_duplicates_and_nonsense_refused(
+    tmp_path: Path, text: str, words: str
+) -> None:
     with pytest.raises(ManifestError, match=re.escape(words)):
         read_manifest(write(tmp_path, "apiVersion: bundler/v1\nmetadata:\n" + _indent(text)))
 

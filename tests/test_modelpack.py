@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bundler import load_bundle, verify_bundle
+from bundler import Bundle, load_bundle, verify_bundle
 from bundler import modelpack as spec
 from bundler.errors import IntegrityError, SignatureError, UsageError
 from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
@@ -33,9 +33,15 @@ from bundler.oci import fetch
 from bundler.oci import push as push_bundle
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import cli_env, console_commands, readme_section, run_bundle, service_env
+from .conftest import (
+    Registry,
+    cli_env,
+    console_commands,
+    readme_section,
+    run_bundle,
+    service_env,
+)
 from .fuzzing import FUZZ, mutated_document
-from .test_oci import Registry
 from .test_registry_trust import HostileRegistry, assert_pull_gives_a_verdict
 
 modelpack_client = pytest.importorskip("modelpack_client", reason="pip install modelpack-client")
@@ -59,7 +65,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
 
 @pytest.fixture(scope="module")
 def signed(
-    built: dict[str, Any], keys, tmp_path_factory: pytest.TempPathFactory
+    built: dict[str, Bundle],
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Path]:
     """The custom_layer example (a component and a Keras model), signed in each format."""
     out = {}
@@ -76,7 +84,7 @@ def client() -> Any:
 
 
 def test_the_modelpack_client_pulls_a_folder_that_bundle_verify_accepts(
-    signed, keys, registry: Registry, tmp_path: Path
+    signed: dict[str, Path], keys: dict[str, tuple[Path, Path]], registry: Registry, tmp_path: Path
 ) -> None:
     bundle = signed["bundler"]
     pushed = push_bundle(bundle, f"oci://{registry.host}/ml/layer")
@@ -130,7 +138,7 @@ def _push_with_the_modelpack_client(folder: Path, reference: str) -> str:
 
 
 def test_bundle_pull_reads_what_the_modelpack_client_pushes(
-    signed, keys, registry: Registry, tmp_path: Path
+    signed: dict[str, Path], keys: dict[str, tuple[Path, Path]], registry: Registry, tmp_path: Path
 ) -> None:
     digest = _push_with_the_modelpack_client(signed["bundler"], f"{registry.host}/ml/theirs:v1")
     result = run_bundle(
@@ -154,7 +162,13 @@ def test_bundle_pull_reads_what_the_modelpack_client_pushes(
 @pytest.mark.parametrize("push_format", ["modelpack", "bundler"])
 @pytest.mark.parametrize("signature", ["bundler", "openssf"])
 def test_either_signature_travels_in_either_format(
-    signed, keys, registry: Registry, tmp_path: Path, monkeypatch, push_format, signature
+    signed: dict[str, Path],
+    keys: dict[str, tuple[Path, Path]],
+    registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    push_format: str,
+    signature: str,
 ) -> None:
     pushed = push_bundle(
         signed[signature], f"oci://{registry.host}/ml/sig-{signature}", format=push_format
@@ -168,7 +182,7 @@ def test_either_signature_travels_in_either_format(
 
 
 def test_bundles_pushed_in_bundler_format_still_pull_and_load(
-    built, registry: Registry, tmp_path: Path, monkeypatch
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bundle = built["custom_layer"].path
     reference = f"oci://{registry.host}/ml/old:1"
@@ -186,7 +200,7 @@ def test_bundles_pushed_in_bundler_format_still_pull_and_load(
 
 
 def test_a_modelpack_artifact_without_a_lock_is_not_a_bundle(
-    built, registry: Registry, tmp_path: Path, monkeypatch
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "weights-only"
     folder.mkdir()
@@ -203,7 +217,11 @@ def test_a_modelpack_artifact_without_a_lock_is_not_a_bundle(
 
 @pytest.mark.parametrize("how", ["modelpack CLI, tar", "Python API, tar+gzip"])
 def test_bundle_pull_unpacks_folders_the_modelpack_client_sends_as_tar_layers(
-    built, keys, registry: Registry, tmp_path: Path, how: str
+    built: dict[str, Bundle],
+    keys: dict[str, tuple[Path, Path]],
+    registry: Registry,
+    tmp_path: Path,
+    how: str,
 ) -> None:
     folder = tmp_path / "bundle"
     shutil.copytree(built["sequential"].path, folder)
@@ -304,7 +322,11 @@ HOSTILE_TARS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
 
 @pytest.mark.parametrize("case", HOSTILE_TARS, ids=str)
 def test_a_hostile_tar_layer_is_refused_and_leaves_nothing(
-    built, registry: Registry, tmp_path: Path, monkeypatch, case: str
+    built: dict[str, Bundle],
+    registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
 ) -> None:
     make, words = HOSTILE_TARS[case]
     bundle = built["sequential"].path
@@ -329,7 +351,7 @@ def test_a_hostile_tar_layer_is_refused_and_leaves_nothing(
 
 
 def test_a_zstd_layer_is_refused_by_name(
-    built, registry: Registry, tmp_path: Path, monkeypatch
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bundle = built["sequential"].path
     layers = [
@@ -354,7 +376,9 @@ def _stable(line: str) -> str:
     return re.sub(r"\d+\.\d+ s\b", "<t> s", line)
 
 
-def test_the_readme_standard_formats_commands(built, registry: Registry, tmp_path: Path) -> None:
+def test_the_readme_standard_formats_commands(
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path
+) -> None:
     """The README's ModelPack and OpenSSF commands, run as written, print what it shows."""
     section = readme_section("Standard formats: ModelPack and OpenSSF signatures")
     commands = console_commands(section)
@@ -415,14 +439,14 @@ def hostile() -> Iterator[HostileRegistry]:
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_modelpack_manifest_is_a_verdict_never_a_crash(
-    hostile: HostileRegistry, tmp_path: Path, monkeypatch, data: st.DataObject
+    hostile: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: st.DataObject
 ) -> None:
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     assert_pull_gives_a_verdict(hostile, mutated_document(data, VALID_MODELPACK))
 
 
 def test_push_refuses_a_model_sig_for_another_bundle(
-    built, signed, registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], signed: dict[str, Path], registry: Registry, tmp_path: Path
 ) -> None:
     folder = tmp_path / "sequential"
     shutil.copytree(built["sequential"].path, folder)

@@ -14,18 +14,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundler import load_bundle, verify_bundle
+from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import UsageError
 from bundler.oci import credentials, parse_reference
 
-from .conftest import Registry, cli_env, console_commands, readme_section, run_bundle
+from .conftest import CopyBundle, Registry, cli_env, console_commands, readme_section, run_bundle
 from .hostile import add_sealed_file
 
 
 def push(bundle: Path, reference: str) -> dict[str, Any]:
     result = run_bundle("push", str(bundle), reference, "--json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    pushed: dict[str, Any] = json.loads(result.stdout)
+    return pushed
 
 
 def pull(reference: str, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +34,7 @@ def pull(reference: str, cache: Path, *args: str) -> subprocess.CompletedProcess
 
 
 def test_push_pull_verify_load_round_trip(
-    built, registry: Registry, tmp_path: Path, monkeypatch
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = built["with_metadata"].path
     pushed = push(original, f"oci://{registry.host}/ml/moons")
@@ -56,7 +57,7 @@ def test_push_pull_verify_load_round_trip(
 
 
 def test_pull_by_tag_and_by_digest_give_the_same_bundle(
-    built, registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path
 ) -> None:
     pushed = push(built["sequential"].path, f"oci://{registry.host}/ml/sequential:stable")
     by_tag = pull(pushed["tag"], tmp_path / "a", "--json")
@@ -67,7 +68,7 @@ def test_pull_by_tag_and_by_digest_give_the_same_bundle(
 
 
 def test_a_tampered_blob_in_the_registry_is_refused(
-    built, private_registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], private_registry: Registry, tmp_path: Path
 ) -> None:
     pushed = push(built["with_metadata"].path, f"oci://{private_registry.host}/ml/moons")
     keras_sha = json.loads((built["with_metadata"].path / "bundle.lock.json").read_text())
@@ -83,7 +84,10 @@ def test_a_tampered_blob_in_the_registry_is_refused(
 
 
 def test_a_cached_digest_loads_with_the_registry_stopped(
-    built, private_registry: Registry, tmp_path: Path, monkeypatch
+    built: dict[str, Bundle],
+    private_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pushed = push(built["sequential"].path, f"oci://{private_registry.host}/ml/sequential")
     cache = tmp_path / "cache"
@@ -100,7 +104,7 @@ def test_a_cached_digest_loads_with_the_registry_stopped(
 
 
 def test_two_processes_pulling_one_digest_share_one_cache_entry(
-    built, registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path
 ) -> None:
     pushed = push(built["custom_layer"].path, f"oci://{registry.host}/ml/regressor")
     cache = tmp_path / "cache"
@@ -118,7 +122,7 @@ def test_two_processes_pulling_one_digest_share_one_cache_entry(
     assert verify_bundle(cache / "sha256" / entries[0]).integrity_ok
 
 
-def test_a_damaged_bundle_is_not_pushed(copy_bundle, registry: Registry) -> None:
+def test_a_damaged_bundle_is_not_pushed(copy_bundle: CopyBundle, registry: Registry) -> None:
     root = copy_bundle("sequential")
     with (root / "model.keras").open("r+b") as stream:
         stream.seek(100)
@@ -135,7 +139,7 @@ def test_an_unknown_tag_is_one_clear_line(registry: Registry, tmp_path: Path) ->
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_without_oras_the_message_says_what_to_install(built) -> None:
+def test_without_oras_the_message_says_what_to_install(built: dict[str, Bundle]) -> None:
     code = (
         "import sys; sys.modules['oras'] = None\n"
         "from bundler.cli import main\n"
@@ -176,7 +180,7 @@ def test_references_parse() -> None:
 
 
 def test_credentials_come_from_the_environment_or_docker_config(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BUNDLER_REGISTRY_USERNAME", raising=False)
     monkeypatch.delenv("BUNDLER_REGISTRY_PASSWORD", raising=False)
@@ -194,7 +198,7 @@ def test_credentials_come_from_the_environment_or_docker_config(
 
 
 def test_a_large_file_goes_up_in_chunks_and_comes_back_intact(
-    copy_bundle, registry: Registry, tmp_path: Path
+    copy_bundle: CopyBundle, registry: Registry, tmp_path: Path
 ) -> None:
     """Over 32 MiB a blob is uploaded in PATCH chunks (oras's single PUT reads it whole)."""
     import os
@@ -218,7 +222,7 @@ def _stable(line: str) -> str:
 
 
 def test_the_readme_registry_commands_print_what_it_shows(
-    built, registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path
 ) -> None:
     commands = console_commands(readme_section("Shipping bundles through a registry"))
     assert [command.split()[1] for command, _ in commands] == ["push", "pull", "pull"]

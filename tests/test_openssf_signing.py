@@ -23,13 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bundler import load_bundle, verify_bundle
+from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import SignatureError, UsageError
 from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
 from bundler.openssf import pae
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import cli_env, run_bundle, service_env
+from .conftest import CopyBundle, cli_env, run_bundle, service_env
 from .fuzzing import FUZZ, assert_signature_file_gives_a_verdict, mutated_document
 from .hostile import edit_lock, reseal
 
@@ -73,7 +73,7 @@ def their_verify(root: Path, public: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_model_signing_verifies_a_bundle_we_signed(copy_bundle, tmp_path: Path) -> None:
+def test_model_signing_verifies_a_bundle_we_signed(copy_bundle: CopyBundle, tmp_path: Path) -> None:
     root = copy_bundle("custom_layer")
     made = run_bundle("keygen", "--type", "ec-p256", "-o", "publisher", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -90,7 +90,9 @@ def test_model_signing_verifies_a_bundle_we_signed(copy_bundle, tmp_path: Path) 
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_bundle_verify_accepts_a_bundle_model_signing_signed(copy_bundle, keys) -> None:
+def test_bundle_verify_accepts_a_bundle_model_signing_signed(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     root = copy_bundle("custom_layer")
     their_sign(root, keys["trusted"][0])
     verified = run_bundle("verify", str(root), "--key", str(keys["trusted"][1]), env=service_env())
@@ -100,7 +102,9 @@ def test_bundle_verify_accepts_a_bundle_model_signing_signed(copy_bundle, keys) 
     assert loaded.mode == "keras"
 
 
-def test_both_signatures_live_side_by_side(copy_bundle, keys) -> None:
+def test_both_signatures_live_side_by_side(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     """Ours is left out of the OpenSSF one (its ignore_paths); either key checks its own."""
     root = copy_bundle("custom_layer")
     sign_bundle(root, keys["ed25519"][0])
@@ -112,7 +116,9 @@ def test_both_signatures_live_side_by_side(copy_bundle, keys) -> None:
     assert SIGNATURE_FILENAME in statement["predicate"]["serialization"]["ignore_paths"]
 
 
-def test_a_model_signing_signature_may_cover_our_signature_too(copy_bundle, keys) -> None:
+def test_a_model_signing_signature_may_cover_our_signature_too(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     root = copy_bundle("custom_layer")
     sign_bundle(root, keys["ed25519"][0])
     their_sign(root, keys["trusted"][0])  # lists bundle.sig.json among the signed files
@@ -127,7 +133,8 @@ def test_a_model_signing_signature_may_cover_our_signature_too(copy_bundle, keys
 
 def _statement(root: Path) -> dict[str, Any]:
     document = json.loads((root / OPENSSF_SIGNATURE_FILENAME).read_text())
-    return json.loads(base64.b64decode(document["dsseEnvelope"]["payload"]))
+    statement: dict[str, Any] = json.loads(base64.b64decode(document["dsseEnvelope"]["payload"]))
+    return statement
 
 
 # -- forgeries: each returns the words the refusal must contain ----------------------------------
@@ -198,7 +205,11 @@ FORGERIES: list[Callable[[Path, dict[str, Any]], str]] = [
 
 
 @pytest.mark.parametrize("forge", FORGERIES, ids=lambda f: f.__name__.strip("_"))
-def test_a_forged_openssf_signature_is_refused(copy_bundle, keys, forge) -> None:
+def test_a_forged_openssf_signature_is_refused(
+    copy_bundle: CopyBundle,
+    keys: dict[str, tuple[Path, Path]],
+    forge: Callable[[Path, dict[str, Any]], str],
+) -> None:
     root = copy_bundle("custom_layer")
     words = forge(root, keys)
     with pytest.raises(SignatureError) as caught:
@@ -207,7 +218,9 @@ def test_a_forged_openssf_signature_is_refused(copy_bundle, keys, forge) -> None
     assert str(caught.value).startswith(str(root / OPENSSF_SIGNATURE_FILENAME))
 
 
-def test_an_ed25519_key_cannot_check_an_openssf_signature(copy_bundle, keys) -> None:
+def test_an_ed25519_key_cannot_check_an_openssf_signature(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     root = copy_bundle("sequential")
     sign_bundle(root, keys["trusted"][0], format="openssf")
     result = run_bundle("verify", str(root), "--key", str(keys["ed25519"][1]))
@@ -218,7 +231,9 @@ def test_an_ed25519_key_cannot_check_an_openssf_signature(copy_bundle, keys) -> 
     )
 
 
-def test_sign_refuses_a_key_of_the_other_kind(copy_bundle, keys) -> None:
+def test_sign_refuses_a_key_of_the_other_kind(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     root = copy_bundle("sequential")
     with pytest.raises(UsageError, match=r"need an EC key \(bundle keygen --type ec-p256\)"):
         sign_bundle(root, keys["ed25519"][0], format="openssf")
@@ -229,7 +244,11 @@ def test_sign_refuses_a_key_of_the_other_kind(copy_bundle, keys) -> None:
 
 
 @pytest.fixture(scope="module")
-def openssf_root(built: dict[str, Any], keys, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def openssf_root(
+    built: dict[str, Bundle],
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("model-sig-fuzz") / "bundle"
     shutil.copytree(built["sequential"].path, root)
     sign_bundle(root, keys["trusted"][0], format="openssf")
@@ -240,7 +259,9 @@ def openssf_root(built: dict[str, Any], keys, tmp_path_factory: pytest.TempPathF
 @pytest.mark.slow
 @FUZZ
 @given(data=st.data())
-def test_fuzzed_model_sig_is_refused_never_a_crash(openssf_root: dict, keys, data) -> None:
+def test_fuzzed_model_sig_is_refused_never_a_crash(
+    openssf_root: dict[str, Any], keys: dict[str, tuple[Path, Path]], data: st.DataObject
+) -> None:
     """The envelope fuzzed as it is, or the statement fuzzed and signed again with the trusted
     key, so that the hostile statement gets past the ECDSA check and is read."""
     root, (private, public) = openssf_root["root"], keys["trusted"]
@@ -249,6 +270,7 @@ def test_fuzzed_model_sig_is_refused_never_a_crash(openssf_root: dict, keys, dat
     else:
         payload = mutated_document(data, openssf_root["statement"]).encode("utf-8", "surrogatepass")
         key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
         document = copy.deepcopy(openssf_root["document"])
         envelope = document["dsseEnvelope"]
         envelope["payload"] = base64.b64encode(payload).decode()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bundler.text import shown
 
-from .conftest import run_bundle
+from .conftest import CopyBundle, run_bundle
 from .hostile import edit_lock
 
 HOSTILE_NAME = "\x1b[2J\x1b[32mOK\x1b[0m \u202etxt.exe\u2066"
@@ -43,7 +44,7 @@ def test_shown_escapes_control_and_format_characters(raw: str, escaped: str) -> 
     assert shown("a\nb\x1b", lines=True) == "a\nb\\x1b"
 
 
-def test_verify_shows_a_hostile_file_name_escaped_and_json_exact(copy_bundle) -> None:
+def test_verify_shows_a_hostile_file_name_escaped_and_json_exact(copy_bundle: CopyBundle) -> None:
     root = copy_bundle("sequential")
     (root / HOSTILE_NAME).write_bytes(b"planted")
     result = run_bundle("verify", str(root))
@@ -56,10 +57,10 @@ def test_verify_shows_a_hostile_file_name_escaped_and_json_exact(copy_bundle) ->
     assert "\x1b" not in as_json.stdout, "JSON escapes it itself: \\u001b"
 
 
-def test_inspect_and_verify_show_hostile_lock_fields_escaped(copy_bundle) -> None:
+def test_inspect_and_verify_show_hostile_lock_fields_escaped(copy_bundle: CopyBundle) -> None:
     root = copy_bundle("sequential")
 
-    def plant(lock: dict) -> None:
+    def plant(lock: dict[str, Any]) -> None:
         lock["name"] = "\x1b]0;owned\x07demo"
         lock["description"] = "fine\r\x1b[2KOK: trusted"
         lock["metadata"]["owner"] = "\u202eevil"
@@ -91,7 +92,7 @@ def test_error_messages_show_data_escaped(tmp_path: Path) -> None:
     )
 
 
-def test_error_details_cannot_fake_a_line(copy_bundle, tmp_path: Path) -> None:
+def test_error_details_cannot_fake_a_line(copy_bundle: CopyBundle, tmp_path: Path) -> None:
     """A newline in a quoted file name stays inside its detail line."""
     from bundler.signing import keygen
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from bundler import load_bundle, verify_bundle
+from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import IntegrityError, UsageError
 from bundler.signing import keygen, sign_bundle
 
-from .conftest import run_bundle
+from .conftest import CopyBundle, run_bundle
 
 
 @pytest.fixture()
-def signed_pair(copy_bundle, tmp_path: Path) -> dict[str, Any]:
+def signed_pair(copy_bundle: CopyBundle, tmp_path: Path) -> dict[str, Any]:
     """Two bundles signed by one publisher: 'deployed' (the one pinned) and 'older'."""
     private, public = keygen(tmp_path / "publisher")
     deployed, older = copy_bundle("sequential"), copy_bundle("with_metadata")
@@ -35,7 +35,7 @@ def signed_pair(copy_bundle, tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def test_a_signed_rollback_passes_the_key_but_not_the_pin(signed_pair) -> None:
+def test_a_signed_rollback_passes_the_key_but_not_the_pin(signed_pair: dict[str, Any]) -> None:
     older, public, pin = signed_pair["older"], str(signed_pair["public"]), signed_pair["pin"]
     assert run_bundle("verify", str(older), "--key", public).returncode == 0, "signed: it passes"
     result = run_bundle("verify", str(older), "--key", public, "--digest", pin)
@@ -45,7 +45,7 @@ def test_a_signed_rollback_passes_the_key_but_not_the_pin(signed_pair) -> None:
     assert run_bundle("verify", str(signed_pair["deployed"]), "--digest", pin).returncode == 0
 
 
-def test_the_json_report_names_the_pin_problem(signed_pair) -> None:
+def test_the_json_report_names_the_pin_problem(signed_pair: dict[str, Any]) -> None:
     result = run_bundle(
         "verify", str(signed_pair["older"]), "--digest", signed_pair["pin"], "--json"
     )
@@ -54,7 +54,7 @@ def test_the_json_report_names_the_pin_problem(signed_pair) -> None:
     assert [p["kind"] for p in problems] == ["pinned"]
 
 
-def test_load_and_verify_refuse_any_bundle_but_the_pinned_one(signed_pair) -> None:
+def test_load_and_verify_refuse_any_bundle_but_the_pinned_one(signed_pair: dict[str, Any]) -> None:
     pin, other = signed_pair["pin"], signed_pair["other"]
     report = verify_bundle(signed_pair["older"], digest=pin)
     assert not report.ok and [p.kind for p in report.problems] == ["pinned"]
@@ -68,7 +68,7 @@ def test_load_and_verify_refuse_any_bundle_but_the_pinned_one(signed_pair) -> No
     assert loaded.digest == pin
 
 
-def test_the_pin_is_checked_before_any_file_is_hashed(signed_pair) -> None:
+def test_the_pin_is_checked_before_any_file_is_hashed(signed_pair: dict[str, Any]) -> None:
     """Refused on the lock alone: a substituted bundle is not worth hashing."""
     root = signed_pair["deployed"]
     (root / "model.keras").write_bytes(b"damaged, but the pin refuses it first")
@@ -80,7 +80,7 @@ def test_the_pin_is_checked_before_any_file_is_hashed(signed_pair) -> None:
     "bad",
     ["sha256:abc", "SHA256:" + "a" * 64, "a" * 64, "sha256:" + "A" * 64, "sha256:" + "g" * 64],
 )
-def test_a_malformed_pin_is_bad_input_naming_the_option(built, bad: str) -> None:
+def test_a_malformed_pin_is_bad_input_naming_the_option(built: dict[str, Bundle], bad: str) -> None:
     root = str(built["sequential"].path)
     result = run_bundle("verify", root, "--digest", bad)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bundler import Bundle
+
 from .conftest import EXAMPLES, ROOT, cli_env
 
 
@@ -40,7 +42,7 @@ def run_on_terminal(*args: str, **extra: str) -> tuple[int, str, str]:
 ALWAYS = {"BUNDLER_PROGRESS_MIN_BYTES": "0"}  # every bundle counts as big
 
 
-def test_verify_shows_bytes_hashed_on_a_terminal_only(built) -> None:
+def test_verify_shows_bytes_hashed_on_a_terminal_only(built: dict[str, Bundle]) -> None:
     root = str(built["sequential"].path)
     code, _, terminal = run_on_terminal("verify", root, **ALWAYS)
     assert code == 0 and "verifying: " in terminal and " / " in terminal and "/s)" in terminal

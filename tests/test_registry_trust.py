@@ -23,16 +23,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bundler import BundleError, load_bundle, verify_bundle
+from bundler import Bundle, BundleError, load_bundle, verify_bundle
 from bundler.errors import SignatureError
 from bundler.lock import SIGNATURE_FILENAME
 from bundler.oci import ARTIFACT_TYPE, fetch
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import cli_env, run_bundle
+from .conftest import CopyBundle, Registry, cli_env, run_bundle
 from .fuzzing import FUZZ, mutated_document, run_main
 from .hostile import edit_lock
-from .test_oci import Registry, pull, push
+from .test_oci import pull, push
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
 
 @pytest.fixture(scope="module")
 def signed_push(
-    built: dict[str, Any], registry: Registry, keys, tmp_path_factory: pytest.TempPathFactory
+    built: dict[str, Bundle],
+    registry: Registry,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """The sequential example, signed by the publisher and pushed."""
     root = tmp_path_factory.mktemp("signed") / "sequential"
@@ -64,7 +67,9 @@ def signed_push(
 # -- signatures through the registry --------------------------------------------------------------
 
 
-def test_a_signature_travels_through_push_and_pull(signed_push, keys, tmp_path: Path) -> None:
+def test_a_signature_travels_through_push_and_pull(
+    signed_push: dict[str, Any], keys: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
     public = str(keys["publisher"][1])
     assert signed_push["signed_by"].startswith("sha256:")
     result = pull(signed_push["reference"], tmp_path / "cache", "-o", str(tmp_path / "out"))
@@ -76,7 +81,10 @@ def test_a_signature_travels_through_push_and_pull(signed_push, keys, tmp_path: 
 
 
 def test_load_from_the_registry_with_trusted_keys(
-    signed_push, keys, tmp_path: Path, monkeypatch
+    signed_push: dict[str, Any],
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     loaded = load_bundle(signed_push["reference"], trusted_keys=[keys["publisher"][1]])
@@ -84,7 +92,12 @@ def test_load_from_the_registry_with_trusted_keys(
     assert loaded.digest == signed_push["bundle_digest"]
 
 
-def test_the_wrong_key_is_refused_after_a_pull(signed_push, keys, tmp_path: Path, monkeypatch):
+def test_the_wrong_key_is_refused_after_a_pull(
+    signed_push: dict[str, Any],
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     attacker = keys["attacker"][1]
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SignatureError, match="not among the trusted keys"):
@@ -99,7 +112,7 @@ def test_the_wrong_key_is_refused_after_a_pull(signed_push, keys, tmp_path: Path
 
 
 def test_an_unsigned_push_pulled_with_a_key_is_refused(
-    built, registry: Registry, keys, tmp_path: Path
+    built: dict[str, Bundle], registry: Registry, keys: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
     pushed = push(built["sequential"].path, f"oci://{registry.host}/ml/unsigned")
     assert pushed["signed_by"] is None
@@ -107,7 +120,9 @@ def test_an_unsigned_push_pulled_with_a_key_is_refused(
     assert result.returncode == 1 and "not signed" in result.stderr, result.stderr
 
 
-def test_a_stale_signature_is_not_pushed(copy_bundle, registry: Registry, keys) -> None:
+def test_a_stale_signature_is_not_pushed(
+    copy_bundle: CopyBundle, registry: Registry, keys: dict[str, tuple[Path, Path]]
+) -> None:
     root = copy_bundle("sequential")
     sign_bundle(root, keys["publisher"][0])
     edit_lock(root, lambda lock: lock["metadata"].update(owner="someone else"))
@@ -117,7 +132,12 @@ def test_a_stale_signature_is_not_pushed(copy_bundle, registry: Registry, keys) 
 
 
 def test_a_digest_pin_refuses_another_signed_bundle_from_the_registry(
-    built, signed_push, registry: Registry, keys, tmp_path: Path, monkeypatch
+    built: dict[str, Bundle],
+    signed_push: dict[str, Any],
+    registry: Registry,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Rollback: the registry serves a validly signed bundle, but not the one deployed."""
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
@@ -133,7 +153,7 @@ def test_a_digest_pin_refuses_another_signed_bundle_from_the_registry(
 
 
 def test_a_killed_pull_leaves_a_folder_the_next_pull_sweeps(
-    copy_bundle, registry: Registry, tmp_path: Path
+    copy_bundle: CopyBundle, registry: Registry, tmp_path: Path
 ) -> None:
     from .hostile import add_sealed_file
 
@@ -293,7 +313,7 @@ def test_a_huge_registry_answer_is_refused_in_bounded_memory(
     assert float(seconds) < 30
 
 
-def test_a_huge_manifest_is_one_line_from_the_cli(hostile: HostileRegistry, tmp_path: Path):
+def test_a_huge_manifest_is_one_line_from_the_cli(hostile: HostileRegistry, tmp_path: Path) -> None:
     hostile.mode = "endless manifest"
     result = run_bundle(
         "pull", f"oci://{hostile.host}/ml/huge:1.0.0", env=cli_env(BUNDLER_CACHE=str(tmp_path))
@@ -357,7 +377,7 @@ VALID_MANIFEST = {
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_registry_manifest_is_a_verdict_never_a_crash(
-    hostile: HostileRegistry, tmp_path: Path, monkeypatch, data: st.DataObject
+    hostile: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: st.DataObject
 ) -> None:
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     assert_pull_gives_a_verdict(hostile, mutated_document(data, VALID_MANIFEST))
@@ -376,7 +396,7 @@ def assert_pull_gives_a_verdict(hostile: HostileRegistry, manifest: str) -> None
     assert "internal error" not in errors and "\x1b" not in errors
 
 
-def test_the_pulled_bundle_verifies_as_pushed(signed_push, tmp_path: Path) -> None:
+def test_the_pulled_bundle_verifies_as_pushed(signed_push: dict[str, Any], tmp_path: Path) -> None:
     """The signature layer is beside the bundle's files, not one of them."""
     result = pull(signed_push["reference"], tmp_path / "cache", "-o", str(tmp_path / "b"))
     assert result.returncode == 0, result.stderr
@@ -386,7 +406,7 @@ def test_the_pulled_bundle_verifies_as_pushed(signed_push, tmp_path: Path) -> No
 
 
 def test_the_readme_signed_pinned_commands_print_what_it_shows(
-    built, registry: Registry, tmp_path: Path
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path
 ) -> None:
     import re
     import shutil

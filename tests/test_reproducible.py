@@ -9,11 +9,11 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
+from bundler import Bundle
 from bundler.golden import generated_inputs, named_outputs
 from bundler.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
 
@@ -61,7 +61,7 @@ def test_every_example_builds_to_the_same_bytes_in_two_fresh_processes(
     assert lock["created"] == "2023-11-14T22:13:20Z", "created honours SOURCE_DATE_EPOCH"
 
 
-def test_created_stays_outside_the_digest(built: dict[str, Any]) -> None:
+def test_created_stays_outside_the_digest(built: dict[str, Bundle]) -> None:
     from bundler.lock import files_digest
 
     lock = json.loads((built["sequential"].path / "bundle.lock.json").read_text())
@@ -71,7 +71,7 @@ def test_created_stays_outside_the_digest(built: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_plain_keras_and_tensorflow_load_what_the_build_canonicalised(
-    name: str, built: dict[str, Any]
+    name: str, built: dict[str, Bundle]
 ) -> None:
     import keras
     import tensorflow as tf

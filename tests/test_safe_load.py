@@ -21,6 +21,7 @@ import pytest
 from bundler import BundleError, UnsafeBundleError, load_bundle, verify_bundle
 from bundler.errors import ExampleMismatchError, LoadError, UnsafeLoadWarning
 
+from .conftest import CopyBundle
 from .hostile import edit_keras_config, edit_lock, find_objects, replace_keras_member, reseal
 
 EVIL_MODULE = """
@@ -69,7 +70,7 @@ def rogue_registered(tmp_path: Path) -> Iterator[Path]:
 
     marker = tmp_path / "rogue.marker"
 
-    class Rogue(keras.layers.Layer):
+    class Rogue(keras.layers.Layer):  # type: ignore[misc]  # Keras has no type hints
         def __init__(self, **kwargs: Any) -> None:
             marker.touch()
             super().__init__()
@@ -163,7 +164,7 @@ VERIFY_SEES = {
     ("label", "change", "error", "words"), HOSTILE_CONFIGS, ids=[c[0] for c in HOSTILE_CONFIGS]
 )
 def test_load_refuses_a_hostile_config_even_with_a_resealed_lock(
-    copy_bundle,
+    copy_bundle: CopyBundle,
     evil_module: Path,
     rogue_registered: Path,
     label: str,
@@ -187,7 +188,7 @@ def test_load_refuses_a_hostile_config_even_with_a_resealed_lock(
     assert not rogue_registered.exists()  # never instantiated nor called
 
 
-def test_load_ignores_the_manifest_paths_of_a_hostile_lock(copy_bundle) -> None:
+def test_load_ignores_the_manifest_paths_of_a_hostile_lock(copy_bundle: CopyBundle) -> None:
     """The lock's manifest `paths` served the build; load never puts them on sys.path."""
     root = copy_bundle("custom_layer")
     (root / "evil_mod.py").write_text(EVIL_MODULE)  # importable only through the bundle
@@ -213,7 +214,7 @@ def lambda_keras_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _lambda_bundle(copy_bundle, lambda_keras_file: Path) -> Path:
+def _lambda_bundle(copy_bundle: CopyBundle, lambda_keras_file: Path) -> Path:
     root = copy_bundle("custom_layer")
     (root / "model.keras").write_bytes(lambda_keras_file.read_bytes())
     reseal(root)
@@ -224,14 +225,16 @@ def _lambda_bundle(copy_bundle, lambda_keras_file: Path) -> Path:
 
 
 @pytest.mark.parametrize("verify", [True, False], ids=["verify", "no-verify"])
-def test_lambda_layer_is_refused_in_safe_mode(copy_bundle, lambda_keras_file, verify) -> None:
+def test_lambda_layer_is_refused_in_safe_mode(
+    copy_bundle: CopyBundle, lambda_keras_file: Path, verify: bool
+) -> None:
     root = _lambda_bundle(copy_bundle, lambda_keras_file)
     with pytest.raises(UnsafeBundleError, match="Lambda"):
         load_bundle(root, verify=verify)
 
 
 def test_unsafe_load_runs_the_lambda_and_says_so_loudly(
-    copy_bundle, lambda_keras_file: Path, caplog: pytest.LogCaptureFixture
+    copy_bundle: CopyBundle, lambda_keras_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = _lambda_bundle(copy_bundle, lambda_keras_file)
     with (
@@ -244,7 +247,7 @@ def test_unsafe_load_runs_the_lambda_and_says_so_loudly(
     np.testing.assert_allclose(loaded.predict(x), 2 * x)
 
 
-def test_pickled_weights_file_is_never_unpickled(copy_bundle, tmp_path: Path) -> None:
+def test_pickled_weights_file_is_never_unpickled(copy_bundle: CopyBundle, tmp_path: Path) -> None:
     """model.weights.h5 replaced by a pickle: Keras reads HDF5 only, so loading fails cleanly."""
     marker = tmp_path / "unpickled.marker"
     root = copy_bundle("custom_layer")
@@ -263,7 +266,9 @@ def _pickled_example(root: Path, marker: Path) -> None:
     reseal(root)
 
 
-def test_golden_example_with_a_pickle_is_refused_not_unpickled(copy_bundle, tmp_path) -> None:
+def test_golden_example_with_a_pickle_is_refused_not_unpickled(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
     # Guards the example replay: allow_pickle stays off, and numpy's refusal (a ValueError) is
     # turned into a problem report instead of escaping load_bundle as a raw exception.
     marker = tmp_path / "unpickled.marker"

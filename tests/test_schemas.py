@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
+from bundler import Bundle
 from bundler.lock import LOCK_FILENAME
 from bundler.schema import SCHEMA_NAMES, checked_in, render
 
@@ -27,7 +28,7 @@ def test_example_manifests_validate_against_the_schema(name: str) -> None:
     jsonschema.validate(document, json.loads(checked_in("manifest")))
 
 
-def test_built_locks_validate_against_the_schema(built: dict) -> None:
+def test_built_locks_validate_against_the_schema(built: dict[str, Bundle]) -> None:
     schema = json.loads(checked_in("lock"))
     for bundle in built.values():
         jsonschema.validate(json.loads((bundle.path / LOCK_FILENAME).read_text()), schema)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundler import build_bundle, load_bundle
+from bundler import Bundle, build_bundle, load_bundle
 from bundler.errors import BundleError
 
 from .conftest import EXAMPLES, ROOT, cli_env, console_commands, readme_section, service_env
@@ -132,7 +132,7 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def deploy(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def deploy(built: dict[str, Bundle], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Bundles as a deploy folder holds them: v1 (the session's), v2 (retrained), broken ones."""
     folder = tmp_path_factory.mktemp("deploy")
     workspace = folder / "workspace"

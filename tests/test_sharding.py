@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from bundler.build import files_table
 from bundler.digest import SHARD_SIZE, check_digests, hash_file
 from bundler.lock import LOCK_FILENAME
 
-from .conftest import ROOT, cli_env
+from .conftest import ROOT, CopyBundle, cli_env
 from .hostile import add_sealed_file
 
 MiB = 1 << 20
@@ -39,7 +40,7 @@ def _flip(path: Path, offset: int) -> None:
 
 def test_one_read_gives_the_whole_file_digest_and_every_shard(tmp_path: Path) -> None:
     data = _random_file(tmp_path / "f", 5 * MiB + 123)
-    seen = []
+    seen: list[int] = []
     result = hash_file(tmp_path / "f", seen.append, shard_size=MiB)
     assert result.size == len(data) and sum(seen) == len(data), "each byte read once"
     assert result.sha256 == hashlib.sha256(data).hexdigest()
@@ -48,7 +49,7 @@ def test_one_read_gives_the_whole_file_digest_and_every_shard(tmp_path: Path) ->
     assert hash_file(tmp_path / "f", shard_size=8 * MiB).shards == (), "small files: no shards"
 
 
-def _entry(path: Path, shard_size: int) -> dict:
+def _entry(path: Path, shard_size: int) -> dict[str, Any]:
     result = hash_file(path, shard_size=shard_size)
     shards = {"size": shard_size, "sha256": list(result.shards)}
     return {"size": result.size, "sha256": result.sha256, "shards": shards}
@@ -61,7 +62,9 @@ def test_a_flipped_byte_in_any_shard_is_found_and_named(tmp_path: Path, offset: 
     entry = _entry(path, MiB)
     assert check_digests(tmp_path, {"f": entry}) == {"f": None}
     _flip(path, offset)
-    kind, message = check_digests(tmp_path, {"f": entry})["f"]
+    problem = check_digests(tmp_path, {"f": entry})["f"]
+    assert problem is not None
+    kind, message = problem
     assert kind == "changed"
     assert f"shard {offset // MiB} (from byte {offset // MiB * MiB})" in message
 
@@ -71,7 +74,9 @@ def test_a_shard_table_must_cover_the_file_exactly(tmp_path: Path) -> None:
     _random_file(path, 3 * MiB)
     entry = _entry(path, MiB)
     entry["shards"]["sha256"].pop()  # the last MiB would go unchecked
-    kind, message = check_digests(tmp_path, {"f": entry})["f"]
+    problem = check_digests(tmp_path, {"f": entry})["f"]
+    assert problem is not None
+    kind, message = problem
     assert kind == "shards" and "must cover the file exactly" in message
 
 
@@ -80,7 +85,9 @@ def test_a_file_cut_short_is_unreadable_not_silently_shorter(tmp_path: Path) -> 
     _random_file(path, 3 * MiB)
     entry = _entry(path, MiB)
     os.truncate(path, 2 * MiB + 5)
-    kind, message = check_digests(tmp_path, {"f": entry})["f"]
+    problem = check_digests(tmp_path, {"f": entry})["f"]
+    assert problem is not None
+    kind, message = problem
     assert kind == "unreadable" and "ended at byte" in message
 
 
@@ -95,7 +102,7 @@ def test_build_records_shards_for_large_files_only(tmp_path: Path) -> None:
     assert len(files["variables.data"]["shards"]["sha256"]) == 3
 
 
-def test_a_sharded_bundle_verifies_and_names_damage_by_shard(copy_bundle) -> None:
+def test_a_sharded_bundle_verifies_and_names_damage_by_shard(copy_bundle: CopyBundle) -> None:
     root = copy_bundle("sequential")
     big = add_sealed_file(root, BIG, SHARD_SIZE + 10 * MiB, at=SHARD_SIZE + 5, data=os.urandom(64))
     lock_path = root / LOCK_FILENAME
@@ -130,7 +137,7 @@ def _peak_rss_of_verify(root: Path) -> int:
     return usage.ru_maxrss * 1024  # kilobytes on Linux
 
 
-def test_verify_memory_stays_flat_whatever_the_bundle_size(copy_bundle) -> None:
+def test_verify_memory_stays_flat_whatever_the_bundle_size(copy_bundle: CopyBundle) -> None:
     root = copy_bundle("sequential")
     small = _peak_rss_of_verify(root)
     add_sealed_file(root, BIG, 1 << 30)  # 1 GiB that costs no disk: a sparse file reads as zeros

@@ -22,8 +22,12 @@ from bundler.errors import SignatureError, UsageError
 from bundler.lock import SIGNATURE_FILENAME
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import console_commands, readme_section, run_bundle, service_env
+from .conftest import CopyBundle, console_commands, readme_section, run_bundle, service_env
 from .hostile import edit_lock, reseal
+
+# A forgery damages the bundle at ``root`` with the test keys (``other``: a second bundle to borrow
+# from) and returns the words its refusal must contain.
+Forgery = Callable[[Path, dict[str, tuple[Path, Path]], Path], str]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
     return {name: keygen(folder / name) for name in ("trusted", "attacker")}
 
 
-def test_keygen_writes_a_private_key_only_its_owner_can_read(keys) -> None:
+def test_keygen_writes_a_private_key_only_its_owner_can_read(
+    keys: dict[str, tuple[Path, Path]],
+) -> None:
     private, public = keys["trusted"]
     assert private.stat().st_mode & 0o777 == 0o600
     assert b"PUBLIC KEY" in public.read_bytes()
@@ -41,7 +47,9 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(keys) -> None:
         keygen(private.with_suffix(""))
 
 
-def test_signed_bundle_verifies_and_loads_with_the_trusted_key(copy_bundle, keys) -> None:
+def test_signed_bundle_verifies_and_loads_with_the_trusted_key(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     private, public = keys["trusted"]
     root = copy_bundle("custom_layer")
     signer = sign_bundle(root, private)
@@ -52,7 +60,9 @@ def test_signed_bundle_verifies_and_loads_with_the_trusted_key(copy_bundle, keys
     assert not [p for p in root.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_cli_keygen_sign_verify_key_as_the_readme_shows(copy_bundle, tmp_path: Path) -> None:
+def test_cli_keygen_sign_verify_key_as_the_readme_shows(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
     """The README's signing commands, run as written (on a copy of the bundle)."""
     root = copy_bundle("custom_layer")
     commands = [
@@ -82,7 +92,7 @@ def _signature_of_another_bundle(root: Path, keys: dict[str, Any], other: Path) 
     return "another bundle"
 
 
-def _tampered_and_resigned_with_untrusted_key(root: Path, keys: dict, other: Path) -> str:
+def _tampered_and_resigned_with_untrusted_key(root: Path, keys: dict[str, Any], other: Path) -> str:
     sign_bundle(root, keys["trusted"][0])
     (root / "model.keras").write_bytes(b"evil")
     reseal(root)
@@ -123,7 +133,7 @@ def _signature_removed(root: Path, keys: dict[str, Any], other: Path) -> str:
     return "not signed"
 
 
-def _corrupt(text: str | bytes) -> Callable[[Path, dict, Path], str]:
+def _corrupt(text: str | bytes) -> Forgery:
     def damage(root: Path, keys: dict[str, Any], other: Path) -> str:
         sign_bundle(root, keys["trusted"][0])
         path = root / SIGNATURE_FILENAME
@@ -134,7 +144,7 @@ def _corrupt(text: str | bytes) -> Callable[[Path, dict, Path], str]:
     return damage
 
 
-def _field(name: str, value: Any) -> Callable[[Path, dict, Path], str]:
+def _field(name: str, value: Any) -> Forgery:
     # guards verify_signature's type checks: a list key_id used to raise a raw TypeError, a NaN
     # in the statement a raw ValueError
     def damage(root: Path, keys: dict[str, Any], other: Path) -> str:
@@ -171,7 +181,7 @@ def _signature_is_a_symlink(root: Path, keys: dict[str, Any], other: Path) -> st
     return "not a valid signature file"
 
 
-FORGERIES: list[tuple[str, Callable[[Path, dict, Path], str]]] = [
+FORGERIES: list[tuple[str, Forgery]] = [
     ("wrong key", _wrong_key),
     ("signature copied from another bundle", _signature_of_another_bundle),
     ("tampered and re-signed with an untrusted key", _tampered_and_resigned_with_untrusted_key),
@@ -194,7 +204,9 @@ FORGERIES: list[tuple[str, Callable[[Path, dict, Path], str]]] = [
 FORGERY_IDS = [f[0] for f in FORGERIES]
 
 
-def _forge(copy_bundle, keys, forgery) -> tuple[Path, str]:
+def _forge(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]], forgery: Forgery
+) -> tuple[Path, str]:
     root = copy_bundle("custom_layer")
     other = copy_bundle("sequential")
     words = forgery(root, keys, other)
@@ -221,7 +233,9 @@ def _in_thread(call: Callable[[], Any], timeout: float = 20) -> Any:
 
 
 @pytest.mark.parametrize(("label", "forgery"), FORGERIES, ids=FORGERY_IDS)
-def test_forged_signature_is_refused(copy_bundle, keys, label: str, forgery) -> None:
+def test_forged_signature_is_refused(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]], label: str, forgery: Forgery
+) -> None:
     root, words = _forge(copy_bundle, keys, forgery)
     public = keys["trusted"][1]
     with pytest.raises(SignatureError, match=words):
@@ -235,7 +249,9 @@ def test_forged_signature_is_refused(copy_bundle, keys, label: str, forgery) -> 
     [FORGERIES[0], FORGERIES[4], FORGERIES[6], FORGERIES[7]],
     ids=[FORGERY_IDS[i] for i in (0, 4, 6, 7)],
 )
-def test_cli_verify_key_refuses_forgeries_with_exit_1(copy_bundle, keys, label, forgery) -> None:
+def test_cli_verify_key_refuses_forgeries_with_exit_1(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]], label: str, forgery: Forgery
+) -> None:
     root, words = _forge(copy_bundle, keys, forgery)
     result = run_bundle("verify", str(root), "--key", str(keys["trusted"][1]))
     assert result.returncode == 1, result.stdout + result.stderr
@@ -243,7 +259,9 @@ def test_cli_verify_key_refuses_forgeries_with_exit_1(copy_bundle, keys, label, 
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_signing_a_damaged_bundle_is_refused(copy_bundle, keys) -> None:
+def test_signing_a_damaged_bundle_is_refused(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
+) -> None:
     root = copy_bundle("sequential")
     (root / "saved_model" / "saved_model.pb").write_bytes(b"damaged")
     with pytest.raises(SignatureError, match="fails verification"):
@@ -251,7 +269,9 @@ def test_signing_a_damaged_bundle_is_refused(copy_bundle, keys) -> None:
     assert not (root / SIGNATURE_FILENAME).exists()
 
 
-def test_signing_needs_a_private_ed25519_key(copy_bundle, keys, tmp_path: Path) -> None:
+def test_signing_needs_a_private_ed25519_key(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
     root = copy_bundle("sequential")
     with pytest.raises(UsageError, match="not a PEM private key"):
         sign_bundle(root, keys["trusted"][1])  # the public key

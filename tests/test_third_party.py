@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundler import build_bundle
+from bundler import Bundle, build_bundle
 from bundler.errors import BuildError
 
 from .conftest import EXAMPLES, cli_env, console_commands, readme_section, run_bundle
@@ -111,7 +111,9 @@ def tcn_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]
 
 
 @pytest.fixture(scope="module")
-def outcomes(built: dict[str, Any], tcn_paths: dict[str, str | None]) -> dict[str, Any]:
+def outcomes(
+    built: dict[str, Bundle], tcn_paths: dict[str, str | None]
+) -> dict[str, dict[str, Any]]:
     root = str(built["tcn_forecaster"].path)
 
     def run(state: str) -> tuple[str, dict[str, Any]]:
@@ -128,7 +130,9 @@ def outcomes(built: dict[str, Any], tcn_paths: dict[str, str | None]) -> dict[st
         return dict(pool.map(run, EXPECTED))
 
 
-def test_tcn_pins_the_distribution_version_not_its_stale_dunder_version(built) -> None:
+def test_tcn_pins_the_distribution_version_not_its_stale_dunder_version(
+    built: dict[str, Bundle],
+) -> None:
     import tcn
 
     assert tcn.__version__ == "3.5.4"  # what keras-tcn 3.5.5 says of itself
@@ -144,14 +148,16 @@ def test_tcn_pins_the_distribution_version_not_its_stale_dunder_version(built) -
     assert "keras-tcn==3.5.5" in env.stdout.splitlines()
 
 
-def test_tcn_builds_with_a_generated_golden_example(built) -> None:
+def test_tcn_builds_with_a_generated_golden_example(built: dict[str, Bundle]) -> None:
     bundle = built["tcn_forecaster"]
     assert [e.name for e in bundle.lock.examples] == ["generated"]
     assert any("generated from the model's input spec (seed 0)" in n for n in bundle.notes)
 
 
 @pytest.mark.parametrize("state", list(EXPECTED))
-def test_tcn_loads_as_verify_predicted(outcomes, built, state: str) -> None:
+def test_tcn_loads_as_verify_predicted(
+    outcomes: dict[str, dict[str, Any]], built: dict[str, Bundle], state: str
+) -> None:
     """verify OK <=> load succeeds, per policy, in a fresh process with that keras-tcn."""
     root = Path(built["tcn_forecaster"].path)
     with np.load(root / "examples" / "generated.outputs.npz") as archive:
@@ -170,7 +176,9 @@ def test_tcn_loads_as_verify_predicted(outcomes, built, state: str) -> None:
             np.testing.assert_allclose(np.array(entry["predictions"]), golden, rtol=1e-4, atol=1e-5)
 
 
-def test_an_older_tcn_is_told_to_upgrade_with_the_pip_name(outcomes) -> None:
+def test_an_older_tcn_is_told_to_upgrade_with_the_pip_name(
+    outcomes: dict[str, dict[str, Any]],
+) -> None:
     entry = outcomes["3.5.4"]["adapt"]
     assert entry["installed"] == "3.5.4" and entry["statuses"][0] == "incompatible"
     assert "older than the pinned 3.5.5" in entry["message"]
@@ -178,7 +186,7 @@ def test_an_older_tcn_is_told_to_upgrade_with_the_pip_name(outcomes) -> None:
     assert "@adapter" not in entry["message"]
 
 
-def test_same_version_changed_code_is_modified(outcomes) -> None:
+def test_same_version_changed_code_is_modified(outcomes: dict[str, dict[str, Any]]) -> None:
     for state in ("comment", "changed"):
         entry = outcomes[state]["strict"]
         assert entry["installed"] == "3.5.5" and entry["statuses"][0] == "modified"
@@ -187,7 +195,9 @@ def test_same_version_changed_code_is_modified(outcomes) -> None:
     assert "example 'generated' drifted" in drift, drift
 
 
-def test_target_file_from_bundle_env_predicts_the_same(built, tcn_paths, tmp_path) -> None:
+def test_target_file_from_bundle_env_predicts_the_same(
+    built: dict[str, Bundle], tcn_paths: dict[str, str | None], tmp_path: Path
+) -> None:
     root = str(built["tcn_forecaster"].path)
     for state in ("3.5.4", "changed"):
         env = cli_env(PYTHONPATH=str(tcn_paths[state]))
@@ -221,7 +231,7 @@ def _tiny_bert_manifest(tmp_path: Path, components: str) -> Path:
     ids=["none", "public path"],
 )
 def test_a_component_that_does_not_cover_the_model_fails_the_build(
-    built, tmp_path: Path, components: str
+    built: dict[str, Bundle], tmp_path: Path, components: str
 ) -> None:
     import keras_hub
 
@@ -239,7 +249,9 @@ def test_a_component_that_does_not_cover_the_model_fails_the_build(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_declared_component_the_model_does_not_use_is_a_warning(built, tmp_path: Path) -> None:
+def test_a_declared_component_the_model_does_not_use_is_a_warning(
+    built: dict[str, Bundle], tmp_path: Path
+) -> None:
     components = (
         "components:\n  - module: keras_hub\n    version: '>=0.21'\n"
         "  - module: tcn\n    version: '>=3.5,<4'\n"
@@ -249,7 +261,7 @@ def test_a_declared_component_the_model_does_not_use_is_a_warning(built, tmp_pat
     assert [c.objects for c in bundle.lock.components] == [["keras_hub>BertBackbone"], []]
 
 
-def test_keras_hub_pins_only_the_files_that_define_the_backbone(built) -> None:
+def test_keras_hub_pins_only_the_files_that_define_the_backbone(built: dict[str, Bundle]) -> None:
     component = built["tiny_bert"].lock.components[0]
     assert (component.module, component.distribution) == ("keras_hub", "keras-hub")
     assert component.objects == ["keras_hub>BertBackbone"]
@@ -259,7 +271,7 @@ def test_keras_hub_pins_only_the_files_that_define_the_backbone(built) -> None:
     ]
 
 
-def test_keras_hub_bundle_verifies_and_loads_in_a_fresh_process(built) -> None:
+def test_keras_hub_bundle_verifies_and_loads_in_a_fresh_process(built: dict[str, Bundle]) -> None:
     root = str(built["tiny_bert"].path)
     verified = run_bundle("verify", root)
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -339,7 +351,7 @@ print(json.dumps(out))
 
 
 def test_an_older_keras_hub_is_refused_or_served_as_a_graph_as_verify_predicts(
-    built, tmp_path: Path
+    built: dict[str, Bundle], tmp_path: Path
 ) -> None:
     """keras-hub 0.31 from PyPI in front of a bundle built with a newer one: refused by strict
     and adapt, the SavedModel graph under fallback, its outputs the golden ones."""

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bundler import IntegrityError, load_bundle, verify_bundle
+from bundler import Bundle, IntegrityError, load_bundle, verify_bundle
 from bundler.errors import UsageError
 from bundler.lock import files_digest
 
-from .conftest import run_bundle, run_python, service_env
+from .conftest import CopyBundle, run_bundle, run_python, service_env
 
 
 def _flip_byte(root: Path) -> str:
@@ -144,7 +144,7 @@ DAMAGE: list[tuple[str, Callable[[Path], str], str]] = [
 IDS = [d[0] for d in DAMAGE]
 
 
-def test_intact_bundle_verifies(built: dict) -> None:
+def test_intact_bundle_verifies(built: dict[str, Bundle]) -> None:
     report = verify_bundle(built["custom_layer"].path)
     assert report.ok, report.problems
     assert report.digest == built["custom_layer"].digest
@@ -153,7 +153,9 @@ def test_intact_bundle_verifies(built: dict) -> None:
 
 
 @pytest.mark.parametrize(("label", "damage", "words"), DAMAGE, ids=IDS)
-def test_verify_names_the_damaged_file(copy_bundle, label: str, damage, words: str) -> None:
+def test_verify_names_the_damaged_file(
+    copy_bundle: CopyBundle, label: str, damage: Callable[[Path], str], words: str
+) -> None:
     root = copy_bundle()
     named = damage(root)
     report = verify_bundle(root)
@@ -162,7 +164,9 @@ def test_verify_names_the_damaged_file(copy_bundle, label: str, damage, words: s
 
 
 @pytest.mark.parametrize(("label", "damage", "words"), DAMAGE, ids=IDS)
-def test_load_refuses_a_damaged_bundle(copy_bundle, label: str, damage, words: str) -> None:
+def test_load_refuses_a_damaged_bundle(
+    copy_bundle: CopyBundle, label: str, damage: Callable[[Path], str], words: str
+) -> None:
     root = copy_bundle()
     named = damage(root)
     with pytest.raises(IntegrityError) as caught:
@@ -170,7 +174,7 @@ def test_load_refuses_a_damaged_bundle(copy_bundle, label: str, damage, words: s
     assert named in str(caught.value)
 
 
-def test_verify_reports_every_problem_not_just_the_first(copy_bundle) -> None:
+def test_verify_reports_every_problem_not_just_the_first(copy_bundle: CopyBundle) -> None:
     root = copy_bundle()
     _flip_byte(root)
     _extra_file(root)
@@ -179,10 +183,11 @@ def test_verify_reports_every_problem_not_just_the_first(copy_bundle) -> None:
     assert {"model.keras", "saved_model/notes.txt", "saved_model/fingerprint.pb"} <= paths
 
 
-def test_verify_never_reads_outside_through_a_symlinked_folder(copy_bundle) -> None:
+def test_verify_never_reads_outside_through_a_symlinked_folder(copy_bundle: CopyBundle) -> None:
     root = copy_bundle()
     _symlink_folder(root)
     report = verify_bundle(root)
+    assert report.lock is not None
     # files below the link are reported missing, never hashed through the link
     assert (
         report.bytes_hashed
@@ -207,7 +212,9 @@ def test_not_a_bundle_is_a_usage_error(tmp_path: Path) -> None:
     [DAMAGE[0], DAMAGE[2], DAMAGE[5], DAMAGE[9]],
     ids=[IDS[0], IDS[2], IDS[5], IDS[9]],
 )
-def test_cli_verify_exits_1_and_names_the_file(copy_bundle, label: str, damage, words: str) -> None:
+def test_cli_verify_exits_1_and_names_the_file(
+    copy_bundle: CopyBundle, label: str, damage: Callable[[Path], str], words: str
+) -> None:
     root = copy_bundle()
     named = damage(root)
     result = run_bundle("verify", str(root))
@@ -221,7 +228,7 @@ def test_cli_verify_exits_1_and_names_the_file(copy_bundle, label: str, damage, 
     assert any(p["path"] == named for p in document["problems"])
 
 
-def test_cli_verify_ok_json(built: dict) -> None:
+def test_cli_verify_ok_json(built: dict[str, Bundle]) -> None:
     result = run_bundle("verify", str(built["custom_layer"].path), "--json", env=service_env())
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -237,7 +244,7 @@ def test_cli_verify_not_a_bundle_exits_2(tmp_path: Path) -> None:
     assert "no such bundle folder" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_verify_does_not_import_tensorflow_or_keras(built: dict) -> None:
+def test_verify_does_not_import_tensorflow_or_keras(built: dict[str, Bundle]) -> None:
     code = (
         "import sys, bundler\n"
         f"report = bundler.verify_bundle({str(built['custom_layer'].path)!r})\n"
@@ -253,7 +260,9 @@ def test_verify_does_not_import_tensorflow_or_keras(built: dict) -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_a_hard_linked_backup_does_not_fail_the_original(copy_bundle, tmp_path: Path) -> None:
+def test_a_hard_linked_backup_does_not_fail_the_original(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
     """`cp -al` (or rsync --link-dest) shares every file's bytes; both copies stay verifiable."""
     root = copy_bundle()
     backup = tmp_path / "backup"
@@ -263,7 +272,9 @@ def test_a_hard_linked_backup_does_not_fail_the_original(copy_bundle, tmp_path: 
     assert verify_bundle(backup).ok
 
 
-def test_a_symlink_to_a_bundle_folder_is_the_bundle(copy_bundle, tmp_path: Path) -> None:
+def test_a_symlink_to_a_bundle_folder_is_the_bundle(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
     """`current -> v3` is how deploys flip versions: verify and load follow it, once."""
     root = copy_bundle()
     current = tmp_path / "current"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from typing import Any, Protocol
 
 import pytest
 import semver
@@ -410,8 +411,15 @@ class Ref:
         return 0 if self.dev is not None and self.post is None else 2
 
 
-def cmp(a: object, b: object) -> int:
-    return (a > b) - (a < b)  # type: ignore[operator]
+class Ordered(Protocol):
+    """What cmp compares: numbers, strings, tuples of them, packaging's versions."""
+
+    def __lt__(self, other: Any, /) -> bool: ...
+    def __gt__(self, other: Any, /) -> bool: ...
+
+
+def cmp(a: Ordered, b: Ordered) -> int:
+    return (a > b) - (a < b)
 
 
 def padded(release: tuple[int, ...], n: int) -> tuple[int, ...]:
@@ -441,7 +449,8 @@ def ref_compare(x: Ref, y: Ref) -> int:
     c = cmp(x.epoch, y.epoch) or cmp(*same_width(x, y)) or cmp(x.kind(), y.kind())
     if c:
         return c
-    if x.kind() == 0:
+    if x.kind() == 0:  # both dev releases of one release
+        assert x.dev is not None and y.dev is not None
         return cmp(x.dev, y.dev)
     if x.kind() == 1:
         c = ref_identifiers(x.pre, y.pre)
@@ -583,7 +592,9 @@ def render(alternatives: list[list[tuple[str, str]]], separator: str, space: str
 
 @settings(max_examples=FUZZ, deadline=None)
 @given(alternatives=ALTERNATIVES, candidates=st.lists(VERSIONS, min_size=1, max_size=12))
-def test_ranges_agree_with_the_reference(alternatives, candidates) -> None:
+def test_ranges_agree_with_the_reference(
+    alternatives: list[list[tuple[str, str]]], candidates: list[str]
+) -> None:
     for separator, space in ((" ", ""), (", ", ""), (",", " ")):
         text = render(alternatives, separator, space)
         spec = parse_range(text)
@@ -648,7 +659,9 @@ def test_a_version_satisfies_its_own_exact_caret_and_tilde_ranges(version: str) 
     comparators=st.lists(COMPARATORS, min_size=1, max_size=3),
     candidates=st.lists(FINAL_RELEASES, min_size=1, max_size=12),
 )
-def test_pip_admits_the_final_releases_the_range_admits(comparators, candidates) -> None:
+def test_pip_admits_the_final_releases_the_range_admits(
+    comparators: list[tuple[str, str]], candidates: list[str]
+) -> None:
     spec = parse_range(render([comparators], " "))
     pip = spec.to_pip()
     assume(pip is not None)
