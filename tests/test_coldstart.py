@@ -443,7 +443,7 @@ def test_other_threads_build_with_their_initialisers_during_a_load() -> None:
 
 
 def test_without_the_variable_seam_the_initialisers_run(
-    built: dict, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    built: dict[str, Bundle], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from keras.src.backend.tensorflow.core import Variable
 
