@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from .compat import Plan, make_plan
 from .components import import_component, registered_objects
 from .digest import ShardMismatch, VerifiedFile, check_digests
@@ -52,7 +50,6 @@ from .errors import (
     IncompatibleBundleError,
     IntegrityError,
     LoadError,
-    LockError,
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
@@ -61,7 +58,7 @@ from .golden import named_outputs, read_arrays
 from .graph_scan import check_graph
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
-from .lock import LOCK_FILENAME, Lock
+from .lock import LOCK_FILENAME, FileEntry, Lock
 from .oci import is_reference
 from .problems import Problem
 from .scan import check_config_modules, check_config_objects, read_config
@@ -116,7 +113,7 @@ class LoadedBundle:
 
 def _integrity(
     root: Path, verify: bool, digest: str | None = None
-) -> tuple[dict[str, Any], _Deferred | None]:
+) -> tuple[Lock, _Deferred | None]:
     """The validated lock, every file checked against it when ``verify``; files with shard
     digests are left to the returned ``_Deferred``, checked while (and before) they are used."""
     lock, problems = read_lock(root)
@@ -126,18 +123,19 @@ def _integrity(
     if lock is not None:
         problems += check_artifacts(lock)
         if verify:
-            files = lock["files"]
-            sharded = {n for n, e in files.items() if isinstance(e.get("shards"), dict)}
+            files = lock.files
+            sharded = {n for n, e in files.items() if e.shards is not None}
             sharded = set() if problems else sharded
             problems += check_files(root, files, defer=sharded)[0]
             if sharded and not problems:
-                keras, reader = lock["artifacts"]["keras"], None
+                keras, reader = lock.artifacts.keras, None
                 try:
                     if keras in sharded:
                         entry = files[keras]
-                        shards = entry["shards"]
+                        shards = entry.shards
+                        assert shards is not None
                         reader = VerifiedFile(
-                            root / keras, entry["size"], shards["size"], shards["sha256"]
+                            root / keras, entry.size, shards.size, list(shards.sha256)
                         )
                 except (OSError, ValueError) as error:
                     problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
@@ -171,7 +169,11 @@ class _Deferred:
     """
 
     def __init__(
-        self, root: Path, keras: str, reader: VerifiedFile | None, others: dict[str, Any]
+        self,
+        root: Path,
+        keras: str,
+        reader: VerifiedFile | None,
+        others: dict[str, FileEntry],
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -248,9 +250,9 @@ def load_bundle(
         from .signing import verify_signature
 
         verify_signature(root, trusted_keys)
-    lock_json, deferred = _integrity(root, verify, digest)
+    lock, deferred = _integrity(root, verify, digest)
     try:
-        return _load_verified(root, lock_json, deferred, policy, check_examples, unsafe)
+        return _load_verified(root, lock, deferred, policy, check_examples, unsafe)
     finally:
         if deferred is not None:
             deferred.close()
@@ -258,7 +260,7 @@ def load_bundle(
 
 def _load_verified(
     root: Path,
-    lock_json: dict[str, Any],
+    lock: Lock,
     deferred: _Deferred | None,
     policy: Policy,
     check_examples: bool,
@@ -270,14 +272,7 @@ def _load_verified(
         if deferred is not None:
             deferred.settle()
 
-    try:
-        lock = Lock.model_validate(lock_json)
-    except ValidationError as error:
-        # the JSON Schema cannot express every rule of the model (safe paths in artifacts, ...)
-        raise LockError(
-            f"does not validate: {error.errors()[0]['msg']}", path=root / LOCK_FILENAME
-        ) from error
-    plan = make_plan(lock_json, policy, ImportedEnvironment())
+    plan = make_plan(lock, policy, ImportedEnvironment())
     if plan.mode == "refused":
         raise IncompatibleBundleError(plan.refusal(), plan=plan, path=root)
     loaded: LoadedBundle
@@ -635,7 +630,7 @@ def replay_examples(loaded: LoadedBundle) -> tuple[list[dict[str, Any]], list[Pr
 
 
 def smoke_test(
-    root: Path, lock: dict[str, Any], policy: Policy
+    root: Path, lock: Lock, policy: Policy
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
     require_tensorflow("replaying the golden examples")

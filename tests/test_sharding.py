@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bundler import verify_bundle
 from bundler.build import files_table
 from bundler.digest import SHARD_SIZE, check_digests, hash_file
-from bundler.lock import LOCK_FILENAME
+from bundler.lock import LOCK_FILENAME, FileEntry
 
 from .conftest import ROOT, cli_env
 from .hostile import add_sealed_file
@@ -54,14 +55,18 @@ def _entry(path: Path, shard_size: int) -> dict:
     return {"size": result.size, "sha256": result.sha256, "shards": shards}
 
 
+def _check(root: Path, entry: dict[str, Any]) -> dict[str, tuple[str, str] | None]:
+    return check_digests(root, {"f": FileEntry.from_dict(entry)})
+
+
 @pytest.mark.parametrize("offset", [0, MiB - 1, MiB, 3 * MiB + 7, 4 * MiB + 99])
 def test_a_flipped_byte_in_any_shard_is_found_and_named(tmp_path: Path, offset: int) -> None:
     path = tmp_path / "f"
     _random_file(path, 4 * MiB + 100)
     entry = _entry(path, MiB)
-    assert check_digests(tmp_path, {"f": entry}) == {"f": None}
+    assert _check(tmp_path, entry) == {"f": None}
     _flip(path, offset)
-    kind, message = check_digests(tmp_path, {"f": entry})["f"]
+    kind, message = _check(tmp_path, entry)["f"]
     assert kind == "changed"
     assert f"shard {offset // MiB} (from byte {offset // MiB * MiB})" in message
 
@@ -71,7 +76,7 @@ def test_a_shard_table_must_cover_the_file_exactly(tmp_path: Path) -> None:
     _random_file(path, 3 * MiB)
     entry = _entry(path, MiB)
     entry["shards"]["sha256"].pop()  # the last MiB would go unchecked
-    kind, message = check_digests(tmp_path, {"f": entry})["f"]
+    kind, message = _check(tmp_path, entry)["f"]
     assert kind == "shards" and "must cover the file exactly" in message
 
 
@@ -80,7 +85,7 @@ def test_a_file_cut_short_is_unreadable_not_silently_shorter(tmp_path: Path) -> 
     _random_file(path, 3 * MiB)
     entry = _entry(path, MiB)
     os.truncate(path, 2 * MiB + 5)
-    kind, message = check_digests(tmp_path, {"f": entry})["f"]
+    kind, message = _check(tmp_path, entry)["f"]
     assert kind == "unreadable" and "ended at byte" in message
 
 
