@@ -161,7 +161,8 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
 
 @cache
 def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern)
+    at_end = pattern.endswith("$") and not pattern.endswith("\\$")
+    return re.compile(pattern[:-1] + r"\Z" if at_end else pattern)
 
 
 @cache
