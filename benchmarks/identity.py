@@ -37,10 +37,10 @@ def identity_rows(
 
     lock = bundler.verify_bundle(out).lock
     assert lock is not None
-    component = lock["components"][0]
-    installed = static_version(component["module"])
+    component = lock.components[0]
+    installed = static_version(component.module)
     check = median_time(
-        lambda: installed_sources_digest(installed, component["sources"]), max(repeat, 20)
+        lambda: installed_sources_digest(installed, component.sources), max(repeat, 20)
     )
     rows = [row("identity_check", check * 1000, check * 1000, "ms", note + "; bench component")]
     try:

@@ -29,7 +29,7 @@ import ast
 import copy
 import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,20 +125,20 @@ def chain(adapters: list[Adapter], pinned: str, installed: str) -> list[Adapter]
             return steps
 
 
-def plan_adaptations(
-    adapters: list[Adapter], objects: list[str], pinned: str, installed: str
+def adapter_chains(
+    adapters: list[Adapter], objects: Iterable[str], pinned: str, installed: str
 ) -> dict[str, list[Adapter]]:
     """{registered name: chain} for every object of a component that has a chain from pinned."""
-    plan = {}
+    chains = {}
     for name in objects:
         steps = chain([a for a in adapters if a.name == name], pinned, installed)
         if steps:
-            plan[name] = steps
-    return plan
+            chains[name] = steps
+    return chains
 
 
 def apply_to_config(
-    config: dict[str, Any], plan: dict[str, list[Adapter]]
+    config: dict[str, Any], chains: dict[str, list[Adapter]]
 ) -> tuple[dict[str, Any], list[str], list[WeightsEdit]]:
     """Migrate every serialized object in a Keras model config.
 
@@ -185,7 +185,7 @@ def apply_to_config(
         if not isinstance(node, dict):
             return
         name = node.get("registered_name") or node.get("class_name")
-        steps = plan.get(name) if isinstance(name, str) else None
+        steps = chains.get(name) if isinstance(name, str) else None
         if steps and isinstance(node.get("config"), dict):
             assert isinstance(name, str)
             migrate(node, name, steps, where)

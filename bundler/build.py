@@ -45,6 +45,7 @@ from .frameworks import require_tensorflow
 from .golden import EXAMPLES_DIR, generate_example, run_example
 from .keras_layout import align_weights
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
+from .lock_schema import Lock as LockSchema
 from .manifest import Manifest, ManifestSource, read_manifest
 from .reproducible import canonicalise_keras_file, canonicalise_saved_model
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
@@ -179,7 +180,9 @@ def _build_into(
             notes.append(note)
     stage("hashing files")
     files = files_table(workdir, on_hashing, known=keras_hashed.result())
-    lock = Lock.model_validate(
+    # checked against the models the published schema comes from, then written from the value
+    # object every reader of the lock builds from the file
+    checked = LockSchema.model_validate(
         {
             "format": FORMAT,
             "name": manifest.name,
@@ -200,6 +203,7 @@ def _build_into(
             "created": _created(),
         }
     )
+    lock = Lock.from_dict(checked.model_dump(mode="json"))
     (workdir / LOCK_FILENAME).write_bytes(lock.to_json())
     return lock, model, notes
 

@@ -249,7 +249,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         _print_json(document)
         return 0 if report.ok else 1
     lock = report.lock
-    head = shown(f"{lock.get('name')} {lock.get('version')}") if lock else ""
+    head = shown(f"{lock.name} {lock.version}") if lock else ""
     where = shown(_display_path(root))
     if report.ok:
         print(
@@ -311,29 +311,28 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "bundle": str(root),
-                "name": lock["name"],
-                "version": lock["version"],
-                "description": lock.get("description"),
-                "digest": lock["digest"],
-                "created": lock["created"],
-                "environment": lock["environment"],
-                "components": lock["components"],
+                "name": lock.name,
+                "version": lock.version,
+                "description": lock.description,
+                "digest": lock.digest,
+                "created": lock.created,
+                "environment": lock.environment.to_dict(),
+                "components": [component.to_dict() for component in lock.components],
                 "plan": plan.to_json(),
-                "metadata": lock.get("metadata", {}),
-                "examples": lock.get("examples", []),
-                "files": lock["files"],
+                "metadata": lock.metadata,
+                "examples": [example.to_dict() for example in lock.examples],
+                "files": lock.files_table(),
                 "lock_problems": [p.to_json() for p in problems],
             }
         )
         return 0
-    env = {key: shown(value) for key, value in lock["environment"].items()}
-    total = sum(entry["size"] for entry in lock["files"].values())
+    env = {key: shown(value) for key, value in lock.environment.to_dict().items()}
     print(
-        shown(f"{lock['name']} {lock['version']}")
-        + (f" - {shown(lock['description'])}" if lock.get("description") else "")
+        shown(f"{lock.name} {lock.version}")
+        + (f" - {shown(lock.description)}" if lock.description else "")
     )
-    print(f"  digest   {lock['digest']}")
-    print(f"  created  {shown(lock['created'])}  with bundler {env['bundler']}")
+    print(f"  digest   {lock.digest}")
+    print(f"  created  {shown(lock.created)}  with bundler {env['bundler']}")
     print(
         f"  built on python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, "
         f"numpy {env['numpy']}, {env['platform']}"
@@ -343,24 +342,24 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             print(f"  warning: {shown(problem)}")
     print("\ncomponents (pinned vs installed here):")
     print("\n".join("  " + line for line in _table(plan)))
-    for component in lock["components"]:
-        used = ", ".join(component["objects"]) or "none of its objects"
-        print(shown(f"  the model uses from {component['module']}: {used}"))
-        for path, digest in sorted((component.get("sources") or {}).items()):
+    for component in lock.components:
+        used = ", ".join(component.objects) or "none of its objects"
+        print(shown(f"  the model uses from {component.module}: {used}"))
+        for path, digest in sorted(component.sources.items()):
             print(shown(f"    source {path}  {digest[:12]}"))
-    if lock.get("metadata"):
+    if lock.metadata:
         print("\nmetadata:")
-        for line in json.dumps(lock["metadata"], indent=2, sort_keys=True).splitlines()[1:-1]:
+        for line in json.dumps(lock.metadata, indent=2, sort_keys=True).splitlines()[1:-1]:
             print(line)
-    if lock.get("examples"):
+    if lock.examples:
         print("\nexamples:")
-        for example in lock["examples"]:
-            print(f"  {shown(example['name'])}: rtol {example['rtol']:g}, atol {example['atol']:g}")
-    print(f"\nfiles ({len(lock['files'])}, {_size(total)}):")
-    names = {name: shown(name) for name in lock["files"]}
+        for example in lock.examples:
+            print(f"  {shown(example.name)}: rtol {example.rtol:g}, atol {example.atol:g}")
+    print(f"\nfiles ({len(lock.files)}, {_size(lock.total_size)}):")
+    names = {name: shown(name) for name in lock.files}
     width = max((len(name) for name in names.values()), default=0)
-    for name, entry in sorted(lock["files"].items()):
-        print(f"  {names[name].ljust(width)}  {_size(entry['size']):>9}  {entry['sha256'][:12]}")
+    for name, entry in sorted(lock.files.items()):
+        print(f"  {names[name].ljust(width)}  {_size(entry.size):>9}  {entry.sha256[:12]}")
     return 0
 
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters import Adapter, plan_adaptations
+from .adapters import Adapter, adapter_chains
 from .environments import Environment
 from .errors import UsageError
+from .lock import Lock, LockedComponent
 from .types import CheckKind, Mode, Policy, Status
 from .versions import VersionError, framework_range, parse_range, parse_version
 
@@ -200,13 +201,13 @@ def _older(installed: str, pinned: str) -> bool:
 
 
 def _component_check(
-    component: dict[str, Any], env: Environment, has_examples: bool
+    component: LockedComponent, env: Environment, has_examples: bool
 ) -> tuple[Check, dict[str, list[Adapter]]]:
-    module = component["module"]
-    pinned = component["version"]
-    allowed = component["compatible"]
-    installed = env.component(module, component.get("distribution"))
-    distribution = component.get("distribution") or installed.distribution
+    module = component.module
+    pinned = component.version
+    allowed = component.compatible
+    installed = env.component(module, component.distribution)
+    distribution = component.distribution or installed.distribution
 
     def check(status: Status, reason: str, adaptations: tuple[str, ...] = ()) -> Check:
         return Check(
@@ -232,8 +233,8 @@ def _component_check(
             "incompatible", f"installed version {installed.version!r} is not a version"
         ), {}
     if _same(installed.version, pinned):
-        recorded = component.get("source_sha256")
-        sources = component.get("sources") or {}
+        recorded = component.source_sha256
+        sources = component.sources
         now = env.sources_digest(installed, sources) if sources else None
         if now is None or now == recorded:
             return check("exact", "same version as pinned"), {}
@@ -249,10 +250,10 @@ def _component_check(
     if _older(installed.version, pinned):
         return check("incompatible", f"older than the pinned {pinned}"), {}
     adapters = env.adapters(module, installed)
-    plan = plan_adaptations(adapters, list(component.get("objects", [])), pinned, installed.version)
-    if plan:
-        labels = tuple(step.label for steps in plan.values() for step in steps)
-        return check("adapted", f"outside {allowed}; adapters from {pinned}", labels), plan
+    chains = adapter_chains(adapters, component.objects, pinned, installed.version)
+    if chains:
+        labels = tuple(step.label for steps in chains.values() for step in steps)
+        return check("adapted", f"outside {allowed}; adapters from {pinned}", labels), chains
     return check("incompatible", f"outside {allowed} and no adapter from {pinned}"), {}
 
 
@@ -285,7 +286,7 @@ def _framework_check(name: str, pinned: str, widened: str | None, env: Environme
     return check("incompatible", f"outside {allowed}")
 
 
-def make_plan(lock: dict[str, Any], policy: Policy, env: Environment) -> Plan:
+def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
     """The load plan for a bundle's lock under ``policy`` in environment ``env``."""
     if policy not in POLICIES:
         raise UsageError(
@@ -293,17 +294,16 @@ def make_plan(lock: dict[str, Any], policy: Policy, env: Environment) -> Plan:
         )
     checks = []
     adapters: dict[str, list[Adapter]] = {}
-    has_examples = bool(lock.get("examples"))
-    for component in lock.get("components", []):
-        check, plan = _component_check(component, env, has_examples)
+    has_examples = bool(lock.examples)
+    for component in lock.components:
+        check, chains = _component_check(component, env, has_examples)
         checks.append(check)
-        adapters.update(plan)
-    environment = lock.get("environment", {})
-    manifest = lock.get("manifest")
-    widened = (manifest.get("frameworks") if isinstance(manifest, dict) else None) or {}
+        adapters.update(chains)
+    built = lock.environment.to_dict()
+    widened = lock.manifest.get("frameworks") or {}
     for name in FRAMEWORKS:
         window = widened.get(name) if isinstance(widened, dict) else None
-        pinned = str(environment.get(name, "?"))
+        pinned = built.get(name, "?")
         checks.append(
             _framework_check(name, pinned, window if isinstance(window, str) else None, env)
         )

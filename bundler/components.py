@@ -33,7 +33,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -338,7 +338,7 @@ def sources_digest(table: dict[str, str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def installed_sources_digest(installed: InstalledComponent, table: dict[str, Any]) -> str | None:
+def installed_sources_digest(installed: InstalledComponent, table: Mapping[str, str]) -> str | None:
     """The digest of the same files as the lock's ``sources`` table, as installed now.
 
     None when it cannot be said (no source file, an unreadable table); a file that is gone counts

@@ -27,7 +27,7 @@ import mmap
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import Any, Literal
 from .digest import FileWindow, read_plain_file
 from .errors import UsageError
 from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
+from .lock import FileEntry, Lock
 from .oci import is_reference
 
 Kind = Literal["added", "removed", "changed"]
@@ -204,7 +205,7 @@ class BundleDiff:
 # -- reading the two bundles ----------------------------------------------------------------------
 
 
-def _open_side(reference: str | Path, label: str | None) -> tuple[Side, dict[str, Any]]:
+def _open_side(reference: str | Path, label: str | None) -> tuple[Side, Lock]:
     from .verify import bundle_root, read_lock
 
     text = str(reference)
@@ -220,7 +221,7 @@ def _open_side(reference: str | Path, label: str | None) -> tuple[Side, dict[str
             "is not a readable bundle: " + "; ".join(problem.message for problem in problems),
             path=text,
         )
-    return Side(label or text, root, lock["name"], lock["version"], lock["digest"]), lock
+    return Side(label or text, root, lock.name, lock.version, lock.digest), lock
 
 
 def _identical(
@@ -276,15 +277,15 @@ def diff_bundles(
         return same
     old_side, old_lock = _open_side(old, labels[0] if labels else None)
     new_side, new_lock = _open_side(new, labels[1] if labels else None)
-    old_files, new_files = old_lock["files"], new_lock["files"]
-    old_keras = old_lock["artifacts"].get("keras")
-    new_keras = new_lock["artifacts"].get("keras")
+    old_files, new_files = old_lock.files, new_lock.files
+    old_keras = old_lock.artifacts.keras
+    new_keras = new_lock.artifacts.keras
     config: tuple[LayerChange, ...] = ()
     weights: tuple[WeightChange, ...] = ()
     if (
         old_keras in old_files
         and new_keras in new_files
-        and old_files[old_keras]["sha256"] != new_files[new_keras]["sha256"]
+        and old_files[old_keras].sha256 != new_files[new_keras].sha256
     ):
         with (
             _KerasFile(old_side.path / old_keras) as before,
@@ -310,7 +311,7 @@ def diff_bundles(
         files=tuple(_file_changes(old_files, new_files)),
         config=config,
         weights=weights,
-        metadata=tuple(json_changes(old_lock.get("metadata", {}), new_lock.get("metadata", {}))),
+        metadata=tuple(json_changes(old_lock.metadata, new_lock.metadata)),
         examples=tuple(_example_changes(old_side, old_lock, new_side, new_lock)),
     )
 
@@ -351,12 +352,10 @@ def json_changes(
         yield Change(prefix or "(top level)", "changed", old, new)
 
 
-def _identity_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
+def _identity_changes(old: Lock, new: Lock) -> Iterator[Change]:
     for key in ("name", "version", "description", "digest"):
-        yield from json_changes(old.get(key), new.get(key), key)
-    yield from json_changes(
-        old["manifest"].get("model", {}), new["manifest"].get("model", {}), "model"
-    )
+        yield from json_changes(getattr(old, key), getattr(new, key), key)
+    yield from json_changes(old.manifest.get("model", {}), new.manifest.get("model", {}), "model")
 
 
 _COMPONENT_FIELDS = {  # lock field -> how the diff names it
@@ -369,9 +368,9 @@ _COMPONENT_FIELDS = {  # lock field -> how the diff names it
 }
 
 
-def _component_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
-    before = {component["module"]: component for component in old["components"]}
-    after = {component["module"]: component for component in new["components"]}
+def _component_changes(old: Lock, new: Lock) -> Iterator[Change]:
+    before = {component.module: component.to_dict() for component in old.components}
+    after = {component.module: component.to_dict() for component in new.components}
     for module in list(before) + [m for m in after if m not in before]:
         if module not in after:
             yield Change(module, "removed", old=before[module]["version"])
@@ -379,28 +378,30 @@ def _component_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Cha
             yield Change(module, "added", new=after[module]["version"])
         else:
             for key, shown in _COMPONENT_FIELDS.items():
-                was, now = before[module].get(key), after[module].get(key)
+                was, now = before[module][key], after[module][key]
                 if was != now:
                     yield Change(f"{module} {shown}", "changed", was, now)
 
 
-def _framework_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
-    yield from json_changes(old["environment"], new["environment"])
+def _framework_changes(old: Lock, new: Lock) -> Iterator[Change]:
+    yield from json_changes(old.environment.to_dict(), new.environment.to_dict())
     yield from json_changes(
-        old["manifest"].get("frameworks", _ABSENT) if "frameworks" in old["manifest"] else {},
-        new["manifest"].get("frameworks", _ABSENT) if "frameworks" in new["manifest"] else {},
+        old.manifest.get("frameworks", _ABSENT) if "frameworks" in old.manifest else {},
+        new.manifest.get("frameworks", _ABSENT) if "frameworks" in new.manifest else {},
         "allowed",
     )
 
 
-def _file_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[FileChange]:
+def _file_changes(
+    old: Mapping[str, FileEntry], new: Mapping[str, FileEntry]
+) -> Iterator[FileChange]:
     for path in sorted(set(old) | set(new)):
         if path not in new:
-            yield FileChange(path, "removed", old[path]["size"], None)
+            yield FileChange(path, "removed", old[path].size, None)
         elif path not in old:
-            yield FileChange(path, "added", None, new[path]["size"])
-        elif old[path]["sha256"] != new[path]["sha256"]:
-            yield FileChange(path, "changed", old[path]["size"], new[path]["size"])
+            yield FileChange(path, "added", None, new[path].size)
+        elif old[path].sha256 != new[path].sha256:
+            yield FileChange(path, "changed", old[path].size, new[path].size)
 
 
 # -- model.keras: the config and the weights ------------------------------------------------------
@@ -786,20 +787,20 @@ def _array_drift(old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
             yield Change(key, "changed", None, float(delta.max()) if delta.size else 0.0)
 
 
-def _sha(files: dict[str, Any], path: str) -> str | None:
+def _sha(files: Mapping[str, FileEntry], path: str) -> str | None:
     entry = files.get(path)
-    return entry.get("sha256") if isinstance(entry, dict) else None
+    return entry.sha256 if entry is not None else None
 
 
 def _example_changes(
     old_side: Side,
-    old_lock: dict[str, Any],
+    old_lock: Lock,
     new_side: Side,
-    new_lock: dict[str, Any],
+    new_lock: Lock,
 ) -> Iterator[ExampleChange]:
-    before = {example["name"]: example for example in old_lock.get("examples", [])}
-    after = {example["name"]: example for example in new_lock.get("examples", [])}
-    old_files, new_files = old_lock["files"], new_lock["files"]
+    before = {example.name: example for example in old_lock.examples}
+    after = {example.name: example for example in new_lock.examples}
+    old_files, new_files = old_lock.files, new_lock.files
     for name in list(before) + [n for n in after if n not in before]:
         if name not in after:
             yield ExampleChange(name, "removed")
@@ -809,15 +810,15 @@ def _example_changes(
             continue
         a, b = before[name], after[name]
         tolerances = tuple(
-            Change(key, "changed", a[key], b[key]) for key in ("rtol", "atol") if a[key] != b[key]
+            Change(key, "changed", getattr(a, key), getattr(b, key))
+            for key in ("rtol", "atol")
+            if getattr(a, key) != getattr(b, key)
         )
-        inputs_changed = _sha(old_files, a["inputs"]) != _sha(new_files, b["inputs"])
+        inputs_changed = _sha(old_files, a.inputs) != _sha(new_files, b.inputs)
         drift: tuple[Change, ...] = ()
-        if _sha(old_files, a["outputs"]) != _sha(new_files, b["outputs"]):
+        if _sha(old_files, a.outputs) != _sha(new_files, b.outputs):
             drift = tuple(
-                _array_drift(
-                    _arrays(old_side.path, a["outputs"]), _arrays(new_side.path, b["outputs"])
-                )
+                _array_drift(_arrays(old_side.path, a.outputs), _arrays(new_side.path, b.outputs))
             )
         if inputs_changed or drift or tolerances:
             yield ExampleChange(name, "changed", inputs_changed, drift, tolerances)

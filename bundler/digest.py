@@ -26,12 +26,13 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .lock import FileEntry
 from .types import EntryKind, ProblemKind
 
 CHUNK_SIZE = 4 << 20  # large reads amortise syscalls; 4 MiB keeps a thread's buffer small
@@ -298,7 +299,7 @@ def shard_spans(size: int, shard_size: int) -> list[tuple[int, int]]:
 
 def check_digests(
     root: Path,
-    expected: dict[str, dict[str, object]],
+    expected: Mapping[str, FileEntry],
     *,
     workers: int | None = None,
     progress: Progress | None = None,
@@ -313,14 +314,14 @@ def check_digests(
     verdicts: dict[str, tuple[ProblemKind, str] | None] = dict.fromkeys(expected)
     for rel in _largest_first(root, list(expected)):
         entry = expected[rel]
-        shards = entry.get("shards")
-        if isinstance(shards, dict):
-            spans = shard_spans(int(str(entry["size"])), int(str(shards["size"])))
-            if len(spans) != len(shards["sha256"]):
+        shards = entry.shards
+        if shards is not None:
+            spans = shard_spans(int(entry.size), int(shards.size))
+            if len(spans) != len(shards.sha256):
                 verdicts[rel] = (
                     "shards",
-                    f"the lock lists {len(shards['sha256'])} shards of {shards['size']} bytes "
-                    f"for {entry['size']} bytes; they must cover the file exactly",
+                    f"the lock lists {len(shards.sha256)} shards of {shards.size} bytes "
+                    f"for {entry.size} bytes; they must cover the file exactly",
                 )
                 continue
             for index, (start, length) in enumerate(spans):
@@ -337,28 +338,28 @@ def check_digests(
 
 
 def _verdict(
-    rel: str, index: int, result: object, entry: dict[str, object]
+    rel: str, index: int, result: object, entry: FileEntry
 ) -> tuple[ProblemKind, str] | None:
     if isinstance(result, OSError):
         return "unreadable", f"cannot be read: {result.strerror or result}"
     if index < 0:
         assert isinstance(result, FileDigest)
-        if result.sha256 != entry["sha256"]:
+        if result.sha256 != entry.sha256:
             return "changed", (
                 f"content changed: sha256 {result.sha256[:16]}..., "
-                f"the lock says {str(entry['sha256'])[:16]}..."
+                f"the lock says {entry.sha256[:16]}..."
             )
-        if result.size != entry["size"]:
+        if result.size != entry.size:
             return "size", "changed size while being read"
         return None
-    shards = entry["shards"]
-    assert isinstance(shards, dict) and isinstance(result, str)
-    want = shards["sha256"][index]
+    shards = entry.shards
+    assert shards is not None and isinstance(result, str)
+    want = shards.sha256[index]
     if result != want:
-        start = index * int(shards["size"])
+        start = index * shards.size
         return "changed", (
             f"content changed in shard {index} (from byte {start}): sha256 {result[:16]}..., "
-            f"the lock says {str(want)[:16]}..."
+            f"the lock says {want[:16]}..."
         )
     return None
 

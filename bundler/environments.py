@@ -17,8 +17,9 @@ import importlib.metadata
 import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .adapters import Adapter, declared_adapters, registered_adapters
 from .components import (
@@ -32,6 +33,7 @@ from .components import (
     static_version,
 )
 from .errors import UsageError
+from .lock import Lock
 from .versions import parse_range, parse_version
 
 
@@ -45,7 +47,7 @@ class Environment(Protocol):
     def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]: ...
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: dict[str, Any]
+        self, installed: InstalledComponent, sources: Mapping[str, str]
     ) -> str | None: ...
 
 
@@ -63,7 +65,9 @@ class StaticEnvironment:
     def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]:
         return declared_adapters(component_sources(module), module)
 
-    def sources_digest(self, installed: InstalledComponent, sources: dict[str, Any]) -> str | None:
+    def sources_digest(
+        self, installed: InstalledComponent, sources: Mapping[str, str]
+    ) -> str | None:
         return installed_sources_digest(installed, sources)
 
 
@@ -186,11 +190,13 @@ class TargetEnvironment:
             return declared_adapters(component_sources(module), module)
         return []
 
-    def sources_digest(self, installed: InstalledComponent, sources: dict[str, Any]) -> str | None:
+    def sources_digest(
+        self, installed: InstalledComponent, sources: Mapping[str, str]
+    ) -> str | None:
         return self.sources.get(installed.module)  # None: the file does not say
 
 
-def describe_environment(lock: dict[str, Any] | None = None) -> list[str]:
+def describe_environment(lock: Lock | None = None) -> list[str]:
     """This interpreter as ``name==version`` lines, read without importing anything.
 
     With a bundle's lock, its components found on ``sys.path`` without a distribution are listed
@@ -202,8 +208,8 @@ def describe_environment(lock: dict[str, Any] | None = None) -> list[str]:
         name = dist.metadata["Name"]
         if name and normalize_name(name) not in lines:
             lines[normalize_name(name)] = [f"{name}=={dist.version}"]
-    for component in (lock or {}).get("components", []):
-        module = component["module"]
+    for component in lock.components if lock is not None else ():
+        module = component.module
         found = static_version(module)
         if not found.found:
             continue
@@ -215,7 +221,7 @@ def describe_environment(lock: dict[str, Any] | None = None) -> list[str]:
             if declared.to is not None:
                 entry["to"] = declared.to
             lines.setdefault(key, []).append(ADAPTER_LINE + json.dumps(entry, sort_keys=True))
-        digest = installed_sources_digest(found, component.get("sources") or {})
+        digest = installed_sources_digest(found, component.sources)
         if digest is not None:
             entry = {"module": module, "sha256": digest}
             lines.setdefault(key, []).append(SOURCES_LINE + json.dumps(entry, sort_keys=True))

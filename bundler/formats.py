@@ -1,4 +1,4 @@
-"""Versioned document formats: one migration function per step, and a refusal of the future.
+"""Versioned document formats: one upgrade function per step, and a refusal of the future.
 
 Manifests carry ``apiVersion: bundler/vN`` and locks ``format: bundler.bundle/vN``. A reader knows
 one current version; an older document is carried forward one step at a time by the functions
@@ -6,6 +6,9 @@ registered for it (``{"bundler/v1": v1_to_v2}`` turns a v1 document into a v2 on
 change is written once and every older document reaches the current shape through the same chain.
 A document newer than the reader is refused with both versions named: only a newer bundler can
 read it correctly, and guessing would be worse than stopping.
+
+These are *format upgrades* of bundler's own documents; the *migrations* a component's newer code
+registers for its serialized objects are adapters (``bundler.adapters``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-Migration = Callable[[dict[str, Any]], dict[str, Any]]
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class FormatError(ValueError):
@@ -26,8 +29,8 @@ def _number(value: str, family: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def migrate_forward(
-    document: dict[str, Any], field: str, current: str, migrations: Mapping[str, Migration]
+def upgrade_forward(
+    document: dict[str, Any], field: str, current: str, upgrades: Mapping[str, Upgrade]
 ) -> dict[str, Any]:
     """``document`` in the ``current`` version of its format, or a FormatError saying why not."""
     family = current.rpartition("/v")[0]
@@ -46,9 +49,9 @@ def migrate_forward(
     seen = set()
     while document.get(field) != current:
         step_from = document.get(field)
-        step = migrations.get(step_from) if isinstance(step_from, str) else None
+        step = upgrades.get(step_from) if isinstance(step_from, str) else None
         if step is None or step_from in seen:
-            raise FormatError(f"no migration from {step_from!r} towards {current!r}")
+            raise FormatError(f"no upgrade from {step_from!r} towards {current!r}")
         seen.add(step_from)
         document = step(dict(document))
     return document

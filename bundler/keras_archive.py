@@ -30,13 +30,14 @@ import os
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .digest import FileWindow
 from .errors import LoadError, UnsafeBundleError
+from .lock import FileEntry
 from .problems import Problem
 
 WEIGHTS_MEMBER = "model.weights.h5"
@@ -170,7 +171,7 @@ def _walk(root: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 
 def archive_problems(
-    root: Path, keras: str, files: dict[str, Any], earlier: Iterable[Problem]
+    root: Path, keras: str, files: Mapping[str, FileEntry], earlier: Iterable[Problem]
 ) -> list[Problem]:
     """``check_archive``'s refusals as verify Problems (kind ``unsafe``); skipped when an earlier
     problem is about model.keras (missing, changed). An archive Keras could not read at all is
@@ -180,7 +181,7 @@ def archive_problems(
     path = os.path.join(root, keras)
     try:
         with zipfile.ZipFile(path) as archive:
-            check_archive(archive, int(files[keras]["size"]), path)
+            check_archive(archive, int(files[keras].size), path)
     except UnsafeBundleError as error:
         return [Problem(keras, "unsafe", error.message)]
     except (LoadError, OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile):

@@ -1,7 +1,8 @@
 """The bundle's fixed names and its digest: what every reader needs, with no dependencies.
 
-``bundler.verify`` reads locks with these and ``jsonschema`` alone; the pydantic models of the lock
-(``bundler.lock``) are for the build and the loader, which can afford importing pydantic.
+``bundler.lock`` (the lock's value object) and ``bundler.verify`` build on these without pydantic;
+the pydantic models (``bundler.lock_schema``) only generate the published JSON Schema and check
+what the build writes.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import hashlib
 import json
 from typing import Any
 
-from .formats import Migration
+from .formats import Upgrade
 
 FORMAT = "bundler.bundle/v1"
-# format -> function turning a lock of that format into one of the next (see bundler.formats).
-LOCK_MIGRATIONS: dict[str, Migration] = {}
+# format -> function upgrading a lock of that format to the next one (see bundler.formats).
+LOCK_UPGRADES: dict[str, Upgrade] = {}
 LOCK_FILENAME = "bundle.lock.json"
 SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the lock, not in the table
 OPENSSF_SIGNATURE_FILENAME = "model.sig"  # `bundle sign --format openssf`, or model_signing's own

@@ -40,8 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from .compat import Plan, make_plan
 from .components import import_component, registered_objects
 from .digest import ShardMismatch, VerifiedFile, check_digests
@@ -54,7 +52,6 @@ from .errors import (
     IncompatibleBundleError,
     IntegrityError,
     LoadError,
-    LockError,
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
@@ -63,7 +60,7 @@ from .golden import replay_examples
 from .graph_scan import check_graph
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
-from .lock import LOCK_FILENAME, Lock
+from .lock import LOCK_FILENAME, FileEntry, Lock
 from .oci import is_reference
 from .problems import Problem
 from .scan import check_config_modules, check_config_objects, read_config
@@ -118,7 +115,7 @@ class LoadedBundle:
 
 def _integrity(
     root: Path, verify: bool, digest: str | None = None
-) -> tuple[dict[str, Any], _Deferred | None]:
+) -> tuple[Lock, _Deferred | None]:
     """The validated lock, every file checked against it when ``verify``. Only model.keras is
     checked now, and only when it has no shard digests; the rest is left to the returned
     ``_Deferred``, checked while (and before) it is used: the Keras path never reads the other
@@ -130,10 +127,10 @@ def _integrity(
     if lock is not None:
         problems += check_artifacts(lock)
         if verify:
-            files = lock["files"]
-            keras = lock["artifacts"]["keras"]
+            files = lock.files
+            keras = lock.artifacts.keras
             later = set() if problems else {n for n in files if n != keras}
-            if keras in files and isinstance(files[keras].get("shards"), dict) and not problems:
+            if keras in files and files[keras].shards is not None and not problems:
                 later.add(keras)
             problems += check_files(root, files, defer=later)[0]
             if later and not problems:
@@ -141,9 +138,10 @@ def _integrity(
                 try:
                     if keras in later:
                         entry = files[keras]
-                        shards = entry["shards"]
+                        shards = entry.shards
+                        assert shards is not None
                         reader = VerifiedFile(
-                            root / keras, entry["size"], shards["size"], shards["sha256"]
+                            root / keras, entry.size, shards.size, list(shards.sha256)
                         )
                 except (OSError, ValueError) as error:
                     problems.append(Problem(keras, "unreadable", f"cannot be read: {error}"))
@@ -177,7 +175,11 @@ class _Deferred:
     """
 
     def __init__(
-        self, root: Path, keras: str, reader: VerifiedFile | None, others: dict[str, Any]
+        self,
+        root: Path,
+        keras: str,
+        reader: VerifiedFile | None,
+        others: dict[str, FileEntry],
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -254,9 +256,9 @@ def load_bundle(
         from .signing import verify_signature
 
         verify_signature(root, trusted_keys)
-    lock_json, deferred = _integrity(root, verify, digest)
+    lock, deferred = _integrity(root, verify, digest)
     try:
-        return _load_verified(root, lock_json, deferred, policy, check_examples, unsafe)
+        return _load_verified(root, lock, deferred, policy, check_examples, unsafe)
     finally:
         if deferred is not None:
             deferred.close()
@@ -264,7 +266,7 @@ def load_bundle(
 
 def _load_verified(
     root: Path,
-    lock_json: dict[str, Any],
+    lock: Lock,
     deferred: _Deferred | None,
     policy: Policy,
     check_examples: bool,
@@ -276,14 +278,7 @@ def _load_verified(
         if deferred is not None:
             deferred.settle()
 
-    try:
-        lock = Lock.model_validate(lock_json)
-    except ValidationError as error:
-        # the JSON Schema cannot express every rule of the model (safe paths in artifacts, ...)
-        raise LockError(
-            f"does not validate: {error.errors()[0]['msg']}", path=root / LOCK_FILENAME
-        ) from error
-    plan = make_plan(lock_json, policy, ImportedEnvironment())
+    plan = make_plan(lock, policy, ImportedEnvironment())
     if plan.mode == "refused":
         raise IncompatibleBundleError(plan.refusal(), plan=plan, path=root)
     loaded: LoadedBundle

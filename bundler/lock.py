@@ -1,4 +1,4 @@
-"""``bundle.lock.json``: the bundle's self-description, its canonical JSON and its digest.
+"""``bundle.lock.json``: the bundle's self-description, as one value object every reader shares.
 
 Format ``bundler.bundle/v1``::
 
@@ -11,29 +11,38 @@ Format ``bundler.bundle/v1``::
                       "distribution", "objects" (used), "sources", "source_sha256"}],
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
-      "files": {"<posix path>": {"size": int, "sha256": "<hex>"}},   # every file but the lock
+      "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
       "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>"
     }
 
 Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
 gives the same bytes, so the digest identifies the bundle's content whatever wrote the lock.
+
+A lock is checked once, where it is read (``bundler.verify.read_lock``: the JSON Schema in
+``schemas/lock.schema.json``, safe paths, parseable versions, the digest), and then built with
+:meth:`Lock.from_dict`, which trusts the document it is given and converts nothing: build, load,
+verify, inspect, diff and push all read the same frozen records, by attribute. ``to_dict`` gives
+back the document, so ``canonical_json(Lock.from_dict(d).to_dict()) == canonical_json(d)`` for
+every lock as bundler writes it (every field present). The schema itself is generated from the
+pydantic models in ``bundler.lock_schema``; this module imports neither pydantic nor jsonschema,
+so ``bundle verify`` stays fast.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
-
-from .digest import unsafe_path_reason
 from .layout import (
     ARTIFACT_DEFAULTS,
     DIGEST_PATTERN,
     FORMAT,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
-    LOCK_MIGRATIONS,
+    LOCK_UPGRADES,
     MODULE_MAX_LENGTH,
     MODULE_PATTERN,
     SHA256_PATTERN,
@@ -48,128 +57,248 @@ __all__ = [  # the layout's names are re-exported: readers of the lock find them
     "FORMAT",
     "LOCK_FILENAME",
     "LOCK_MAX_BYTES",
-    "LOCK_MIGRATIONS",
+    "LOCK_UPGRADES",
     "MODULE_MAX_LENGTH",
     "MODULE_PATTERN",
     "SHA256_PATTERN",
     "SIGNATURE_FILENAME",
     "Artifacts",
+    "BuildEnvironment",
     "FileEntry",
     "Lock",
+    "LockedComponent",
+    "LockedExample",
+    "ShardTable",
     "canonical_json",
     "files_digest",
 ]
 
 
-def _bundle_path(value: str) -> str:
-    reason = unsafe_path_reason(value)
-    if reason:
-        raise ValueError(f"path {value!r} {reason}")
-    return value
-
-
-BundlePath = Annotated[str, AfterValidator(_bundle_path)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ShardTable(_Frozen):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardTable:
     """The sha256 of each ``size``-byte slice of a large file in order; the last may be shorter."""
 
-    size: int = Field(ge=1 << 20, description="Bytes per shard.")
-    sha256: list[Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(min_length=2)
+    size: int
+    sha256: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ShardTable:
+        return cls(size=d["size"], sha256=tuple(d["sha256"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": list(self.sha256), "size": self.size}
 
 
-class FileEntry(_Frozen):
-    size: int = Field(ge=0)
-    sha256: str = Field(pattern=SHA256_PATTERN)
-    shards: ShardTable | None = Field(
-        default=None,
-        description="For files over 128 MiB: shard digests, checked in parallel by verify.",
-    )
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FileEntry:
+    """One row of the files table; ``shards`` only for large files (checked shard by shard)."""
+
+    size: int
+    sha256: str
+    shards: ShardTable | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileEntry:
+        shards = d.get("shards")
+        return cls(
+            size=d["size"],
+            sha256=d["sha256"],
+            shards=None if shards is None else ShardTable.from_dict(shards),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.shards is None:  # only large files have shards: the key is left out
+            return {"sha256": self.sha256, "size": self.size}
+        return {"sha256": self.sha256, "shards": self.shards.to_dict(), "size": self.size}
 
 
-class LockedComponent(_Frozen):
-    module: str = Field(
-        pattern=MODULE_PATTERN,
-        max_length=MODULE_MAX_LENGTH,
-        description="Importable dotted module name.",
-    )
-    version: str = Field(description="The version installed at build time (pinned).")
-    requirement: str = Field(description="The manifest's requirement the pinned version met.")
-    compatible: str = Field(description="Versions that may load the bundle.")
-    distribution: str | None = Field(
-        default=None, description="The installed distribution providing the module, if any."
-    )
-    objects: list[str] = Field(
-        default_factory=list,
-        description="The registered names of the component's objects that the model uses.",
-    )
-    source_sha256: str = Field(
-        pattern=SHA256_PATTERN,
-        description="sha256 over the sources table: the identity of the code the model uses.",
-    )
-    sources: dict[str, Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
-        default_factory=dict,
-        description="sha256 of each source file defining a used object (and its base classes "
-        "inside the component), by its path below the sys.path entry of the package.",
-    )
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockedComponent:
+    """A component as the build found it: the pinned version, the ranges, the code it used."""
+
+    module: str
+    version: str  # installed at build time: the pinned version
+    requirement: str  # the manifest's requirement the pinned version met
+    compatible: str  # the versions that may load the bundle
+    distribution: str | None = None
+    objects: tuple[str, ...] = ()  # registered names of the objects the model uses
+    source_sha256: str  # over ``sources``: the identity of the code the model uses
+    sources: Mapping[str, str] = field(default_factory=dict)  # source path -> sha256
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LockedComponent:
+        return cls(
+            module=d["module"],
+            version=d["version"],
+            requirement=d["requirement"],
+            compatible=d["compatible"],
+            distribution=d.get("distribution"),
+            objects=tuple(d.get("objects", ())),
+            source_sha256=d["source_sha256"],
+            sources=dict(d.get("sources", {})),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "distribution": self.distribution,
+            "module": self.module,
+            "objects": list(self.objects),
+            "requirement": self.requirement,
+            "source_sha256": self.source_sha256,
+            "sources": dict(self.sources),
+            "version": self.version,
+        }
 
 
-class Environment(_Frozen):
-    python: str
-    tensorflow: str
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BuildEnvironment:
+    """The versions the bundle was built with (``bundler.environments`` holds where a load runs)."""
+
+    bundler: str
     keras: str
     numpy: str
-    bundler: str
     platform: str
+    python: str
+    tensorflow: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BuildEnvironment:
+        return cls(
+            bundler=d["bundler"],
+            keras=d["keras"],
+            numpy=d["numpy"],
+            platform=d["platform"],
+            python=d["python"],
+            tensorflow=d["tensorflow"],
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "bundler": self.bundler,
+            "keras": self.keras,
+            "numpy": self.numpy,
+            "platform": self.platform,
+            "python": self.python,
+            "tensorflow": self.tensorflow,
+        }
 
 
-class Artifacts(_Frozen):
-    keras: BundlePath = ARTIFACT_DEFAULTS["keras"]  # type: ignore[assignment]
-    saved_model: BundlePath = ARTIFACT_DEFAULTS["saved_model"]  # type: ignore[assignment]
-    examples: BundlePath | None = ARTIFACT_DEFAULTS["examples"]
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Artifacts:
+    """Where the bundle's parts lie, relative to its folder."""
+
+    keras: str = "model.keras"
+    saved_model: str = "saved_model"
+    examples: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Artifacts:
+        given = {**ARTIFACT_DEFAULTS, **d}
+        return cls(
+            keras=given["keras"], saved_model=given["saved_model"], examples=given["examples"]
+        )
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"examples": self.examples, "keras": self.keras, "saved_model": self.saved_model}
+
+    def paths(self) -> dict[str, str]:
+        """Every path given, by its key: what must stay inside the bundle."""
+        return {key: value for key, value in self.to_dict().items() if value is not None}
 
 
-class LockedExample(_Frozen):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockedExample:
+    """A golden example: the inputs, the outputs the build saw, and the tolerance to replay them."""
+
     name: str
-    inputs: BundlePath
-    outputs: BundlePath
-    rtol: float = Field(ge=0)
-    atol: float = Field(ge=0)
+    inputs: str
+    outputs: str
+    rtol: float
+    atol: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LockedExample:
+        return cls(
+            name=d["name"], inputs=d["inputs"], outputs=d["outputs"], rtol=d["rtol"], atol=d["atol"]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "atol": self.atol,
+            "inputs": self.inputs,
+            "name": self.name,
+            "outputs": self.outputs,
+            "rtol": self.rtol,
+        }
 
 
-class Lock(_Frozen):
-    """The contents of ``bundle.lock.json``."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lock:
+    """The contents of ``bundle.lock.json``: built from a validated document, never edited."""
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        title="bundler bundle lock",
-        json_schema_extra={"$id": "https://bundler.dev/schemas/lock.schema.json"},
-    )
-
-    format: Literal["bundler.bundle/v1"]
+    format: str
     name: str
     version: str
     description: str | None = None
-    digest: str = Field(pattern=DIGEST_PATTERN)
-    manifest: dict[str, JsonValue]
-    components: list[LockedComponent]
-    environment: Environment
+    digest: str
+    manifest: Mapping[str, Any]  # the normalized manifest, as JSON
+    components: tuple[LockedComponent, ...]
+    environment: BuildEnvironment
     artifacts: Artifacts
-    files: dict[BundlePath, FileEntry]
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    examples: list[LockedExample] = Field(default_factory=list)
-    created: str = Field(description="UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH.")
+    files: Mapping[str, FileEntry]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    examples: tuple[LockedExample, ...] = ()
+    created: str  # UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Lock:
+        """The lock of a document already validated (``verify.read_lock``, or the build's)."""
+        return cls(
+            format=d["format"],
+            name=d["name"],
+            version=d["version"],
+            description=d.get("description"),
+            digest=d["digest"],
+            manifest=d["manifest"],
+            components=tuple(LockedComponent.from_dict(c) for c in d["components"]),
+            environment=BuildEnvironment.from_dict(d["environment"]),
+            artifacts=Artifacts.from_dict(d["artifacts"]),
+            files={path: FileEntry.from_dict(entry) for path, entry in d["files"].items()},
+            metadata=d.get("metadata", {}),
+            examples=tuple(LockedExample.from_dict(e) for e in d.get("examples", ())),
+            created=d["created"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifacts": self.artifacts.to_dict(),
+            "components": [component.to_dict() for component in self.components],
+            "created": self.created,
+            "description": self.description,
+            "digest": self.digest,
+            "environment": self.environment.to_dict(),
+            "examples": [example.to_dict() for example in self.examples],
+            "files": self.files_table(),
+            "format": self.format,
+            "manifest": copy.deepcopy(dict(self.manifest)),  # copies the caller may change
+            "metadata": copy.deepcopy(dict(self.metadata)),
+            "name": self.name,
+            "version": self.version,
+        }
+
+    def files_table(self) -> dict[str, dict[str, Any]]:
+        """The files table as JSON: what the digest is computed over."""
+        return {path: entry.to_dict() for path, entry in self.files.items()}
+
+    @property
+    def total_size(self) -> int:
+        """The bytes of every file in the table."""
+        return sum(entry.size for entry in self.files.values())
 
     def to_json(self) -> bytes:
         """The lock file's bytes: readable (indented, sorted), ending with a newline."""
-        document = self.model_dump(mode="json")
-        for entry in document["files"].values():
-            if entry.get("shards") is None:
-                entry.pop("shards", None)  # only large files have shards
-        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False
+        )
         return (text + "\n").encode("utf-8")

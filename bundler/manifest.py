@@ -4,7 +4,7 @@ Reading is strict because a manifest is written by hand: unknown keys, duplicate
 that construct Python objects, alias bombs and over-deep nesting are refused, each with an error
 that names the file, the field path (``components[1].version``) and the offending value.
 
-Older ``apiVersion``s are migrated forward on read, one function a step (``MIGRATIONS``); a newer
+Older ``apiVersion``s are upgraded on read, one function a step (``UPGRADES``); a newer
 one than this bundler knows is refused with "upgrade bundler".
 """
 
@@ -30,7 +30,7 @@ from pydantic import (
 from . import strict_json
 from .digest import unsafe_path_reason
 from .errors import BundleError, ManifestError
-from .formats import FormatError, Migration, migrate_forward
+from .formats import FormatError, Upgrade, upgrade_forward
 from .layout import MODULE_PATTERN
 from .versions import VersionError, parse_range, parse_semver
 
@@ -42,7 +42,7 @@ FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*
 EXAMPLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 # apiVersion -> function turning a manifest of that version into one of the next version.
-MIGRATIONS: dict[str, Migration] = {}
+UPGRADES: dict[str, Upgrade] = {}
 
 
 def _relative_path(value: str) -> str:
@@ -392,9 +392,9 @@ def validation_error(
     return kind(message, path=path, field=field or None, value=value, details=details)
 
 
-def _migrate(document: dict[str, Any], path: Path) -> dict[str, Any]:
+def _upgrade(document: dict[str, Any], path: Path) -> dict[str, Any]:
     try:
-        return migrate_forward(document, "apiVersion", API_VERSION, MIGRATIONS)
+        return upgrade_forward(document, "apiVersion", API_VERSION, UPGRADES)
     except FormatError as error:
         raise ManifestError(
             str(error), path=path, field="apiVersion", value=document.get("apiVersion")
@@ -415,7 +415,7 @@ def manifest_from_document(document: Any, path: Path | str) -> Manifest:
         strict_json.check_value(document, strict_json.MAX_DEPTH - 1)
     except strict_json.StrictJSONError as error:
         raise ManifestError(f"the document {error}", path=path) from None
-    document = _migrate(document, path)
+    document = _upgrade(document, path)
     try:
         return Manifest.model_validate(document)
     except ValidationError as error:

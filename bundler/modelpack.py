@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 from .layout import LOCK_FILENAME
+from .lock import Lock
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.model.config.v1+json"
@@ -66,17 +67,16 @@ def media_type_of(path: str) -> str:
     return DOC
 
 
-def config_document(lock: dict[str, Any], diff_ids: list[str]) -> dict[str, Any]:
+def config_document(lock: Lock, diff_ids: list[str]) -> dict[str, Any]:
     """The ModelPack config for a bundle whose layers have the digests ``diff_ids``, in order."""
     descriptor: dict[str, Any] = {
-        "name": str(lock["name"]),
-        "version": str(lock["version"]),
-        "createdAt": str(lock["created"]),
+        "name": lock.name,
+        "version": lock.version,
+        "createdAt": lock.created,
     }
-    if lock.get("description"):
-        descriptor["description"] = str(lock["description"])
-    artifacts = lock.get("artifacts") if isinstance(lock.get("artifacts"), dict) else {}
-    model_format = "keras" if artifacts and artifacts.get("keras") else "tensorflow"
+    if lock.description:
+        descriptor["description"] = lock.description
+    model_format = "keras" if lock.artifacts.keras else "tensorflow"
     return {
         "descriptor": descriptor,
         "config": {"format": model_format},

@@ -401,7 +401,7 @@ def push(
     ref = parse_reference(reference)
     if ref.digest:
         raise UsageError("push to a tag, not a digest (the digest is computed)", path=reference)
-    tag = ref.tag or str(lock["version"]).replace("+", "_")
+    tag = ref.tag or lock.version.replace("+", "_")
     client = _Client(ref, insecure)
     client.ping()
     ours = format == "bundler"
@@ -424,12 +424,10 @@ def push(
                 root / LOCK_FILENAME, LOCK_FILENAME, modelpack.WEIGHT_CONFIG, lock_digest, lock_size
             )
         )
-    for name, entry in sorted(lock["files"].items()):
+    for name, entry in sorted(lock.files.items()):
         media_type = FILE_MEDIA_TYPE if ours else modelpack.media_type_of(name)
-        layers.append(
-            layer(root / name, name, media_type, "sha256:" + entry["sha256"], entry["size"])
-        )
-    files = len(lock["files"])
+        layers.append(layer(root / name, name, media_type, "sha256:" + entry.sha256, entry.size))
+    files = len(lock.files)
     for path in signatures:
         digest, size = sha256_of(path)
         layers.append(
@@ -448,13 +446,13 @@ def push(
         }
         client.put_bytes(encoded, config)
     annotations = {
-        "org.opencontainers.image.title": str(lock["name"]),
-        "org.opencontainers.image.version": str(lock["version"]),
-        "org.opencontainers.image.created": str(lock["created"]),
-        "dev.bundler.digest": str(lock["digest"]),
+        "org.opencontainers.image.title": lock.name,
+        "org.opencontainers.image.version": lock.version,
+        "org.opencontainers.image.created": lock.created,
+        "dev.bundler.digest": lock.digest,
     }
-    if lock.get("description"):
-        annotations["org.opencontainers.image.description"] = str(lock["description"])
+    if lock.description:
+        annotations["org.opencontainers.image.description"] = lock.description
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
@@ -471,10 +469,10 @@ def push(
         "reference": f"{where}@{digest}",
         "tag": str(where),
         "digest": digest,
-        "bundle_digest": lock["digest"],
+        "bundle_digest": lock.digest,
         "format": format,
         "files": files,
-        "bytes": sum(entry["size"] for entry in lock["files"].values()),
+        "bytes": lock.total_size,
         "signed_by": next(iter(signatures.values()), None),
     }
 

@@ -82,6 +82,8 @@ def _ecdsa(public_key: Any) -> Any:
 
 
 def _lock_of(root: Path) -> tuple[bytes, dict[str, Any]]:
+    # The lock's bytes and the files table read from those same bytes (not ``bundler.lock.Lock``,
+    # which would read the file a second time): the signature lists exactly what it hashes.
     content = read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES)
     lock = strict_json.loads(content)
     if not isinstance(lock, dict) or not isinstance(lock.get("files"), dict):

@@ -377,10 +377,8 @@ def check_reproducible(manifest: str | Path, first: Path) -> ReproducibilityRepo
         if first_lock is None or second_lock is None:
             raise BuildError("cannot read the locks of the two builds", path=first)
         differences = None
-        if first_lock["digest"] != second_lock["digest"]:
+        if first_lock.digest != second_lock.digest:
             differences = diff_bundles(first, second, labels=("first build", "second build"))
-        return ReproducibilityReport(
-            first, first_lock["digest"], second_lock["digest"], differences
-        )
+        return ReproducibilityReport(first, first_lock.digest, second_lock.digest, differences)
     finally:
         shutil.rmtree(second, ignore_errors=True)

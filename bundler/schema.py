@@ -20,7 +20,7 @@ def generate(name: str) -> dict[str, Any]:
     if name == "manifest":
         from .manifest import Manifest as model
     elif name == "lock":
-        from .lock import Lock as model  # type: ignore[assignment]
+        from .lock_schema import Lock as model  # type: ignore[assignment]
     else:
         raise ValueError(f"unknown schema {name!r}; choose one of {', '.join(SCHEMA_NAMES)}")
     return {"$schema": DIALECT, **model.model_json_schema(mode="validation")}

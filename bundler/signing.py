@@ -157,6 +157,8 @@ SIGNATURE_MAX_BYTES = 1 << 20
 
 
 def _statement_of(lock_bytes: bytes) -> dict[str, Any]:
+    # Read from the very bytes the statement hashes, not through ``bundler.lock.Lock``: checking a
+    # signature must say "another bundle" even of a lock that no longer validates.
     lock = strict_json.loads(lock_bytes)
     if not isinstance(lock, dict):
         raise ValueError("the lock is not a JSON object")

@@ -27,7 +27,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -47,19 +47,19 @@ from .digest import (
 )
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
-from .formats import FormatError, migrate_forward
+from .formats import FormatError, upgrade_forward
 from .graph_scan import graph_problems
 from .keras_archive import archive_problems
 from .layout import (
-    ARTIFACT_DEFAULTS,
     DIGEST_PATTERN,
     FORMAT,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
-    LOCK_MIGRATIONS,
+    LOCK_UPGRADES,
     SIGNATURE_FILENAMES,
     files_digest,
 )
+from .lock import FileEntry, Lock
 from .problems import LOAD_KINDS, Problem
 from .scan import check_config_modules, read_keras_config
 from .types import Policy
@@ -74,7 +74,7 @@ class VerifyReport:
 
     bundle: str
     problems: tuple[Problem, ...]
-    lock: dict[str, Any] | None = field(default=None, repr=False)
+    lock: Lock | None = field(default=None, repr=False)
     plan: Plan | None = None
     files_checked: int = 0
     bytes_hashed: int = 0
@@ -87,19 +87,18 @@ class VerifyReport:
 
     @property
     def digest(self) -> str | None:
-        return self.lock.get("digest") if self.lock else None
+        return self.lock.digest if self.lock else None
 
     @property
     def integrity_ok(self) -> bool:
         return all(p.kind in LOAD_KINDS for p in self.problems)
 
     def to_json(self) -> dict[str, Any]:
-        lock = self.lock or {}
         return {
             "bundle": self.bundle,
             "ok": self.ok,
-            "name": lock.get("name"),
-            "version": lock.get("version"),
+            "name": self.lock.name if self.lock else None,
+            "version": self.lock.version if self.lock else None,
             "digest": self.digest,
             "problems": [problem.to_json() for problem in self.problems],
             "plan": self.plan.to_json() if self.plan else None,
@@ -143,21 +142,43 @@ def bundle_root(path: str | Path) -> Path:
     return root
 
 
-def _lock_paths(document: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every path the lock holds, by the field holding it (the schema checked the types)."""
-    paths = [("files", name) for name in document["files"]]
-    paths += [
-        (f"artifacts.{key}", value)
-        for key, value in document["artifacts"].items()
-        if isinstance(value, str)
-    ]
-    for index, example in enumerate(document.get("examples", [])):
-        paths += [(f"examples[{index}].{key}", example[key]) for key in ("inputs", "outputs")]
-    return paths
+def _lock_paths(lock: Lock) -> Iterator[tuple[str, str]]:
+    """Every path the lock holds, by the field holding it."""
+    yield from (("files", name) for name in lock.files)
+    yield from ((f"artifacts.{key}", value) for key, value in lock.artifacts.paths().items())
+    for index, example in enumerate(lock.examples):
+        yield f"examples[{index}].inputs", example.inputs
+        yield f"examples[{index}].outputs", example.outputs
 
 
-def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """The lock as validated JSON, or the problems that make it unusable."""
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    """JSON Schema's ``pattern`` as the schema defines it (ECMA-262, as pydantic reads it too):
+    ``$`` is the end of the text. Python's ``re`` also lets ``$`` match before a final newline,
+    which would pass a sha256 or a module name followed by a newline."""
+    import jsonschema
+
+    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@cache
+def _regex(pattern: str) -> re.Pattern[str]:
+    at_end = pattern.endswith("$") and not pattern.endswith("\\$")
+    return re.compile(pattern[:-1] + r"\Z" if at_end else pattern)
+
+
+@cache
+def _lock_validator() -> Any:
+    import jsonschema
+
+    checker = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]
+    return checker(lock_schema())
+
+
+def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
+    """The lock, checked once (the JSON Schema, safe paths, parseable versions, its digest), or
+    the problems that make it unusable. A lock whose digest disagrees with its own files table
+    is returned with that problem, for ``bundle inspect`` to show."""
     path = root / LOCK_FILENAME
     try:
         info = path.lstat()
@@ -191,12 +212,10 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
     if not isinstance(document, dict):
         return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
     try:
-        document = migrate_forward(document, "format", FORMAT, LOCK_MIGRATIONS)
+        document = upgrade_forward(document, "format", FORMAT, LOCK_UPGRADES)
     except FormatError as error:
         return None, [Problem(LOCK_FILENAME, "lock", f"format: {error}")]
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(lock_schema())
+    validator = _lock_validator()
     try:
         errors = sorted(
             validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))
@@ -212,20 +231,16 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
                 Problem(LOCK_FILENAME, "schema", f"{_json_path(failure.absolute_path)}: {shown}")
             )
         return None, problems
-    # Fields with defaults may be left out of a lock; fill them in once, for every reader.
-    document["artifacts"] = {**ARTIFACT_DEFAULTS, **document["artifacts"]}
-    for component in document["components"]:
-        component.setdefault("objects", [])
-        component.setdefault("distribution", None)
+    lock = Lock.from_dict(document)  # fields left out take their defaults here, for every reader
     problems = [
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
-        for where, name in _lock_paths(document)
+        for where, name in _lock_paths(lock)
         if (reason := unsafe_path_reason(name)) is not None
     ]
-    problems += _version_problems(document)
+    problems += _version_problems(lock)
     if problems:
         return None, problems
-    if files_digest(document["files"]) != document["digest"]:
+    if files_digest(lock.files_table()) != lock.digest:
         problems.append(
             Problem(
                 LOCK_FILENAME,
@@ -233,16 +248,16 @@ def read_lock(root: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
                 "digest does not match the lock's own files table (the lock was edited)",
             )
         )
-    return document, problems
+    return lock, problems
 
 
-def _version_problems(document: dict[str, Any]) -> list[Problem]:
+def _version_problems(lock: Lock) -> list[Problem]:
     """Pinned versions and ranges the plan will parse: refused here, as values, not mid-plan."""
     problems = []
-    for index, component in enumerate(document["components"]):
+    for index, component in enumerate(lock.components):
         for key, parse in (("version", parse_version), *((k, parse_range) for k in RANGES)):
             try:
-                parse(component[key])
+                parse(getattr(component, key))
             except VersionError as error:
                 problems.append(
                     Problem(LOCK_FILENAME, "schema", f"components[{index}].{key}: {error}")
@@ -263,20 +278,20 @@ def pinned_digest(digest: object, option: str = "digest") -> str | None:
     return digest
 
 
-def pin_problem(lock: dict[str, Any] | None, digest: str | None) -> Problem | None:
+def pin_problem(lock: Lock | None, digest: str | None) -> Problem | None:
     """A problem when the bundle is not the one pinned: substituted, or rolled back to another."""
-    if digest is None or lock is None or lock["digest"] == digest:
+    if digest is None or lock is None or lock.digest == digest:
         return None
     return Problem(
         LOCK_FILENAME,
         "pinned",
-        f"this bundle is {lock['digest']}, not the pinned {digest}: refusing another bundle",
+        f"this bundle is {lock.digest}, not the pinned {digest}: refusing another bundle",
     )
 
 
 def check_files(
     root: Path,
-    files: dict[str, Any],
+    files: Mapping[str, FileEntry],
     progress: Progress | None = None,
     *,
     defer: Collection[str] = (),
@@ -311,55 +326,51 @@ def check_files(
         if listed is None:
             problems.append(Problem(name, "missing", "is missing"))
         elif listed.kind == "file":  # hard links too: their bytes are what is judged
-            if listed.size != expected["size"]:
+            if listed.size != expected.size:
                 problems.append(
-                    Problem(
-                        name, "size", f"has {listed.size} bytes, the lock says {expected['size']}"
-                    )
+                    Problem(name, "size", f"has {listed.size} bytes, the lock says {expected.size}")
                 )
-            elif name not in defer or "shards" not in expected:
+            elif name not in defer or expected.shards is None:
                 to_hash.append(name)
     verdicts = check_digests(root, {name: files[name] for name in to_hash}, progress=progress)
     total = 0
     for name in to_hash:
         verdict = verdicts[name]
         if verdict is None:
-            total += files[name]["size"]
+            total += files[name].size
         else:
             problems.append(Problem(name, *verdict))
     problems.sort(key=lambda p: p.path)
     return problems, total
 
 
-def check_artifacts(lock: dict[str, Any]) -> list[Problem]:
-    files = lock["files"]
-    artifacts = lock["artifacts"]
+def check_artifacts(lock: Lock) -> list[Problem]:
+    files = lock.files
+    artifacts = lock.artifacts
     problems = []
-    if artifacts["keras"] not in files:
+    if artifacts.keras not in files:
         problems.append(
-            Problem(artifacts["keras"], "missing", "the Keras model is not in the files table")
+            Problem(artifacts.keras, "missing", "the Keras model is not in the files table")
         )
-    if f"{artifacts['saved_model']}/saved_model.pb" not in files:
+    if f"{artifacts.saved_model}/saved_model.pb" not in files:
         problems.append(
-            Problem(artifacts["saved_model"], "missing", "the SavedModel is not in the files table")
+            Problem(artifacts.saved_model, "missing", "the SavedModel is not in the files table")
         )
-    for example in lock.get("examples", []):
-        for key in ("inputs", "outputs"):
-            if example[key] not in files:
+    for example in lock.examples:
+        for key, path in (("inputs", example.inputs), ("outputs", example.outputs)):
+            if path not in files:
                 problems.append(
                     Problem(
-                        example[key],
-                        "missing",
-                        f"example {example['name']!r} {key} not in the files table",
+                        path, "missing", f"example {example.name!r} {key} not in the files table"
                     )
                 )
     return problems
 
 
-def _scan_config(root: Path, lock: dict[str, Any]) -> list[Problem]:
+def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     """The loader's config scan, run here without TensorFlow (see ``bundler.scan``)."""
-    keras_file = lock["artifacts"]["keras"]
-    modules = [str(component["module"]) for component in lock["components"]]
+    keras_file = lock.artifacts.keras
+    modules = [component.module for component in lock.components]
     try:
         check_config_modules(read_keras_config(root / keras_file), modules, keras_file)
     except (UnsafeBundleError, LoadError) as error:
@@ -406,12 +417,11 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
-    total = sum(int(entry["size"]) for entry in lock["files"].values())
-    with metered(on_hashing, total) as meter:
-        file_problems, hashed = check_files(root, lock["files"], meter)
+    with metered(on_hashing, lock.total_size) as meter:
+        file_problems, hashed = check_files(root, lock.files, meter)
     problems += file_problems
-    problems += graph_problems(root, lock["artifacts"]["saved_model"], lock["files"], problems)
-    problems += archive_problems(root, lock["artifacts"]["keras"], lock["files"], problems)
+    problems += graph_problems(root, lock.artifacts.saved_model, lock.files, problems)
+    problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
     plan = make_plan(lock, policy, environment)
@@ -435,7 +445,7 @@ def check_bundle(
         tuple(problems),
         lock,
         plan,
-        files_checked=len(lock["files"]),
+        files_checked=len(lock.files),
         bytes_hashed=hashed,
         seconds=time.perf_counter() - started,
     )

@@ -14,7 +14,8 @@ import yaml
 from bundler import Bundle, ComponentError, build_bundle, load_bundle, verify_bundle
 from bundler.atomic import remove_stale_temporaries
 from bundler.errors import BuildError, UsageError
-from bundler.lock import LOCK_FILENAME, Lock, files_digest
+from bundler.lock import LOCK_FILENAME, files_digest
+from bundler.lock_schema import Lock
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES
 
@@ -88,7 +89,7 @@ def test_lock_pins_the_component_and_its_objects(built: dict[str, Bundle]) -> No
     assert component.module == "acme_layers.layers"
     assert component.version == "1.2.0"
     assert component.compatible == ">=1.2.0 <2.0.0"
-    assert component.objects == ["acme>Scale", "acme>scaled_mse"]
+    assert component.objects == ("acme>Scale", "acme>scaled_mse")
     assert len(component.source_sha256) == 64
 
 

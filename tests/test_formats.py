@@ -1,4 +1,4 @@
-"""Versioned formats: older documents migrate forward one step at a time; newer ones are refused."""
+"""Versioned formats: older documents are upgraded one step at a time; newer ones are refused."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from bundler import load_bundle, verify_bundle
 from bundler.errors import BundleError
-from bundler.formats import FormatError, Migration, migrate_forward
-from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_MIGRATIONS
+from bundler.formats import FormatError, Upgrade, upgrade_forward
+from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_UPGRADES
 
 from .conftest import EXAMPLES, CopyBundle, run_bundle
 from .hostile import edit_lock
@@ -28,13 +28,13 @@ def _rename(old: str, new: str, version: str) -> Any:
 
 def test_the_current_version_passes_through_unchanged() -> None:
     document = {"format": "x.doc/v3", "a": 1}
-    assert migrate_forward(document, "format", "x.doc/v3", {}) == document
+    assert upgrade_forward(document, "format", "x.doc/v3", {}) == document
 
 
 def test_older_documents_take_every_step_in_order() -> None:
     steps = {"x.doc/v1": _rename("a", "b", "x.doc/v2"), "x.doc/v2": _rename("b", "c", "x.doc/v3")}
     original = {"format": "x.doc/v1", "a": 1}
-    assert migrate_forward(original, "format", "x.doc/v3", steps) == {"format": "x.doc/v3", "c": 1}
+    assert upgrade_forward(original, "format", "x.doc/v3", steps) == {"format": "x.doc/v3", "c": 1}
     assert original == {"format": "x.doc/v1", "a": 1}, "the caller's document is not changed"
 
 
@@ -44,16 +44,16 @@ def test_older_documents_take_every_step_in_order() -> None:
         ("x.doc/v4", {}, "'x.doc/v4' is newer than this bundler understands ('x.doc/v3'); upgrade"),
         (None, {}, "is required (this bundler reads 'x.doc/v3')"),
         ("y.doc/v1", {}, "unknown format 'y.doc/v1'"),
-        ("x.doc/v1", {}, "no migration from 'x.doc/v1'"),
-        ("x.doc/v1", {"x.doc/v1": lambda d: {**d, "format": "x.doc/v1"}}, "no migration from"),
+        ("x.doc/v1", {}, "no upgrade from 'x.doc/v1'"),
+        ("x.doc/v1", {"x.doc/v1": lambda d: {**d, "format": "x.doc/v1"}}, "no upgrade from"),
     ],
     ids=["newer", "missing", "other family", "no step", "a step that goes nowhere"],
 )
 def test_documents_that_cannot_be_read_are_refused(
-    value: str | None, steps: dict[str, Migration], words: str
+    value: str | None, steps: dict[str, Upgrade], words: str
 ) -> None:
     with pytest.raises(FormatError) as caught:
-        migrate_forward({"format": value}, "format", "x.doc/v3", steps)
+        upgrade_forward({"format": value}, "format", "x.doc/v3", steps)
     assert words in str(caught.value)
 
 
@@ -80,7 +80,7 @@ def test_a_newer_manifest_is_refused_naming_both_versions(tmp_path: Path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-def test_an_older_lock_is_read_through_its_registered_migration(
+def test_an_older_lock_is_read_through_its_registered_upgrade(
     copy_bundle: CopyBundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No older lock format exists yet: this proves the path one will take through read_lock."""
@@ -90,8 +90,6 @@ def test_an_older_lock_is_read_through_its_registered_migration(
     lock["file_table"] = lock.pop("files")  # what a v0 might have called it
     (root / LOCK_FILENAME).write_text(json.dumps(lock))
     assert not verify_bundle(root).ok
-    monkeypatch.setitem(
-        LOCK_MIGRATIONS, "bundler.bundle/v0", _rename("file_table", "files", FORMAT)
-    )
+    monkeypatch.setitem(LOCK_UPGRADES, "bundler.bundle/v0", _rename("file_table", "files", FORMAT))
     report = verify_bundle(root)
     assert report.ok, report.problems

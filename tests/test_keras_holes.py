@@ -447,6 +447,7 @@ def test_fuzzed_model_keras_gives_a_verdict_never_an_exception(
     refuses, passes or says it cannot read it; never another exception."""
     from bundler.errors import LoadError
     from bundler.keras_archive import archive_problems, check_archive
+    from bundler.lock import FileEntry
 
     original = (built["sequential"].path / "model.keras").read_bytes()
     if data.draw(st.booleans()):
@@ -462,11 +463,11 @@ def test_fuzzed_model_keras_gives_a_verdict_never_an_exception(
         damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
     path = tmp_path / "model.keras"
     path.write_bytes(bytes(damaged[: data.draw(st.integers(1, len(damaged)))]))
-    files = {"model.keras": {"size": path.stat().st_size}}
+    files = {"model.keras": FileEntry(size=path.stat().st_size, sha256="0" * 64)}
     assert all(p.kind == "unsafe" for p in archive_problems(tmp_path, "model.keras", files, []))
     try:
         with zipfile.ZipFile(path) as archive:
-            check_archive(archive, files["model.keras"]["size"], str(path))
+            check_archive(archive, files["model.keras"].size, str(path))
     except zipfile.BadZipFile:
         pass  # the loader's own open says so, before the check runs
     except (UnsafeBundleError, LoadError):

@@ -42,8 +42,9 @@ def test_schema_rejects_unknown_manifest_keys() -> None:
 
 
 def test_the_layout_defaults_are_the_lock_models_defaults() -> None:
-    """verify fills in omitted artifacts from bundler.layout without pydantic; they must agree."""
+    """Readers fill in omitted artifacts from bundler.layout without pydantic; they must agree."""
     from bundler.layout import ARTIFACT_DEFAULTS
     from bundler.lock import Artifacts
+    from bundler.lock_schema import Artifacts as ArtifactsSchema
 
-    assert Artifacts().model_dump() == ARTIFACT_DEFAULTS
+    assert Artifacts().to_dict() == ArtifactsSchema().model_dump() == ARTIFACT_DEFAULTS

@@ -15,7 +15,8 @@ import pytest
 from bundler import verify_bundle
 from bundler.build import files_table
 from bundler.digest import SHARD_SIZE, check_digests, hash_file
-from bundler.lock import LOCK_FILENAME
+from bundler.lock import LOCK_FILENAME, FileEntry
+from bundler.types import ProblemKind
 
 from .conftest import ROOT, CopyBundle, cli_env
 from .hostile import add_sealed_file
@@ -55,14 +56,18 @@ def _entry(path: Path, shard_size: int) -> dict[str, Any]:
     return {"size": result.size, "sha256": result.sha256, "shards": shards}
 
 
+def _check(root: Path, entry: dict[str, Any]) -> dict[str, tuple[ProblemKind, str] | None]:
+    return check_digests(root, {"f": FileEntry.from_dict(entry)})
+
+
 @pytest.mark.parametrize("offset", [0, MiB - 1, MiB, 3 * MiB + 7, 4 * MiB + 99])
 def test_a_flipped_byte_in_any_shard_is_found_and_named(tmp_path: Path, offset: int) -> None:
     path = tmp_path / "f"
     _random_file(path, 4 * MiB + 100)
     entry = _entry(path, MiB)
-    assert check_digests(tmp_path, {"f": entry}) == {"f": None}
+    assert _check(tmp_path, entry) == {"f": None}
     _flip(path, offset)
-    problem = check_digests(tmp_path, {"f": entry})["f"]
+    problem = _check(tmp_path, entry)["f"]
     assert problem is not None
     kind, message = problem
     assert kind == "changed"
@@ -74,7 +79,7 @@ def test_a_shard_table_must_cover_the_file_exactly(tmp_path: Path) -> None:
     _random_file(path, 3 * MiB)
     entry = _entry(path, MiB)
     entry["shards"]["sha256"].pop()  # the last MiB would go unchecked
-    problem = check_digests(tmp_path, {"f": entry})["f"]
+    problem = _check(tmp_path, entry)["f"]
     assert problem is not None
     kind, message = problem
     assert kind == "shards" and "must cover the file exactly" in message
@@ -85,7 +90,7 @@ def test_a_file_cut_short_is_unreadable_not_silently_shorter(tmp_path: Path) -> 
     _random_file(path, 3 * MiB)
     entry = _entry(path, MiB)
     os.truncate(path, 2 * MiB + 5)
-    problem = check_digests(tmp_path, {"f": entry})["f"]
+    problem = _check(tmp_path, entry)["f"]
     assert problem is not None
     kind, message = problem
     assert kind == "unreadable" and "ended at byte" in message

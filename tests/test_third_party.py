@@ -142,7 +142,7 @@ def test_tcn_pins_the_distribution_version_not_its_stale_dunder_version(
         "3.5.5",
         "keras-tcn",
     )
-    assert component.objects == ["Custom>TCN"]
+    assert component.objects == ("Custom>TCN",)
     assert list(component.sources) == ["tcn/tcn.py"]
     env = run_bundle("env")
     assert "keras-tcn==3.5.5" in env.stdout.splitlines()
@@ -258,13 +258,13 @@ def test_a_declared_component_the_model_does_not_use_is_a_warning(
     )
     with pytest.warns(UserWarning, match="'tcn' is declared, but the model uses none"):
         bundle = build_bundle(_tiny_bert_manifest(tmp_path, components), tmp_path / "out")
-    assert [c.objects for c in bundle.lock.components] == [["keras_hub>BertBackbone"], []]
+    assert [c.objects for c in bundle.lock.components] == [("keras_hub>BertBackbone",), ()]
 
 
 def test_keras_hub_pins_only_the_files_that_define_the_backbone(built: dict[str, Bundle]) -> None:
     component = built["tiny_bert"].lock.components[0]
     assert (component.module, component.distribution) == ("keras_hub", "keras-hub")
-    assert component.objects == ["keras_hub>BertBackbone"]
+    assert component.objects == ("keras_hub>BertBackbone",)
     assert sorted(component.sources) == [
         "keras_hub/src/models/backbone.py",
         "keras_hub/src/models/bert/bert_backbone.py",

@@ -192,9 +192,7 @@ def test_verify_never_reads_outside_through_a_symlinked_folder(copy_bundle: Copy
     assert (
         report.bytes_hashed
         < sum(
-            e["size"]
-            for name, e in report.lock["files"].items()
-            if not name.startswith("saved_model/")
+            e.size for name, e in report.lock.files.items() if not name.startswith("saved_model/")
         )
         + 1
     )
