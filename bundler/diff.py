@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .digest import FileWindow, read_plain_file
+from .bundle_paths import read_plain_file
 from .errors import UsageError
+from .file_window import FileWindow
 from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
 from .lock import FileEntry, Lock
 from .oci import is_reference

@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .digest import FileWindow
 from .errors import LoadError, UnsafeBundleError
+from .file_window import FileWindow
 from .lock import FileEntry
 from .problems import Problem
 
