@@ -9,7 +9,7 @@ regular after the open, so a symlink or FIFO swapped in after the walk is refuse
 followed out of the bundle or blocked on.
 
 These rules are apart from hashing (``bundler.digest``) because the manifest, the lock schema,
-the OCI client and the config scan apply them to text alone, with no bytes to hash.
+the OCI client and the graph scan apply them to text alone, with no bytes to hash.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ without copying it out. ``VerifiedFile`` is the window over a whole sharded file
 sha256 of every shard a read touches, once, before handing the bytes on, so a loader parses only
 bytes whose digest matched and the rest is checked on another core meanwhile.
 
-Apart from ``bundler.digest`` because this is reading, not hashing: the windows read by
-``pread`` with no shared file position, and the archive checks and the weight diff use them with
-no digest at all.
+Apart from ``bundler.digest`` because this is reading, not hashing: a window reads with
+``pread``, sharing no file position, and the archive checks and the weight diff read through
+windows with no digest at all.
 """
 
 from __future__ import annotations
