@@ -273,10 +273,10 @@ def read_whole(paths: list[Path]) -> None:
 
 def read_weights(paths: list[Path]) -> None:
     """Every weight of each ``model.keras``, read into memory with h5py, one dataset at a time."""
-    from bundler.diff import _KerasFile
+    from bundler.keras_weights import KerasFile
 
     for path in paths:
-        with _KerasFile(path) as keras_file:
+        with KerasFile(path) as keras_file:
             for variable in keras_file.variables().values():
                 keras_file.h5[variable.path][()]
 

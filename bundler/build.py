@@ -25,6 +25,7 @@ from typing import Any
 
 from . import __version__
 from .atomic import fsync_path, install, prepare_workdir
+from .bundle_paths import walk_tree
 from .components import (
     defining_sources,
     import_component,
@@ -32,7 +33,7 @@ from .components import (
     package_base,
     sources_digest,
 )
-from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered, walk_tree
+from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered
 from .errors import (
     BuildError,
     BuildWarning,

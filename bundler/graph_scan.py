@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .digest import read_plain_file, unsafe_path_reason
+from .bundle_paths import read_plain_file, unsafe_path_reason
 from .errors import UnsafeBundleError, UnsafeLoadWarning
 from .problems import Problem
 from .protowire import WireError

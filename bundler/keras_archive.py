@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,8 +34,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .digest import FileWindow
 from .errors import LoadError, UnsafeBundleError
+from .file_window import FileWindow
+from .keras_layout import data_start
 from .lock import FileEntry
 from .problems import Problem
 
@@ -45,7 +45,6 @@ INFLATION_RATIO = 8
 INFLATION_FLOOR = 64 << 20
 H5_MAX_OBJECTS = 100_000
 H5_MAX_DEPTH = 64
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 
 
 def check_archive(archive: zipfile.ZipFile, size: int, path: str, *, weights: bool = True) -> None:
@@ -93,12 +92,11 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Itera
             yield stream
         return
     with open(path, "rb") as raw:
-        raw.seek(info.header_offset)
-        header = raw.read(_LOCAL_HEADER.size)
-        if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-            raise LoadError(f"model.keras member {info.filename!r} has no local header", path=path)
-        name_length, extra_length = _LOCAL_HEADER.unpack(header)[-2:]
-        start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+        try:
+            start = data_start(raw, info)
+        except zipfile.BadZipFile as error:
+            message = f"model.keras member {info.filename!r} has no local header"
+            raise LoadError(message, path=path) from error
         yield FileWindow(raw.fileno(), start, info.file_size)
 
 

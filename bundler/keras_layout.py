@@ -133,11 +133,15 @@ def align_weights(path: str | Path) -> None:
             raise
 
 
-def _data_start(source: BinaryIO, info: zipfile.ZipInfo) -> int:
+def data_start(source: BinaryIO, info: zipfile.ZipInfo) -> int:
+    """Where the bytes of member ``info`` start in the archive ``source``: past its local header,
+    whose name and extra field may differ in length from the central directory's (BadZipFile if
+    there is no local header there)."""
     source.seek(info.header_offset)
-    fields = _LOCAL.unpack(source.read(_LOCAL.size))
-    if fields[0] != b"PK\x03\x04":
+    header = source.read(_LOCAL.size)
+    if len(header) != _LOCAL.size or header[:4] != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"member {info.filename!r} has no local header")
+    fields = _LOCAL.unpack(header)
     return int(info.header_offset + _LOCAL.size + fields[9] + fields[10])
 
 
@@ -167,7 +171,7 @@ def _write_first(
     out.write(header(crc))
     assert out.tell() == ALIGNMENT
     if info.compress_type == zipfile.ZIP_STORED:
-        _copy_range(source, _data_start(source, info), size, out)
+        _copy_range(source, data_start(source, info), size, out)
     else:
         with archive.open(info) as member:
             while chunk := member.read(_COPY_CHUNK):

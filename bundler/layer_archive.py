@@ -23,7 +23,7 @@ import tarfile
 from pathlib import Path
 from typing import IO, Any
 
-from .digest import unsafe_path_reason
+from .bundle_paths import unsafe_path_reason
 from .errors import IntegrityError
 
 HEADER_MAX_BYTES = 1 << 20

@@ -42,7 +42,7 @@ from typing import Any
 
 from .compat import Plan, make_plan
 from .components import import_component, registered_objects
-from .digest import ShardMismatch, VerifiedFile, check_digests
+from .digest import check_digests
 from .environments import ImportedEnvironment
 from .errors import (
     AdapterError,
@@ -55,6 +55,7 @@ from .errors import (
     UnsafeBundleError,
     UnsafeLoadWarning,
 )
+from .file_window import ShardMismatch, VerifiedFile
 from .frameworks import require_tensorflow
 from .golden import replay_examples
 from .graph_scan import check_graph

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
-from .digest import unsafe_path_reason
+from .bundle_paths import unsafe_path_reason
 from .layout import (
     ARTIFACT_DEFAULTS,
     DIGEST_PATTERN,

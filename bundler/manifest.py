@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from . import strict_json
-from .digest import unsafe_path_reason
+from .bundle_paths import unsafe_path_reason
 from .errors import BundleError, ManifestError
 from .formats import FormatError, Upgrade, upgrade_forward
 from .layout import MODULE_PATTERN

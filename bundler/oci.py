@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from . import strict_json
-from .digest import unsafe_path_reason
+from .bundle_paths import unsafe_path_reason
 from .errors import IntegrityError, RegistryError, SignatureError, UsageError
 from .layout import (
     DIGEST_PATTERN,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import strict_json
-from .digest import read_plain_file
+from .bundle_paths import read_plain_file
 from .errors import SignatureError, UsageError
 from .layout import (
     DIGEST_PATTERN,

@@ -35,16 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from . import strict_json
+from .bundle_paths import read_plain_file, unsafe_path_reason, walk_tree
 from .compat import POLICIES, Plan, make_plan
-from .digest import (
-    Progress,
-    ProgressFactory,
-    check_digests,
-    metered,
-    read_plain_file,
-    unsafe_path_reason,
-    walk_tree,
-)
+from .digest import Progress, ProgressFactory, check_digests, metered
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
 from .formats import FormatError, upgrade_forward

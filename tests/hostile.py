@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.build import files_table
-from bundler.digest import walk_tree
+from bundler.bundle_paths import walk_tree
 from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from bundler import Bundle, load_bundle
-from bundler.digest import ShardMismatch, VerifiedFile
 from bundler.errors import IntegrityError
+from bundler.file_window import ShardMismatch, VerifiedFile
 from bundler.golden import named_outputs, read_arrays
 from bundler.keras_layout import ALIGNMENT, align_weights, weights_offset
 
