@@ -37,7 +37,7 @@ from .digest import FileWindow, read_plain_file
 from .errors import UsageError
 from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
 from .lock import FileEntry, Lock
-from .oci import is_reference
+from .oci_reference import is_reference
 
 Kind = Literal["added", "removed", "changed"]
 SECTIONS = (
