@@ -23,7 +23,8 @@ from pydantic import (
 
 from .digest import unsafe_path_reason
 from .layout import MODULE_PATTERN
-from .versions import VersionError, parse_range, parse_semver
+from .version_ranges import parse_range
+from .versions import VersionError, parse_semver
 
 API_VERSION = "bundler/v1"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
