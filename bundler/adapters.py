@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdapterError
-from .versions import parse_range, parse_version
+from .version_ranges import parse_range
+from .versions import parse_version
 
 ConfigMigration = Callable[[dict[str, Any]], dict[str, Any]]
 WeightsMigration = Callable[[list[Any]], list[Any]]

@@ -47,10 +47,11 @@ from .golden import EXAMPLES_DIR, generate_example, run_example
 from .keras_layout import align_weights
 from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
 from .lock_schema import Lock as LockSchema
-from .manifest import Manifest, ManifestSource, read_manifest
+from .manifest import ManifestSource, read_manifest
+from .manifest_schema import Manifest
 from .reproducible import canonicalise_keras_file, canonicalise_saved_model
 from .scan import UsedObject, covering_component, custom_objects_used, read_keras_config
-from .versions import caret_range, parse_range
+from .version_ranges import caret_range, parse_range
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"

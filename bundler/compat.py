@@ -30,7 +30,8 @@ from .environments import Environment
 from .errors import UsageError
 from .lock import Lock, LockedComponent
 from .types import CheckKind, Mode, Policy, Status
-from .versions import VersionError, framework_range, parse_range, parse_version
+from .version_ranges import framework_range, parse_range
+from .versions import VersionError, parse_version
 
 POLICIES = ("strict", "adapt", "fallback")
 FRAMEWORKS = ("keras", "tensorflow")

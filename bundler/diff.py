@@ -53,7 +53,7 @@ from .lock_diff import (
     identity_changes,
 )
 from .model_diff import model_changes
-from .oci import is_reference
+from .oci_reference import is_reference
 
 
 def _open_side(reference: str | Path, label: str | None) -> tuple[Side, Lock]:

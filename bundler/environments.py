@@ -34,7 +34,8 @@ from .components import (
 )
 from .errors import UsageError
 from .lock import Lock
-from .versions import parse_range, parse_version
+from .version_ranges import parse_range
+from .versions import parse_version
 
 
 class Environment(Protocol):

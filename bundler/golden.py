@@ -25,7 +25,8 @@ from .errors import BuildError, BuildWarning, ManifestError
 from .problems import Problem
 
 if TYPE_CHECKING:  # a load replays examples without the manifest's models (pydantic, yaml)
-    from .manifest import ExampleSpec, ManifestSource
+    from .manifest import ManifestSource
+    from .manifest_schema import ExampleSpec
 
 EXAMPLES_DIR = "examples"
 

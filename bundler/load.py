@@ -62,7 +62,7 @@ from .graph_scan import check_graph
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
 from .lock import LOCK_FILENAME, FileEntry, Lock
-from .oci import is_reference
+from .oci_reference import is_reference
 from .problems import Problem
 from .scan import check_config_modules, check_config_objects, read_config
 from .types import Policy, ProblemKind

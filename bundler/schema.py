@@ -18,7 +18,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def generate(name: str) -> dict[str, Any]:
     if name == "manifest":
-        from .manifest import Manifest as model
+        from .manifest_schema import Manifest as model
     elif name == "lock":
         from .lock_schema import Lock as model  # type: ignore[assignment]
     else:

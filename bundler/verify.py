@@ -56,7 +56,8 @@ from .lock import FileEntry, Lock
 from .problems import LOAD_KINDS, Problem
 from .scan import check_config_modules, read_keras_config
 from .types import Policy
-from .versions import VersionError, parse_range, parse_version
+from .version_ranges import parse_range
+from .versions import VersionError, parse_version
 
 RANGES = ("requirement", "compatible")
 

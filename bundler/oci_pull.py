@@ -1,0 +1,164 @@
+"""Pulling a bundle into the content-addressed cache, verified there, and out of it.
+
+Pulls land in ``$BUNDLER_CACHE`` (default ``$XDG_CACHE_HOME/bundler`` or ``~/.cache/bundler``) at
+``sha256/<manifest digest>/``: downloaded into a temporary folder beside it, verified as a bundle,
+then renamed into place, so concurrent pulls of one digest never leave a partial entry (the loser
+discards its copy). The temporary folders are named as a build names its own, so a pull killed
+midway leaves one that the next pull removes once its process is gone. A reference by digest
+that is in the cache makes no request at all; a tag is resolved with one manifest request.
+
+Every blob is checked against its descriptor while it streams, and nothing is unpacked but the
+ModelPack ``.tar`` layers other tools send (within the bounds of the lock, pulled first).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from . import strict_json
+from .errors import IntegrityError, SignatureError
+from .layout import LOCK_FILENAME
+from .oci_artifact import checked_manifest
+from .oci_client import RegistryClient
+from .oci_reference import parse_reference
+
+
+def cache_root() -> Path:
+    if os.environ.get("BUNDLER_CACHE"):
+        return Path(os.environ["BUNDLER_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "bundler"
+
+
+def pull(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> Path:
+    """The bundle at ``reference`` in the local cache (downloaded and verified if not there);
+    with ``trusted_keys``, its signature by one of them is required too."""
+    return fetch(reference, insecure=insecure, trusted_keys=trusted_keys)[0]
+
+
+def _signed_by(root: Path, trusted_keys: Any) -> Path:
+    if trusted_keys is not None:
+        from .signing import verify_signature
+
+        verify_signature(root, trusted_keys)
+    return root
+
+
+def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> tuple[Path, bool]:
+    """(the bundle's folder in the cache, whether it was downloaded now); with ``trusted_keys``
+    the pulled signature must be valid and by one of them (checked before the cache takes it)."""
+    from .atomic import remove_stale_temporaries
+
+    ref = parse_reference(reference)
+    cache = cache_root() / "sha256"
+    if ref.digest:
+        cached = cache / ref.digest.split(":", 1)[1]
+        if (cached / LOCK_FILENAME).is_file():
+            return _signed_by(cached, trusted_keys), False  # content-addressed: no request
+    client = RegistryClient(ref, insecure)
+    body, digest = client.manifest(ref.digest or ref.tag or "latest")
+    if ref.digest and digest != ref.digest:
+        raise IntegrityError(
+            f"the registry served a manifest whose digest is {digest}, not {ref.digest}",
+            path=str(ref),
+        )
+    final = cache / digest.split(":", 1)[1]
+    if (final / LOCK_FILENAME).is_file():
+        return _signed_by(final, trusted_keys), False
+    lock, files = checked_manifest(body, ref)
+    cache.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final, every_name=True)  # left beside it by killed pulls
+    work = cache / f".{final.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    work.mkdir()
+    try:
+        client.fetch_blob(lock, work / LOCK_FILENAME)
+        _fetch_files(client, files, work, str(ref))
+        from .verify import require_intact
+
+        require_intact(work, "the pulled bundle failed verification; refusing it", where=str(ref))
+        try:
+            _signed_by(work, trusted_keys)
+        except SignatureError as error:  # named by the reference, not by the temporary folder
+            raise SignatureError(error.message, path=str(ref)) from None
+        try:
+            os.rename(work, final)
+        except OSError:
+            if not (final / LOCK_FILENAME).is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final, True
+
+
+def _fetch_files(
+    client: RegistryClient, files: list[tuple[str, Any]], work: Path, where: str
+) -> None:
+    """Every layer but the lock into ``work``: raw layers as they are, tar layers unpacked within
+    the bounds of the (already fetched) lock."""
+    from . import modelpack
+
+    sizes: dict[str, int] | None = None
+    written: set[str] = set()
+    for path, layer in files:
+        media_type = layer.get("mediaType", "")
+        if media_type in modelpack.RAW_MEDIA_TYPES or media_type not in (
+            modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
+        ):
+            if path in written:
+                raise IntegrityError(f"the layer {path!r} is sent twice; refusing it", path=where)
+            target = work / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.fetch_blob(layer, target)
+            written.add(path)
+            continue
+        from .layer_archive import unpack
+
+        if sizes is None:
+            sizes = _lock_sizes(work / LOCK_FILENAME, where)
+        blob = work.parent / f"{work.name}.layer"
+        try:
+            client.fetch_blob(layer, blob)
+            unpack(blob, media_type in modelpack.GZIP_MEDIA_TYPES, work, sizes, written, where)
+        finally:
+            blob.unlink(missing_ok=True)
+
+
+def _lock_sizes(path: Path, where: str) -> dict[str, int]:
+    """{path: size} of the pulled, not yet verified lock: only to bound what archives unpack."""
+    try:
+        files = strict_json.loads(path.read_bytes()).get("files")
+        sizes = {str(name): int(entry["size"]) for name, entry in files.items()}
+    except (ValueError, RecursionError, AttributeError, TypeError, KeyError) as error:
+        raise IntegrityError(
+            f"the pulled lock has no readable files table: {error}", path=where
+        ) from None
+    return sizes
+
+
+def pull_to(
+    reference: str,
+    out: str | Path,
+    *,
+    insecure: bool = False,
+    force: bool = False,
+    trusted_keys: Any = None,
+) -> tuple[Path, bool]:
+    """Pull into the cache, then copy the bundle to ``out``, installed as a build installs it.
+
+    Returns ``out`` and whether the bundle was downloaded now (else it came from the cache).
+    """
+    from .atomic import install, prepare_workdir
+
+    cached, fetched = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
+    target = Path(os.path.abspath(out))
+    work = prepare_workdir(target, force)
+    try:
+        shutil.copytree(cached, work, dirs_exist_ok=True)
+        install(work, target, force, what="pull")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Path(out), fetched
