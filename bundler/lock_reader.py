@@ -45,6 +45,7 @@ RANGES = ("requirement", "compatible")
 
 @cache
 def lock_schema() -> dict[str, Any]:
+    """The lock's published JSON Schema, as shipped in the package (read once)."""
     text = resources.files("bundler.schemas").joinpath("lock.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -157,6 +157,7 @@ def check_files(
 
 
 def check_artifacts(lock: Lock) -> list[Problem]:
+    """A problem for each artifact or example file the lock names but its files table lacks."""
     files = lock.files
     artifacts = lock.artifacts
     problems = []
