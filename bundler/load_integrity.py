@@ -8,7 +8,8 @@ and before, it is used. A sharded ``model.keras`` is read through ``digest.Verif
 shard checked before it is parsed; its weights' shards, then the SavedModel and the examples
 (which the Keras path never reads), are hashed on another core while the model is built. The
 loader waits for the weights before it reads them and for everything before it returns a model or
-serves the graph: a mismatch is an IntegrityError, the model never returned.
+serves the graph: a mismatch is an IntegrityError, the model never returned. With
+``verify=False`` only the lock is read and checked (and the digest pin, when given).
 """
 
 from __future__ import annotations
