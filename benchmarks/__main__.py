@@ -379,8 +379,8 @@ def bench_mlflow(params: int, repeat: int, folder: Path) -> tuple[float, float] 
 def bench_one_big_file(size: int, repeat: int, work: Path, small_bundle: Path) -> dict[str, Any]:
     """verify_bundle on a bundle dominated by one file of ``size`` bytes (shards in parallel)."""
     from bundler import verify_bundle
-    from bundler.build import files_table
     from bundler.lock import files_digest
+    from bundler.lock_writer import files_table
 
     root = work / "one-big-file"
     shutil.copytree(small_bundle, root)

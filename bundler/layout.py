@@ -1,8 +1,8 @@
 """The bundle's fixed names and its digest: what every reader needs, with no dependencies.
 
-``bundler.lock`` (the lock's value object) and ``bundler.verify`` build on these without pydantic;
-the pydantic models (``bundler.lock_schema``) only generate the published JSON Schema and check
-what the build writes.
+``bundler.lock`` (the lock's value object), ``bundler.lock_reader`` and ``bundler.verify`` build
+on these without pydantic; the pydantic models (``bundler.lock_schema``) only generate the
+published JSON Schema and check what the build writes (``bundler.lock_writer``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Format ``bundler.bundle/v1``::
 Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
 gives the same bytes, so the digest identifies the bundle's content whatever wrote the lock.
 
-A lock is checked once, where it is read (``bundler.verify.read_lock``: the JSON Schema in
+A lock is checked once, where it is read (``bundler.lock_reader.read_lock``: the JSON Schema in
 ``schemas/lock.schema.json``, safe paths, parseable versions, the digest), and then built with
 :meth:`Lock.from_dict`, which trusts the document it is given and converts nothing: build, load,
 verify, inspect, diff and push all read the same frozen records, by attribute. ``to_dict`` gives
@@ -253,7 +253,7 @@ class Lock:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Lock:
-        """The lock of a document already validated (``verify.read_lock``, or the build's)."""
+        """The lock of a document already validated (``lock_reader.read_lock``, or the build's)."""
         return cls(
             format=d["format"],
             name=d["name"],

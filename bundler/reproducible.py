@@ -356,7 +356,7 @@ def check_reproducible(manifest: str | Path, first: Path) -> ReproducibilityRepo
     the same process would differ for reasons no rebuild ever meets.
     """
     from .diff import diff_bundles
-    from .verify import bundle_root, read_lock
+    from .lock_reader import bundle_root, read_lock
 
     first = Path(first)
     # named as a build's temporary folder of ``first``, so that the next build of it removes

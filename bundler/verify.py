@@ -3,14 +3,18 @@
 Four layers, each reported in full rather than stopping at the first problem:
 
 1. the lock: readable, bounded in size, of a known format, valid against ``lock.schema.json``,
-   every path in it safe, and its digest equal to the digest of its own files table;
+   every path in it safe, and its digest equal to the digest of its own files table
+   (``bundler.lock_reader``, which every reader of a lock goes through);
 2. the files: every listed file present as a plain file with the listed size and sha256; nothing
    extra, no symlinks, FIFOs or devices; nothing outside the bundle is ever opened. A hard link is
-   judged by its bytes like any file: a ``cp -al`` backup must not fail the original;
+   judged by its bytes like any file: a ``cp -al`` backup must not fail the original. The
+   SavedModel's graph (``graph_scan``) and model.keras's members and HDF5 weights
+   (``keras_archive``) are checked as ``load_bundle`` would check them;
 3. the config scan that ``load_bundle`` runs before Keras sees ``config.json`` (every object from
    Keras or a component the lock names), so a bundle load refuses is never reported loadable;
 4. the plan: what ``load_bundle`` with the same policy would do with the installed versions and
-   the installed code (source identity, ``bundler.components``).
+   the installed code (source identity, ``bundler.components``), or with those of a target
+   environment (``bundler.environments``).
 
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
@@ -23,43 +27,38 @@ replay: without ``smoke`` verify cannot promise that, and says so as a problem r
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import strict_json
-from .bundle_paths import read_plain_file, unsafe_path_reason, walk_tree
+from .bundle_paths import walk_tree
 from .compat import POLICIES, Plan, make_plan
 from .digest import Progress, ProgressFactory, check_digests, metered
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
-from .formats import FormatError, upgrade_forward
 from .graph_scan import graph_problems
 from .keras_archive import archive_problems
-from .layout import (
-    DIGEST_PATTERN,
-    FORMAT,
-    LOCK_FILENAME,
-    LOCK_MAX_BYTES,
-    LOCK_UPGRADES,
-    SIGNATURE_FILENAMES,
-    files_digest,
-)
+from .layout import LOCK_FILENAME, SIGNATURE_FILENAMES
 from .lock import FileEntry, Lock
+from .lock_reader import bundle_root, pin_problem, pinned_digest, read_lock
 from .problems import LOAD_KINDS, Problem
 from .scan import check_config_modules, read_keras_config
 from .types import Policy
-from .version_ranges import parse_range
-from .versions import VersionError, parse_version
 
-RANGES = ("requirement", "compatible")
+# the lock readers' names stay importable from here, where they were first
+__all__ = [
+    "VerifyReport",
+    "bundle_root",
+    "check_artifacts",
+    "check_bundle",
+    "check_files",
+    "pin_problem",
+    "pinned_digest",
+    "read_lock",
+    "require_intact",
+]
 
 
 @dataclass(frozen=True)
@@ -103,186 +102,6 @@ class VerifyReport:
         }
 
 
-@cache
-def lock_schema() -> dict[str, Any]:
-    text = resources.files("bundler.schemas").joinpath("lock.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def _json_path(parts: Any) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def bundle_root(path: str | Path) -> Path:
-    """The bundle folder, or a UsageError when ``path`` is not a bundle at all (exit 2).
-
-    A path that is itself a symlink to a bundle folder (``current -> v3``, the usual deploy) is
-    resolved once, here; every later read is of the resolved folder, so a flip of the link during
-    a verify or a load cannot mix two bundles. Links inside a bundle stay refused.
-    """
-    given = Path(path)
-    if not given.exists() and not given.is_symlink():
-        raise UsageError("no such bundle folder", path=given)
-    root = Path(os.path.realpath(given)) if given.is_symlink() else given
-    if not root.is_dir():
-        raise UsageError("is not a bundle folder", path=given)
-    lock = root / LOCK_FILENAME
-    if not lock.exists() and not lock.is_symlink():
-        raise UsageError(f"is not a bundle: it has no {LOCK_FILENAME}", path=root)
-    return root
-
-
-def _lock_paths(lock: Lock) -> Iterator[tuple[str, str]]:
-    """Every path the lock holds, by the field holding it."""
-    yield from (("files", name) for name in lock.files)
-    yield from ((f"artifacts.{key}", value) for key, value in lock.artifacts.paths().items())
-    for index, example in enumerate(lock.examples):
-        yield f"examples[{index}].inputs", example.inputs
-        yield f"examples[{index}].outputs", example.outputs
-
-
-def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
-    """JSON Schema's ``pattern`` as the schema defines it (ECMA-262, as pydantic reads it too):
-    ``$`` is the end of the text. Python's ``re`` also lets ``$`` match before a final newline,
-    which would pass a sha256 or a module name followed by a newline."""
-    import jsonschema
-
-    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
-        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-@cache
-def _regex(pattern: str) -> re.Pattern[str]:
-    at_end = pattern.endswith("$") and not pattern.endswith("\\$")
-    return re.compile(pattern[:-1] + r"\Z" if at_end else pattern)
-
-
-@cache
-def _lock_validator() -> Any:
-    import jsonschema
-
-    checker = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]
-    return checker(lock_schema())
-
-
-def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
-    """The lock, checked once (the JSON Schema, safe paths, parseable versions, its digest), or
-    the problems that make it unusable. A lock whose digest disagrees with its own files table
-    is returned with that problem, for ``bundle inspect`` to show."""
-    path = root / LOCK_FILENAME
-    try:
-        info = path.lstat()
-    except OSError as error:
-        return None, [Problem(LOCK_FILENAME, "lock", f"cannot be read: {error.strerror}")]
-    if not path.is_file() or path.is_symlink():
-        return None, [Problem(LOCK_FILENAME, "lock", "is not a plain file")]
-    if info.st_size > LOCK_MAX_BYTES:
-        return None, [Problem(LOCK_FILENAME, "lock", f"is larger than {LOCK_MAX_BYTES} bytes")]
-    try:
-        text = read_plain_file(path, LOCK_MAX_BYTES).decode("utf-8")
-        document = strict_json.loads(text)
-    except strict_json.StrictJSONError as error:
-        return None, [Problem(LOCK_FILENAME, "lock", str(error))]
-    except UnicodeDecodeError:
-        return None, [Problem(LOCK_FILENAME, "lock", "is not UTF-8 text")]
-    except json.JSONDecodeError as error:
-        return None, [
-            Problem(
-                LOCK_FILENAME,
-                "lock",
-                f"is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
-            )
-        ]
-    except RecursionError:
-        return None, [Problem(LOCK_FILENAME, "lock", "is nested too deeply to be a lock")]
-    except OSError as error:
-        return None, [Problem(LOCK_FILENAME, "lock", f"cannot be read: {error.strerror}")]
-    except ValueError as error:  # replaced by a link, FIFO or bigger file since the lstat
-        return None, [Problem(LOCK_FILENAME, "lock", str(error))]
-    if not isinstance(document, dict):
-        return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
-    try:
-        document = upgrade_forward(document, "format", FORMAT, LOCK_UPGRADES)
-    except FormatError as error:
-        return None, [Problem(LOCK_FILENAME, "lock", f"format: {error}")]
-    validator = _lock_validator()
-    try:
-        errors = sorted(
-            validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))
-        )
-    except RecursionError:
-        return None, [Problem(LOCK_FILENAME, "lock", "is nested too deeply to be a lock")]
-    if errors:
-        problems = []
-        for failure in errors[:20]:
-            message = failure.message
-            shown = message if len(message) < 200 else message[:197] + "..."
-            problems.append(
-                Problem(LOCK_FILENAME, "schema", f"{_json_path(failure.absolute_path)}: {shown}")
-            )
-        return None, problems
-    lock = Lock.from_dict(document)  # fields left out take their defaults here, for every reader
-    problems = [
-        Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
-        for where, name in _lock_paths(lock)
-        if (reason := unsafe_path_reason(name)) is not None
-    ]
-    problems += _version_problems(lock)
-    if problems:
-        return None, problems
-    if files_digest(lock.files_table()) != lock.digest:
-        problems.append(
-            Problem(
-                LOCK_FILENAME,
-                "digest",
-                "digest does not match the lock's own files table (the lock was edited)",
-            )
-        )
-    return lock, problems
-
-
-def _version_problems(lock: Lock) -> list[Problem]:
-    """Pinned versions and ranges the plan will parse: refused here, as values, not mid-plan."""
-    problems = []
-    for index, component in enumerate(lock.components):
-        for key, parse in (("version", parse_version), *((k, parse_range) for k in RANGES)):
-            try:
-                parse(getattr(component, key))
-            except VersionError as error:
-                problems.append(
-                    Problem(LOCK_FILENAME, "schema", f"components[{index}].{key}: {error}")
-                )
-    return problems
-
-
-def pinned_digest(digest: object, option: str = "digest") -> str | None:
-    """The digest a caller pins the bundle to, checked as a value (UsageError naming ``option``)."""
-    if digest is None:
-        return None
-    if not (isinstance(digest, str) and re.fullmatch(DIGEST_PATTERN, digest)):
-        raise UsageError(
-            f"{digest!r} is not a bundle digest; expected sha256: and 64 lowercase hex "
-            "digits, as `bundle verify` prints it",
-            field=option,
-        )
-    return digest
-
-
-def pin_problem(lock: Lock | None, digest: str | None) -> Problem | None:
-    """A problem when the bundle is not the one pinned: substituted, or rolled back to another."""
-    if digest is None or lock is None or lock.digest == digest:
-        return None
-    return Problem(
-        LOCK_FILENAME,
-        "pinned",
-        f"this bundle is {lock.digest}, not the pinned {digest}: refusing another bundle",
-    )
-
-
 def check_files(
     root: Path,
     files: Mapping[str, FileEntry],
@@ -293,7 +112,7 @@ def check_files(
     """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
 
     Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
-    caller reads them through ``digest.VerifiedFile``, which checks each shard as it is read.
+    caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
     """
     problems: list[Problem] = []
     try:
@@ -339,6 +158,7 @@ def check_files(
 
 
 def check_artifacts(lock: Lock) -> list[Problem]:
+    """A problem for each artifact or example file the lock names but its files table lacks."""
     files = lock.files
     artifacts = lock.artifacts
     problems = []

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bundler.build import files_table
 from bundler.bundle_paths import walk_tree
 from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
+from bundler.lock_writer import files_table
 
 
 def edit_lock(root: Path, change: Callable[[dict[str, Any]], None]) -> None:

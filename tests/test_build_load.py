@@ -339,7 +339,7 @@ def test_loading_large_weights_never_writes_into_the_bundle(
     monkeypatch.setattr(saving_lib, "is_memory_sufficient", lambda model: False)
     # a bundle laid out for it has its weights read in place, with no copy at all: this is about
     # the layout Keras reads by itself (an older bundle's)
-    monkeypatch.setattr("bundler.load.weights_offset", lambda path: None)
+    monkeypatch.setattr("bundler.keras_load.weights_offset", lambda path: None)
     bundle = built["custom_layer"]
     seen: list[tuple[Path, bool]] = []
     extract = zipfile.ZipFile.extract

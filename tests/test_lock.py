@@ -12,7 +12,7 @@ from bundler import lock as value
 from bundler import lock_schema as schema
 from bundler import verify_bundle
 from bundler.lock import LOCK_FILENAME, Lock, canonical_json, files_digest
-from bundler.verify import read_lock
+from bundler.lock_reader import read_lock
 
 from .conftest import EXAMPLE_NAMES
 from .hostile import edit_lock

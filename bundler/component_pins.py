@@ -1,0 +1,171 @@
+"""What a bundle pins of each component: its version, the objects the model uses, their sources.
+
+At build time each component the manifest declares is imported and its installed version checked
+against the manifest's ``version`` range (``pin_component``); the lock records that version, the
+requirement and the ``compatible`` range load accepts (a caret range by default). Once Keras has
+saved the model, ``pin_used_objects`` reads the saved config, the one ``load_bundle`` will read:
+every custom object in it must be covered by a declared component, or the build is refused there
+and says what to declare (load would refuse it under every policy). Per component the lock then
+lists the objects the model uses and the sha256 of the source files that define them
+(``components.defining_sources``): what load and verify compare to tell a ``modified`` component.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+from .components import (
+    defining_sources,
+    import_component,
+    imported_version,
+    package_base,
+    sources_digest,
+)
+from .errors import BuildError, BuildWarning, ComponentError
+from .manifest import ManifestSource
+from .scan import UsedObject, covering_component, custom_objects_used
+from .version_ranges import caret_range, parse_range
+
+
+def pin_component(source: ManifestSource, index: int) -> dict[str, Any]:
+    """The lock's entry for the manifest's ``components[index]``, imported and its installed
+    version checked against the manifest's ranges; its objects are filled in later."""
+    spec = source.manifest.components[index]
+    at = f"components[{index}]"
+    module = import_component(spec.module, field=f"{at}.module", path=str(source.path))
+    installed = imported_version(module)
+    if installed.version is None:
+        raise ComponentError(
+            f"component {spec.module!r} has no __version__ and no installed distribution; "
+            "give the module a __version__ string",
+            path=source.path,
+            field=f"{at}.module",
+            value=spec.module,
+        )
+    try:
+        requirement = parse_range(spec.version)
+        fits = requirement.contains(installed.version)
+    except ValueError as error:
+        raise ComponentError(
+            f"installed version {installed.version!r} of {spec.module!r} is not a version: {error}",
+            path=source.path,
+            field=f"{at}.version",
+            value=installed.version,
+        ) from error
+    if not fits:
+        raise ComponentError(
+            f"installed {spec.module} {installed.version} does not satisfy the manifest's "
+            f"requirement {spec.version!r}; install a matching version or change the manifest",
+            path=source.path,
+            field=f"{at}.version",
+            value=spec.version,
+        )
+    compatible = spec.compatible or caret_range(installed.version)
+    if not parse_range(compatible).contains(installed.version):
+        raise ComponentError(
+            f"compatible range {compatible!r} does not include the pinned version "
+            f"{installed.version}",
+            path=source.path,
+            field=f"{at}.compatible",
+            value=compatible,
+        )
+    return {
+        "module": spec.module,
+        "version": installed.version,
+        "requirement": spec.version,
+        "compatible": compatible,
+        "distribution": installed.distribution,
+        "objects": [],  # the objects the model uses, and their sources: pin_used_objects
+        "sources": {},
+        "source_sha256": sources_digest({}),
+    }
+
+
+def pin_used_objects(
+    source: ManifestSource, components: list[dict[str, Any]], config: Any, notes: list[str]
+) -> None:
+    """Record, per component, the objects the saved config uses and the sources defining them.
+
+    The config is what ``load_bundle`` will read: an object no declared component covers would be
+    refused there under every policy, so the build refuses it here, saying what to declare.
+    """
+    modules = [component["module"] for component in components]
+    used: dict[str, list[UsedObject]] = {module: [] for module in modules}
+    uncovered = []
+    for listed in custom_objects_used(config):
+        obj = _with_module(listed)
+        if obj is None:
+            continue  # a function name Keras itself provides
+        owner = covering_component(obj.module, modules)
+        if owner is None:
+            uncovered.append(obj)
+        else:
+            used[owner].append(obj)
+    if uncovered:
+        first = uncovered[0]
+        top = first.module.split(".", 1)[0]
+        installed = imported_version(import_component(top))
+        version = f'"{installed.version}"' if installed.version else '"<its version>"'
+        others = [f"(also {o.name!r} from {o.module!r})" for o in uncovered[1:6]]
+        raise BuildError(
+            f"the model uses {first.name!r} from module {first.module!r}, which no component "
+            "covers",
+            path=source.path,
+            field="components",
+            value=first.module,
+            details=[
+                *others,
+                "declare its package (a component covers its submodules too):",
+                "  components:",
+                f"    - module: {top}",
+                f"      version: {version}",
+            ],
+        )
+    for component in components:
+        objects = used[component["module"]]
+        if not objects:
+            message = (
+                f"component {component['module']!r} is declared, but the model uses none of its "
+                "objects; it is still pinned and checked on load"
+            )
+            warnings.warn(message, BuildWarning, stacklevel=2)
+            notes.append(f"warning: {message}")
+            continue
+        module = import_component(component["module"])
+        installed = imported_version(module)
+        resolved = [_resolve_object(obj) for obj in objects]
+        table = {}
+        if installed.origin is not None:
+            base = package_base(installed.module, installed.origin)
+            table = defining_sources(
+                component["module"], [r for r in resolved if r is not None], base
+            )
+        component["objects"] = sorted({obj.name for obj in objects})
+        component["sources"] = table
+        component["source_sha256"] = sources_digest(table)
+
+
+def _with_module(obj: UsedObject) -> UsedObject | None:
+    """``obj`` with its module, for a registered function saved without one (see bundler.scan)."""
+    if obj.module:
+        return obj
+    found = _resolve_object(obj)
+    module = getattr(found, "__module__", None)
+    if not isinstance(module, str) or module.split(".", 1)[0] in ("keras", "builtins"):
+        return None
+    return UsedObject(obj.name, obj.class_name, module)
+
+
+def _resolve_object(obj: UsedObject) -> Any:
+    """The Python object Keras will deserialize ``obj`` into, as this process has it."""
+    import keras
+
+    found = keras.saving.get_registered_object(obj.name)
+    if found is None:
+        try:
+            found = getattr(importlib.import_module(obj.module), obj.class_name, None)
+        except Exception:
+            found = None
+    return found

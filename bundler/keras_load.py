@@ -1,0 +1,218 @@
+"""The Keras path of a load: model.keras scanned, bounded, then built, its weights read in place.
+
+The loader imports exactly the component modules the lock names, and before Keras sees the config
+it is scanned (``scan``): every serialized object must come from Keras itself or from one of those
+modules. Keras 3 refuses to import other modules on its own, but a bundle must not depend on which
+Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused. Before Keras
+reads the archive, its members' sizes and its HDF5 weights are checked (``keras_archive``).
+
+A ``model.keras`` laid out by the build (``keras_layout``: weights first, stored, at 4096) has its
+weights read where they lie: the model is built from the config and HDF5 opens ``model.keras``
+itself, read-only, through one guarded seam over Keras's private saving steps (``keras_seam``);
+any other layout, or a Keras release without that seam, goes through Keras's own loader. Adapted
+loads use the adapted config the same way; adapters that migrate weights rewrite the zip in
+memory and hand it to Keras's loader. In a verified load of a sharded ``model.keras``
+(``load_integrity``) everything before the weights is read through a reader that checks each shard
+before it is parsed, and the weights are waited for before they are read. Either way the model's
+variables are not filled by their initialisers only to be overwritten by the weights
+(``keras_seam.variables_from_weights``): those the weights do not set get their initialiser's value.
+
+Keras deserialization is guarded by one lock, ``KERAS_LOCK``: services load from many threads,
+and Keras's registries and naming counters are process-wide.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .compat import Plan
+from .components import import_component, registered_objects
+from .errors import BundleError, LoadError, UnsafeBundleError, UnsafeLoadWarning
+from .file_window import ShardMismatch, VerifiedFile
+from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
+from .keras_layout import weights_offset
+from .load_integrity import DeferredChecks
+from .lock import Lock
+from .scan import check_config_modules, check_config_objects, read_config
+
+log = logging.getLogger("bundler")
+
+KERAS_LOCK = threading.RLock()
+"""Held while Keras (or, on the graph path, TensorFlow) deserializes a model: one at a time."""
+
+
+def _rewritten(archive: zipfile.ZipFile, config: dict[str, Any], edits: list[Any]) -> io.BytesIO:
+    """The .keras archive in memory, with the adapted config and, if adapters say so, weights."""
+    from .adapters import apply_to_weights
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == "config.json":
+                data = json.dumps(config).encode()
+            elif info.filename == "model.weights.h5" and edits:
+                data = apply_to_weights(data, edits)
+            out.writestr(info, data)
+    buffer.seek(0)
+    return buffer
+
+
+class _KerasFile(io.BufferedReader):
+    """model.keras opened for Keras, named so that Keras never writes into the bundle.
+
+    Keras copies weights it judges too large for memory (over 512 MB without psutil) into a
+    temporary folder beside the file it is given. Beside model.keras that folder would be inside
+    the bundle: a `bundle verify` running meanwhile would report an extra file, a killed service
+    would leave one behind for good, and a read-only bundle would be read the slow way. Named as
+    if it lay in the temporary directory, the file sends that copy there.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "rb"), buffer_size=1 << 20)
+
+    @property
+    def name(self) -> str:
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), "model.keras")
+
+
+def load_keras(
+    root: Path, lock: Lock, plan: Plan, unsafe: bool, deferred: DeferredChecks | None = None
+) -> tuple[Any, list[str]]:
+    """The Keras model: config scanned, archive bounded, then built; weights read in place when
+    model.keras is laid out for it (``keras_layout``), else through Keras's own ``load_model``.
+
+    With ``deferred`` (a verified load of large files), everything in model.keras before the
+    weights is read through its reader, each shard checked before it is parsed; the shards nobody
+    read yet (the weights) are hashed on another thread while the model is built, and waited for
+    before the weights are touched.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    reader = deferred.reader if deferred is not None else None
+    where = str(root / lock.artifacts.keras)
+    modules = [component.module for component in lock.components]
+    custom_objects: dict[str, Any] = {}
+    for component in lock.components:
+        custom_objects.update(registered_objects(import_component(component.module)))
+    if unsafe:
+        message = f"loading {root} with Keras safe_mode OFF: code inside the model will run"
+        log.warning(message)
+        warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
+    try:
+        archive = zipfile.ZipFile(reader if reader is not None else where)
+    except (ShardMismatch, OSError, zipfile.BadZipFile) as error:
+        if deferred is not None and deferred.failed():
+            deferred.weights()  # raises the IntegrityError
+        raise LoadError(
+            f"model.keras is not a readable .keras file: {error}", path=where
+        ) from error
+    with archive:
+        try:
+            return _load_keras_archive(
+                root, lock, plan, unsafe, deferred, archive, modules, custom_objects
+            )
+        except Exception:
+            if deferred is not None and deferred.failed():
+                deferred.weights()  # raises the IntegrityError
+            raise
+
+
+def _load_keras_archive(
+    root: Path,
+    lock: Lock,
+    plan: Plan,
+    unsafe: bool,
+    deferred: DeferredChecks | None,
+    archive: zipfile.ZipFile,
+    modules: list[str],
+    custom_objects: dict[str, Any],
+) -> tuple[Any, list[str]]:
+    from . import keras_seam
+
+    keras_name = lock.artifacts.keras
+    where = str(root / keras_name)
+    reader = deferred.reader if deferred is not None else None
+    config = read_config(archive, where)
+    check_config_modules(config, modules, where, unsafe=unsafe)
+    check_config_objects(config, modules, where)
+    size = lock.files[keras_name].size
+    if reader is None:
+        check_archive(archive, size, where)  # before Keras reads
+    else:  # the weights' HDF5 is walked once its bytes are verified (in ``verified`` below)
+        check_archive(archive, size, where, weights=False)
+    applied: list[str] = []
+    edits: list[Any] = []
+    if plan.adapters:
+        from .adapters import apply_to_config
+
+        config, applied, edits = apply_to_config(config, plan.adapters)
+    not_in_place = _in_place_reason(archive, reader, where, edits)
+    if not_in_place is None and (seam := keras_seam.unavailable()) is not None:
+        not_in_place = f"the Keras seam is unavailable: {seam}"
+    # the shards nobody read yet (the weights) are hashed on another core meanwhile
+    if deferred is not None:
+        deferred.start()
+
+    def verified() -> None:
+        if deferred is not None:
+            deferred.weights()
+        if reader is not None and WEIGHTS_MEMBER in archive.namelist():
+            check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
+
+    with KERAS_LOCK, keras_seam.variables_from_weights():
+        try:
+            if not_in_place is None:
+                log.debug("%s: reading the weights in place", where)
+                text = json.dumps(config) if applied else archive.read("config.json").decode()
+                model = keras_seam.load_in_place(
+                    text,
+                    Path(where),
+                    custom_objects=custom_objects,
+                    safe_mode=not unsafe,
+                    before_weights=verified,
+                )
+            else:
+                log.debug("%s: loading through keras.saving: %s", where, not_in_place)
+                verified()
+                source = _rewritten(archive, config, edits) if plan.adapters else _KerasFile(where)
+                with source as stream:
+                    model = keras_seam.load_archive(
+                        stream, custom_objects=custom_objects, safe_mode=not unsafe
+                    )
+        except BundleError:
+            raise
+        except Exception as error:
+            text = f"{type(error).__name__}: {error}"
+            if "lambda" in text.lower() and "safe" in text.lower():
+                raise UnsafeBundleError(
+                    "the model contains a Lambda layer with Python bytecode, which safe_mode "
+                    "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
+                    path=where,
+                ) from error
+            if len(text) > 600:
+                text = text[:597] + "..."
+            raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+    return model, applied
+
+
+def _in_place_reason(
+    archive: zipfile.ZipFile, reader: VerifiedFile | None, where: str, edits: list[Any]
+) -> str | None:
+    """Why the weights cannot be read in place from this archive, or None when they can."""
+    if edits:
+        return "adapters migrate the weights, which needs a rewritten copy"
+    if not set(archive.namelist()) <= {"config.json", "metadata.json", WEIGHTS_MEMBER}:
+        return "the archive holds assets"
+    if weights_offset(reader if reader is not None else where) is None:
+        return "model.keras is not laid out for reading in place (built by an older bundler?)"
+    return None
