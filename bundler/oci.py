@@ -60,6 +60,7 @@ from .layout import (
     SIGNATURE_FILENAME,
     canonical_json,
 )
+from .transfer import PullResult, PushFormat, PushResult
 
 ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1+json"
 LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.v1+json"
@@ -382,8 +383,8 @@ PUSH_FORMATS = ("modelpack", "bundler")
 
 
 def push(
-    bundle: str | Path, reference: str, *, insecure: bool = False, format: str = "modelpack"
-) -> dict[str, Any]:
+    bundle: str | Path, reference: str, *, insecure: bool = False, format: PushFormat = "modelpack"
+) -> PushResult:
     """Verify ``bundle``, then push it (with its signatures, if signed); returns the manifest
     digest and where it went. ``format`` is ``"modelpack"`` (a CNCF ModelPack artifact, see
     ``bundler.modelpack``) or ``"bundler"`` (the lock as the config blob); both pull alike."""
@@ -465,16 +466,16 @@ def push(
     client.put_manifest(body, tag)
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     where = Reference(ref.host, ref.repository, tag, None)
-    return {
-        "reference": f"{where}@{digest}",
-        "tag": str(where),
-        "digest": digest,
-        "bundle_digest": lock.digest,
-        "format": format,
-        "files": files,
-        "bytes": lock.total_size,
-        "signed_by": next(iter(signatures.values()), None),
-    }
+    return PushResult(
+        reference=f"{where}@{digest}",
+        tag=str(where),
+        digest=digest,
+        bundle_digest=lock.digest,
+        format=format,
+        file_count=files,
+        total_size=lock.total_size,
+        signed_by=next(iter(signatures.values()), None),
+    )
 
 
 def _descriptor_problem(layer: Any) -> str | None:
@@ -573,10 +574,31 @@ def _checked_manifest(body: bytes, ref: Reference) -> tuple[dict[str, Any], list
     return lock, files
 
 
-def pull(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> Path:
-    """The bundle at ``reference`` in the local cache (downloaded and verified if not there);
-    with ``trusted_keys``, its signature by one of them is required too."""
-    return fetch(reference, insecure=insecure, trusted_keys=trusted_keys)[0]
+def pull(
+    reference: str,
+    *,
+    output: str | Path | None = None,
+    force: bool = False,
+    insecure: bool = False,
+    trusted_keys: Any = None,
+) -> PullResult:
+    """The bundle at ``reference`` in the local cache (downloaded and verified if not there),
+    and with ``output`` also copied there (``force`` replaces a bundle at ``output``); with
+    ``trusted_keys``, its signature by one of them is required too. ``.path`` is its folder."""
+    started = time.perf_counter()
+    if output is None:
+        path, downloaded = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
+    else:
+        path, downloaded = pull_to(
+            reference, output, insecure=insecure, force=force, trusted_keys=trusted_keys
+        )
+    return PullResult(
+        reference=reference,
+        path=path,
+        downloaded=downloaded,
+        signature_checked=trusted_keys is not None,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _signed_by(root: Path, trusted_keys: Any) -> Path:
