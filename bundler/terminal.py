@@ -103,6 +103,7 @@ def print_json(document: Any) -> None:
     """``document`` on stdout as one indented, strict JSON document (NaN and infinities null)."""
     json.dump(_finite(document), sys.stdout, indent=2, sort_keys=False, allow_nan=False)
     sys.stdout.write("\n")
+    sys.stdout.flush()  # before any error line on stderr: a terminal shows them in that order
 
 
 def display_path(path: Path) -> str:
