@@ -55,7 +55,7 @@ def run_build(args: argparse.Namespace) -> int:
             on_hashing=lambda total: Progress("  hashing", total, enabled=not quiet),
         )
     seconds = time.perf_counter() - started
-    total = sum(entry.size for entry in bundle.lock.files.values())
+    total = bundle.lock.total_size
     check = None
     if args.check_reproducible:
         from .reproducible import check_reproducible

@@ -2,7 +2,8 @@
 
 Only the words: what each command runs is in ``bundler.cli`` (the dispatch) and the ``cli_*``
 modules (one per group of commands). ``--help`` is the first documentation most users read, so
-each command says what it checks, what it needs installed and what its exit codes mean.
+the help says what a command checks, what it needs installed and what it exits with, where that
+is not obvious; docs/cli.md says the rest.
 """
 
 from __future__ import annotations
@@ -96,7 +97,11 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="sha256:...",
         help="require this very bundle: any other, signed or not, fails (rollback, substitution)",
     )
-    verify.add_argument("--json", action="store_true", help="print one JSON document")
+    verify.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdict as one JSON document (also when the --key check fails)",
+    )
 
     inspect = verbs.add_parser("inspect", help="show what is inside a bundle, at a glance")
     inspect.add_argument("bundle", metavar="BUNDLE")
