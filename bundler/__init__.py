@@ -45,12 +45,15 @@ __all__ = [
     "ExampleMismatchError",
     "FallbackWarning",
     "IncompatibleBundleError",
+    "InspectReport",
     "IntegrityError",
     "LoadError",
     "LoadedBundle",
     "LockError",
     "ManifestError",
     "MissingDependencyError",
+    "PullResult",
+    "PushResult",
     "RegistryError",
     "SignatureError",
     "UnsafeBundleError",
@@ -61,6 +64,7 @@ __all__ = [
     "adapter",
     "build_bundle",
     "diff_bundles",
+    "inspect_bundle",
     "load_bundle",
     "read_manifest",
     "verify_bundle",
@@ -77,15 +81,21 @@ _LAZY = {
     "read_manifest": "manifest",
     "diff_bundles": "diff",
     "BundleDiff": "diff",
+    "inspect_bundle": "inspection",
+    "InspectReport": "inspection",
+    "PushResult": "transfer",
+    "PullResult": "transfer",
 }
 
 if TYPE_CHECKING:
     from .adapters import adapter
     from .build import Bundle, build_bundle
     from .diff import BundleDiff, diff_bundles
+    from .inspection import InspectReport, inspect_bundle
     from .load import LoadedBundle, load_bundle
     from .manifest import read_manifest
     from .smoke import verify_bundle
+    from .transfer import PullResult, PushResult
     from .verify import VerifyReport
 
 

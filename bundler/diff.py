@@ -63,7 +63,7 @@ def _open_side(reference: str | Path, label: str | None) -> tuple[Side, Lock]:
     if is_reference(text):
         from .oci import pull
 
-        root = pull(text)
+        root = pull(text).path
     else:
         root = bundle_root(reference)
     lock, problems = read_lock(root)

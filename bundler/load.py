@@ -106,7 +106,7 @@ def load_bundle(
     if is_reference(path):
         from .oci import pull
 
-        path = pull(path)  # into the content-addressed cache, verified there
+        path = pull(path).path  # into the content-addressed cache, verified there
     root = bundle_root(path)
     if trusted_keys is not None:
         from .signing import verify_signature

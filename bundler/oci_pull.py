@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .layout import LOCK_FILENAME
 from .oci_artifact import checked_manifest
 from .oci_client import RegistryClient
 from .oci_reference import parse_reference
+from .transfer import PullResult
 
 
 def cache_root() -> Path:
@@ -34,10 +36,31 @@ def cache_root() -> Path:
     return Path(base) / "bundler"
 
 
-def pull(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> Path:
-    """The bundle at ``reference`` in the local cache (downloaded and verified if not there);
-    with ``trusted_keys``, its signature by one of them is required too."""
-    return fetch(reference, insecure=insecure, trusted_keys=trusted_keys)[0]
+def pull(
+    reference: str,
+    *,
+    output: str | Path | None = None,
+    force: bool = False,
+    insecure: bool = False,
+    trusted_keys: Any = None,
+) -> PullResult:
+    """The bundle at ``reference`` in the local cache (downloaded and verified if not there),
+    and with ``output`` also copied there (``force`` replaces a bundle at ``output``); with
+    ``trusted_keys``, its signature by one of them is required too. ``.path`` is its folder."""
+    started = time.perf_counter()
+    if output is None:
+        path, downloaded = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
+    else:
+        path, downloaded = pull_to(
+            reference, output, insecure=insecure, force=force, trusted_keys=trusted_keys
+        )
+    return PullResult(
+        reference=reference,
+        path=path,
+        downloaded=downloaded,
+        signature_checked=trusted_keys is not None,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _signed_by(root: Path, trusted_keys: Any) -> Path:

@@ -23,6 +23,7 @@ from .oci_artifact import (
 )
 from .oci_client import MANIFEST_MEDIA_TYPE, RegistryClient
 from .oci_reference import Reference, parse_reference
+from .transfer import PushFormat, PushResult
 
 
 def _signatures_to_push(root: Path) -> dict[Path, str]:
@@ -55,8 +56,8 @@ PUSH_FORMATS = ("modelpack", "bundler")
 
 
 def push(
-    bundle: str | Path, reference: str, *, insecure: bool = False, format: str = "modelpack"
-) -> dict[str, Any]:
+    bundle: str | Path, reference: str, *, insecure: bool = False, format: PushFormat = "modelpack"
+) -> PushResult:
     """Verify ``bundle``, then push it (with its signatures, if signed); returns the manifest
     digest and where it went. ``format`` is ``"modelpack"`` (a CNCF ModelPack artifact, see
     ``bundler.modelpack``) or ``"bundler"`` (the lock as the config blob); both pull alike."""
@@ -138,13 +139,13 @@ def push(
     client.put_manifest(body, tag)
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     where = Reference(ref.host, ref.repository, tag, None)
-    return {
-        "reference": f"{where}@{digest}",
-        "tag": str(where),
-        "digest": digest,
-        "bundle_digest": lock.digest,
-        "format": format,
-        "files": files,
-        "bytes": lock.total_size,
-        "signed_by": next(iter(signatures.values()), None),
-    }
+    return PushResult(
+        reference=f"{where}@{digest}",
+        tag=str(where),
+        digest=digest,
+        bundle_digest=lock.digest,
+        format=format,
+        file_count=files,
+        total_size=lock.total_size,
+        signed_by=next(iter(signatures.values()), None),
+    )

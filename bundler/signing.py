@@ -47,6 +47,7 @@ from .layout import (
     SIGNATURE_FILENAME,
     canonical_json,
 )
+from .problems import Problem
 
 SIGNATURE_FORMAT = "bundler.signature/v1"
 SIGN_FORMATS = ("bundler", "openssf")
@@ -283,6 +284,16 @@ def statement_mismatch(bundle: str | Path, statement: dict[str, Any]) -> str | N
             path=Path(bundle) / SIGNATURE_FILENAME,
         ) from error
     return next((key for key in STATEMENT_KEYS if statement.get(key) != actual[key]), None)
+
+
+def signature_problem(bundle: str | Path, error: SignatureError) -> Problem:
+    """A failed signature check as a ``signature`` problem of the bundle's verify report, by
+    the signature file it is about (relative to the bundle, as every problem's path is)."""
+    where = SIGNATURE_FILENAME
+    if error.path is not None:
+        with contextlib.suppress(ValueError):
+            where = Path(error.path).relative_to(bundle).as_posix()
+    return Problem(where, "signature", error.message)
 
 
 def verify_signature(bundle: str | Path, trusted_keys: Iterable[Any] | Any) -> str:

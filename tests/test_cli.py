@@ -89,6 +89,18 @@ def test_inspect_shows_metadata(built: dict[str, Bundle]) -> None:
         assert words in result.stdout
 
 
+def test_inspect_json_is_the_report_inspect_bundle_returns(built: dict[str, Bundle]) -> None:
+    from bundler import InspectReport, inspect_bundle
+
+    root = built["with_metadata"].path
+    report = inspect_bundle(root)
+    assert isinstance(report, InspectReport) and report.lock.digest == built["with_metadata"].digest
+    assert report.problems == () and report.plan.policy == "adapt"
+    result = run_bundle("inspect", str(root), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(json.dumps(report.to_json()))
+
+
 @pytest.mark.parametrize("which", SCHEMA_NAMES)
 def test_schema_prints_the_checked_in_schema(which: str) -> None:
     result = run_bundle("schema", which)

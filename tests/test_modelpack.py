@@ -32,6 +32,7 @@ from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_
 from bundler.oci import fetch
 from bundler.oci import push as push_bundle
 from bundler.signing import keygen, sign_bundle, verify_signature
+from bundler.transfer import PushFormat
 
 from .conftest import (
     Registry,
@@ -88,7 +89,7 @@ def test_the_modelpack_client_pulls_a_folder_that_bundle_verify_accepts(
 ) -> None:
     bundle = signed["bundler"]
     pushed = push_bundle(bundle, f"oci://{registry.host}/ml/layer")
-    reference = f"{registry.host}/ml/layer@{pushed['digest']}"
+    reference = f"{registry.host}/ml/layer@{pushed.digest}"
     result = client().pull(reference, tmp_path / "pulled")
 
     assert verify_bundle(tmp_path / "pulled").ok
@@ -167,15 +168,15 @@ def test_either_signature_travels_in_either_format(
     registry: Registry,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    push_format: str,
+    push_format: PushFormat,
     signature: str,
 ) -> None:
     pushed = push_bundle(
         signed[signature], f"oci://{registry.host}/ml/sig-{signature}", format=push_format
     )
-    assert pushed["format"] == push_format and pushed["signed_by"].startswith("sha256:")
+    assert pushed.format == push_format and (pushed.signed_by or "").startswith("sha256:")
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
-    path, fetched = fetch(pushed["reference"], trusted_keys=[keys[signature][1]])
+    path, fetched = fetch(pushed.reference, trusted_keys=[keys[signature][1]])
     assert fetched
     name = OPENSSF_SIGNATURE_FILENAME if signature == "openssf" else SIGNATURE_FILENAME
     assert (path / name).read_bytes() == (signed[signature] / name).read_bytes()

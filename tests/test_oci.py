@@ -67,6 +67,43 @@ def test_pull_by_tag_and_by_digest_give_the_same_bundle(
     assert "pulled" in by_digest.stdout and "downloaded and verified" in by_digest.stdout
 
 
+def test_push_and_pull_return_the_results_their_commands_print(
+    built: dict[str, Bundle], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundler import PullResult, PushResult
+    from bundler.oci import pull as pull_bundle
+    from bundler.oci import push as push_bundle
+
+    bundle = built["sequential"]
+    pushed = push_bundle(bundle.path, f"oci://{registry.host}/ml/results")
+    assert isinstance(pushed, PushResult)
+    assert pushed.tag == f"oci://{registry.host}/ml/results:{bundle.lock.version}"
+    assert pushed.reference == f"{pushed.tag}@{pushed.digest}"
+    assert (pushed.bundle_digest, pushed.format, pushed.signed_by) == (
+        bundle.digest, "modelpack", None
+    )  # fmt: skip
+    assert (pushed.file_count, pushed.total_size) == (
+        len(bundle.lock.files),
+        bundle.lock.total_size,
+    )
+    # the same bundle to the same tag: the same manifest, so the same document
+    assert push(bundle.path, f"oci://{registry.host}/ml/results") == pushed.to_json()
+
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    placed = pull_bundle(pushed.reference, output=tmp_path / "out")
+    cached = pull_bundle(pushed.reference)
+    assert isinstance(placed, PullResult) and isinstance(cached, PullResult)
+    assert (placed.path, placed.downloaded, placed.signature_checked) == (
+        tmp_path / "out", True, False
+    )  # fmt: skip
+    assert (cached.path.name, cached.downloaded) == (pushed.digest.split(":", 1)[1], False)
+    assert verify_bundle(placed.path).digest == verify_bundle(cached.path).digest == bundle.digest
+    printed = json.loads(pull(pushed.reference, tmp_path / "cache", "--json").stdout)
+    expected = cached.to_json()
+    assert printed.pop("seconds") >= 0 and expected.pop("seconds") >= 0  # the one thing that varies
+    assert printed == expected
+
+
 def test_a_tampered_blob_in_the_registry_is_refused(
     built: dict[str, Bundle], private_registry: Registry, tmp_path: Path
 ) -> None:

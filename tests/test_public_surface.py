@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import warnings
+from typing import Any
 
 import pytest
 
@@ -54,6 +56,14 @@ def test_registry_error_is_still_reachable_from_oci() -> None:
     from bundler import oci
 
     assert getattr(oci, "RegistryError") is bundler.RegistryError  # noqa: B009 - not re-exported
+
+
+@pytest.mark.parametrize("name", ["InspectReport", "PushResult", "PullResult"])
+def test_results_are_frozen_values_that_give_their_json_document(name: str) -> None:
+    """What the API returns is what the command line renders: a value with ``to_json()``."""
+    value: Any = getattr(bundler, name)
+    assert value.__dataclass_params__.frozen and inspect.getdoc(value.to_json)
+    assert dataclasses.is_dataclass(value)
 
 
 def test_dir_lists_the_public_names() -> None:

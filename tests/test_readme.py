@@ -112,8 +112,9 @@ def test_the_deploy_gate_guide_prints_what_it_shows(built: dict[str, Any], tmp_p
         assert any(flag in command for command in verifies), flag
     _, env = _guide_folder(built, tmp_path)
     _run_console(commands, tmp_path, env, built["custom_layer"].digest)
-    verdict = json.loads((tmp_path / "verdict.json").read_text())
-    assert verdict["ok"] is False and verdict["problems"][0]["kind"] == "changed"
+    verdict = json.loads((tmp_path / "verdict.json").read_text())  # the widened lock's
+    assert (verdict["ok"], verdict["signature"]) == (False, "invalid")
+    assert [problem["kind"] for problem in verdict["problems"]] == ["signature"]
 
 
 def test_the_ci_yaml_runs_only_what_the_gate_guide_runs() -> None:

@@ -259,6 +259,41 @@ def test_cli_verify_key_refuses_forgeries_with_exit_1(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("label", "forgery"),
+    [FORGERIES[0], FORGERIES[4], FORGERIES[6]],
+    ids=[FORGERY_IDS[i] for i in (0, 4, 6)],
+)
+def test_cli_verify_json_gives_a_verdict_when_the_signature_fails(
+    copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]], label: str, forgery: Forgery
+) -> None:
+    """A deploy gate reading the JSON gets ok false and the reason, not an empty file."""
+    root, words = _forge(copy_bundle, keys, forgery)
+    result = run_bundle(
+        "verify", str(root), "--key", str(keys["trusted"][1]), "--json", env=service_env()
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    verdict = json.loads(result.stdout)
+    assert (verdict["ok"], verdict["signature"]) == (False, "invalid")
+    (problem,) = verdict["problems"]  # the bundle is otherwise intact and loads here
+    assert (problem["path"], problem["kind"]) == (SIGNATURE_FILENAME, "signature")
+    assert words in problem["message"]
+    assert result.stderr == (
+        f"bundle: error: {root / SIGNATURE_FILENAME}: {problem['message']}\n"
+    ), "the error line is the one printed without --json"
+
+
+def test_cli_verify_json_prints_no_verdict_for_an_unreadable_key(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
+    (tmp_path / "junk.pem").write_text("junk")
+    result = run_bundle(
+        "verify", str(copy_bundle("sequential")), "--key", str(tmp_path / "junk.pem"), "--json"
+    )
+    assert (result.returncode, result.stdout) == (2, ""), "the gate itself is wrong: exit 2"
+    assert "not a PEM public key" in result.stderr
+
+
 def test_signing_a_damaged_bundle_is_refused(
     copy_bundle: CopyBundle, keys: dict[str, tuple[Path, Path]]
 ) -> None:

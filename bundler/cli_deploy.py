@@ -1,0 +1,71 @@
+"""``bundle push``, ``pull`` and ``serve``: a bundle on its way to a service, rendered.
+
+``push`` and ``pull`` print the ``PushResult``/``PullResult`` that ``bundler.oci`` returns (with
+``--json``, its ``to_json()``); ``serve`` hands the bundles to the model server and returns when
+it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import UsageError
+from .terminal import display_path, human_size, import_tensorflow_quietly, print_json
+from .text import shown
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """``bundle push``: verify and push, then print the reference to deploy by."""
+    from .oci import push
+
+    result = push(args.bundle, args.reference, insecure=args.insecure, format=args.format)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        signed = f", signed by {result.signed_by}" if result.signed_by else ""
+        print(
+            f"pushed {shown(args.bundle)} to {result.tag}  ({result.file_count} files, "
+            f"{human_size(result.total_size)}{signed})\n  {result.reference}"
+        )
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """``bundle pull``: fetch (or find in the cache) and verify, then say where it is."""
+    from .oci import pull
+
+    result = pull(
+        args.reference,
+        output=args.output,
+        force=args.force,
+        insecure=args.insecure,
+        trusted_keys=[args.key] if args.key else None,
+    )
+    if args.json:
+        print_json(result.to_json())
+    else:
+        how = "downloaded and verified" if result.downloaded else "from the cache"
+        signed = ", signature valid" if result.signature_checked else ""
+        print(
+            f"pulled {shown(args.reference)} -> {shown(display_path(result.path))}  "
+            f"({how}{signed}, {result.seconds:.2f} s)"
+        )
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``bundle serve``: serve the bundles until stopped (the serve extra needed)."""
+    try:
+        from .serve import serve
+    except ImportError as error:
+        if (error.name or "").startswith("bundler"):
+            raise
+        raise UsageError(
+            "bundle serve needs the 'serve' extra: pip install 'bundler[serve]'"
+        ) from None
+    if args.watch is not None and args.watch <= 0:
+        raise UsageError("--watch takes a number of seconds above 0", value=args.watch)
+    if not args.debug:
+        import_tensorflow_quietly()
+    serve(args.bundle, host=args.host, port=args.port, policy=args.policy, watch=args.watch)
+    return 0

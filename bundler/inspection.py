@@ -1,0 +1,69 @@
+"""What is inside a bundle, at a glance: the report ``bundle inspect`` renders.
+
+Inspecting reads only the lock (no file is hashed, nothing is imported from the bundle) and plans
+the load for the versions installed here, so it answers "what is this?" for a bundle that
+``verify`` would refuse too: a lock whose digest disagrees with its files table is still shown,
+with that problem beside it. Apart from verification, whose job is a verdict, not a description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .compat import Plan, make_plan
+from .environments import StaticEnvironment
+from .errors import UsageError
+from .layout import LOCK_FILENAME
+from .lock import Lock
+from .problems import Problem
+from .verify import bundle_root, read_lock
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectReport:
+    """A bundle described from its lock: ``lock`` (every field), the load ``plan`` here under
+    policy ``adapt``, and the ``problems`` found reading the lock that did not stop it being
+    read (a digest that disagrees with the files table)."""
+
+    bundle: Path
+    lock: Lock
+    plan: Plan
+    problems: tuple[Problem, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``bundle inspect --json`` document: the lock's fields, the plan, the problems."""
+        lock = self.lock
+        return {
+            "bundle": str(self.bundle),
+            "name": lock.name,
+            "version": lock.version,
+            "description": lock.description,
+            "digest": lock.digest,
+            "created": lock.created,
+            "environment": lock.environment.to_dict(),
+            "components": [component.to_dict() for component in lock.components],
+            "plan": self.plan.to_json(),
+            "metadata": lock.metadata,
+            "examples": [example.to_dict() for example in lock.examples],
+            "files": lock.files_table(),
+            "lock_problems": [problem.to_json() for problem in self.problems],
+        }
+
+
+def inspect_bundle(path: str | Path) -> InspectReport:
+    """Describe the bundle at ``path`` from its lock, with the load plan for this machine.
+
+    Raises UsageError (exit 2 on the command line) when ``path`` is not a bundle or its lock
+    cannot be read at all; use ``verify_bundle`` for whether the files match the lock.
+    """
+    root = bundle_root(path)
+    lock, problems = read_lock(root)
+    if lock is None:
+        raise UsageError(
+            "cannot be inspected: " + "; ".join(problem.message for problem in problems),
+            path=root / LOCK_FILENAME,
+        )
+    plan = make_plan(lock, "adapt", StaticEnvironment())
+    return InspectReport(bundle=root, lock=lock, plan=plan, problems=tuple(problems))
