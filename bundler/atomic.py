@@ -5,7 +5,10 @@ here, so OUT is only ever absent, the old complete folder or the new complete on
 folder is named ``.<out-name>.bundler-tmp.<pid>.<token>`` (an old one being replaced,
 ``...bundler-old...``): a process that dies, even by SIGKILL, leaves at most that recognisably
 named folder, which the next commit to the same target removes once the process that made it is
-gone. ``--force`` swaps the new folder in with ``renameat2(RENAME_EXCHANGE)`` where the kernel
+gone. Every temporary bundler makes beside something it is about to replace (a rewritten
+``model.keras``, a signature, a second build for ``--check-reproducible``) is named by
+``temporary_beside``, the one scheme, so a killed process's leftovers are always recognisable.
+``--force`` swaps the new folder in with ``renameat2(RENAME_EXCHANGE)`` where the kernel
 offers it (one atomic step); elsewhere it renames the old folder aside, then the new one in.
 """
 
@@ -24,10 +27,16 @@ from .errors import BuildError, UsageError
 from .layout import LOCK_FILENAME
 
 
+def temporary_beside(target: Path, kind: str = "tmp") -> Path:
+    """The path of a temporary beside ``target`` that becomes (``tmp``) or was (``old``) it:
+    ``.<name>.bundler-<kind>.<pid>.<token>``, matched by ``TEMP_NAME``."""
+    return target.parent / f".{target.name}.bundler-{kind}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
 def prepare_workdir(target: Path, force: bool) -> Path:
     """Check OUT, then create the temporary folder beside it that ``install`` renames to OUT."""
     _check_target(target, force)
-    workdir = target.parent / f".{target.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    workdir = temporary_beside(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(target)
@@ -57,8 +66,8 @@ TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-
 
 
 def remove_stale_temporaries(target: Path, *, every_name: bool = False) -> list[Path]:
-    """Remove temporary folders of earlier builds of ``target`` whose process no longer runs
-    (``every_name``: beside ``target`` whatever they were for, as in the pull cache)."""
+    """Remove the temporaries (folders or files) of earlier work on ``target`` whose process no
+    longer runs (``every_name``: beside ``target`` whatever they were for, as in the pull cache)."""
     removed: list[Path] = []
     try:
         siblings = list(target.parent.iterdir())
@@ -70,7 +79,10 @@ def remove_stale_temporaries(target: Path, *, every_name: bool = False) -> list[
             continue
         if _process_alive(int(match["pid"])):
             continue
-        shutil.rmtree(sibling, ignore_errors=True)
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
         removed.append(sibling)
     return removed
 
@@ -150,10 +162,7 @@ def install(workdir: Path, target: Path, force: bool, what: str = "build") -> No
             if _exchange(workdir, target):
                 shutil.rmtree(workdir, ignore_errors=True)  # now holds the old bundle
             else:
-                aside = (
-                    target.parent
-                    / f".{target.name}.bundler-old.{os.getpid()}.{secrets.token_hex(4)}"
-                )
+                aside = temporary_beside(target, "old")
                 os.rename(target, aside)
                 os.rename(workdir, target)
                 shutil.rmtree(aside, ignore_errors=True)

@@ -26,6 +26,8 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .atomic import temporary_beside
+
 WEIGHTS_MEMBER = "model.weights.h5"
 ALIGNMENT = 4096
 PADDING_ID = 0xD935  # zipalign's: <id><length><alignment:u16><zeros>
@@ -116,7 +118,7 @@ def align_weights(path: str | Path) -> None:
         except KeyError:
             return
         others = [info for info in archive.infolist() if info is not weights]
-        partial = path.with_name(f".{path.name}.aligning")
+        partial = temporary_beside(path)
         try:
             with open(path, "rb") as source, open(partial, "wb") as out:
                 _write_first(archive, source, weights, out)

@@ -14,13 +14,13 @@ ModelPack ``.tar`` layers other tools send (within the bounds of the lock, pulle
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from . import strict_json
+from .atomic import temporary_beside
 from .errors import IntegrityError, SignatureError
 from .layout import LOCK_FILENAME
 from .oci_artifact import checked_manifest
@@ -95,7 +95,7 @@ def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -
     lock, files = checked_manifest(body, ref)
     cache.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final, every_name=True)  # left beside it by killed pulls
-    work = cache / f".{final.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    work = temporary_beside(final)
     work.mkdir()
     try:
         client.fetch_blob(lock, work / LOCK_FILENAME)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import struct
 import subprocess
@@ -52,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import temporary_beside
 from .errors import BuildError
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ def _end_records(count: int, start: int, length: int) -> bytes:
 
 def canonicalise_keras_file(path: Path) -> None:
     """Rewrite a ``.keras`` file in place so that equal models give equal bytes (see above)."""
-    temporary = path.with_name(f".{path.name}.canonical.{secrets.token_hex(4)}")
+    temporary = temporary_beside(path)
     try:
         with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
             entries = []
@@ -361,7 +361,7 @@ def check_reproducible(manifest: str | Path, first: Path) -> ReproducibilityRepo
     first = Path(first)
     # named as a build's temporary folder of ``first``, so that the next build of it removes
     # this one if the process dies before its own ``finally`` does
-    second = first.parent / f".{first.name}.bundler-tmp.{os.getpid()}.{secrets.token_hex(4)}"
+    second = temporary_beside(first)
     try:
         command = [sys.executable, "-m", "bundler", "build", str(manifest), "-o", str(second)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import strict_json
+from .atomic import temporary_beside
 from .bundle_paths import read_plain_file
 from .errors import SignatureError, UsageError
 from .layout import (
@@ -218,9 +219,7 @@ def _write_beside(root: Path, name: str, text: str) -> None:
     """Write ``root/name`` through a temporary file beside the bundle, then rename it in."""
     # Written beside the bundle, not inside it: a crash must not leave an extra file that would
     # make the bundle fail verification; O_EXCL | O_NOFOLLOW so a planted link is never followed.
-    temporary = root.parent / f".{root.name}.{name}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
+    temporary = temporary_beside(root)  # named as a build names its own, so it is swept
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         with os.fdopen(os.open(temporary, flags, 0o644), "w", encoding="utf-8") as stream:

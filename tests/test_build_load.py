@@ -241,8 +241,20 @@ def test_stale_temporary_folders_of_dead_builds_are_removed(tmp_path: Path) -> N
     alive.mkdir()
     other = tmp_path / ".c.bundler-tmp.999999999.abcd1234"
     other.mkdir()
-    assert remove_stale_temporaries(out) == [dead]
-    assert alive.exists() and other.exists()
+    dead_file = tmp_path / ".b.bundler-tmp.999999998.abcd1234"  # a killed signer's signature
+    dead_file.write_text("{}")
+    assert sorted(remove_stale_temporaries(out)) == [dead_file, dead]
+    assert alive.exists() and other.exists() and not dead_file.exists()
+
+
+def test_every_temporary_is_named_by_the_one_scheme(tmp_path: Path) -> None:
+    from bundler.atomic import TEMP_NAME, temporary_beside
+
+    made = temporary_beside(tmp_path / "model.keras")
+    match = TEMP_NAME.match(made.name)
+    assert made.parent == tmp_path and match is not None
+    assert (match["name"], int(match["pid"])) == ("model.keras", __import__("os").getpid())
+    assert TEMP_NAME.match(temporary_beside(tmp_path / "b", "old").name)
 
 
 def _stored_values(saved_model: Path) -> int:
