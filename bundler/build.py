@@ -66,7 +66,20 @@ class Bundle:
 
     @property
     def digest(self) -> str:
+        """The bundle's digest: the sha256 of its files table (``sha256:<hex>``)."""
         return self.lock.digest
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``bundle build --json`` reports about the bundle (it adds the time it took)."""
+        return {
+            "bundle": str(self.path),
+            "name": self.lock.name,
+            "version": self.lock.version,
+            "digest": self.digest,
+            "files": len(self.lock.files),
+            "bytes": self.lock.total_size,
+            "notes": list(self.notes),
+        }
 
 
 def default_output(manifest: Manifest) -> Path:

@@ -63,16 +63,7 @@ def run_build(args: argparse.Namespace) -> int:
         stage("building again in a fresh process")
         check = check_reproducible(args.manifest, bundle.path)
     if args.json:
-        document = {
-            "bundle": str(bundle.path),
-            "name": bundle.lock.name,
-            "version": bundle.lock.version,
-            "digest": bundle.digest,
-            "files": len(bundle.lock.files),
-            "bytes": total,
-            "seconds": round(seconds, 3),
-            "notes": list(bundle.notes),
-        }
+        document = {**bundle.to_json(), "seconds": round(seconds, 3)}
         if check is not None:
             document["reproducible"] = check.to_json()
         print_json(document)

@@ -35,6 +35,17 @@ def test_build_verify_inspect_round_trip(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
     document = json.loads(built.stdout)
     assert document["name"] == "custom-layer-regressor" and document["digest"].startswith("sha256:")
+    # the keys docs/cli.md promises: Bundle.to_json() and the time the command took
+    assert set(document) == {
+        "bundle",
+        "name",
+        "version",
+        "digest",
+        "files",
+        "bytes",
+        "seconds",
+        "notes",
+    }
 
     # a service has the component installed; here its source folder stands in for that
     service = service_env()
