@@ -2,7 +2,8 @@
 
 The public API. Names are imported on first use, so ``import bundler`` stays cheap and never
 imports TensorFlow, pydantic or jsonschema until a function that needs them is called. Every error
-bundler raises is a ``BundleError`` subclass and every warning it issues is exported here; the
+bundler raises is a ``BundleError`` subclass and every warning it issues is exported here, as is
+``Lock``, the frozen value object every reader gets for ``bundle.lock.json``; the
 ``Literal`` vocabularies (``Policy``, ``Mode``, ``Status``, ``ProblemKind``) are in
 ``bundler.types``.
 """
@@ -49,6 +50,7 @@ __all__ = [
     "IntegrityError",
     "LoadError",
     "LoadedBundle",
+    "Lock",
     "LockError",
     "ManifestError",
     "MissingDependencyError",
@@ -66,6 +68,8 @@ __all__ = [
     "diff_bundles",
     "inspect_bundle",
     "load_bundle",
+    "pull",
+    "push",
     "read_manifest",
     "verify_bundle",
 ]
@@ -84,6 +88,9 @@ _LAZY = {
     "inspect_bundle": "inspection",
     "InspectReport": "inspection",
     "PushResult": "transfer",
+    "push": "oci",
+    "pull": "oci",
+    "Lock": "lock",
     "PullResult": "transfer",
 }
 
@@ -93,7 +100,9 @@ if TYPE_CHECKING:
     from .diff import BundleDiff, diff_bundles
     from .inspection import InspectReport, inspect_bundle
     from .load import LoadedBundle, load_bundle
+    from .lock import Lock
     from .manifest import read_manifest
+    from .oci import pull, push
     from .smoke import verify_bundle
     from .transfer import PullResult, PushResult
     from .verify import VerifyReport
