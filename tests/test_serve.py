@@ -65,7 +65,8 @@ def v2_body(x: np.ndarray) -> dict[str, Any]:
 
 def v2_output(document: dict[str, Any]) -> np.ndarray:
     (output,) = document["outputs"]
-    return np.asarray(output["data"], "float32").reshape(output["shape"])
+    array: np.ndarray = np.asarray(output["data"], "float32").reshape(output["shape"])
+    return array
 
 
 @dataclass
