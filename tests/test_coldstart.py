@@ -534,7 +534,8 @@ def test_uninitialised_variables_match_bare_keras_for_a_zoo_of_layers(
             with open(path, "rb") as stream:
                 ours = keras_seam.load_archive(stream, custom_objects={}, safe_mode=True)
         else:
-            config = zipfile.ZipFile(path).read("config.json").decode()
+            with zipfile.ZipFile(path) as archive:
+                config = archive.read("config.json").decode()
             ours = keras_seam.load_in_place(config, path, custom_objects={}, safe_mode=True)
     _assert_same_variables(ours, bare)
     np.testing.assert_array_equal(ours(feed).numpy(), bare(feed).numpy())
