@@ -122,3 +122,11 @@ def test_reference_pages_name_every_field_of_their_schema(page: str, schema: str
     fields = _field_names(json.loads((ROOT / "schemas" / schema).read_text()))
     text = (DOCS / page).read_text()
     assert sorted(name for name in fields if f"`{name}`" not in text) == []
+
+
+def test_the_architecture_page_names_every_module_and_only_modules() -> None:
+    modules = {p.stem for p in (ROOT / "bundler").glob("*.py")} - {"__init__", "__main__"}
+    page = (DOCS / "architecture.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", page, re.MULTILINE))
+    assert not modules - rows, f"missing from docs/architecture.md: {sorted(modules - rows)}"
+    assert not rows - modules, f"docs/architecture.md names no module {sorted(rows - modules)}"
