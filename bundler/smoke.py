@@ -10,6 +10,7 @@ that loads cannot be one that ``verify`` imports. ``check_bundle`` never imports
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -48,15 +49,11 @@ def verify_bundle(
     if not (smoke and report.ok):
         return report
     results, smoke_problems = smoke_test(Path(report.bundle), policy)
-    return VerifyReport(
-        report.bundle,
-        tuple(smoke_problems),
-        report.lock,
-        report.plan,
-        report.files_checked,
-        report.bytes_hashed,
-        time.perf_counter() - started,
-        tuple(results),
+    return dataclasses.replace(
+        report,
+        problems=tuple(smoke_problems),
+        seconds=time.perf_counter() - started,
+        smoke=tuple(results),
     )
 
 
