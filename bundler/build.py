@@ -39,16 +39,6 @@ from .manifest_schema import Manifest
 from .reproducible import canonicalise_keras_file, canonicalise_saved_model
 from .scan import read_keras_config
 
-# files_table stays importable from here, where it was first
-__all__ = [
-    "KERAS_FILE",
-    "SAVED_MODEL_DIR",
-    "Bundle",
-    "build_bundle",
-    "default_output",
-    "files_table",
-]
-
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 

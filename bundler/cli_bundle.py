@@ -93,8 +93,8 @@ def run_build(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     """``bundle verify``: the report as text, or as one JSON verdict, even when the signature
     check fails (the gate reading the document needs the verdict; the error line says it too)."""
+    from .lock_reader import bundle_root, pinned_digest
     from .smoke import verify_bundle
-    from .verify import bundle_root, pinned_digest
 
     style = Style(sys.stdout)
     digest = pinned_digest(args.digest, "--digest")
@@ -232,7 +232,7 @@ def run_env(args: argparse.Namespace) -> int:
 
     lock = None
     if args.bundle:
-        from .verify import bundle_root, read_lock
+        from .lock_reader import bundle_root, read_lock
 
         lock, problems = read_lock(bundle_root(args.bundle))
         if lock is None:

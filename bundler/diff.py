@@ -57,7 +57,7 @@ from .oci_reference import is_reference
 
 
 def _open_side(reference: str | Path, label: str | None) -> tuple[Side, Lock]:
-    from .verify import bundle_root, read_lock
+    from .lock_reader import bundle_root, read_lock
 
     text = str(reference)
     if is_reference(text):

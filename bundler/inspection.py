@@ -17,8 +17,8 @@ from .environments import StaticEnvironment
 from .errors import UsageError
 from .layout import LOCK_FILENAME
 from .lock import Lock
+from .lock_reader import bundle_root, read_lock
 from .problems import Problem
-from .verify import bundle_root, read_lock
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,7 +62,8 @@ def push(
     digest and where it went. ``format`` is ``"modelpack"`` (a CNCF ModelPack artifact, see
     ``bundler.modelpack``) or ``"bundler"`` (the lock as the config blob); both pull alike."""
     from . import modelpack
-    from .verify import bundle_root, require_intact
+    from .lock_reader import bundle_root
+    from .verify import require_intact
 
     if format not in PUSH_FORMATS:
         raise UsageError(

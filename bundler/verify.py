@@ -47,19 +47,6 @@ from .problems import LOAD_KINDS, Problem
 from .scan import check_config_modules, read_keras_config
 from .types import Policy
 
-# the lock readers' names stay importable from here, where they were first
-__all__ = [
-    "VerifyReport",
-    "bundle_root",
-    "check_artifacts",
-    "check_bundle",
-    "check_files",
-    "pin_problem",
-    "pinned_digest",
-    "read_lock",
-    "require_intact",
-]
-
 
 @dataclass(frozen=True)
 class VerifyReport:
