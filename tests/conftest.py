@@ -26,6 +26,8 @@ import pytest
 
 from bundler import Bundle
 
+from .hostile_registry import HostileRegistry
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "example_bundles"
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yaml").is_file())
@@ -173,6 +175,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     running = Registry(tmp_path_factory.mktemp("registry"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileRegistry]:
+    """A registry that sends what the test sets (``mode``, ``manifest``); one per module."""
+    server = HostileRegistry()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture()

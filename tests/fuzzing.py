@@ -15,12 +15,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from bundler.cli import main
-from bundler.errors import SignatureError
+from bundler.errors import BundleError, SignatureError
+from bundler.oci import fetch
 from bundler.signing import verify_signature
+
+from .hostile_registry import HostileRegistry
 
 FUZZ = settings(
     max_examples=int(os.environ.get("BUNDLER_FUZZ_EXAMPLES", "150")),
@@ -117,3 +121,16 @@ def assert_signature_file_gives_a_verdict(
     code, _out, errors = run_main("verify", str(root), "--key", str(public))
     assert code in (0, 1) and "internal error" not in errors, errors
     assert code == 0 or errors.startswith(f"bundle: error: {root / filename}: ")
+
+
+def assert_pull_gives_a_verdict(hostile: HostileRegistry, manifest: str) -> None:
+    """A registry serving ``manifest`` (and no blob): the API raises a BundleError, the command
+    line prints one escaped error line and exits 1 or 2, never an internal error."""
+    hostile.mode = "manifest"
+    hostile.manifest = manifest.encode("utf-8", "surrogatepass")
+    reference = f"oci://{hostile.host}/ml/fuzz:1.0.0"
+    with pytest.raises(BundleError):  # no blob is ever served: it cannot succeed
+        fetch(reference)
+    code, _, errors = run_main("pull", reference)
+    assert code in (1, 2) and errors.startswith("bundle: error: "), errors
+    assert "internal error" not in errors and "\x1b" not in errors

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ from .conftest import (
     run_bundle,
     service_env,
 )
-from .fuzzing import FUZZ, mutated_document
-from .test_registry_trust import HostileRegistry, assert_pull_gives_a_verdict
+from .fuzzing import FUZZ, assert_pull_gives_a_verdict, mutated_document
+from .hostile_registry import HostileRegistry
 
 modelpack_client = pytest.importorskip("modelpack_client", reason="pip install modelpack-client")
 
@@ -419,14 +419,6 @@ VALID_MODELPACK = {
     ],
     "annotations": {"org.opencontainers.image.title": "moons"},
 }
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileRegistry]:
-    server = HostileRegistry()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.mark.slow

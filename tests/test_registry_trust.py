@@ -8,14 +8,10 @@ clear error, in bounded memory; a signature pushed with a bundle comes back with
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +22,13 @@ from hypothesis import strategies as st
 from bundler import Bundle, BundleError, load_bundle, verify_bundle
 from bundler.errors import SignatureError
 from bundler.lock import SIGNATURE_FILENAME
-from bundler.oci import ARTIFACT_TYPE, fetch
+from bundler.oci import ARTIFACT_TYPE
 from bundler.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import CopyBundle, Registry, cli_env, run_bundle
-from .fuzzing import FUZZ, mutated_document, run_main
+from .fuzzing import FUZZ, assert_pull_gives_a_verdict, mutated_document, run_main
 from .hostile import edit_lock
+from .hostile_registry import HostileRegistry
 from .test_oci import pull, push
 
 
@@ -173,91 +170,6 @@ def test_a_killed_pull_leaves_a_folder_the_next_pull_sweeps(
     assert not [p for p in (cache / "sha256").iterdir() if ".bundler-tmp." in p.name]
 
 
-# -- a hostile registry on 127.0.0.1 ------------------------------------------------------------
-
-
-class HostileRegistry(http.server.ThreadingHTTPServer):
-    """A registry that answers what the test tells it to: ``answers[path-prefix] = callable``."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.manifest: bytes = b"{}"
-        self.mode = "manifest"
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: HostileRegistry
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _endless(self, status: int, headers: dict[str, str], total: int = 1 << 30) -> None:
-        """``total`` bytes of JSON-looking whitespace, close-delimited (HTTP/1.0), or until the
-        client hangs up."""
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        chunk = b"[" + b" " * ((1 << 20) - 1)
-        with contextlib.suppress(OSError):
-            for _ in range(total >> 20):
-                self.wfile.write(chunk)
-
-    def do_GET(self) -> None:
-        mode = self.server.mode
-        if self.path.startswith("/token") and mode.startswith("token: "):
-            body = mode.removeprefix("token: ").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        elif self.path.startswith("/token"):
-            self._endless(200, {"Content-Type": "application/json"})
-        elif "/manifests/" in self.path and mode == "endless manifest":
-            self._endless(200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-        elif "/manifests/" in self.path and mode == "declared 2 GiB":
-            self.send_response(200)
-            self.send_header("Content-Length", str(2 << 30))
-            self.end_headers()
-            with contextlib.suppress(OSError):
-                self.wfile.write(b"{" * 1000)
-        elif "/manifests/" in self.path and (mode == "endless token" or mode.startswith("token")):
-            realm = f"http://{self.server.host}/token"
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="x"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif "/manifests/" in self.path and mode == "endless error body":
-            self._endless(500, {"Content-Type": "text/plain"})
-        elif "/manifests/" in self.path:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-            self.send_header("Content-Length", str(len(self.server.manifest)))
-            self.end_headers()
-            self.wfile.write(self.server.manifest)
-        else:  # blobs and the rest: not here
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileRegistry]:
-    server = HostileRegistry()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
 MEASURE = """
 import resource, sys, time
 from bundler.errors import BundleError
@@ -374,19 +286,6 @@ def test_fuzzed_registry_manifest_is_a_verdict_never_a_crash(
 ) -> None:
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     assert_pull_gives_a_verdict(hostile, mutated_document(data, VALID_MANIFEST))
-
-
-def assert_pull_gives_a_verdict(hostile: HostileRegistry, manifest: str) -> None:
-    """A registry serving ``manifest`` (and no blob): the API raises a BundleError, the command
-    line prints one escaped error line and exits 1 or 2, never an internal error."""
-    hostile.mode = "manifest"
-    hostile.manifest = manifest.encode("utf-8", "surrogatepass")
-    reference = f"oci://{hostile.host}/ml/fuzz:1.0.0"
-    with pytest.raises(BundleError):  # no blob is ever served: it cannot succeed
-        fetch(reference)
-    code, _, errors = run_main("pull", reference)
-    assert code in (1, 2) and errors.startswith("bundle: error: "), errors
-    assert "internal error" not in errors and "\x1b" not in errors
 
 
 def test_the_pulled_bundle_verifies_as_pushed(signed_push: dict[str, Any], tmp_path: Path) -> None:
