@@ -23,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 from . import strict_json
 from .errors import BundleError, ManifestError
 from .formats import FormatError, Upgrade, upgrade_forward
-from .manifest_schema import API_VERSION, Manifest
+from .layout import MODULE_PATTERN
+from .manifest_schema import API_VERSION, PATTERN_MEANINGS, Manifest
 
 MANIFEST_MAX_BYTES = 1 << 20
 MAX_NODES = 100_000  # after alias expansion: a hand-written manifest is far smaller
@@ -196,10 +197,33 @@ def _describe(error: Any, model: type[BaseModel]) -> tuple[str, str, Any]:
         message = message[len("Value error, ") :]
     if error["type"] == "missing":
         return field, "is required", None
+    if error["type"] == "string_pattern_mismatch":
+        pattern = error.get("ctx", {}).get("pattern", "")
+        meaning = PATTERN_MEANINGS.get(pattern)
+        if meaning:
+            message = f"must be {meaning}"
+        if pattern == MODULE_PATTERN and isinstance(value, str):
+            from .components import distribution_module_hint
+
+            distribution = distribution_module_hint(value)
+            if distribution:
+                return field, distribution, value
+    if error["type"] == "string_type" and isinstance(value, (int, float)):
+        # YAML reads `version: 1.0` as a number: say so, and how to write it
+        return field, f"YAML read {value!r} as a number; {_quoted_hint(value)}", value
     shown = json.dumps(value, default=str)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return field, f"{message} (got {shown})", value
+
+
+def _quoted_hint(value: int | float) -> str:
+    """How to write a number YAML took from a version as the string it was meant to be."""
+    text = str(value)
+    parts = text.split(".")
+    if all(part.isdigit() for part in parts) and len(parts) < 3:
+        text = ".".join([*parts, *["0"] * (3 - len(parts))])
+    return f'write it in quotes, e.g. "{text}"'
 
 
 def _is_union_tag(part: int | str) -> bool:
@@ -209,13 +233,37 @@ def _is_union_tag(part: int | str) -> bool:
     )
 
 
+def _typos_first(errors: list[Any], model: type[BaseModel]) -> list[Any]:
+    """Unknown keys before the rest, and a required key left out of a mapping that holds a close
+    misspelling of it (``factroy``) not reported twice: the typo is the one problem."""
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    misspelt = set()
+    for item in unknown:
+        loc = tuple(part for part in item["loc"] if not _is_union_tag(part))
+        near = difflib.get_close_matches(
+            str(loc[-1]) if loc else "", _known_keys(model, loc[:-1]), n=1, cutoff=0.6
+        )
+        if near:
+            misspelt.add((*loc[:-1], near[0]))
+    rest = [
+        e
+        for e in errors
+        if e["type"] != "extra_forbidden"
+        and not (
+            e["type"] == "missing"
+            and tuple(part for part in e["loc"] if not _is_union_tag(part)) in misspelt
+        )
+    ]
+    return unknown + rest
+
+
 def validation_error(
     error: ValidationError, path: Path | str, model: type[BaseModel], kind: type[BundleError]
 ) -> BundleError:
     """Turn a pydantic ValidationError into one of our errors naming file, field and value."""
     described = []
     seen = set()
-    for item in error.errors():
+    for item in _typos_first(error.errors(), model):
         entry = _describe(item, model)
         if (entry[0], entry[1]) not in seen:
             seen.add((entry[0], entry[1]))

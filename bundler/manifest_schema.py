@@ -31,6 +31,17 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 EXAMPLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
+# What each pattern asks for, in words: errors say this, never the regular expression.
+PATTERN_MEANINGS = {
+    NAME_PATTERN: "a name of lowercase letters, digits, '.', '_' and '-', starting with a "
+    "letter or digit, at most 128 characters (e.g. 'text-classifier')",
+    FACTORY_PATTERN: "'module:attribute', the module's dotted name and the callable in it "
+    "(e.g. 'text_classifier.model:build')",
+    MODULE_PATTERN: "a dotted module name as Python imports it (e.g. 'text_classifier.layers')",
+    EXAMPLE_NAME_PATTERN: "a name of letters, digits, '.', '_' and '-', starting with a letter "
+    "or digit, at most 64 characters",
+}
+
 
 def _relative_path(value: str) -> str:
     reason = unsafe_path_reason(value)

@@ -86,7 +86,16 @@ def _bump(release: tuple[int, ...]) -> tuple[int, ...]:
     return (*release[:-1], release[-1] + 1)
 
 
+# operators written the other way round, as in some languages' ranges: "did you mean" them
+_REVERSED = {"=>": ">=", "=<": "<=", "=!": "!=", "=~": "~="}
+
+
 def _expand(token: str) -> list[Comparator]:
+    for wrong, right in _REVERSED.items():
+        if token.startswith(wrong):
+            raise VersionError(
+                f"{token!r} is not a version comparator; did you mean {right + token[2:]!r}?"
+            )
     match = _OPERATOR.match(token)
     assert match is not None  # every text matches: the operator is optional
     op, rest = match.group(1) or "=", match.group(2)

@@ -272,3 +272,69 @@ def test_merge_keys_cannot_build_an_alias_bomb(tmp_path: Path) -> None:
 
 
 VALID_TEXT = yaml.safe_dump(VALID)
+
+
+# -- the first line a user reads: exact, in words, pointing at the fix ----------------------------
+
+FIRST_LINES = [
+    pytest.param(
+        "name: Demo_Model\n",
+        "name: must be a name of lowercase letters, digits, '.', '_' and '-', starting with a "
+        "letter or digit, at most 128 characters (e.g. 'text-classifier') (got \"Demo_Model\")",
+        id="name-pattern-in-words",
+    ),
+    pytest.param(
+        "model: {factory: 'not a factory'}\n",
+        "model.factory: must be 'module:attribute', the module's dotted name and the callable in "
+        "it (e.g. 'text_classifier.model:build') (got \"not a factory\")",
+        id="factory-pattern-in-words",
+    ),
+    pytest.param(
+        "version: 1.0\n",
+        'version: YAML read 1.0 as a number; write it in quotes, e.g. "1.0.0"',
+        id="unquoted-version",
+    ),
+    pytest.param(
+        "components: [{module: a.b, version: 2}]\n",
+        'components[0].version: YAML read 2 as a number; write it in quotes, e.g. "2.0.0"',
+        id="unquoted-component-version",
+    ),
+    pytest.param(
+        "components: [{module: a.b, version: '=>1.0.0'}]\n",
+        "components[0].version: '=>1.0.0' is not a version range: '=>1.0.0' is not a version "
+        "comparator; did you mean '>=1.0.0'? (got \"=>1.0.0\")",
+        id="reversed-operator",
+    ),
+    pytest.param(
+        "model: {factroy: a.b:c}\n",
+        "model.factroy: unknown key 'factroy'; did you mean 'factory'?",
+        id="nested-typo-not-reported-as-missing",
+    ),
+    pytest.param(
+        "components: [{module: keras-tcn, version: '3.5.5'}]\n",
+        "components[0].module: 'keras-tcn' is the name of an installed distribution, whose "
+        "module is 'tcn': write that under 'module'",
+        id="distribution-name-as-module",
+    ),
+    pytest.param(
+        "components: [{module: 'no such', version: '1.0.0'}]\n",
+        "components[0].module: must be a dotted module name as Python imports it (e.g. "
+        "'text_classifier.layers') (got \"no such\")",
+        id="module-pattern-in-words",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "line"), FIRST_LINES)
+def test_a_bad_manifest_is_told_in_words_with_the_fix(
+    tmp_path: Path, change: str, line: str
+) -> None:
+    base = (
+        "apiVersion: bundler/v1\nname: demo\nversion: 1.0.0\nmodel: {factory: demo.model:build}\n"
+    )
+    keys = {text.split(":", 1)[0] for text in change.splitlines()}
+    kept = [text for text in base.splitlines() if text.split(":", 1)[0] not in keys]
+    path = write(tmp_path, "\n".join(kept) + "\n" + change)
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(path)
+    assert str(caught.value) == f"{path}: {line}"
