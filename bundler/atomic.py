@@ -35,7 +35,7 @@ def temporary_beside(target: Path, kind: str = "tmp") -> Path:
 
 def prepare_workdir(target: Path, force: bool) -> Path:
     """Check OUT, then create the temporary folder beside it that ``install`` renames to OUT."""
-    _check_target(target, force)
+    check_target(target, force)
     workdir = temporary_beside(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -48,18 +48,26 @@ def prepare_workdir(target: Path, force: bool) -> Path:
     return workdir
 
 
-def _check_target(target: Path, force: bool) -> None:
+def check_target(target: Path, force: bool) -> None:
+    """OUT may be written: absent, or a bundle (or an empty folder) that ``force`` replaces.
+
+    A file, a link or a folder holding something else is never replaced, ``force`` or not, so
+    the error for it says so instead of suggesting ``--force``."""
     if not os.path.lexists(target):
         return
-    if not force:
-        raise UsageError("already exists; pass --force to replace it", path=target)
     if target.is_symlink() or not target.is_dir():
-        raise UsageError("exists and is not a bundle folder; refusing to replace it", path=target)
-    if any(target.iterdir()) and not (target / LOCK_FILENAME).is_file():
         raise UsageError(
-            f"exists and is not a bundle (no {LOCK_FILENAME}); refusing to replace it",
+            "exists and is not a bundle folder; it is never replaced: choose another output",
             path=target,
         )
+    if any(target.iterdir()) and not (target / LOCK_FILENAME).is_file():
+        raise UsageError(
+            f"exists and is not a bundle (no {LOCK_FILENAME}); it is never replaced: choose "
+            "another output",
+            path=target,
+        )
+    if not force:
+        raise UsageError("already exists; pass --force to replace it", path=target)
 
 
 TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-9a-f]+$")

@@ -36,6 +36,7 @@ from .lock import Lock
 from .lock_writer import files_table, write_lock
 from .manifest import ManifestSource, read_manifest
 from .manifest_schema import Manifest
+from .preflight import check_build_inputs
 from .reproducible import canonicalise_keras_file, canonicalise_saved_model
 from .scan import read_keras_config
 
@@ -97,6 +98,7 @@ def build_bundle(
     stage = on_stage or (lambda _: None)
     target = Path(out) if out is not None else default_output(source.manifest)
     target = Path(os.path.abspath(target))
+    check_build_inputs(source, target, force)  # what can be told before TensorFlow loads
     workdir = prepare_workdir(target, force)
     try:
         lock, model, notes = _build_into(source, workdir, stage, on_hashing)

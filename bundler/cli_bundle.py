@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 from .errors import BuildWarning, SignatureError, UsageError
 from .terminal import (
@@ -29,7 +31,8 @@ from .text import shown
 
 def run_build(args: argparse.Namespace) -> int:
     """``bundle build``: build, then print the bundle's digest (and the reproducibility check)."""
-    from .build import build_bundle
+    from .build import build_bundle, default_output
+    from .preflight import check_build_inputs
 
     style = Style(sys.stderr)
     quiet = args.json or not sys.stderr.isatty()
@@ -42,6 +45,8 @@ def run_build(args: argparse.Namespace) -> int:
     from .manifest import read_manifest
 
     source = read_manifest(args.manifest)  # bad input fails fast, before TensorFlow loads
+    target = Path(args.output) if args.output is not None else default_output(source.manifest)
+    check_build_inputs(source, Path(os.path.abspath(target)), args.force)
     if not args.debug:
         stage("importing TensorFlow")
         import_tensorflow_quietly()

@@ -58,12 +58,29 @@ def _distributions_by_package() -> dict[str, list[str]]:
     return {key: list(value) for key, value in importlib.metadata.packages_distributions().items()}
 
 
-def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
+def top_level_modules(dist: importlib.metadata.Distribution) -> set[str]:
     """The top-level modules a distribution installs (``top_level.txt``, else its RECORD)."""
     declared = dist.read_text("top_level.txt")
     if declared:
         return set(declared.split())
     return {f.parts[0].removesuffix(".py") for f in dist.files or () if f.parts}
+
+
+def distribution_module_hint(name: str) -> str | None:
+    """``'keras-tcn' is the name of an installed distribution, whose module is 'tcn': write
+    that under 'module'`` when ``name`` names a distribution rather than a module, else None."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+    modules = sorted(m for m in top_level_modules(dist) if not m.startswith("_"))
+    if not modules:
+        return None
+    named = " or ".join(repr(m) for m in modules[:3])
+    return (
+        f"{name!r} is the name of an installed distribution, whose module is {named}: write "
+        "that under 'module'"
+    )
 
 
 def _distribution_beside(top: str, base: Path) -> importlib.metadata.Distribution | None:
@@ -80,7 +97,7 @@ def _distribution_beside(top: str, base: Path) -> importlib.metadata.Distributio
     for folder in folders:
         dist = importlib.metadata.PathDistribution(Path(folder.path))
         try:
-            if top in _top_levels(dist):
+            if top in top_level_modules(dist):
                 return dist
         except (OSError, ValueError):
             continue
@@ -96,7 +113,7 @@ def _editable_distribution(top: str, origin: Path) -> importlib.metadata.Distrib
             continue
         if not (isinstance(direct, dict) and (direct.get("dir_info") or {}).get("editable")):
             continue
-        if top in _top_levels(dist):
+        if top in top_level_modules(dist):
             return dist
     return None
 
