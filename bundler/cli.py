@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except BundleError as error:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, then the same line and exit code as without --debug
+            traceback.print_exc()
         sys.stderr.write(f"{PROG}: error: {_error_text(error)}\n")
         return error.exit_code
     except KeyboardInterrupt:

@@ -28,6 +28,9 @@ exit codes: 0 ok, 1 failed (damaged, incompatible, build failed), 2 bad input
 """
 
 
+DEBUG_HELP = "show tracebacks for errors (and TensorFlow's own log)"
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The ``bundle`` parser: every command, option and help text; ``args.verb`` names the
     command chosen."""
@@ -39,7 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
     build = verbs.add_parser(
@@ -103,11 +106,25 @@ def make_parser() -> argparse.ArgumentParser:
         help="print the verdict as one JSON document (also when the --key check fails)",
     )
 
-    inspect = verbs.add_parser("inspect", help="show what is inside a bundle, at a glance")
+    inspect = verbs.add_parser(
+        "inspect",
+        help="show what is inside a bundle, at a glance",
+        description="Show a bundle's name, version and digest, the components it pins (version, "
+        "allowed range, the objects the model uses), the frameworks it was built with, its "
+        "files, metadata and golden examples, and what loading it here would do. Reads the lock "
+        "and checks it; no file is hashed (that is `bundle verify`), no TensorFlow is needed. "
+        "Exit 0, or 2 when BUNDLE is not a readable bundle.",
+    )
     inspect.add_argument("bundle", metavar="BUNDLE")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
 
-    schema = verbs.add_parser("schema", help="print the JSON Schema of the manifest or the lock")
+    schema = verbs.add_parser(
+        "schema",
+        help="print the JSON Schema of the manifest or the lock",
+        description="Print the JSON Schema (draft 2020-12) that a manifest or a "
+        "bundle.lock.json is checked against: for editors (the yaml-language-server line at "
+        "the top of a manifest) and for tools that read bundles.",
+    )
     schema.add_argument("which", choices=("manifest", "lock"))
 
     env = verbs.add_parser(
@@ -224,7 +241,15 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
     diff.add_argument("new", metavar="B", help="bundle folder or oci:// reference")
     diff.add_argument("--json", action="store_true", help="print one JSON document")
 
-    sign = verbs.add_parser("sign", help="sign a bundle's digest with a private key")
+    sign = verbs.add_parser(
+        "sign",
+        help="sign a bundle's digest with a private key",
+        description="Verify BUNDLE, then write a detached signature over its digest into it "
+        "(bundle.sig.json, or model.sig with --format openssf). The bundle's files are not "
+        "changed: a signature is not one of them. `bundle verify --key PUBLIC.pem` then requires "
+        "it. Exit 0 signed, 1 the bundle does not verify, 2 bad input (a key that cannot be "
+        "read).",
+    )
     sign.add_argument("bundle", metavar="BUNDLE")
     sign.add_argument("--key", metavar="PRIVATE.pem", required=True)
     sign.add_argument(
@@ -235,7 +260,14 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
         "model-signing format with an EC P-256 key",
     )
 
-    keygen = verbs.add_parser("keygen", help="create a key pair for signing")
+    keygen = verbs.add_parser(
+        "keygen",
+        help="create a key pair for signing",
+        description="Write a new private key (PREFIX.pem, readable by you alone) and its public "
+        "key (PREFIX.pub.pem) for `bundle sign` and `bundle verify --key`. Existing files are "
+        "never overwritten without --force. Keep the private key out of the bundle and out of "
+        "version control.",
+    )
     keygen.add_argument(
         "-o",
         "--output",
@@ -250,4 +282,10 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
         help="ed25519 for bundle sign (default), ec-p256 for bundle sign --format openssf",
     )
     keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    for command in verbs.choices.values():
+        # `bundle build M --debug` as well as `bundle --debug build M`; SUPPRESS keeps the
+        # value given before the command when none is given after it
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+        )
     return parser

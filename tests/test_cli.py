@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -288,3 +289,31 @@ def test_readme_command_line_examples_print_what_it_shows(tmp_path: Path) -> Non
         printed = {_normalized(line) for line in (result.stdout + result.stderr).splitlines()}
         missing = [line for line in expected if _normalized(line) not in printed]
         assert not missing, (command, missing, result.stdout)
+
+
+def test_every_command_explains_itself_in_its_help() -> None:
+    from bundler.cli_parser import make_parser
+
+    parser = make_parser()
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    for name, command in commands.choices.items():
+        assert command.description and len(command.description) > 80, name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--debug", "verify", "no-such-bundle"], ["verify", "no-such-bundle", "--debug"]],
+    ids=["before-the-command", "after-the-command"],
+)
+def test_debug_shows_the_traceback_wherever_it_is_given(argv: list[str]) -> None:
+    result = run_bundle(*argv)
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+
+
+def test_without_debug_a_user_mistake_is_one_line() -> None:
+    result = run_bundle("verify", "no-such-bundle")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
