@@ -23,13 +23,16 @@ and Keras's registries and naming counters are process-wide.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import re
 import threading
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +172,7 @@ def _load_keras_archive(
         if reader is not None and WEIGHTS_MEMBER in archive.namelist():
             check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
 
-    with KERAS_LOCK, keras_seam.variables_from_weights():
+    with KERAS_LOCK, keras_seam.variables_from_weights(), _quiet_about_unbuilt_optimizers() as done:
         try:
             if not_in_place is None:
                 log.debug("%s: reading the weights in place", where)
@@ -202,7 +205,43 @@ def _load_keras_archive(
             if len(text) > 600:
                 text = text[:597] + "..."
             raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+        done.append(model)
     return model, applied
+
+
+_OPTIMIZER_SKIPPED = re.compile(
+    r"Skipping variable loading for optimizer '[^']*', because it has \d+ variables whereas "
+    r"the saved optimizer has (?P<saved>\d+) variables"
+)
+
+
+@contextlib.contextmanager
+def _quiet_about_unbuilt_optimizers() -> Iterator[list[Any]]:
+    """Keras's warnings of a load, less one that says nothing: a model compiled but never trained
+    saves its optimizer unbuilt (``iterations`` and the learning rate), the loader builds it, and
+    Keras warns on every load that it skipped the saved variables. When the saved ones are just
+    what an unbuilt optimizer of that config holds, nothing was skipped that the fresh optimizer
+    lacks, and the warning goes to the debug log; any other mismatch is warned as Keras warns it.
+    The loaded model is appended to the list this yields."""
+    loaded: list[Any] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield loaded
+    optimizer = getattr(loaded[0], "optimizer", None) if loaded else None
+    for record in caught:
+        skipped = _OPTIMIZER_SKIPPED.match(str(record.message))
+        if skipped and optimizer is not None and _unbuilt_count(optimizer) == int(skipped["saved"]):
+            log.debug("%s (the saved optimizer was never built: it starts fresh)", record.message)
+            continue
+        warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+
+
+def _unbuilt_count(optimizer: Any) -> int | None:
+    """How many variables an optimizer of this config holds before it is built."""
+    try:
+        return len(type(optimizer).from_config(optimizer.get_config()).variables)
+    except Exception:  # an optimizer that cannot be remade from its config: keep Keras's warning
+        return None
 
 
 def _in_place_reason(

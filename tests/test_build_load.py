@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,37 @@ def test_loading_large_weights_never_writes_into_the_bundle(
     assert bundle.path not in copy.parents and still_ok
     expected = bundle.model(INPUTS["custom_layer"], training=False).numpy()
     np.testing.assert_allclose(loaded.predict(INPUTS["custom_layer"]), expected, rtol=1e-6)
+
+
+def test_loading_a_compiled_untrained_model_does_not_warn_about_its_optimizer(
+    built: dict[str, Bundle],
+) -> None:
+    # tcn_forecaster is compiled and never trained: its optimizer is saved unbuilt, and Keras's
+    # own loader warns on every load that it skipped the two variables saved
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_bundle(built["tcn_forecaster"].path)
+    assert [str(w.message) for w in caught if "optimizer" in str(w.message)] == []
+
+
+@pytest.mark.parametrize(("saved", "warned"), [(2, False), (7, True)], ids=["unbuilt", "other"])
+def test_an_optimizer_mismatch_other_than_an_unbuilt_optimizer_is_still_warned(
+    saved: int, warned: bool
+) -> None:
+    import keras
+
+    from bundler.keras_load import _quiet_about_unbuilt_optimizers
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    message = (
+        "Skipping variable loading for optimizer 'adam', because it has 6 variables whereas "
+        f"the saved optimizer has {saved} variables. "
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _quiet_about_unbuilt_optimizers() as loaded:
+            warnings.warn(message, UserWarning, stacklevel=1)
+            loaded.append(model)
+    assert [str(w.message) for w in caught] == ([message] if warned else [])
+
