@@ -105,10 +105,12 @@ def pin_used_objects(
             used[owner].append(obj)
     if uncovered:
         first = uncovered[0]
-        top = first.module.split(".", 1)[0]
-        installed = imported_version(import_component(top))
-        version = f'"{installed.version}"' if installed.version else '"<its version>"'
         others = [f"(also {o.name!r} from {o.module!r})" for o in uncovered[1:6]]
+        declare = []
+        for top in dict.fromkeys(obj.module.split(".", 1)[0] for obj in uncovered):
+            installed = imported_version(import_component(top))
+            version = f'"{installed.version}"' if installed.version else '"<its version>"'
+            declare += [f"    - module: {top}", f"      version: {version}"]
         raise BuildError(
             f"the model uses {first.name!r} from module {first.module!r}, which no component "
             "covers",
@@ -117,10 +119,11 @@ def pin_used_objects(
             value=first.module,
             details=[
                 *others,
-                "declare its package (a component covers its submodules too):",
+                "declare its package (a component covers its submodules too):"
+                if len(declare) == 2
+                else "declare their packages (a component covers its submodules too):",
                 "  components:",
-                f"    - module: {top}",
-                f"      version: {version}",
+                *declare,
             ],
         )
     for component in components:

@@ -403,3 +403,45 @@ def test_an_optimizer_mismatch_other_than_an_unbuilt_optimizer_is_still_warned(
             loaded.append(model)
     assert [str(w.message) for w in caught] == ([message] if warned else [])
 
+
+def test_an_uncovered_object_from_two_packages_asks_to_declare_both(tmp_path: Path) -> None:
+    src = tmp_path / "project" / "src"
+    for package, layer in (("alpha_layers", "Alpha"), ("beta_layers", "Beta")):
+        (src / package).mkdir(parents=True)
+        (src / package / "__init__.py").write_text(
+            "import keras\n\n"
+            f"__version__ = '1.0.0'\n\n\n"
+            f"@keras.saving.register_keras_serializable(package={package!r})\n"
+            f"class {layer}(keras.layers.Layer):\n"
+            "    def call(self, x):\n"
+            "        return x\n",
+            encoding="utf-8",
+        )
+    (src / "two_model.py").write_text(
+        "import keras\n\nimport alpha_layers\nimport beta_layers\n\n\n"
+        "def build():\n"
+        "    inputs = keras.Input((2,))\n"
+        "    x = alpha_layers.Alpha()(inputs)\n"
+        "    return keras.Model(inputs, beta_layers.Beta()(keras.layers.Dense(1)(x)))\n",
+        encoding="utf-8",
+    )
+    manifest = tmp_path / "project" / "manifest.yaml"
+    manifest.write_text(
+        "apiVersion: bundler/v1\nname: two\nversion: 1.0.0\n"
+        "model: {factory: 'two_model:build'}\npaths: [src]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BuildError) as caught:
+        build_bundle(manifest, tmp_path / "out")
+    assert str(caught.value).splitlines() == [
+        f"{manifest}: components: the model uses 'alpha_layers>Alpha' from module "
+        "'alpha_layers', which no component covers",
+        "  (also 'beta_layers>Beta' from 'beta_layers')",
+        "  declare their packages (a component covers its submodules too):",
+        "    components:",
+        "      - module: alpha_layers",
+        '        version: "1.0.0"',
+        "      - module: beta_layers",
+        '        version: "1.0.0"',
+    ]
+    assert not (tmp_path / "out").exists()
