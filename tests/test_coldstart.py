@@ -75,6 +75,9 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return seen
 
 
+# bare Keras warns on every load of a compiled, untrained model (tcn_forecaster) that it skipped
+# the unbuilt optimizer's two variables; bundler's loader does not (test_build_load)
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer:UserWarning")
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_every_example_reads_its_weights_in_place_and_matches_bare_keras(
     built: dict[str, Bundle], name: str, opened: list[Any], monkeypatch: pytest.MonkeyPatch
