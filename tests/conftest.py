@@ -24,11 +24,16 @@ from typing import Protocol
 
 import pytest
 
+import bundler
 from bundler import Bundle
 
 from .hostile_registry import HostileRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
+# The package under test, where Python found it: the checkout's bundler/ in an editable install,
+# site-packages/bundler when .ci/run tests the installed wheel (from a copy of the checkout
+# without bundler/, so that nothing imports the sources instead of what pip installed).
+PACKAGE = Path(bundler.__file__).resolve().parent
 EXAMPLES = ROOT / "example_bundles"
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yaml").is_file())
 
@@ -117,6 +122,13 @@ def copy_bundle(built: dict[str, Bundle], tmp_path: Path) -> CopyBundle:
         return target
 
     return make
+
+
+# -- the checkout's files -----------------------------------------------------------------------
+
+
+# what is not the project's own text: .gitignore's entries and git's own folder
+NOT_SOURCE = (".git", ".venv", "dist", "build", "bundles", "*.egg-info", "__pycache__", ".*_cache")
 
 
 # -- a real OCI registry ------------------------------------------------------------------------

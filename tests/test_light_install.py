@@ -1,4 +1,4 @@
-"""The light install: ``pip install bundler`` without the ``tensorflow`` extra.
+"""The light install: ``pip install keras-bundler`` without the ``tensorflow`` extra.
 
 A deploy gate only needs to verify, inspect, sign and describe environments; none of these import
 TensorFlow, so none should make the gate download it. This installs the project from a copy of
@@ -21,11 +21,11 @@ from .conftest import ROOT, cli_env, run_bundle
 
 NOT_INSTALLED = (
     "bundle: error: building a bundle needs tensorflow and keras, which are not installed here: "
-    "pip install 'bundler[tensorflow]'"
+    "pip install 'keras-bundler[tensorflow]'"
 )
 NOT_INSTALLED_FOR_SMOKE = (
     "bundle: error: replaying the golden examples needs tensorflow and keras, which are not "
-    "installed here: pip install 'bundler[tensorflow]'"
+    "installed here: pip install 'keras-bundler[tensorflow]'"
 )
 
 
@@ -115,7 +115,7 @@ def test_verify_inspect_env_sign_work_without_tensorflow(
     env = _run(light, "env", cwd=tmp_path)
     assert env.returncode == 0, env.stderr
     names = {line.split("==")[0] for line in env.stdout.splitlines() if "==" in line}
-    assert "bundler" in names and not names & {"tensorflow", "keras"}
+    assert "keras-bundler" in names and not names & {"tensorflow", "keras"}
 
     assert _run(light, "keygen", "-o", "publisher", cwd=tmp_path).returncode == 0
     signed = _run(light, "sign", "moons", "--key", "publisher.pem", cwd=tmp_path)
@@ -160,5 +160,5 @@ def test_load_bundle_without_tensorflow_names_the_extra(
     )
     assert result.stdout.splitlines() == [
         "2 loading a bundle needs tensorflow and keras, which are not installed here: "
-        "pip install 'bundler[tensorflow]'"
+        "pip install 'keras-bundler[tensorflow]'"
     ], result.stderr

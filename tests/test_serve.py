@@ -530,7 +530,7 @@ def test_serve_without_the_extra_says_how_to_install_it() -> None:
     )
     assert result.returncode == 2
     assert result.stderr == (
-        "bundle: error: bundle serve needs the 'serve' extra: pip install 'bundler[serve]'\n"
+        "bundle: error: bundle serve needs the 'serve' extra: pip install 'keras-bundler[serve]'\n"
     )
 
 
