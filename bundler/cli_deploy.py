@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .errors import UsageError
+from .frameworks import install_hint
 from .terminal import display_path, human_size, import_tensorflow_quietly, print_json
 from .text import shown
 
@@ -60,9 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as error:
         if (error.name or "").startswith("bundler"):
             raise
-        raise UsageError(
-            "bundle serve needs the 'serve' extra: pip install 'bundler[serve]'"
-        ) from None
+        raise UsageError(f"bundle serve needs the 'serve' extra: {install_hint('serve')}") from None
     if args.watch is not None and args.watch <= 0:
         raise UsageError("--watch takes a number of seconds above 0", value=args.watch)
     if not args.debug:

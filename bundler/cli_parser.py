@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
+from .frameworks import install_hint
 
 PROG = "bundle"
 EXAMPLES = """\
@@ -147,7 +148,7 @@ def make_parser() -> argparse.ArgumentParser:
         "ModelPack artifact (the lock one of its layers) by default, or with --format bundler "
         "bundler's own (the lock as config). Prints the manifest digest to pull or deploy "
         "by. Needs the oci extra: "
-        "pip install 'bundler[oci]'. Credentials: BUNDLER_REGISTRY_USERNAME/PASSWORD, or "
+        f"{install_hint('oci')}. Credentials: BUNDLER_REGISTRY_USERNAME/PASSWORD, or "
         "docker's config.json ($DOCKER_CONFIG or ~/.docker).",
     )
     push.add_argument("bundle", metavar="BUNDLE")
@@ -200,7 +201,9 @@ deploy) and the bundle it names is loaded beside the serving one, the same way. 
 the old one only if it passes everything; otherwise the old one keeps serving and the log
 says why, in the words of `bundle verify`. Requests are answered throughout.
 
-Needs the serve extra: pip install 'bundler[serve]'.""",
+Needs the serve extra: """
+        + install_hint("serve")
+        + ".",
         epilog="examples:\n"
         "  bundle serve bundles/current                    # http://127.0.0.1:8080\n"
         "  ln -sfn v4 bundles/current.new && mv -T bundles/current.new bundles/current\n"

@@ -6,7 +6,7 @@ an error body) is read in chunks and refused past 4 MiB, *while* it streams, bef
 blobs stream to disk, stop at their descriptor's size and must match its sha256. Credentials come
 from ``BUNDLER_REGISTRY_USERNAME``/``BUNDLER_REGISTRY_PASSWORD`` or docker's ``config.json``.
 
-The protocol is spoken through ``oras`` (``pip install 'bundler[oci]'``), imported only here.
+The protocol is spoken through ``oras`` (``pip install 'keras-bundler[oci]'``), imported only here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IntegrityError, RegistryError, UsageError
+from .frameworks import install_hint
 from .oci_reference import Reference
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -104,7 +105,7 @@ class RegistryClient:
             import oras.provider
         except ImportError:
             raise UsageError(
-                "registry support needs the oras package: pip install 'bundler[oci]'"
+                f"registry support needs the oras package: {install_hint('oci')}"
             ) from None
         plain_http = insecure or ref.local
         self.registry = oras.provider.Registry(hostname=ref.host, insecure=plain_http)

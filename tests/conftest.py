@@ -19,16 +19,22 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
+import bundler
 from bundler import Bundle
 
 from .hostile_registry import HostileRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
+# The package under test, where Python found it: the checkout's bundler/ in an editable install,
+# site-packages/bundler when .ci/run tests the installed wheel (from a copy of the checkout
+# without bundler/, so that nothing imports the sources instead of what pip installed).
+PACKAGE = Path(bundler.__file__).resolve().parent
 EXAMPLES = ROOT / "example_bundles"
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yaml").is_file())
 
@@ -117,6 +123,46 @@ def copy_bundle(built: dict[str, Bundle], tmp_path: Path) -> CopyBundle:
         return target
 
     return make
+
+
+# -- the sdist and the wheel -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dist:
+    sdist: Path
+    wheel: Path
+
+
+# what is not the project's own source: .gitignore's entries and git's own folder
+NOT_SOURCE = (".git", ".venv", "dist", "build", "bundles", "*.egg-info", "__pycache__", ".*_cache")
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
+    """The sdist and the wheel under test: the ones .ci/run built and installed (the folder in
+    ``BUNDLER_DIST``), else built once here, as .ci/run builds them, from a copy of the checkout
+    (so that the build leaves nothing in it)."""
+    given = os.environ.get("BUNDLER_DIST")
+    if given:
+        folder = Path(given)
+    else:
+        pytest.importorskip("build", reason="pip install build (the test extra)")
+        where = tmp_path_factory.mktemp("dist")
+        source, folder = where / "source", where / "dist"
+        shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+        built = subprocess.run(
+            [sys.executable, "-m", "build", "-o", str(folder), str(source)],
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    sdists = sorted(folder.glob("keras_bundler-*.tar.gz"))
+    wheels = sorted(folder.glob("keras_bundler-*-py3-none-any.whl"))
+    assert (len(sdists), len(wheels)) == (1, 1), sorted(p.name for p in folder.iterdir())
+    return Dist(sdist=sdists[0], wheel=wheels[0])
 
 
 # -- a real OCI registry ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import PACKAGE, ROOT
 
 
 def _test_functions(filename: str) -> set[str]:
@@ -98,7 +98,7 @@ def test_cli_page_documents_every_command() -> None:
 
 def test_environment_page_names_every_variable_bundler_reads() -> None:
     read: set[str] = set()
-    for path in (ROOT / "bundler").glob("*.py"):
+    for path in PACKAGE.glob("*.py"):
         text = path.read_text()
         read |= set(re.findall(r"os\.environ(?:\.get|\.setdefault)?[\[(]\"([A-Z_]+)\"", text))
         read |= set(re.findall(r"\"([A-Z_]+)\" (?:not )?in os\.environ", text))
@@ -125,7 +125,7 @@ def test_reference_pages_name_every_field_of_their_schema(page: str, schema: str
 
 
 def test_the_architecture_page_names_every_module_and_only_modules() -> None:
-    modules = {p.stem for p in (ROOT / "bundler").glob("*.py")} - {"__init__", "__main__"}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     page = (DOCS / "architecture.md").read_text()
     rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", page, re.MULTILINE))
     assert not modules - rows, f"missing from docs/architecture.md: {sorted(modules - rows)}"

@@ -10,9 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from .conftest import ROOT
-
-PACKAGE = ROOT / "bundler"
+from .conftest import PACKAGE
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,9 +1,10 @@
-"""The light install: ``pip install bundler`` without the ``tensorflow`` extra.
+"""The light install: ``pip install keras-bundler`` without the ``tensorflow`` extra.
 
 A deploy gate only needs to verify, inspect, sign and describe environments; none of these import
-TensorFlow, so none should make the gate download it. This installs the project from a copy of
-this checkout into a fresh virtual environment (pip's cache keeps it to seconds), proves that
-TensorFlow and Keras are absent there, and runs the commands on a bundle built by the session.
+TensorFlow, so none should make the gate download it. This installs the wheel (the one .ci/run
+built, else one built for the session) into a fresh virtual environment (pip's cache keeps it to
+seconds), proves that TensorFlow and Keras are absent there, and runs the commands on a bundle
+built by the session.
 """
 
 from __future__ import annotations
@@ -17,32 +18,25 @@ import pytest
 
 from bundler import Bundle
 
-from .conftest import ROOT, cli_env, run_bundle
+from .conftest import ROOT, Dist, cli_env, run_bundle
 
 NOT_INSTALLED = (
     "bundle: error: building a bundle needs tensorflow and keras, which are not installed here: "
-    "pip install 'bundler[tensorflow]'"
+    "pip install 'keras-bundler[tensorflow]'"
 )
 NOT_INSTALLED_FOR_SMOKE = (
     "bundle: error: replaying the golden examples needs tensorflow and keras, which are not "
-    "installed here: pip install 'bundler[tensorflow]'"
+    "installed here: pip install 'keras-bundler[tensorflow]'"
 )
 
 
 @pytest.fixture(scope="module")
-def light(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def light(tmp_path_factory: pytest.TempPathFactory, dist: Dist) -> Path:
     """The ``bin`` folder of a fresh virtual environment holding the light install."""
-    where = tmp_path_factory.mktemp("light")
-    source = where / "source"  # a copy, so pip's in-tree build leaves the checkout untouched
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    for name in ("bundler", "schemas"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    venv = where / "venv"
+    venv = tmp_path_factory.mktemp("light") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(source)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(dist.wheel)],
         env=_light_env(),
         capture_output=True,
         text=True,
@@ -115,7 +109,7 @@ def test_verify_inspect_env_sign_work_without_tensorflow(
     env = _run(light, "env", cwd=tmp_path)
     assert env.returncode == 0, env.stderr
     names = {line.split("==")[0] for line in env.stdout.splitlines() if "==" in line}
-    assert "bundler" in names and not names & {"tensorflow", "keras"}
+    assert "keras-bundler" in names and not names & {"tensorflow", "keras"}
 
     assert _run(light, "keygen", "-o", "publisher", cwd=tmp_path).returncode == 0
     signed = _run(light, "sign", "moons", "--key", "publisher.pem", cwd=tmp_path)
@@ -160,5 +154,5 @@ def test_load_bundle_without_tensorflow_names_the_extra(
     )
     assert result.stdout.splitlines() == [
         "2 loading a bundle needs tensorflow and keras, which are not installed here: "
-        "pip install 'bundler[tensorflow]'"
+        "pip install 'keras-bundler[tensorflow]'"
     ], result.stderr

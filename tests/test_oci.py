@@ -186,7 +186,7 @@ def test_without_oras_the_message_says_what_to_install(built: dict[str, Bundle])
         [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True
     )
     assert result.returncode == 2, result.stderr
-    assert "pip install 'bundler[oci]'" in result.stderr and "Traceback" not in result.stderr
+    assert "pip install 'keras-bundler[oci]'" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ import pytest
 import bundler
 from bundler import errors
 
-from .conftest import ROOT
+from .conftest import PACKAGE, ROOT
 
 
 def _classes_defined_in_bundler() -> dict[str, list[str]]:
     """Every class statement in bundler/, by name -> the names of its bases (as written)."""
     found: dict[str, list[str]] = {}
-    for path in sorted((ROOT / "bundler").glob("*.py")):
+    for path in sorted(PACKAGE.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
                 found[node.name] = [ast.unparse(base) for base in node.bases]
@@ -75,7 +75,7 @@ def test_dir_lists_the_public_names() -> None:
 
 
 def test_the_package_ships_its_type_information() -> None:
-    assert (ROOT / "bundler" / "py.typed").is_file()
+    assert (PACKAGE / "py.typed").is_file()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"bundler" = ["py.typed"]' in pyproject
 
@@ -92,7 +92,7 @@ def test_the_literal_vocabularies_match_the_code() -> None:
     kinds = set(get_args(types.ProblemKind))
     # every kind a Problem is made with in bundler/ (literal first or second argument)
     used: set[str] = set()
-    for path in (ROOT / "bundler").glob("*.py"):
+    for path in PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Call)

@@ -341,22 +341,6 @@ def test_the_server_listens_on_loopback_only(server: Server) -> None:
     assert f"Uvicorn running on http://127.0.0.1:{server.port} " in server.log_text()
 
 
-def test_the_kserve_manifest_runs_a_command_bundle_serve_accepts() -> None:
-    """deploy/kserve/inferenceservice.yaml is not run on a cluster here; its command is parsed."""
-    import yaml
-
-    from bundler.cli_parser import make_parser
-
-    document = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
-    assert document["kind"] == "InferenceService"
-    (container,) = document["spec"]["predictor"]["containers"]
-    assert container["command"][:2] == ["bundle", "serve"]
-    args = make_parser().parse_args(container["command"][1:] + container["args"])
-    assert (args.bundle, args.host, args.port) == (["/mnt/models/current"], "0.0.0.0", 8080)
-    probe = container["readinessProbe"]["httpGet"]
-    assert (probe["path"], probe["port"]) == ("/v2/health/ready", args.port)
-
-
 def _expected_refusal(path: Path) -> str:
     with pytest.raises(BundleError) as refused:
         load_bundle(path, check_examples=True)
@@ -530,7 +514,7 @@ def test_serve_without_the_extra_says_how_to_install_it() -> None:
     )
     assert result.returncode == 2
     assert result.stderr == (
-        "bundle: error: bundle serve needs the 'serve' extra: pip install 'bundler[serve]'\n"
+        "bundle: error: bundle serve needs the 'serve' extra: pip install 'keras-bundler[serve]'\n"
     )
 
 

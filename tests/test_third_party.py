@@ -382,6 +382,6 @@ def test_the_providing_distribution_is_found_beside_the_module_or_as_an_editable
     tcn = static_version("tcn")
     assert (tcn.distribution, tcn.version) == ("keras-tcn", "3.5.5")
     own = static_version("bundler")
-    assert own.distribution == "bundler"  # installed with pip install -e
+    assert own.distribution == "keras-bundler"  # installed with pip install -e
     local = static_version("acme_layers.layers", [str(EXAMPLES / "custom_layer" / "src")])
     assert (local.distribution, local.version) == (None, "1.2.0")  # no distribution: __version__
