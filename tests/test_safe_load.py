@@ -254,8 +254,11 @@ def test_pickled_weights_file_is_never_unpickled(copy_bundle: CopyBundle, tmp_pa
     replace_keras_member(root, "model.weights.h5", pickle.dumps(_Marker(marker)))
     assert verify_bundle(root).ok
     for verify in (True, False):
-        with pytest.raises(BundleError):
+        with pytest.raises(LoadError) as caught:
             load_bundle(root, verify=verify)
+        assert str(caught.value).startswith(
+            f"{root / 'model.keras'}: model.weights.h5 in model.keras is not a readable HDF5 file: "
+        )
     assert not marker.exists()
 
 
