@@ -79,3 +79,10 @@ def test_a_missing_tool_fails_the_tests_in_ci(
         f"Failed: {reason} (BUNDLER_TESTS_REQUIRE=all: nothing may be skipped)"
     ], result.stdout
     assert "SKIPPED" not in result.stdout
+
+
+def test_ci_requires_every_tool() -> None:
+    """`.ci/run` exports the variable before it runs the tests, at the top level of the script."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    exported = lines.index("export BUNDLER_TESTS_REQUIRE=all")
+    assert exported < lines.index(".venv/bin/python -m pytest -q")
