@@ -8,7 +8,7 @@ scratch folder, checks that the named tests pass there unmutated, then applies e
 scratch copy in turn, runs its tests in a fresh process and puts the file back. The working tree
 is never written.
 
-    .venv/bin/python -m tests.mutation_audit            # all (20 minutes on 2 busy cores)
+    .venv/bin/python -m tests.mutation_audit              # all (20 minutes on 2 busy cores)
     .venv/bin/python -m tests.mutation_audit NAME ...     # some of them
     .venv/bin/python -m tests.mutation_audit --list       # the names and promises
 
