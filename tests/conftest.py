@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import importlib
 import re
 import shutil
 import socket
@@ -21,7 +22,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import NoReturn, Protocol
 
 import pytest
 
@@ -37,6 +39,60 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(bundler.__file__).resolve().parent
 EXAMPLES = ROOT / "example_bundles"
 EXAMPLE_NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yaml").is_file())
+
+
+# -- what the tests need installed ----------------------------------------------------------------
+# A test that needs a tool or package nobody installed is skipped where a developer runs the suite,
+# saying what to install. `.ci/run` installs everything and sets BUNDLER_TESTS_REQUIRE=all: there
+# the same test fails, so a broken install cannot turn the only test of a promise (a tampered
+# registry blob, a forged OpenSSF signature, a server reloading an unverified bundle) into a quiet
+# skip. Every skip for something missing goes through `missing`; skips for the machine itself (no
+# /proc, too little disk, no privilege to make a device file) stay plain skips.
+
+REQUIRE = os.environ.get("BUNDLER_TESTS_REQUIRE", "")
+if REQUIRE not in ("", "all"):
+    raise pytest.UsageError(
+        f"BUNDLER_TESTS_REQUIRE={REQUIRE!r}: 'all' makes a missing tool fail the tests, unset "
+        "skips them"
+    )
+PIP_TEST = "pip install -e '.[test]'"
+
+
+def missing(what: str, install: str) -> NoReturn:
+    """Skip the test (or the module) for want of ``what``; under BUNDLER_TESTS_REQUIRE=all, fail
+    it, naming what to install either way."""
+    reason = f"{what} is not installed: {install}"
+    if REQUIRE == "all":
+        pytest.fail(f"{reason} (BUNDLER_TESTS_REQUIRE=all: nothing may be skipped)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, install: str = PIP_TEST) -> ModuleType:
+    """The Python module ``name``, imported; else ``missing`` (a module-level call skips or fails
+    the whole file)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pass  # the verdict is raised outside the handler: no "during handling of" chain
+    missing(f"the Python package {name!r}", install)
+
+
+def require_program(name: str, install: str) -> str:
+    """The path of the program ``name`` on PATH; else ``missing``."""
+    found = shutil.which(name)
+    if found is None:
+        missing(f"the program {name!r}", install)
+    return found
+
+
+def installed(name: str, install: str = PIP_TEST) -> bool:
+    """Whether the Python module ``name`` can be imported, for a test that checks more when it
+    can; under BUNDLER_TESTS_REQUIRE=all a missing module fails the test instead."""
+    try:
+        require_module(name, install)
+    except pytest.skip.Exception:
+        return False
+    return True
 
 
 def readme_section(title: str) -> str:
@@ -174,9 +230,7 @@ class Registry:
     """A docker-registry process on a free loopback port, storing under ``folder``."""
 
     def __init__(self, folder: Path) -> None:
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            pytest.skip(f"no docker-registry binary: {INSTALL}")
+        binary = require_program("docker-registry", INSTALL)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ROOT, cli_env
+from .conftest import ROOT, cli_env, installed
 
 METRICS = {
     "build",
@@ -39,6 +38,7 @@ SERVE_METRICS = {  # when the serve extra is installed
 
 
 def test_quick_benchmark_prints_ratios_and_writes_json(tmp_path: Path) -> None:
+    serving = installed("kserve")  # the serve rows need KServe
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -53,7 +53,7 @@ def test_quick_benchmark_prints_ratios_and_writes_json(tmp_path: Path) -> None:
     document = json.loads(written.read_text())
     rows = {row["metric"]: row for row in document["rows"]}
     assert set(rows) >= METRICS, sorted(rows)
-    if importlib.util.find_spec("kserve") is not None:
+    if serving:
         assert set(rows) >= SERVE_METRICS, sorted(rows)
     for row in rows.values():
         assert row["bundler"] > 0 and row["baseline"] > 0 and math.isfinite(row["ratio"]), row

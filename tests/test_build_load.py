@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from bundler.lock import LOCK_FILENAME, files_digest
 from bundler.lock_schema import Lock
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES
+from .file_events import history, watching
 
 INPUTS = {
     "sequential": np.random.default_rng(1).normal(size=(16, 8)).astype("float32"),
@@ -166,10 +168,34 @@ def test_existing_output_is_refused_without_force(built: dict[str, Bundle]) -> N
         build_bundle(EXAMPLES / "sequential" / "manifest.yaml", built["sequential"].path)
 
 
+def test_a_build_renames_its_folder_into_place_only_once_the_lock_is_in_it(
+    tmp_path: Path,
+) -> None:
+    """Seen at every file operation of the build: OUT is absent until one rename brings in a
+    folder that already holds its lock (the lock is the last file written)."""
+    out = tmp_path / "b"
+    with watching(out) as moments:
+        build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out)
+    renames = [m for m in moments if m.event == "os.rename" and m.paths[1:] == (str(out),)]
+    assert [(m.states, m.out) for m in renames] == [(("complete", "absent"), "absent")]
+    assert [seen for seen, _ in history(moments)] == ["absent", "complete"]
+
+
 def test_force_replaces_a_bundle_atomically(tmp_path: Path) -> None:
+    """Seen at every file operation of a --force rebuild: OUT is the old complete bundle until
+    the new complete one takes its place (absent in between only where the kernel cannot swap
+    two folders in one step); never rebuilt in place."""
     out = tmp_path / "b"
     first = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out)
-    second = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, force=True)
+    old = os.stat(out).st_ino
+    with watching(out) as moments:
+        second = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, force=True)
+    new = os.stat(out).st_ino
+    assert history(moments) in (
+        [("complete", old), ("complete", new)],  # renameat2(RENAME_EXCHANGE)
+        [("complete", old), ("absent", None), ("complete", new)],  # rename aside, rename in
+    )
+    assert new != old
     assert verify_bundle(out).ok
     assert verify_bundle(out).digest == second.digest
     assert first.path == second.path

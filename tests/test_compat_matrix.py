@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bundler import Bundle
+from bundler import Bundle, verify_bundle
+from bundler.layout import LOCK_FILENAME
 
 from .conftest import (
     EXAMPLES,
@@ -391,6 +392,35 @@ def test_drifting_examples_fail_smoke_and_check_examples_with_a_diff(
     )
     assert loaded.returncode == 3, loaded.stderr[-2000:]
     assert loaded.stdout.startswith("ExampleMismatchError") and "drifted" in loaded.stdout
+
+
+@pytest.mark.parametrize(
+    ("share", "accepted"), [(0.9, True), (1.1, False)], ids=["just inside", "just past"]
+)
+def test_a_replay_holds_the_outputs_to_the_tolerance_the_lock_records(
+    copy_bundle: CopyBundle, share: float, accepted: bool
+) -> None:
+    """Every stored output moved by ``share`` of what the lock allows it, atol + rtol * |value|:
+    just inside the tolerance the replay passes, just past it the example has drifted."""
+    root = copy_bundle("sequential")
+    (example,) = json.loads((root / LOCK_FILENAME).read_text())["examples"]
+    path = root / example["outputs"]
+    with np.load(path) as archive:
+        outputs = {key: archive[key] for key in archive.files}
+    allowed = {key: example["atol"] + example["rtol"] * np.abs(v) for key, v in outputs.items()}
+    np.savez(
+        path, **{key: (v + share * allowed[key]).astype(v.dtype) for key, v in outputs.items()}
+    )
+    reseal(root)
+    report = verify_bundle(root, smoke=True)
+    assert [(e["name"], e["ok"]) for e in report.smoke] == [(example["name"], accepted)]
+    if accepted:
+        assert report.ok, report.problems
+        return
+    assert [(p.path, p.kind) for p in report.problems] == [(example["outputs"], "smoke")]
+    message = report.problems[0].message
+    assert message.startswith(f"example {example['name']!r} drifted: output "), message
+    assert message.endswith(f", rtol {example['rtol']:g}, atol {example['atol']:g})"), message
 
 
 def test_an_adapter_that_raises_is_a_clear_refusal(evolving: Path, tmp_path: Path) -> None:

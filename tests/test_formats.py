@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bundler import load_bundle, verify_bundle
-from bundler.errors import BundleError
+from bundler.errors import IntegrityError
 from bundler.formats import FormatError, Upgrade, upgrade_forward
 from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_UPGRADES
 
@@ -65,8 +65,12 @@ def test_a_newer_lock_is_refused_naming_both_formats(copy_bundle: CopyBundle) ->
     expected = "'bundler.bundle/v2' is newer than this bundler understands ('bundler.bundle/v1')"
     assert expected in result.stdout + result.stderr
     assert "upgrade bundler" in result.stdout + result.stderr
-    with pytest.raises(BundleError, match="upgrade bundler"):
+    with pytest.raises(IntegrityError) as caught:
         load_bundle(root)
+    assert str(caught.value).splitlines() == [
+        f"{root}: the bundle failed verification (1 problem); refusing to load it",
+        f"  {LOCK_FILENAME}: format: {expected}; upgrade bundler",
+    ]
 
 
 def test_a_newer_manifest_is_refused_naming_both_versions(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bundler import Bundle, BundleError, load_bundle, verify_bundle
-from bundler.errors import SignatureError
+from bundler.errors import IntegrityError, SignatureError
 from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
 from bundler.signing import keygen, sign_bundle, verify_signature
 
@@ -109,8 +110,14 @@ def test_a_hostile_lock_value_is_one_problem_from_api_and_cli(
     damage(root)
     report = verify_bundle(root)
     assert not report.ok and words in "\n".join(str(p) for p in report.problems), report.problems
-    with pytest.raises(BundleError, match="failed verification"):
+    with pytest.raises(IntegrityError) as caught:
         load_bundle(root, verify=False)
+    first = str(caught.value).splitlines()[0]
+    assert re.fullmatch(
+        rf"{re.escape(str(root))}: the bundle failed verification \(\d+ problems?\); refusing to "
+        "load it",
+        first,
+    ), first
     for args in (["verify"], ["verify", "--json"], ["inspect"]):  # a terminal that speaks UTF-8
         result = run_bundle(args[0], str(root), *args[1:], env=service_env())
         assert result.returncode in (1, 2), result.stdout + result.stderr

@@ -39,13 +39,14 @@ from .conftest import (
     cli_env,
     console_commands,
     readme_section,
+    require_module,
     run_bundle,
     service_env,
 )
 from .fuzzing import FUZZ, assert_pull_gives_a_verdict, mutated_document
 from .hostile_registry import HostileRegistry
 
-modelpack_client = pytest.importorskip("modelpack_client", reason="pip install modelpack-client")
+modelpack_client = require_module("modelpack_client")
 
 
 @pytest.fixture(scope="module")

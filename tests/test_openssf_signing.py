@@ -29,11 +29,11 @@ from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_
 from bundler.openssf import pae
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import CopyBundle, cli_env, run_bundle, service_env
+from .conftest import CopyBundle, cli_env, require_module, run_bundle, service_env
 from .fuzzing import FUZZ, assert_signature_file_gives_a_verdict, mutated_document
 from .hostile import edit_lock, reseal
 
-pytest.importorskip("model_signing", reason="pip install model-signing pyopenssl")
+require_module("model_signing")
 
 
 @pytest.fixture(scope="module")

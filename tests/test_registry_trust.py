@@ -8,6 +8,8 @@ clear error, in bounded memory; a signature pushed with a bundle comes back with
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -19,10 +21,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bundler import Bundle, BundleError, load_bundle, verify_bundle
-from bundler.errors import SignatureError
+from bundler import Bundle, load_bundle, verify_bundle
+from bundler.errors import IntegrityError, SignatureError
 from bundler.lock import SIGNATURE_FILENAME
-from bundler.oci import ARTIFACT_TYPE
+from bundler.oci import ARTIFACT_TYPE, fetch
 from bundler.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import CopyBundle, Registry, cli_env, run_bundle
@@ -132,9 +134,12 @@ def test_a_digest_pin_refuses_another_signed_bundle_from_the_registry(
     """Rollback: the registry serves a validly signed bundle, but not the one deployed."""
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     expected = built["custom_layer"].digest
-    with pytest.raises(BundleError) as caught:
+    with pytest.raises(IntegrityError) as caught:
         load_bundle(signed_push["reference"], trusted_keys=[keys["publisher"][1]], digest=expected)
-    assert f"is {signed_push['bundle_digest']}, not the pinned {expected}" in str(caught.value)
+    assert str(caught.value).endswith(
+        f": this bundle is {signed_push['bundle_digest']}, not the pinned {expected}: refusing "
+        "another bundle"
+    )
     loaded = load_bundle(signed_push["reference"], digest=signed_push["bundle_digest"])
     assert loaded.digest == signed_push["bundle_digest"]
 
@@ -276,6 +281,25 @@ VALID_MANIFEST = {
     ],
     "annotations": {"dev.bundler.digest": "sha256:" + "4" * 64},
 }
+
+
+def test_a_pull_by_digest_refuses_a_manifest_with_another_digest(
+    hostile: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked for one digest, the registry serves another manifest (a well-formed one): refused
+    before any blob is asked for, and nothing enters the cache."""
+    monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
+    hostile.mode = "manifest"
+    hostile.manifest = json.dumps(VALID_MANIFEST).encode()
+    served = "sha256:" + hashlib.sha256(hostile.manifest).hexdigest()
+    asked = "sha256:" + hashlib.sha256(b"the manifest the publisher pushed").hexdigest()
+    reference = f"oci://{hostile.host}/ml/lie@{asked}"
+    with pytest.raises(IntegrityError) as caught:
+        fetch(reference)
+    assert str(caught.value) == (
+        f"{reference}: the registry served a manifest whose digest is {served}, not {asked}"
+    )
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.slow

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shutil
 import sys
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -254,8 +257,11 @@ def test_pickled_weights_file_is_never_unpickled(copy_bundle: CopyBundle, tmp_pa
     replace_keras_member(root, "model.weights.h5", pickle.dumps(_Marker(marker)))
     assert verify_bundle(root).ok
     for verify in (True, False):
-        with pytest.raises(BundleError):
+        with pytest.raises(LoadError) as caught:
             load_bundle(root, verify=verify)
+        assert str(caught.value).startswith(
+            f"{root / 'model.keras'}: model.weights.h5 in model.keras is not a readable HDF5 file: "
+        )
     assert not marker.exists()
 
 
@@ -280,3 +286,89 @@ def test_golden_example_with_a_pickle_is_refused_not_unpickled(
     report = verify_bundle(root, smoke=True)  # verify --smoke reports it as a problem
     assert not report.ok and any("cannot be read" in p.message for p in report.problems)
     assert not marker.exists()
+
+
+# -- Keras's own safe_mode, as a layer of the model sees it ----------------------------------------
+
+PROBE = """
+import keras
+from keras.src.saving import serialization_lib
+
+__version__ = "1.0.0"
+safe_modes_seen = []  # Keras's safe_mode each time a Probe is rebuilt from its config
+
+
+@keras.saving.register_keras_serializable(package="safe_probe")
+class Probe(keras.layers.Layer):
+    @classmethod
+    def from_config(cls, config):
+        safe_modes_seen.append(serialization_lib.in_safe_mode())
+        return super().from_config(config)
+
+    def call(self, inputs):
+        return inputs
+
+
+def build():
+    inputs = keras.Input((4,), name="x")
+    return keras.Model(inputs, Probe()(keras.layers.Dense(2)(inputs)))
+"""
+
+
+@pytest.fixture(scope="module")
+def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A bundle whose component layer records Keras's safe_mode while Keras rebuilds it."""
+    from bundler import build_bundle
+
+    folder = tmp_path_factory.mktemp("probe")
+    (folder / "src").mkdir()
+    (folder / "src" / "safe_probe.py").write_text(PROBE)
+    (folder / "manifest.yaml").write_text(
+        "apiVersion: bundler/v1\nname: probe\nversion: 1.0.0\n"
+        "model: {factory: 'safe_probe:build'}\n"
+        "components: [{module: safe_probe, version: '1.0.0'}]\npaths: [src]\nexamples: []\n"
+    )
+    sys.path.insert(0, str(folder / "src"))
+    try:
+        yield build_bundle(folder / "manifest.yaml", folder / "bundle").path
+    finally:
+        sys.path.remove(str(folder / "src"))
+
+
+def _deflated(root: Path) -> None:
+    """model.keras re-zipped deflated: its weights cannot be read in place, so Keras's own
+    loader reads the archive (the other of the two ways the loader calls Keras)."""
+    path = root / "model.keras"
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    reseal(root)
+
+
+@pytest.mark.parametrize("deflated", [False, True], ids=["weights in place", "through keras"])
+@pytest.mark.parametrize(
+    ("unsafe", "seen"), [(False, [True]), (True, [False])], ids=["safe", "unsafe"]
+)
+def test_keras_rebuilds_the_model_in_safe_mode_unless_unsafe_is_asked(
+    probe_bundle: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    deflated: bool,
+    unsafe: bool,
+    seen: list[bool],
+) -> None:
+    import safe_probe  # type: ignore[import-not-found]  # written by the fixture
+
+    root = tmp_path / "bundle"
+    shutil.copytree(probe_bundle, root)
+    if deflated:
+        _deflated(root)
+    safe_probe.safe_modes_seen.clear()
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="bundler"):
+        warnings.simplefilter("ignore", UnsafeLoadWarning)  # asserted by the test above
+        load_bundle(root, unsafe=unsafe)
+    assert safe_probe.safe_modes_seen == seen
+    way = "loading through keras.saving" if deflated else "reading the weights in place"
+    assert [r.message for r in caplog.records if way in r.message], caplog.text

@@ -28,10 +28,19 @@ import pytest
 from bundler import Bundle, build_bundle, load_bundle
 from bundler.errors import BundleError
 
-from .conftest import EXAMPLES, ROOT, cli_env, console_commands, readme_section, service_env
+from .conftest import (
+    EXAMPLES,
+    ROOT,
+    cli_env,
+    console_commands,
+    readme_section,
+    require_module,
+    require_program,
+    service_env,
+)
 from .hostile import edit_keras_config, edit_lock, find_objects, reseal
 
-pytest.importorskip("kserve", reason="the serve extra is not installed")
+require_module("kserve", "pip install -e '.[test]' (the serve extra brings it)")
 
 NAME = "custom-layer-regressor"
 JSON = {"content-type": "application/json"}
@@ -561,8 +570,7 @@ def test_watch_reloads_when_the_path_names_another_bundle(
 
 def test_readme_serving_commands_print_what_it_shows(server: Server) -> None:
     """The README's curl commands, run against a server like the one it shows."""
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+    require_program("curl", "apt-get install curl")
     commands = console_commands(readme_section("Serving with KServe"))
     assert len(commands) >= 3, commands
     for command, shown in commands:

@@ -138,7 +138,7 @@ DAMAGE: list[tuple[str, Callable[[Path], str], str]] = [
     ("edited lock entry", _edited_lock_entry, "digest does not match"),
     ("edited file and lock entry", _rehashed_lock_entry, "digest does not match"),
     ("lock path leaves the bundle", _lock_path_escape, "leaves its root"),
-    ("garbage lock", _garbage_lock, "not"),
+    ("garbage lock", _garbage_lock, "is not valid JSON (line 1, column 1: Expecting value)"),
     ("lock field of the wrong type", _lock_wrong_type, "components"),
 ]
 IDS = [d[0] for d in DAMAGE]
