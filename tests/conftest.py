@@ -121,11 +121,6 @@ def check_page(request: pytest.FixtureRequest) -> CheckPage:
     return functools.partial(doc_outputs.check_page, update=update)
 
 
-def readme_section(title: str) -> str:
-    """The text of the README's ``## title`` section."""
-    return page_section("README.md", title)
-
-
 def page_section(page: str, title: str) -> str:
     """The text of the ``## title`` section of ``page`` (a path from the repository's root)."""
     text = (ROOT / page).read_text()
