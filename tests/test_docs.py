@@ -103,6 +103,57 @@ def test_cli_page_documents_every_command() -> None:
     assert [c for c in commands if f"## `bundle {c}" not in page] == []
 
 
+def _cli_sections() -> dict[str, str]:
+    """docs/cli.md's section of each command: {command: its text}."""
+    page = (DOCS / "cli.md").read_text()
+    return {
+        section.split()[1].strip("`"): section
+        for section in page.split("\n## `")[1:]
+        if section.startswith("bundle ")
+    }
+
+
+def _parser_options() -> list[tuple[str, str]]:
+    """(command, option) for every option the parser knows, each of its spellings."""
+    import argparse
+
+    from bundler.cli_parser import make_parser
+
+    parser = make_parser()
+    found = [("", option) for action in parser._actions for option in action.option_strings]
+    everywhere = {option for _, option in found}  # given before or after the command
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            found += [(name, o) for o in action.option_strings if o not in everywhere]
+    return found
+
+
+def test_cli_page_documents_every_option_of_every_command() -> None:
+    """`--help` and docs/cli.md agree: each option the parser knows appears in its command's
+    section (global options in the page's opening), every spelling of it."""
+    page = (DOCS / "cli.md").read_text()
+    sections = {"": page.split("\n## `", 1)[0], **_cli_sections()}
+    options = _parser_options()
+    assert len(options) > 30, options
+    missing = [
+        f"bundle {command} {option}".replace("  ", " ")
+        for command, option in options
+        if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", sections[command])
+    ]
+    assert missing == [], f"docs/cli.md does not name these options: {missing}"
+
+
+def test_cli_page_headings_name_only_options_the_parser_knows() -> None:
+    known = set(_parser_options())
+    headings = {
+        (name, option)
+        for name, section in _cli_sections().items()
+        for option in re.findall(r"(?<![\w-])--?[a-z][\w-]*", section.split("\n", 1)[0])
+    }
+    assert sorted(headings - known) == []
+
+
 def test_environment_page_names_every_variable_bundler_reads() -> None:
     read: set[str] = set()
     for path in PACKAGE.glob("*.py"):
