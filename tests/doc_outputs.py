@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.chdir(ROOT)
     code = pytest.main(
-        [*(PAGES[page] for page in pages), "-q", "-p", "no:cacheprovider"]
+        [*(PAGES[page] for page in pages), "-q", "--tb=short", "-p", "no:cacheprovider"]
         + (["--update-docs"] if args.update else [])
     )
     changed = [page for page in pages if (ROOT / page).read_text() != before[page]]
