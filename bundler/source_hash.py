@@ -85,6 +85,12 @@ def _offsets(text: str) -> list[int]:
     return starts
 
 
+def _identifier_part(name: str, string: str) -> bool:
+    """A piece of a name: 3.11's tokenize splits ``עִברית`` at the combining mark, an ERRORTOKEN
+    (its pattern is ``\\w``), where 3.12's reads one NAME, as the compiler does."""
+    return name == "NAME" or (name == "ERRORTOKEN" and ("a" + string).isidentifier())
+
+
 def normalise(tokens: Iterable[Token], text: str) -> Iterator[tuple[str, str]]:
     """(kind, text) of each token that is code, as the module docstring says; ``text`` is the
     source the tokens came from, for the slice of an f-string."""
@@ -92,36 +98,55 @@ def normalise(tokens: Iterable[Token], text: str) -> Iterator[tuple[str, str]]:
     opening: Position | None = None  # where the outermost f-string being read began
     depth = 0
     last = ""
-    for name, string, start, end in tokens:
-        if name in _OPENING:
+    name: list[str] = []  # the pieces of a name being read, and where the last one ended
+    name_end: Position = (0, 0)
+    for kind_name, string, start, end in tokens:
+        if not depth and _identifier_part(kind_name, string):
+            if name and start != name_end:
+                yield "n", _name("".join(name), start)
+            name = [*name, string] if name and start == name_end else [string]
+            name_end, last = end, "n"
+            continue
+        if name:
+            yield "n", _name("".join(name), start)
+            name = []
+        if kind_name in _OPENING:
             if depth == 0:
                 opening = start
             depth += 1
             continue
         if depth:
-            if name in _CLOSING:
+            if kind_name in _CLOSING:
                 depth -= 1
                 if depth == 0 and opening is not None:
                     starts = starts or _offsets(text)
                     last = "s"
                     yield "s", text[starts[opening[0]] + opening[1] : starts[end[0]] + end[1]]
             continue  # the parts inside are in the slice
-        if name in _SKIPPED:
+        if kind_name in _SKIPPED:
             continue
-        if name in _STRUCTURE:
-            kind = _STRUCTURE[name]
+        if kind_name in _STRUCTURE:
+            kind = _STRUCTURE[kind_name]
             if kind == "L" and last in ("", "L", "I", "D"):
                 continue  # only a NEWLINE that ends code counts (3.12 adds some at the end)
             last = kind
             yield kind, ""
             continue
-        kind = _TEXT.get(name, "")
+        kind = _TEXT.get(kind_name, "")
         if not kind:  # ERRORTOKEN, or a kind this table does not know: not Python we can pin
-            raise UntokenizableSource(f"line {start[0]}: unexpected {name} {string!r}")
+            raise UntokenizableSource(f"line {start[0]}: unexpected {kind_name} {string!r}")
         last = kind
         yield kind, string
+    if name:
+        yield "n", _name("".join(name), name_end)
     if depth:
         raise UntokenizableSource("an f-string does not end")
+
+
+def _name(text: str, at: Position) -> str:
+    if not text.isidentifier():
+        raise UntokenizableSource(f"line {at[0]}: {text!r} is not a name")
+    return text
 
 
 def code_tokens(text: str) -> Iterator[tuple[str, str]]:

@@ -206,6 +206,27 @@ def test_a_newline_after_no_code_is_not_a_token() -> None:
     assert list(normalise(as_3120, text)) == list(normalise(as_311, text))
 
 
+def test_a_name_311_splits_at_a_combining_mark_is_one_name() -> None:
+    text = "x = \u05e2\u05b4\u05d1\n"
+    as_311 = [
+        ("NAME", "x", (1, 0), (1, 1)),
+        ("OP", "=", (1, 2), (1, 3)),
+        ("NAME", "\u05e2", (1, 4), (1, 5)),
+        ("ERRORTOKEN", "\u05b4", (1, 5), (1, 6)),
+        ("NAME", "\u05d1", (1, 6), (1, 7)),
+        ("NEWLINE", "\n", (1, 7), (1, 8)),
+    ]
+    as_312 = [*as_311[:2], ("NAME", "\u05e2\u05b4\u05d1", (1, 4), (1, 7)), as_311[-1]]
+    assert list(normalise(as_311, text)) == list(normalise(as_312, text))
+    assert list(normalise(as_312, text))[2] == ("n", "\u05e2\u05b4\u05d1")
+    apart = [*as_311[:3], ("NAME", "y", (1, 6), (1, 7)), as_311[-1]]  # "x = \u05e2 y": two names
+    assert [t for t in normalise(apart, text) if t[0] == "n"] == [
+        ("n", "x"),
+        ("n", "\u05e2"),
+        ("n", "y"),
+    ]
+
+
 def test_an_f_string_that_does_not_end_is_refused() -> None:
     from bundler.source_hash import UntokenizableSource
 
@@ -228,6 +249,7 @@ sources = json.loads(sys.stdin.read())
 print(json.dumps([module.source_digest(s.encode("latin-1"))[0] for s in sources]))
 """
 
+HEBREW = "\u05e2\u05b4\u05d1\u05e8\u05d9\u05ea"  # a name with a combining mark (U+05B4)
 # valid in 3.10 and later, and tricky for a tokenizer: 3.12 reads every f-string differently
 TRICKY = [
     b'x = "\xc3\xa9t\xc3\xa9"; y = f"\xc3\xa9{x}\xc3\xa9{x!r}"\n',  # non-ASCII before an f-string
@@ -239,6 +261,8 @@ TRICKY = [
     b"def f():\n\tif a:\n\t\treturn 1\n\treturn 2\n",
     b"lambda: (yield)\nx = 0x_1F if 1_000.5e-3 else 0o7j\n",
     b"x = 1\n\x0c\ny = f'{x}' + '\xe2\x80\xa8'\n",  # a form feed and U+2028: not line ends
+    # names with a combining mark or a variation selector: 3.11 splits them (ERRORTOKEN)
+    f"{HEBREW} = 1\nb\U000e0100 = {HEBREW}\n".encode(),
 ]
 
 
