@@ -72,8 +72,12 @@ def python_tokens(text: str) -> Iterator[Token]:
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
             name = tokenize.tok_name.get(token.type, str(token.type))
             yield name, token.string, token.start, token.end
-    except (tokenize.TokenError, SyntaxError) as error:  # IndentationError, TabError are too
-        raise UntokenizableSource(str(error)) from error
+    except tokenize.TokenError as error:  # (message, (line, column))
+        message = error.args[0] if error.args else "cannot tokenize"
+        line = error.args[1][0] if len(error.args) > 1 else "?"
+        raise UntokenizableSource(f"line {line}: {message}") from error
+    except SyntaxError as error:  # IndentationError and TabError are SyntaxErrors too
+        raise UntokenizableSource(f"line {error.lineno}: {error.msg}") from error
 
 
 def _offsets(text: str) -> list[int]:

@@ -471,3 +471,17 @@ def test_a_malformed_source_hash_in_a_target_file_is_bad_input(tmp_path: Path) -
     assert str(caught.value) == (
         f"{tmp_path / 'target.txt'}: line 1 is not a valid sources line: source_hash is 7"
     )
+
+
+def test_a_file_the_tokenizer_refuses_is_pinned_by_its_bytes_and_named(tmp_path: Path) -> None:
+    """The build notes it (``component_pins``): any edit to that file is then a change."""
+    from bundler.components import pin_sources
+
+    (tmp_path / "good.py").write_text("x = 1\n")
+    (tmp_path / "broken.py").write_text("x = (1,\n")
+    pinned = pin_sources(
+        {"pkg/good.py": tmp_path / "good.py", "pkg/broken.py": tmp_path / "broken.py"}
+    )
+    assert list(pinned.untokenizable) == ["pkg/broken.py"]
+    assert pinned.untokenizable["pkg/broken.py"] == "line 2: EOF in multi-line statement"
+    assert sorted(pinned.sources) == sorted(pinned.source_bytes) == ["pkg/broken.py", "pkg/good.py"]
