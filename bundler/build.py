@@ -161,7 +161,7 @@ def _build_into(
             field="model.factory",
         ) from error
     notes: list[str] = []
-    pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes)
+    pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes, model)
     # model.keras is final once canonical and aligned: rewrite, hash (and flush) it on another core
     # while TensorFlow exports, so each file is hashed once, right after it is written, and the
     # build waits for no extra pass

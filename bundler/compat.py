@@ -238,8 +238,7 @@ def _component_check(
         ), {}
     if _same(installed.version, pinned):
         recorded = component.source_sha256
-        sources = component.sources
-        now = env.sources_digest(installed, sources) if sources else None
+        now = env.sources_digest(installed, component) if component.sources else None
         if now is None or now == recorded:
             return check("exact", "same version as pinned"), {}
         changed = "its code differs from the build's under the same version"

@@ -6,26 +6,31 @@ requirement and the ``compatible`` range load accepts (a caret range by default)
 saved the model, ``pin_used_objects`` reads the saved config, the one ``load_bundle`` will read:
 every custom object in it must be covered by a declared component, or the build is refused there
 and says what to declare (load would refuse it under every policy). Per component the lock then
-lists the objects the model uses and the sha256 of the source files that define them
-(``components.defining_sources``): what load and verify compare to tell a ``modified`` component.
+lists the objects the config uses, and the files of the code the model runs
+(``bundler.model_sources``: the live model's object graph, sublayers made in constructors
+included), hashed by their Python tokens (``bundler.source_hash``): what load and verify compare
+to tell a ``modified`` component.
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
+from pathlib import Path
 from typing import Any
 
 from .components import (
-    defining_sources,
     import_component,
     imported_version,
     package_base,
+    pin_sources,
     sources_digest,
 )
 from .errors import BuildError, BuildWarning, ComponentError
 from .manifest import ManifestSource
+from .model_sources import code_objects, defining_files
 from .scan import UsedObject, covering_component, custom_objects_used
+from .source_hash import TOKENS_V1
 from .version_ranges import caret_range, parse_range
 
 
@@ -80,13 +85,20 @@ def pin_component(source: ManifestSource, index: int) -> dict[str, Any]:
         "objects": [],  # the objects the model uses, and their sources: pin_used_objects
         "sources": {},
         "source_sha256": sources_digest({}),
+        "source_hash": TOKENS_V1,
+        "source_bytes": {},
     }
 
 
 def pin_used_objects(
-    source: ManifestSource, components: list[dict[str, Any]], config: Any, notes: list[str]
+    source: ManifestSource,
+    components: list[dict[str, Any]],
+    config: Any,
+    notes: list[str],
+    model: Any = None,
 ) -> None:
-    """Record, per component, the objects the saved config uses and the sources defining them.
+    """Record, per component, the objects the saved config uses and the sources of the code the
+    model runs (``model``, the live model just saved: ``bundler.model_sources``).
 
     The config is what ``load_bundle`` will read: an object no declared component covers would be
     refused there under every policy, so the build refuses it here, saying what to declare.
@@ -126,9 +138,11 @@ def pin_used_objects(
                 *declare,
             ],
         )
+    graph = code_objects(model, modules) if model is not None else []
     for component in components:
         objects = used[component["module"]]
-        if not objects:
+        files = _code_files(component["module"], objects, graph)
+        if not objects and not files:
             message = (
                 f"component {component['module']!r} is declared, but the model uses none of its "
                 "objects; it is still pinned and checked on load"
@@ -136,18 +150,26 @@ def pin_used_objects(
             warnings.warn(message, BuildWarning, stacklevel=2)
             notes.append(f"warning: {message}")
             continue
-        module = import_component(component["module"])
-        installed = imported_version(module)
-        resolved = [_resolve_object(obj) for obj in objects]
-        table = {}
-        if installed.origin is not None:
-            base = package_base(installed.module, installed.origin)
-            table = defining_sources(
-                component["module"], [r for r in resolved if r is not None], base
+        pinned = pin_sources(files)
+        for rel, why in pinned.untokenizable.items():
+            notes.append(
+                f"{component['module']}: {rel} is not Python the tokenizer reads ({why}); "
+                "it is pinned by its bytes, so any edit to it counts as a change"
             )
         component["objects"] = sorted({obj.name for obj in objects})
-        component["sources"] = table
-        component["source_sha256"] = sources_digest(table)
+        component["sources"] = pinned.sources
+        component["source_bytes"] = pinned.source_bytes
+        component["source_sha256"] = pinned.source_sha256
+
+
+def _code_files(module: str, objects: list[UsedObject], graph: list[Any]) -> dict[str, Path]:
+    """The files of component ``module`` that hold code the model runs: the config's objects
+    and the model's object graph (see bundler.model_sources)."""
+    installed = imported_version(import_component(module))
+    if installed.origin is None:
+        return {}
+    resolved = [r for r in (_resolve_object(obj) for obj in objects) if r is not None]
+    return defining_files(module, [*resolved, *graph], package_base(module, installed.origin))
 
 
 def _with_module(obj: UsedObject) -> UsedObject | None:

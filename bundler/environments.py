@@ -17,7 +17,6 @@ import importlib.metadata
 import json
 import re
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -33,7 +32,7 @@ from .components import (
     static_version,
 )
 from .errors import UsageError
-from .lock import Lock
+from .lock import Lock, LockedComponent
 from .version_ranges import parse_range
 from .versions import parse_version
 
@@ -48,7 +47,7 @@ class Environment(Protocol):
     def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]: ...
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: Mapping[str, str]
+        self, installed: InstalledComponent, component: LockedComponent
     ) -> str | None: ...
 
 
@@ -67,9 +66,9 @@ class StaticEnvironment:
         return declared_adapters(component_sources(module), module)
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: Mapping[str, str]
+        self, installed: InstalledComponent, component: LockedComponent
     ) -> str | None:
-        return installed_sources_digest(installed, sources)
+        return _installed_digest(installed, component)
 
 
 class ImportedEnvironment(StaticEnvironment):
@@ -106,7 +105,7 @@ class TargetEnvironment:
     comment lines pip ignores::
 
         # bundler-adapter {"module": "evolve_layers", "name": "evolve>Blend", "to": "2.0.0", ...}
-        # bundler-sources {"module": "acme_layers", "sha256": "..."}
+        # bundler-sources {"module": "acme_layers", "sha256": "...", "source_hash": "..."}
 
     so that this machine can predict an ``adapted`` or ``modified`` load without the target's code.
     """
@@ -122,7 +121,7 @@ class TargetEnvironment:
             raise UsageError(f"cannot read environment file: {error}", path=path) from error
         self.versions: dict[str, str] = {}
         self.declared: dict[str, list[Adapter]] = {}
-        self.sources: dict[str, str] = {}
+        self.sources: dict[str, tuple[str, str | None]] = {}  # module -> (digest, source_hash)
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if stripped.startswith(ADAPTER_LINE):
@@ -159,11 +158,14 @@ class TargetEnvironment:
         try:
             entry = json.loads(text)
             module, digest = str(entry["module"]), str(entry["sha256"])
-        except (ValueError, KeyError, TypeError) as error:
+            method = entry.get("source_hash")  # absent: file bytes, as before source_hash
+            if method is not None and not isinstance(method, str):
+                raise TypeError(f"source_hash is {method!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise UsageError(
                 f"line {number} is not a valid sources line: {error}", path=self.path
             ) from None
-        self.sources[module] = digest
+        self.sources[module] = (digest, method)
 
     def _lookup(self, *names: str | None) -> str | None:
         for name in names:
@@ -192,9 +194,18 @@ class TargetEnvironment:
         return []
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: Mapping[str, str]
+        self, installed: InstalledComponent, component: LockedComponent
     ) -> str | None:
-        return self.sources.get(installed.module)  # None: the file does not say
+        # None: the file does not say, or says it of sources hashed another way than the lock's
+        digest, method = self.sources.get(installed.module, (None, None))
+        return digest if method == component.source_hash else None
+
+
+def _installed_digest(installed: InstalledComponent, component: LockedComponent) -> str | None:
+    """What the component's pinned sources hash to as installed, the way its lock pinned them."""
+    return installed_sources_digest(
+        installed, component.sources, component.source_hash, component.source_bytes
+    )
 
 
 def describe_environment(lock: Lock | None = None) -> list[str]:
@@ -222,8 +233,10 @@ def describe_environment(lock: Lock | None = None) -> list[str]:
             if declared.to is not None:
                 entry["to"] = declared.to
             lines.setdefault(key, []).append(ADAPTER_LINE + json.dumps(entry, sort_keys=True))
-        digest = installed_sources_digest(found, component.sources)
+        digest = _installed_digest(found, component)
         if digest is not None:
             entry = {"module": module, "sha256": digest}
+            if component.source_hash is not None:
+                entry["source_hash"] = component.source_hash
             lines.setdefault(key, []).append(SOURCES_LINE + json.dumps(entry, sort_keys=True))
     return [line for key in sorted(lines) for line in lines[key]]

@@ -8,7 +8,8 @@ Format ``bundler.bundle/v1``::
       "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
       "manifest": {...},                   # the normalized manifest the bundle was built from
       "components": [{"module", "version" (pinned), "requirement", "compatible",
-                      "distribution", "objects" (used), "sources", "source_sha256"}],
+                      "distribution", "objects" (used), "sources", "source_sha256",
+                      "source_hash", "source_bytes"}],
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
       "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
@@ -123,7 +124,10 @@ class LockedComponent:
     distribution: str | None = None
     objects: tuple[str, ...] = ()  # registered names of the objects the model uses
     source_sha256: str  # over ``sources``: the identity of the code the model uses
-    sources: Mapping[str, str] = field(default_factory=dict)  # source path -> sha256
+    sources: Mapping[str, str] = field(default_factory=dict)  # source path -> digest
+    # how ``sources`` were hashed (bundler.source_hash); None: the sha256 of the bytes (older locks)
+    source_hash: str | None = None
+    source_bytes: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of its bytes
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LockedComponent:
@@ -136,10 +140,12 @@ class LockedComponent:
             objects=tuple(d.get("objects", ())),
             source_sha256=d["source_sha256"],
             sources=dict(d.get("sources", {})),
+            source_hash=d.get("source_hash"),
+            source_bytes=dict(d.get("source_bytes", {})),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        written = {
             "compatible": self.compatible,
             "distribution": self.distribution,
             "module": self.module,
@@ -149,6 +155,10 @@ class LockedComponent:
             "sources": dict(self.sources),
             "version": self.version,
         }
+        if self.source_hash is not None:  # a lock from before source_hash keeps its keys
+            written["source_bytes"] = dict(self.source_bytes)
+            written["source_hash"] = self.source_hash
+        return written
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

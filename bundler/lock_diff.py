@@ -33,6 +33,7 @@ _COMPONENT_FIELDS = {  # lock field -> how the diff names it
     "compatible": "allowed",
     "distribution": "distribution",
     "source_sha256": "source",
+    "source_hash": "source hashed as",  # absent from older locks: their sources are file bytes
     "objects": "objects",
 }
 
@@ -48,7 +49,7 @@ def component_changes(old: Lock, new: Lock) -> Iterator[Change]:
             yield Change(module, "added", new=after[module]["version"])
         else:
             for key, shown in _COMPONENT_FIELDS.items():
-                was, now = before[module][key], after[module][key]
+                was, now = before[module].get(key), after[module].get(key)
                 if was != now:
                     yield Change(f"{module} {shown}", "changed", was, now)
 

@@ -75,8 +75,21 @@ class LockedComponent(_Frozen):
     )
     sources: dict[str, Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
         default_factory=dict,
-        description="sha256 of each source file defining a used object (and its base classes "
-        "inside the component), by its path below the sys.path entry of the package.",
+        description="The digest of each source file of the code the model runs that the "
+        "component holds (the classes of the model's object graph, their base classes inside the "
+        "component, the functions it references), by its path below the sys.path entry of the "
+        "package; hashed as source_hash says.",
+    )
+    source_hash: Literal["python-tokens/v1"] | None = Field(
+        default=None,
+        description="How sources were hashed: 'python-tokens/v1', the sha256 of the file's Python "
+        "tokens without comments and layout (comment and white-space edits do not change it). "
+        "Absent (older locks): the sha256 of each file's bytes.",
+    )
+    source_bytes: dict[str, Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
+        default_factory=dict,
+        description="The sha256 of the bytes of each file in sources, as built: a file with "
+        "the same bytes has the same code, and needs no tokenizing to be checked.",
     )
 
 
