@@ -1,0 +1,503 @@
+"""``bundle serve``'s server: KServe's HTTP (uvicorn, FastAPI) and gRPC servers, with limits.
+
+KServe runs its REST server on uvicorn and FastAPI and its gRPC server on ``grpc.aio``, both on one
+event loop, in front of the same models; this module starts both for the bundles' models, bound to
+the operator's ``--host`` (KServe binds every interface), and adds what a server facing untrusted
+clients needs and KServe leaves to the platform:
+
+- **A request body limit** (``--max-body-size``, default 64 MiB, Triton's default too): a
+  ``Content-Length`` above it is answered 413 before the body is read, a chunked body is counted
+  as it arrives and cut at the limit; gRPC's receive limit is set to the same size.
+- **A header timeout** (``--header-timeout``, default 10 s): from a connection's first byte (or
+  from the end of the previous answer, on a kept-alive connection, once the next request has
+  begun) the request line and headers must arrive within it, else 408 and the connection closes.
+  uvicorn has none: a client sending a byte every few seconds held a connection for ever.
+- **A body timeout** (``--body-timeout``, default 30 s): once the headers are in, the whole body
+  must arrive within it, else 408.
+- **Errors without framework text**: a bad request is 400 ``{"error": ...}`` naming the input
+  (``serve_protocol``), a full queue 503 with ``Retry-After`` (gRPC ``RESOURCE_EXHAUSTED``), a
+  request body that is no inference request 400 with the first problem; anything unexpected is
+  500 "internal error" and the details go to the server's log, never to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .serve import BundleModel, Reloader
+from .serve_batching import QueueFull
+from .serve_settings import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_PORT,
+    RETRY_AFTER_SECONDS,
+)
+from .types import Policy
+
+_argv, sys.argv = sys.argv, sys.argv[:1]
+try:
+    from kserve.errors import InvalidInput, ModelNotFound
+finally:
+    sys.argv = _argv
+
+log = logging.getLogger("bundler.serve")
+
+LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)s %(name)s %(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+# -- limits on what a client may send ------------------------------------------------------------
+
+
+def _json_response(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def _limit_errors() -> tuple[Any, Any]:
+    """Starlette's HTTPException subclasses for the body limits: FastAPI passes an HTTPException
+    raised while it reads a body on to the handlers (any other exception becomes "There was an
+    error parsing the body"), and ``_limit_exceeded`` answers it."""
+    from starlette.exceptions import HTTPException
+
+    class BodyTooLarge(HTTPException):
+        pass
+
+    class BodyTooSlow(HTTPException):
+        pass
+
+    return BodyTooLarge, BodyTooSlow
+
+
+_BodyTooLarge, _BodyTooSlow = _limit_errors()
+
+
+class RequestLimits:
+    """ASGI middleware: the body limit, and the body timeout counted from the end of the headers
+    (when uvicorn calls the application)."""
+
+    def __init__(self, app: Any, max_body_size: int, body_timeout: float) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_size
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._answer(send, 413, f"the request body has {int(declared)} bytes; the "
+                               f"limit is {limit} (--max-body-size)")  # fmt: skip
+            return
+        too_large = f"the request body is larger than the limit, {limit} bytes (--max-body-size)"
+        too_slow = (
+            f"the request body did not arrive within {self.body_timeout:g} s (--body-timeout)"
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
+        received = 0
+        body_done = False
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()  # only a disconnect is left to hear
+            remaining = deadline - loop.time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+            except asyncio.TimeoutError:
+                raise _BodyTooSlow(408, too_slow) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(413, too_large)
+                body_done = not message.get("more_body", False)
+            return message
+
+        async def watched_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except (_BodyTooLarge, _BodyTooSlow) as error:  # where no handler answered it
+            if not started:
+                await self._answer(send, error.status_code, error.detail)
+
+    @staticmethod
+    async def _answer(send: Any, status: int, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def header_timeout_protocol(base: type[Any], seconds: float) -> type[Any]:
+    """uvicorn's HTTP protocol class ``base`` with a deadline on each request's headers."""
+
+    class HeaderTimeout(base):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+        _reading: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # the first bytes of a new request
+            super().data_received(data)
+            if self._header_timer is not None and self.cycle is not self._reading:
+                self._header_timer.cancel()  # its headers are in: uvicorn made a new cycle
+                self._header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._reading = self.cycle
+            self._header_timer = self.loop.call_later(seconds, self._late)
+
+        def _late(self) -> None:
+            self._header_timer = None
+            if self.cycle is self._reading and not self.transport.is_closing():
+                self.transport.write(
+                    _json_response(
+                        408,
+                        "Request Timeout",
+                        f"the request headers did not arrive within {seconds:g} s "
+                        "(--header-timeout)",
+                    )
+                )
+                self.transport.close()
+
+    return HeaderTimeout
+
+
+def _http_protocol() -> type[Any]:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:  # uvicorn without its [standard] extra
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+
+
+# -- answers without framework text ---------------------------------------------------------------
+
+
+async def _bad_request(request: Any, error: Exception) -> Any:
+    """A client's mistake is a 400 with the reason, not a traceback in the server's log."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=400, content={"error": str(error)})
+
+
+async def _not_a_request(request: Any, error: Any) -> Any:
+    from fastapi.responses import JSONResponse
+
+    problems = error.errors() if hasattr(error, "errors") else []
+    first = problems[0] if problems else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    if first.get("type") == "json_invalid":
+        return JSONResponse(status_code=400, content={"error": "the request body is not JSON"})
+    detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+    return JSONResponse(
+        status_code=400,
+        content={"error": f"the request body is not an inference request: {detail}"},
+    )
+
+
+async def _limit_exceeded(request: Any, error: Any) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(
+        status_code=error.status_code,
+        content={"error": error.detail},
+        headers={"connection": "close"},  # the rest of the body is not read
+    )
+
+
+async def _queue_full(request: Any, error: Exception) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(
+        status_code=503,
+        content={"error": str(error)},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _internal_error(request: Any, error: Exception) -> Any:
+    from fastapi.responses import JSONResponse
+
+    log.error("internal error answering %s", request.url.path, exc_info=error)
+    return JSONResponse(
+        status_code=500, content={"error": "internal error (the server's log has the details)"}
+    )
+
+
+def _grpc_server(
+    server: Any, models: dict[str, BundleModel], host: str, port: int, max_message: int
+) -> Any:
+    """KServe's gRPC server, bound to ``host``, its errors mapped as the HTTP ones are."""
+    from concurrent import futures
+
+    import grpc
+    from grpc import aio
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    class Errors(ExceptionToStatusInterceptor):  # type: ignore[misc]
+        async def handle_exception(
+            self, ex: Exception, request: Any, context: Any, method_name: str
+        ) -> None:
+            if isinstance(ex, QueueFull):
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(ex))
+            if isinstance(ex, InvalidInput):  # the client's mistake: no traceback in the log
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(ex))
+            await super().handle_exception(ex, request, context, method_name)
+
+    class Servicer(InferenceServicer):  # type: ignore[misc]
+        async def ModelMetadata(self, request: Any, context: Any) -> Any:
+            """The HTTP route's document (versions and platform included), not KServe's."""
+            from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+            model = models.get(request.name)
+            if model is None:
+                raise ModelNotFound(request.name)
+            document = model.serving.metadata()
+            return pb.ModelMetadataResponse(
+                name=document["name"],
+                versions=document["versions"],
+                platform=document["platform"],
+                inputs=document["inputs"],
+                outputs=document["outputs"],
+            )
+
+    class Server:
+        def __init__(self) -> None:
+            self.server: Any = None
+
+        async def start(self) -> None:
+            self.server = aio.server(
+                futures.ThreadPoolExecutor(max_workers=1),
+                interceptors=(Errors(),),
+                options=[
+                    ("grpc.max_receive_message_length", max_message),
+                    ("grpc.max_send_message_length", max_message),
+                ],
+            )
+            servicer = Servicer(server.dataplane, server.model_repository_extension)
+            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                servicer, self.server
+            )
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if self.server.add_insecure_port(address) == 0:
+                raise UsageError(f"cannot listen on {host}:{port} for gRPC", value=port)
+            await self.server.start()
+            log.info("gRPC (Open Inference Protocol) on %s", address)
+            await self.server.wait_for_termination()
+
+        async def stop(self) -> None:
+            if self.server is not None:
+                await self.server.stop(grace=5)
+
+    return Server()
+
+
+# -- the server -----------------------------------------------------------------------------------
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("bundler")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    # KServe's own use of FastAPI, printed once at the first request: not the operator's to fix
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
+
+
+def _quiet_request_timings() -> None:
+    """KServe logs two timing lines a request, which the access log already answers for. Called
+    after KServe has configured its logging, which would reset the level."""
+    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+
+
+def check_address(host: str, port: int, what: str = "") -> None:
+    """Fail before seconds of loading, not after, when the address cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot listen on {host}:{port}{what}: {reason}", value=port) from None
+
+
+def _metadata_route(models: dict[str, BundleModel]) -> Any:
+    async def model_metadata(model_name: str) -> dict[str, Any]:
+        model = models.get(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        return model.serving.metadata()
+
+    return model_metadata
+
+
+def serve(
+    bundles: list[str | Path],
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    grpc_port: int | None = DEFAULT_GRPC_PORT,
+    policy: Policy = "adapt",
+    watch: float | None = None,
+    max_batch_size: int | None = None,
+    batch_timeout_ms: float | None = None,
+    max_queue: int | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> None:
+    """Load every bundle (all must pass), then serve them until SIGTERM or SIGINT.
+
+    Raises the first bundle's BundleError if one cannot be served: nothing listens until every
+    bundle is verified, loaded and has replayed its examples. ``grpc_port=None``: HTTP only.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.model_server import ModelServer, app
+    from kserve.protocol.rest.server import RESTServer
+
+    check_address(host, port)
+    if grpc_port is not None:
+        check_address(host, grpc_port, " (gRPC)")
+    _configure_logging()
+    batching = {
+        key: value
+        for key, value in (
+            ("max_batch_size", max_batch_size),
+            ("batch_timeout_ms", batch_timeout_ms),
+            ("max_queue", max_queue),
+        )
+        if value is not None
+    }
+    models: list[BundleModel] = []
+    for source in bundles:
+        model = BundleModel(source, policy=policy, **batching)  # type: ignore[arg-type]
+        model.load()
+        serving = model.serving
+        log.info(
+            "serving %s %s %s from %s (%s path, policy %s; inputs described from %s)",
+            serving.name,
+            serving.version,
+            serving.digest,
+            serving.target,
+            serving.loaded.mode,
+            policy,
+            serving.description.source,
+        )
+        models.append(model)
+    by_name: dict[str, BundleModel] = {}
+    for model in models:
+        if model.name in by_name:
+            raise UsageError(
+                f"two bundles are named {model.name!r}: {by_name[model.name].source} and "
+                f"{model.source}; each name is served once"
+            )
+        by_name[model.name] = model
+
+    server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1)
+    _quiet_request_timings()
+    for model in models:
+        server.register_model(model)
+    # KServe's own metadata route drops what its response model does not name; this one, added
+    # first, answers the same document plus the bundle's identity (version, digest, mode)
+    app.add_api_route("/v2/models/{model_name}", _metadata_route(by_name), methods=["GET"])
+    app.add_middleware(RequestLimits, max_body_size=max_body_size, body_timeout=body_timeout)
+
+    class Server(RESTServer):  # type: ignore[misc]
+        def _add_exception_handlers(self, app: Any) -> None:
+            super()._add_exception_handlers(app)
+            app.add_exception_handler(InvalidInput, _bad_request)
+            app.add_exception_handler(RequestValidationError, _not_a_request)
+            app.add_exception_handler(QueueFull, _queue_full)
+            app.add_exception_handler(_BodyTooLarge, _limit_exceeded)
+            app.add_exception_handler(_BodyTooSlow, _limit_exceeded)
+            app.add_exception_handler(Exception, _internal_error)
+
+    rest = Server(
+        FASTAPI_APP_IMPORT_STRING,
+        server.dataplane,
+        server.model_repository_extension,
+        port,
+        grace_period=5,
+    )
+    rest.config.host = host  # KServe binds every interface; here that is the operator's choice
+    rest.config.http = header_timeout_protocol(_http_protocol(), header_timeout)
+    grpc = None
+    if grpc_port is not None:
+        grpc = _grpc_server(server, by_name, host, grpc_port, max_body_size)
+    reloader = Reloader(models)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        if hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+        watcher = asyncio.ensure_future(reloader.watch(watch)) if watch else None
+        grpc_task = asyncio.ensure_future(grpc.start()) if grpc is not None else None
+        try:
+            await rest.start()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if grpc is not None and grpc_task is not None:
+                await grpc.stop()
+                grpc_task.cancel()
+            reloader.executor.shutdown(wait=False, cancel_futures=True)
+            for model in models:
+                model.batcher.close()
+
+    asyncio.run(run())
