@@ -15,8 +15,11 @@ and when it is free, the waiting requests that can share a call go in one:
   rows (a reduction over the batch) is run one request at a time from then on;
 - a call that fails is run again one request at a time, so that one request's failure is its
   own and never its neighbours';
-- when the worker is idle, the oldest request waits at most ``batch_timeout`` for others
-  (0: none; under load the queue fills while the worker runs, which batches by itself);
+- under load the queue fills while the worker runs, which batches by itself; besides, while the
+  model is under concurrent load (its last call answered several requests), the oldest request
+  waits at most ``batch_timeout`` for as many requests as that call answered, so that calls stay
+  full as clients come back one by one. A lone client never waits: its calls answer one
+  request each;
 - at most ``max_queue`` requests wait: one more is refused at once (``QueueFull``, HTTP 503 with
   ``Retry-After``) rather than queued behind seconds of work.
 
@@ -99,6 +102,7 @@ class Batcher:
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
         self.unbatchable: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.last_call = 0  # requests the last call answered: > 1 means concurrent load
         self.calls = 0  # model calls made, and the requests they answered: for the tests and logs
         self.answered = 0
 
@@ -123,11 +127,12 @@ class Batcher:
             self.waiting.popleft()
         if self.busy or not self.waiting:
             return
-        if self.batch_timeout > 0 and self._batchable(self.waiting[0].serving):
-            head = self.waiting[0]
-            ready = sum(w.rows for w in self.waiting if w.key == head.key)
+        head = self.waiting[0]
+        if self.batch_timeout > 0 and self.last_call > 1 and self._batchable(head.serving):
+            same = [w for w in self.waiting if w.key == head.key]
+            rows = sum(w.rows for w in same)
             wait = head.arrived + self.batch_timeout - loop.time()
-            if ready < self.max_batch_size and wait > 0:
+            if len(same) < self.last_call and rows < self.max_batch_size and wait > 0:
                 if self.timer is None:
                     self.timer = loop.call_later(wait, self._timed_out, loop)
                 return
@@ -161,6 +166,7 @@ class Batcher:
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._take()
+        self.last_call = len(batch)
         self.busy = True
         done = loop.run_in_executor(self.executor, self._call, batch)
         done.add_done_callback(lambda finished: self._finished(loop, batch, finished))

@@ -1,14 +1,15 @@
 """Dynamic batching, in process: real bundles, real Keras models, a real event loop and worker.
 
-Requests are submitted together (``asyncio.gather``) with a batch timeout long enough that they
-all wait in the queue before the first call; ``run`` is the served model's own, wrapped only to
-record what each call received.
+To make "requests that wait together" deterministic, a first request (the blocker) holds the
+worker until the others are queued; ``run`` is the served model's own, wrapped only to hold that
+first call and to record what each call received.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +23,15 @@ pytest.importorskip("kserve", reason="the serve extra is not installed")
 from bundler.serve import Serving, load_for_serving
 from bundler.serve_batching import Batcher, QueueFull
 
+Calls = list[dict[str, tuple[int, ...]]]
+
 
 def recording(
-    calls: list[dict[str, tuple[int, ...]]],
+    calls: Calls, gate: threading.Event | None = None
 ) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     def run(serving: Serving, arrays: dict[str, Any]) -> dict[str, Any]:
+        if gate is not None:
+            gate.wait(60)  # the blocker's call holds the worker until the others wait
         calls.append({name: array.shape for name, array in arrays.items()})
         return serving.run(arrays)
 
@@ -34,15 +39,28 @@ def recording(
 
 
 def submit_together(
-    batcher: Batcher, serving: Serving, requests: list[dict[str, Any]]
+    batcher: Batcher,
+    serving: Serving,
+    requests: list[dict[str, Any]],
+    gate: threading.Event,
+    blocker: dict[str, Any],
 ) -> list[Any]:
+    """Submit ``blocker`` (its call holds the worker), then ``requests``; then let go. Returns
+    the answers to ``requests`` (an exception where one failed)."""
+
     async def main() -> list[Any]:
-        submitted = (batcher.submit(serving, arrays) for arrays in requests)
+        held = asyncio.ensure_future(batcher.submit(serving, blocker))
+        await asyncio.sleep(0.05)
+        submitted = [asyncio.ensure_future(batcher.submit(serving, r)) for r in requests]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await held
         return list(await asyncio.gather(*submitted, return_exceptions=True))
 
     try:
         return asyncio.run(main())
     finally:
+        gate.set()
         batcher.close()
 
 
@@ -64,10 +82,11 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_own_answer(
     requests = [
         {"features": rng.normal(size=(rows, 8)).astype("float32")} for rows in (1, 3, 1, 5, 2)
     ]
-    calls: list[dict[str, tuple[int, ...]]] = []
-    batcher = Batcher("m", recording(calls), max_batch_size=32, batch_timeout=5.0)
-    answers = submit_together(batcher, sequential, requests)
-    assert calls == [{"features": (12, 8)}]
+    calls: Calls = []
+    gate = threading.Event()
+    batcher = Batcher("m", recording(calls, gate), max_batch_size=32)
+    answers = submit_together(batcher, sequential, requests, gate, requests[0])
+    assert calls == [{"features": (1, 8)}, {"features": (12, 8)}]
     for arrays, answer in zip(requests, answers, strict=True):
         alone = sequential.loaded.predict(arrays["features"])
         assert_close(answer["output_0"], alone, sequential)
@@ -77,13 +96,14 @@ def test_a_call_takes_at_most_max_batch_size_rows(sequential: Serving) -> None:
     rng = np.random.default_rng(1)
     sizes = (1, 3, 1, 5, 2, 1, 4, 1, 9)
     requests = [{"features": rng.normal(size=(rows, 8)).astype("float32")} for rows in sizes]
-    calls: list[dict[str, tuple[int, ...]]] = []
-    batcher = Batcher("m", recording(calls), max_batch_size=8, batch_timeout=5.0)
-    answers = submit_together(batcher, sequential, requests)
-    rows = [call["features"][0] for call in calls]
-    # a call starts as soon as 8 rows wait: 1+3+1 (5 more would pass 8), then 5+2+1, then
-    # 4+1; the 9-row request runs alone, whole
-    assert rows == [5, 8, 5, 9]
+    calls: Calls = []
+    gate = threading.Event()
+    batcher = Batcher("m", recording(calls, gate), max_batch_size=8)
+    answers = submit_together(batcher, sequential, requests, gate, requests[0])
+    rows = [call["features"][0] for call in calls[1:]]
+    # the oldest first, then whoever fits: 1+3+1+2+1 (5 would pass 8), then 5+1, then 4, and
+    # the 9-row request alone, whole
+    assert rows == [8, 6, 4, 9]
     for arrays, answer in zip(requests, answers, strict=True):
         alone = sequential.loaded.predict(arrays["features"])
         assert_close(answer["output_0"], alone, sequential)
@@ -101,10 +121,11 @@ def test_a_model_with_several_inputs_and_outputs_is_batched_by_name(
         }
         for rows in (2, 1, 4)
     ]
-    calls: list[dict[str, tuple[int, ...]]] = []
-    batcher = Batcher("m", recording(calls), max_batch_size=32, batch_timeout=5.0)
-    answers = submit_together(batcher, served, requests)
-    assert calls == [{"a": (7, 2), "b": (7, 3)}]
+    calls: Calls = []
+    gate = threading.Event()
+    batcher = Batcher("m", recording(calls, gate), max_batch_size=32)
+    answers = submit_together(batcher, served, requests, gate, requests[0])
+    assert calls[1:] == [{"a": (7, 2), "b": (7, 3)}]
     loaded = load_bundle(serve_bundles["multi-io"].path)
     for arrays, answer in zip(requests, answers, strict=True):
         alone = loaded.predict(arrays)
@@ -121,10 +142,11 @@ def test_requests_of_different_trailing_shapes_never_share_a_call(
     rng = np.random.default_rng(3)
     steps = (5, 7, 5, 7, 2)
     requests = [{"steps": rng.normal(size=(1, n, 3)).astype("float32")} for n in steps]
-    calls: list[dict[str, tuple[int, ...]]] = []
-    batcher = Batcher("m", recording(calls), max_batch_size=32, batch_timeout=5.0)
-    answers = submit_together(batcher, served, requests)
-    assert calls == [{"steps": (2, 5, 3)}, {"steps": (2, 7, 3)}, {"steps": (1, 2, 3)}]
+    calls: Calls = []
+    gate = threading.Event()
+    batcher = Batcher("m", recording(calls, gate), max_batch_size=32)
+    answers = submit_together(batcher, served, requests, gate, requests[-1])
+    assert calls[1:] == [{"steps": (2, 5, 3)}, {"steps": (2, 7, 3)}, {"steps": (1, 2, 3)}]
     for arrays, answer in zip(requests, answers, strict=True):
         alone = served.loaded.predict(arrays["steps"])
         assert_close(answer["output_0"], alone, served)
@@ -132,8 +154,9 @@ def test_requests_of_different_trailing_shapes_never_share_a_call(
 
 def test_one_requests_failure_is_its_own(sequential: Serving) -> None:
     """A call that fails is run again one request at a time: the neighbours are answered."""
-    calls: list[dict[str, tuple[int, ...]]] = []
-    record = recording(calls)
+    calls: Calls = []
+    gate = threading.Event()
+    record = recording(calls, gate)
 
     def fails_on_999(serving: Serving, arrays: dict[str, Any]) -> dict[str, Any]:
         if (arrays["features"] == 999).any():  # as a custom layer refusing a value would
@@ -142,11 +165,11 @@ def test_one_requests_failure_is_its_own(sequential: Serving) -> None:
 
     good = np.ones((1, 8), "float32")
     bad = np.full((1, 8), 999, "float32")
-    batcher = Batcher("m", fails_on_999, max_batch_size=32, batch_timeout=5.0)
-    answers = submit_together(
-        batcher, sequential, [{"features": good}, {"features": bad}, {"features": good}]
-    )
+    batcher = Batcher("m", fails_on_999, max_batch_size=32)
+    requests = [{"features": good}, {"features": bad}, {"features": good}]
+    answers = submit_together(batcher, sequential, requests, gate, requests[0])
     assert isinstance(answers[1], ValueError)
+    assert calls == [{"features": (1, 8)}] * 3  # the blocker; the batch of 3 failed; two alone
     expected = sequential.loaded.predict(good)
     for answer in (answers[0], answers[2]):
         assert_close(answer["output_0"], expected, sequential)
@@ -180,3 +203,34 @@ def test_a_full_queue_refuses_at_once(sequential: Serving) -> None:
         release.set()
         batcher.close()
     assert len(answers) == 3 and all("output_0" in answer for answer in answers)
+
+
+def test_a_lone_client_never_waits_and_concurrent_ones_wait_for_each_other(
+    sequential: Serving,
+) -> None:
+    """``batch_timeout`` applies only while the last call answered several requests, and only
+    until as many wait again."""
+    calls: Calls = []
+    batcher = Batcher("m", recording(calls), max_batch_size=32, batch_timeout=2.0)
+    row = {"features": np.ones((1, 8), "float32")}
+
+    async def main() -> tuple[float, float]:
+        began = time.monotonic()
+        for _ in range(3):
+            await batcher.submit(sequential, row)
+        lone = time.monotonic() - began  # three calls of one request: no wait at all
+        batcher.last_call = 3  # as after a call that answered three concurrent requests
+        began = time.monotonic()
+        staggered = []
+        for _ in range(3):  # three clients coming back one after the other
+            staggered.append(asyncio.ensure_future(batcher.submit(sequential, row)))
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*staggered)
+        return lone, time.monotonic() - began
+
+    try:
+        lone, together = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert [call["features"][0] for call in calls] == [1, 1, 1, 3]
+    assert lone < 1.0 and together < 1.5, (lone, together)  # neither waited the full 2 s
