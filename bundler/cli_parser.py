@@ -246,8 +246,9 @@ Needs the serve extra: pip install 'bundler[serve]'.""",
         type=float,
         default=DEFAULT_BATCH_TIMEOUT_MS,
         metavar="MS",
-        help="how long a request may wait for others when the model is idle; 0: not at all, "
-        "requests arriving while the model runs are batched anyway (default: %(default)g)",
+        help="how long a request may wait for others, only while the model is under concurrent "
+        "load (a lone client never waits); 0: not at all, requests arriving while the model "
+        "runs are batched anyway (default: %(default)g)",
     )
     batching.add_argument(
         "--max-queue",

@@ -126,12 +126,12 @@ class Serving:
         is told which inputs the model could not run on, never the framework's text.
         """
         feed: Any
-        if len(arrays) == 1:
-            feed = next(iter(arrays.values()))
+        if self.description.feed == "dict" or (len(arrays) > 1 and not self.inputs):
+            feed = dict(arrays)
         elif self.description.feed == "list":
             feed = [arrays[spec.name] for spec in self.inputs]
         else:
-            feed = dict(arrays)
+            feed = next(iter(arrays.values()))
         try:
             return named_outputs(self.loaded.predict(feed))
         except Exception as error:
