@@ -226,19 +226,52 @@ async def _bad_request(request: Any, error: Exception) -> Any:
     return JSONResponse(status_code=400, content={"error": str(error)})
 
 
+def _request_problem(problems: list[Any]) -> str:
+    """pydantic's first complaint about a request body, as our one line."""
+    first = problems[0] if problems else {}
+    if first.get("type") == "json_invalid":
+        return "the request body is not JSON"
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+    return f"the request body is not an inference request: {detail}"
+
+
 async def _not_a_request(request: Any, error: Any) -> Any:
     from fastapi.responses import JSONResponse
 
     problems = error.errors() if hasattr(error, "errors") else []
-    first = problems[0] if problems else {}
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    if first.get("type") == "json_invalid":
-        return JSONResponse(status_code=400, content={"error": "the request body is not JSON"})
-    detail = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
-    return JSONResponse(
-        status_code=400,
-        content={"error": f"the request body is not an inference request: {detail}"},
-    )
+    return JSONResponse(status_code=400, content={"error": _request_problem(problems)})
+
+
+def _infer_route(server: Any) -> Any:
+    """KServe's v2 infer endpoint, its JSON body parsed by pydantic's own JSON parser.
+
+    FastAPI parses a request body with the standard library's ``json`` and then validates the
+    objects; for 1,000 floats that took 0.7-0.9 ms of the event loop per request here, against
+    0.12 ms for ``InferenceRequest.model_validate_json``, which builds the same model. Binary
+    requests (the binary tensor extension) go to KServe as bytes, as before.
+    """
+    from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+    from kserve.protocol.rest.v2_endpoints import V2Endpoints
+    from pydantic import ValidationError
+
+    endpoints = V2Endpoints(server.dataplane, server.model_repository_extension)
+
+    async def infer(model_name: str, request: Any, response: Any) -> Any:
+        body = await request.body()
+        parsed: Any = body
+        if INFERENCE_CONTENT_LENGTH_HEADER not in request.headers:
+            try:
+                parsed = InferenceRequest.model_validate_json(body)
+            except ValidationError as error:
+                raise InvalidInput(_request_problem(error.errors())) from None
+        return await endpoints.infer(request, response, model_name, parsed)
+
+    from fastapi import Request, Response
+
+    infer.__annotations__ = {"model_name": str, "request": Request, "response": Response}
+    return infer
 
 
 async def _limit_exceeded(request: Any, error: Any) -> Any:
@@ -456,9 +489,19 @@ def serve(
     # KServe's own metadata route drops what its response model does not name; this one, added
     # first, answers the same document plus the bundle's identity (version, digest, mode)
     app.add_api_route("/v2/models/{model_name}", _metadata_route(by_name), methods=["GET"])
+    app.add_api_route(
+        "/v2/models/{model_name}/infer",
+        _infer_route(server),
+        methods=["POST"],
+        response_model=None,
+    )
     app.add_middleware(RequestLimits, max_body_size=max_body_size, body_timeout=body_timeout)
 
     class Server(RESTServer):  # type: ignore[misc]
+        def _add_middlewares(self, app: Any) -> None:
+            """None of KServe's: its timing middleware reads the process's CPU time twice a
+            request (a system call each) to log lines the access log already answers for."""
+
         def _add_exception_handlers(self, app: Any) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(InvalidInput, _bad_request)
