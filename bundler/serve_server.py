@@ -5,25 +5,22 @@ event loop, in front of the same models; this module starts both for the bundles
 the operator's ``--host`` (KServe binds every interface), and adds what a server facing untrusted
 clients needs and KServe leaves to the platform:
 
-- **A request body limit** (``--max-body-size``, default 64 MiB, Triton's default too): a
-  ``Content-Length`` above it is answered 413 before the body is read, a chunked body is counted
-  as it arrives and cut at the limit; gRPC's receive limit is set to the same size.
-- **A header timeout** (``--header-timeout``, default 10 s): from a connection's first byte (or
-  from the end of the previous answer, on a kept-alive connection, once the next request has
-  begun) the request line and headers must arrive within it, else 408 and the connection closes.
-  uvicorn has none: a client sending a byte every few seconds held a connection for ever.
-- **A body timeout** (``--body-timeout``, default 30 s): once the headers are in, the whole body
-  must arrive within it, else 408.
+- **Limits** (``serve_limits``): a request body limit (``--max-body-size``, default 64 MiB,
+  Triton's default too; gRPC's receive limit is set to the same size), a deadline for a
+  request's headers (``--header-timeout``, 10 s) and one for its body (``--body-timeout``, 30 s).
 - **Errors without framework text**: a bad request is 400 ``{"error": ...}`` naming the input
   (``serve_protocol``), a full queue 503 with ``Retry-After`` (gRPC ``RESOURCE_EXHAUSTED``), a
   request body that is no inference request 400 with the first problem; anything unexpected is
   500 "internal error" and the details go to the server's log, never to the client.
+- **Less work a request**: the v2 JSON body is parsed by pydantic's parser rather than the
+  standard library's (``_infer_route``), and KServe's timing middleware is left out.
+- **Its own metadata document** (HTTP and gRPC): KServe's drops the bundle's versions, platform
+  and identity.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -34,6 +31,14 @@ from typing import Any
 from .errors import UsageError
 from .serve import BundleModel, Reloader
 from .serve_batching import QueueFull
+from .serve_limits import (
+    BodyTooLarge,
+    BodyTooSlow,
+    RequestLimits,
+    header_timeout_protocol,
+    http_protocol,
+    limit_exceeded,
+)
 from .serve_settings import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_GRPC_PORT,
@@ -55,165 +60,6 @@ log = logging.getLogger("bundler.serve")
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)s %(name)s %(levelname)s %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-# -- limits on what a client may send ------------------------------------------------------------
-
-
-def _json_response(status: int, reason: str, message: str) -> bytes:
-    body = json.dumps({"error": message}).encode()
-    return (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    ).encode() + body
-
-
-def _limit_errors() -> tuple[Any, Any]:
-    """Starlette's HTTPException subclasses for the body limits: FastAPI passes an HTTPException
-    raised while it reads a body on to the handlers (any other exception becomes "There was an
-    error parsing the body"), and ``_limit_exceeded`` answers it."""
-    from starlette.exceptions import HTTPException
-
-    class BodyTooLarge(HTTPException):
-        pass
-
-    class BodyTooSlow(HTTPException):
-        pass
-
-    return BodyTooLarge, BodyTooSlow
-
-
-_BodyTooLarge, _BodyTooSlow = _limit_errors()
-
-
-class RequestLimits:
-    """ASGI middleware: the body limit, and the body timeout counted from the end of the headers
-    (when uvicorn calls the application)."""
-
-    def __init__(self, app: Any, max_body_size: int, body_timeout: float) -> None:
-        self.app = app
-        self.max_body_size = max_body_size
-        self.body_timeout = body_timeout
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_body_size
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._answer(send, 413, f"the request body has {int(declared)} bytes; the "
-                               f"limit is {limit} (--max-body-size)")  # fmt: skip
-            return
-        too_large = f"the request body is larger than the limit, {limit} bytes (--max-body-size)"
-        too_slow = (
-            f"the request body did not arrive within {self.body_timeout:g} s (--body-timeout)"
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
-        received = 0
-        body_done = False
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal received, body_done
-            if body_done:
-                return await receive()  # only a disconnect is left to hear
-            remaining = deadline - loop.time()
-            try:
-                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
-            except asyncio.TimeoutError:
-                raise _BodyTooSlow(408, too_slow) from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(413, too_large)
-                body_done = not message.get("more_body", False)
-            return message
-
-        async def watched_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except (_BodyTooLarge, _BodyTooSlow) as error:  # where no handler answered it
-            if not started:
-                await self._answer(send, error.status_code, error.detail)
-
-    @staticmethod
-    async def _answer(send: Any, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def header_timeout_protocol(base: type[Any], seconds: float) -> type[Any]:
-    """uvicorn's HTTP protocol class ``base`` with a deadline on each request's headers."""
-
-    class HeaderTimeout(base):  # type: ignore[misc]
-        _header_timer: asyncio.TimerHandle | None = None
-        _reading: Any = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._arm()  # the first bytes of a new request
-            super().data_received(data)
-            if self._header_timer is not None and self.cycle is not self._reading:
-                self._header_timer.cancel()  # its headers are in: uvicorn made a new cycle
-                self._header_timer = None
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._reading = self.cycle
-            self._header_timer = self.loop.call_later(seconds, self._late)
-
-        def _late(self) -> None:
-            self._header_timer = None
-            if self.cycle is self._reading and not self.transport.is_closing():
-                self.transport.write(
-                    _json_response(
-                        408,
-                        "Request Timeout",
-                        f"the request headers did not arrive within {seconds:g} s "
-                        "(--header-timeout)",
-                    )
-                )
-                self.transport.close()
-
-    return HeaderTimeout
-
-
-def _http_protocol() -> type[Any]:
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        return HttpToolsProtocol
-    except ImportError:  # uvicorn without its [standard] extra
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-
-        return H11Protocol
 
 
 # -- answers without framework text ---------------------------------------------------------------
@@ -272,16 +118,6 @@ def _infer_route(server: Any) -> Any:
 
     infer.__annotations__ = {"model_name": str, "request": Request, "response": Response}
     return infer
-
-
-async def _limit_exceeded(request: Any, error: Any) -> Any:
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(
-        status_code=error.status_code,
-        content={"error": error.detail},
-        headers={"connection": "close"},  # the rest of the body is not read
-    )
 
 
 async def _queue_full(request: Any, error: Exception) -> Any:
@@ -507,8 +343,8 @@ def serve(
             app.add_exception_handler(InvalidInput, _bad_request)
             app.add_exception_handler(RequestValidationError, _not_a_request)
             app.add_exception_handler(QueueFull, _queue_full)
-            app.add_exception_handler(_BodyTooLarge, _limit_exceeded)
-            app.add_exception_handler(_BodyTooSlow, _limit_exceeded)
+            app.add_exception_handler(BodyTooLarge, limit_exceeded)
+            app.add_exception_handler(BodyTooSlow, limit_exceeded)
             app.add_exception_handler(Exception, _internal_error)
 
     rest = Server(
@@ -519,7 +355,7 @@ def serve(
         grace_period=5,
     )
     rest.config.host = host  # KServe binds every interface; here that is the operator's choice
-    rest.config.http = header_timeout_protocol(_http_protocol(), header_timeout)
+    rest.config.http = header_timeout_protocol(http_protocol(), header_timeout)
     grpc = None
     if grpc_port is not None:
         grpc = _grpc_server(server, by_name, host, grpc_port, max_body_size)
