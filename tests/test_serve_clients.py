@@ -361,3 +361,17 @@ def test_a_full_queue_is_503_with_retry_after(server: Server) -> None:
         {"error": f"model '{SEQ}' has 1 requests waiting, its limit (--max-queue); "
                   "retry after 1 s"},
     )  # fmt: skip
+
+
+def test_a_full_queue_over_grpc_is_resource_exhausted(server: Server) -> None:
+    """64 requests at once over one channel, the queue holding one: the rest are refused with
+    the same line as over HTTP, as gRPC's RESOURCE_EXHAUSTED, not an internal error."""
+    rows = json.dumps({"features": [ROW] * 200})
+    for _ in range(5):
+        answer = grpc_client(server, "flood", SEQ, rows)
+        if "StatusCode.RESOURCE_EXHAUSTED" in answer["counts"]:
+            break
+    assert set(answer["counts"]) == {"ok", "StatusCode.RESOURCE_EXHAUSTED"}, answer
+    assert answer["first_error"] == (
+        f"model '{SEQ}' has 1 requests waiting, its limit (--max-queue); retry after 1 s"
+    )
