@@ -163,6 +163,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     }
 
 
+@pytest.fixture(scope="session")
+def serve_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
+    """The serving tests' own bundles (``tests/serve_bundles.py``): multi-io and sequence."""
+    from .serve_bundles import build_serve_bundles
+
+    return build_serve_bundles(tmp_path_factory.mktemp("serve-bundles"))
+
+
 class CopyBundle(Protocol):
     """The ``copy_bundle`` fixture: ``copy_bundle(name)`` copies that example's session bundle."""
 
