@@ -177,10 +177,7 @@ def _framework_ok(checks: tuple[Check, ...], name: str) -> bool:
 def _install_hint(check: Check) -> str:
     """``pip install 'NAME>=X,<Y'`` for a distribution; the range, for code found by module."""
     if not check.distribution:  # code on the path (PYTHONPATH, a folder): pip cannot install it
-        return (
-            f"put {check.name} {check.allowed} on this interpreter's path (it is not an "
-            "installed distribution: its code is found on PYTHONPATH or sys.path)"
-        )
+        return f"make {check.name} {check.allowed} importable (code on the path: not from pip)"
     try:
         specifier = parse_range(check.allowed).to_pip()
     except VersionError:

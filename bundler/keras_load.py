@@ -172,7 +172,12 @@ def _load_keras_archive(
         if reader is not None and WEIGHTS_MEMBER in archive.namelist():
             check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
 
-    with KERAS_LOCK, keras_seam.variables_from_weights(), _quiet_about_unbuilt_optimizers() as done:
+    with (
+        KERAS_LOCK,
+        keras_seam.variables_from_weights(),
+        keras_seam.safe_mode_scope(not unsafe),
+        _quiet_about_unbuilt_optimizers() as done,
+    ):
         try:
             if not_in_place is None:
                 log.debug("%s: reading the weights in place", where)

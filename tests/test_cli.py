@@ -80,7 +80,10 @@ def test_verify_predicts_refusal_when_the_component_is_not_installed(
     assert result.returncode == 1
     assert "REFUSES to load" in result.stdout
     assert "acme_layers.layers" in result.stdout and "missing" in result.stdout
-    assert "install acme_layers.layers >=1.2.0 <2.0.0" in result.stdout
+    assert (
+        "to load it: make acme_layers.layers >=1.2.0 <2.0.0 importable (code on the path: not "
+        "from pip)" in result.stdout
+    )
     fallback = run_bundle("verify", str(built["custom_layer"].path), "--policy", "fallback")
     assert fallback.returncode == 0, fallback.stdout
     assert "serves the SavedModel graph" in fallback.stdout

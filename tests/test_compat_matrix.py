@@ -263,7 +263,7 @@ def test_load_bundle_in_each_cell(
             assert "its code differs from the build's under the same version" in message
             assert "reinstall the code the bundle was built with (evolve_layers 1.0.0" in message
         else:
-            assert "put evolve_layers ^1.0.0 on this interpreter's path" in message, message
+            assert "make evolve_layers ^1.0.0 importable (code on the path" in message, message
             assert "policy 'fallback'" in message
         return
     assert "error" not in outcome, outcome.get("message")
