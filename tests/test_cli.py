@@ -45,7 +45,11 @@ def test_build_verify_inspect_round_trip(tmp_path: Path) -> None:
         "bytes",
         "seconds",
         "notes",
+        "rehearsal",
     }
+    rehearsal = document["rehearsal"]  # the build loaded it in a fresh interpreter, and says so
+    assert rehearsal["rehearsed"] is True and rehearsal["examples"] == 1
+    assert 0 < rehearsal["waited"] <= rehearsal["seconds"]
 
     # a service has the component installed; here its source folder stands in for that
     service = service_env()
