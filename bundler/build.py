@@ -118,6 +118,8 @@ def build_bundle(
             lock, model, notes, report = _build_into(
                 source, workdir, stage, on_hashing, rehearsal, target
             )
+            if rehearsal is not None:
+                rehearsal.close()  # its verdict is in: nothing of it outlives the rename
             stage("installing")
             install(workdir, target, force)
         except BaseException as error:

@@ -44,10 +44,12 @@ def run_build(args: argparse.Namespace) -> int:
         if not quiet:
             sys.stderr.write(style.dim(f"  {text}...") + "\n")
 
+    from .frameworks import require_tensorflow
     from .manifest import read_manifest
     from .rehearsal import Rehearsal
 
     source = read_manifest(args.manifest)  # bad input fails fast, before TensorFlow loads
+    require_tensorflow("building a bundle")
     # the rehearsal's interpreter starts first: its TensorFlow import overlaps ours
     rehearsal = Rehearsal.start(source) if args.rehearse else None
     try:

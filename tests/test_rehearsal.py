@@ -154,16 +154,24 @@ def failed(manifest: Path, why: str) -> str:
 # -- layouts no service can load are refused at build ---------------------------------------------
 
 
+HELPERS_LAYOUT = {
+    "layer_before": "from helpers import FACTOR",
+    "files": {"src/helpers.py": "FACTOR = 2.0\n"},
+}
+HELPERS_REASON = (
+    "importing component 'mylib.layers' needs module 'helpers', which the build imported from the "
+    "manifest's paths (src/helpers.py)"
+)
+HELPERS_REMEDY = (
+    "declare 'helpers' as a component too, or install the package that provides it where the "
+    "bundle will be loaded"
+)
+
 UNLOADABLE = [
     pytest.param(
-        {
-            "layer_before": "from helpers import FACTOR",
-            "files": {"src/helpers.py": "FACTOR = 2.0\n"},
-        },
-        "importing component 'mylib.layers' needs module 'helpers', which the build imported "
-        "from the manifest's paths (src/helpers.py)",
-        "declare 'helpers' as a component too, or install the package that provides it where the "
-        "bundle will be loaded",
+        HELPERS_LAYOUT,
+        HELPERS_REASON,
+        HELPERS_REMEDY,
         id="the component imports another module of paths",
     ),
     pytest.param(
@@ -477,25 +485,11 @@ def test_a_lock_from_before_rehearsals_verifies_and_says_nothing_of_them(
 
 
 def test_cli_refuses_an_unloadable_layout_in_one_line(tmp_path: Path) -> None:
-    manifest = write_project(
-        tmp_path,
-        layer_before="from helpers import FACTOR",
-        files={"src/helpers.py": "FACTOR = 2.0\n"},
-    )
+    manifest = write_project(tmp_path, **HELPERS_LAYOUT)  # type: ignore[arg-type]
     result = run_bundle("build", str(manifest), "-o", str(tmp_path / "out"))
     assert result.returncode == 1
-    assert (
-        result.stderr
-        == "bundle: error: "
-        + refused(
-            manifest,
-            "importing component 'mylib.layers' needs module 'helpers', which the build imported "
-            "from the manifest's paths (src/helpers.py)",
-            "declare 'helpers' as a component too, or install the package that provides it where the "
-            "bundle will be loaded",
-        )
-        + "\n"
-    )
+    expected = refused(manifest, HELPERS_REASON, HELPERS_REMEDY)
+    assert result.stderr == f"bundle: error: {expected}\n"
     assert not (tmp_path / "out").exists()
 
 
