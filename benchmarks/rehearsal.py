@@ -8,8 +8,9 @@
   rehearsal's start-up here, so this is the costlier case.
 
 Runs alternate ABBA (with, without, without, with, ...), so a machine whose load drifts weighs on
-both alike; each row is the median of its runs, and notes the median time the build waited for
-the rehearsal once its lock was written (what the overlap did not hide).
+both alike; each row is the median of its runs, and notes the medians of how long the build
+waited for the rehearsal once its lock was written (what the overlap did not hide) and of how
+long the rehearsal's interpreter took to start.
 ``python -m benchmarks --only rehearsal`` runs these rows alone (default size 25M).
 """
 
@@ -30,23 +31,29 @@ TARGETS = {
     "rehearsal_cli_build": (1.3, "<= 1.3x bundle build --no-rehearse"),
 }
 
+Run = Callable[[], dict[str, Any]]
 
-def _abba(
-    with_it: Callable[[], float | None], without: Callable[[], float | None], rounds: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Times of ``rounds`` runs of each, taken ABBA; plus the waits ``with_it`` reported."""
+
+def _abba(with_it: Run, without: Run, rounds: int) -> tuple[list[float], list[float], str]:
+    """Times of ``rounds`` runs of each, taken ABBA, and what the rehearsed runs reported."""
     timed: tuple[list[float], list[float]] = ([], [])
-    waits: list[float] = []
+    reports: list[dict[str, Any]] = []
     for index in range(rounds):
         order = [(0, with_it), (1, without)] if index % 2 == 0 else [(1, without), (0, with_it)]
         for slot, action in order:
             os.sync()
             started = time.perf_counter()
-            waited = action()
+            report = action()
             timed[slot].append(time.perf_counter() - started)
-            if waited is not None:
-                waits.append(waited)
-    return timed[0], timed[1], waits
+            if report["rehearsed"]:
+                reports.append(report)
+    waited = statistics.median(r["waited"] for r in reports)
+    startup = statistics.median(r["startup"] for r in reports)
+    said = (
+        f"{rounds} runs each, ABBA; the build waited {waited:.2f} s for the rehearsal, which took "
+        f"{startup:.2f} s to start (medians)"
+    )
+    return timed[0], timed[1], said
 
 
 def rehearsal_rows(
@@ -67,49 +74,41 @@ def rehearsal_rows(
     here = Path(bundler.__file__).resolve().parent.parent  # this checkout's bundler
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(here), env.get("PYTHONPATH")]))
 
-    def command(*extra: str) -> Callable[[], float | None]:
-        argv = [sys.executable, "-m", "bundler", "build", str(manifest), "-o", str(out)]
+    def command(*extra: str) -> Run:
+        argv = [sys.executable, "-m", "bundler", "build", str(manifest), "-o", str(out), "--json"]
 
-        def run() -> float | None:
+        def run() -> dict[str, Any]:
             shutil.rmtree(out, ignore_errors=True)
             done = subprocess.run(
-                [*argv, "--json", *extra], env=env, capture_output=True, text=True, check=False
+                [*argv, *extra], env=env, capture_output=True, text=True, check=False
             )
             if done.returncode != 0:
                 raise RuntimeError(f"bundle build failed: {done.stderr[-2000:]}")
-            waited = json.loads(done.stdout)["rehearsal"]["waited"]
-            return waited if isinstance(waited, float) else None
+            return json.loads(done.stdout)["rehearsal"]  # type: ignore[no-any-return]
 
         return run
 
-    def in_process(rehearse: bool) -> Callable[[], float | None]:
-        def run() -> float | None:
+    def in_process(rehearse: bool) -> Run:
+        def run() -> dict[str, Any]:
             shutil.rmtree(out, ignore_errors=True)
-            return bundler.build_bundle(manifest, out, rehearse=rehearse).rehearsal.waited
+            return bundler.build_bundle(manifest, out, rehearse=rehearse).rehearsal.to_json()
 
         return run
 
-    rows = []
-    command("--no-rehearse")()  # untimed: bytecode written, page cache warm
-    with_it, without, waits = _abba(command(), command("--no-rehearse"), rounds)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
-    note = (
-        f"{params / 1e6:g}M params, bundle {size:.0f} MB; {rounds} runs each, ABBA; the build "
-        f"waited {statistics.median(waits):.2f} s for the rehearsal (median)"
-    )
     median = statistics.median
-    rows.append(row("rehearsal_cli_build", median(with_it), median(without), note=note))
+    command("--no-rehearse")()  # untimed: bytecode written, page cache warm
+    with_it, without, said = _abba(command(), command("--no-rehearse"), rounds)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    model = f"{params / 1e6:g}M params, bundle {size:.0f} MB"
+    rows = [row("rehearsal_cli_build", median(with_it), median(without), note=f"{model}; {said}")]
     sys.path.insert(0, str(folder / "src"))
     try:
         in_process(False)()  # untimed: TensorFlow and the component imported here
-        with_it, without, waits = _abba(in_process(True), in_process(False), rounds)
+        with_it, without, said = _abba(in_process(True), in_process(False), rounds)
     finally:
         sys.path.remove(str(folder / "src"))
         sys.modules.pop("bench_layers", None)
-    note = note.split(";")[0] + (
-        f"; {rounds} runs each, ABBA; the build waited {statistics.median(waits):.2f} s for the "
-        "rehearsal (median)"
-    )
+    note = f"{model}; {said}"
     rows.append(row("rehearsal_api_build", median(with_it), median(without), note=note))
     shutil.rmtree(folder, ignore_errors=True)
     return rows

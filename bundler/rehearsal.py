@@ -48,7 +48,14 @@ from .atomic import temporary_beside
 from .errors import BuildError, UsageError
 from .manifest import ManifestSource
 from .rehearsal_verdict import explain_failure, last_line
-from .rehearsal_view import environment, hidden_folders, link_package, to_link, top_levels
+from .rehearsal_view import (
+    environment,
+    hidden_folders,
+    interpreter_options,
+    link_package,
+    to_link,
+    top_levels,
+)
 from .strict_json import loads as strict_loads
 from .types import Policy
 
@@ -146,6 +153,7 @@ class RehearsalReport:
     examples: int = 0
     seconds: float | None = None  # the fresh interpreter's life, from its start to its verdict
     waited: float | None = None  # what the build waited for it once the lock was written
+    startup: float | None = None  # what it spent starting (importing Keras and TensorFlow)
 
     def lock_entry(self) -> dict[str, Any]:
         """The lock's ``rehearsal`` field: provenance, outside the digest; no timings, so that a
@@ -158,6 +166,7 @@ class RehearsalReport:
             "examples": self.examples,
             "seconds": None if self.seconds is None else round(self.seconds, 3),
             "waited": None if self.waited is None else round(self.waited, 3),
+            "startup": None if self.startup is None else round(self.startup, 3),
         }
 
 
@@ -225,9 +234,10 @@ class Rehearsal:
             "hidden": self.hidden,
             "names": top_levels(source),
         }
+        command = [sys.executable, *interpreter_options(), "-c", BOOTSTRAP, MARKER]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", BOOTSTRAP, MARKER, json.dumps(setup)],
+                [*command, json.dumps(setup)],
                 stdin=subprocess.PIPE,
                 stdout=self.output,
                 stderr=subprocess.STDOUT,
@@ -272,7 +282,7 @@ class Rehearsal:
         (the interpreter is ended first)."""
         if self.handed_at is None:
             raise RuntimeError("hand_over() first")
-        self._expect("ready", self.handed_at + self.startup_limit)
+        startup = self._expect("ready", self.handed_at + self.startup_limit)
         loading = max(self.handed_at, time.monotonic())
         message = self._message(loading + self.timeout, self.timeout)
         if message.get("ok") is not True:
@@ -284,6 +294,7 @@ class Rehearsal:
             examples if isinstance(examples, int) else 0,
             seconds=now - self.started,
             waited=now - self.handed_at,
+            startup=startup if isinstance(startup, float) else None,
         )
 
     def close(self) -> None:

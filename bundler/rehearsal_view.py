@@ -32,16 +32,31 @@ def hidden_folders(source: ManifestSource) -> list[str]:
 
 
 def environment(hidden: list[str]) -> dict[str, str]:
-    """The fresh interpreter's environment: this one's, ``PYTHONPATH`` without ``hidden``."""
+    """The fresh interpreter's environment: this one's, ``PYTHONPATH`` without ``hidden`` (its
+    relative entries made absolute: the interpreter runs elsewhere), and on a GPU the memory its
+    load needs rather than all of it beside the build's."""
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    entries = env.get("PYTHONPATH", "").split(os.pathsep)
-    kept = [entry for entry in entries if entry and os.path.realpath(entry) not in hidden]
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    entries = [os.path.abspath(e) for e in env.get("PYTHONPATH", "").split(os.pathsep) if e]
+    kept = [entry for entry in entries if os.path.realpath(entry) not in hidden]
     if kept:
         env["PYTHONPATH"] = os.pathsep.join(kept)
     else:
         env.pop("PYTHONPATH", None)
     return env
+
+
+def interpreter_options() -> list[str]:
+    """The options this interpreter runs with that change what it may import, passed on."""
+    flags = sys.flags
+    if flags.isolated:
+        return ["-I"]
+    return [
+        option
+        for option, on in (("-E", flags.ignore_environment), ("-s", flags.no_user_site))
+        if on
+    ]
 
 
 def top_levels(source: ManifestSource) -> list[str]:
