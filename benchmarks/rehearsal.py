@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,24 +35,36 @@ TARGETS = {
 Run = Callable[[], dict[str, Any]]
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of the children it waited for."""
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+
 def _abba(with_it: Run, without: Run, rounds: int) -> tuple[list[float], list[float], str]:
-    """Times of ``rounds`` runs of each, taken ABBA, and what the rehearsed runs reported."""
+    """Times of ``rounds`` runs of each, taken ABBA, and what the rehearsed runs reported (with
+    the CPU time each run took: unlike wall time, it hardly depends on what else the machine
+    runs)."""
     timed: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
     reports: list[dict[str, Any]] = []
     for index in range(rounds):
         order = [(0, with_it), (1, without)] if index % 2 == 0 else [(1, without), (0, with_it)]
         for slot, action in order:
             os.sync()
-            started = time.perf_counter()
+            started, used = time.perf_counter(), _cpu()
             report = action()
             timed[slot].append(time.perf_counter() - started)
+            cpu[slot].append(_cpu() - used)
             if report["rehearsed"]:
                 reports.append(report)
-    waited = statistics.median(r["waited"] for r in reports)
-    startup = statistics.median(r["startup"] for r in reports)
+    median = statistics.median
+    waited = median(r["waited"] for r in reports)
+    startup = median(r["startup"] for r in reports)
     said = (
         f"{rounds} runs each, ABBA; the build waited {waited:.2f} s for the rehearsal, which took "
-        f"{startup:.2f} s to start (medians)"
+        f"{startup:.2f} s to start; CPU {median(cpu[0]):.1f} s vs {median(cpu[1]):.1f} s "
+        f"(medians; load average {os.getloadavg()[0]:.1f})"
     )
     return timed[0], timed[1], said
 
