@@ -112,9 +112,9 @@ def build_bundle(
         target = Path(out) if out is not None else default_output(source.manifest)
         target = Path(os.path.abspath(target))
         workdir = prepare_workdir(target, force)
-        if rehearse is True:
-            rehearsal = Rehearsal.start(source)  # its imports run while this build works
         try:
+            if rehearse is True:
+                rehearsal = Rehearsal.start(source)  # its imports run while this build works
             lock, model, notes, report = _build_into(
                 source, workdir, stage, on_hashing, rehearsal, target
             )

@@ -355,6 +355,15 @@ def test_a_bad_rehearsal_timeout_is_refused(monkeypatch: pytest.MonkeyPatch, val
     )
 
 
+def test_a_bad_rehearsal_timeout_fails_the_build_before_it_writes_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUNDLER_REHEARSAL_TIMEOUT", "soon")
+    with pytest.raises(UsageError, match="'soon' is not a positive number of seconds"):
+        build_bundle(EXAMPLES / "sequential" / "manifest.yaml", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_rehearsal_timeout_defaults_to_five_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BUNDLER_REHEARSAL_TIMEOUT", raising=False)
     assert rehearsal_timeout() == 300.0
