@@ -7,6 +7,7 @@
 Every row is the median of ``--repeat`` runs, bundler next to what users would do without it:
 
 - build:   ``bundler.build_bundle`` vs the factory + ``model.save(".keras")`` + ``model.export()``
+           (``rehearse=False``: the build's own work; the rehearsal's cost is its own rows)
 - load:    ``load_bundle(verify=True/False)`` vs ``keras.models.load_model`` of the same file
 - verify:  ``verify_bundle`` vs ``sha256sum`` and vs hashlib on one thread, over the same files
 - start:   ``bundle verify`` as a process vs ``python -c pass`` and ``-c "import tensorflow"``
@@ -25,6 +26,9 @@ the serve rows.
 - coldstart: ``load_bundle`` vs ``keras.models.load_model``, in process and from a fresh process
            to its first prediction, with peak RSS of loads and builds (``benchmarks/coldstart.py``).
            ``--only coldstart`` runs these rows alone, at 25M, 200M and 1B unless ``--sizes``.
+- rehearsal: ``bundle build`` and ``build_bundle`` with the load rehearsed in a fresh interpreter
+           vs without (``benchmarks/rehearsal.py``). ``--only rehearsal`` runs these rows alone,
+           at 25M unless ``--sizes``.
 
 Results go to ``benchmarks/results/<UTC time>.json`` as well (``--out`` to change), so that a later
 change can be compared with this one. Timings are warm-cache (each run follows the one before)
@@ -58,6 +62,8 @@ from .coldstart import TARGETS as COLDSTART_TARGETS
 from .coldstart import coldstart_rows
 from .identity import TARGETS as IDENTITY_TARGETS
 from .identity import identity_rows
+from .rehearsal import TARGETS as REHEARSAL_TARGETS
+from .rehearsal import rehearsal_rows
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {  # metric -> (largest acceptable ratio, the target)
@@ -69,6 +75,7 @@ TARGETS = {  # metric -> (largest acceptable ratio, the target)
     "diff_identical_vs_pass": (None, "bundle diff of identical bundles <= 0.3 s over bare Python"),
     "diff_all_weights_changed": (1.2, "<= 1.2x reading both weight files once (h5py)"),
     **COLDSTART_TARGETS,
+    **REHEARSAL_TARGETS,
 }
 
 
@@ -184,7 +191,7 @@ def bench_size(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
         return lambda: shutil.rmtree(path, ignore_errors=True)
 
     def build_ours() -> None:
-        bundler.build_bundle(manifest, out)
+        bundler.build_bundle(manifest, out, rehearse=False)
 
     def build_bare() -> None:
         bare.mkdir()
@@ -296,7 +303,7 @@ def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, A
     def build(target: Path, enabled: bool) -> Callable[[], None]:
         def run() -> None:
             with canonicalising(enabled):
-                bundler.build_bundle(manifest, target)
+                bundler.build_bundle(manifest, target, rehearse=False)
 
         return run
 
@@ -318,7 +325,7 @@ def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, A
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(path, target)
     other = folder / "other"
-    bundler.build_bundle(write_workspace(folder / "seed-1", params, seed=1), other)
+    bundler.build_bundle(write_workspace(folder / "seed-1", params, seed=1), other, rehearse=False)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     peak = (  # VmHWM, not ru_maxrss: that one carries the benchmark's own peak across exec
         "import sys\n"
@@ -440,7 +447,8 @@ def bench_serve_size(params: int, seconds: float, work: Path) -> list[dict[str, 
     from benchmarks.serve import bench_serve
 
     folder = work / f"serve-{params}"
-    bundle = bundler.build_bundle(write_workspace(folder, params), folder / "bundle").path
+    manifest = write_workspace(folder, params)
+    bundle = bundler.build_bundle(manifest, folder / "bundle", rehearse=False).path
     sys.path.insert(0, str(folder / "src"))
     try:
         return bench_serve(bundle, folder / "src", seconds, row, folder)
@@ -475,13 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON")
     parser.add_argument(
         "--only",
-        choices=("all", "reproducible", "serve", "coldstart"),
+        choices=("all", "reproducible", "serve", "coldstart", "rehearsal"),
         default="all",
         help="run every row (default), or only: the reproducible-build and diff rows, bundle "
-        "serve's, or the cold-start rows (loads vs bare Keras's)",
+        "serve's, the cold-start rows (loads vs bare Keras's), or the rehearsal's (builds with "
+        "and without it)",
     )
     args = parser.parse_args(argv)
-    default_sizes = "25M,200M,1B" if args.only == "coldstart" else "1M,25M,200M"
+    default_sizes = {"coldstart": "25M,200M,1B", "rehearsal": "25M"}.get(args.only, "1M,25M,200M")
     sizes = (
         [20_000]
         if args.quick
@@ -497,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bundler-bench-") as scratch:
         work = Path(scratch)
-        small = build_bundle(write_workspace(work / "small", 20_000), work / "small-bundle").path
+        small_manifest = write_workspace(work / "small", 20_000)
+        small = build_bundle(small_manifest, work / "small-bundle", rehearse=False).path
         if args.only in ("all", "reproducible"):
             for params in sizes:
                 print(f"... {params / 1e6:g}M parameters", file=sys.stderr)
@@ -516,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
                 # a 1B model is minutes per build and gigabytes per load: one run of each
                 runs = 1 if params >= 1_000_000_000 else repeat
                 rows.extend(coldstart_rows(params, runs, work, write_workspace, row, paired_times))
+        if args.only == "rehearsal":
+            for params in sizes:
+                print(f"... rehearsal, {params / 1e6:g}M parameters", file=sys.stderr)
+                rows.extend(rehearsal_rows(params, repeat, work, write_workspace, row))
         if args.only in ("all", "serve") and serve_available():
             # a reload holds two models at once, beside this process's own: 25M is enough to see
             for params in [size for size in sizes if size <= 25_000_000]:

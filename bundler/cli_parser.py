@@ -59,8 +59,11 @@ def make_parser() -> argparse.ArgumentParser:
         "build",
         help="build a bundle from a manifest, atomically",
         description="Import the components, call the model factory, write model.keras, a "
-        "SavedModel and bundle.lock.json into a temporary folder, then rename it into place. "
-        "A failed or interrupted build leaves nothing at OUT.",
+        "SavedModel and bundle.lock.json into a temporary folder, load it in a fresh "
+        "interpreter as a service would (replaying the golden examples), then rename it into "
+        "place. A failed or interrupted build leaves nothing at OUT. Exit 0 built, 1 build "
+        "failed (the rehearsed load included), 2 bad input. BUNDLER_REHEARSAL_TIMEOUT (seconds, "
+        "default 300) bounds the wait for the rehearsal.",
     )
     build.add_argument("manifest", metavar="MANIFEST", help="manifest file (YAML or JSON)")
     build.add_argument(
@@ -68,6 +71,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--force", action="store_true", help="replace OUT if it is a bundle (atomically)"
+    )
+    build.add_argument(
+        "--no-rehearse",
+        dest="rehearse",
+        action="store_false",
+        help="do not load the bundle in a fresh interpreter before putting it in place (by "
+        "default the build does, seeing only the installed packages and the declared "
+        "components, and fails if it cannot load; that costs a TensorFlow start-up, mostly "
+        "overlapped). The lock records that it was not rehearsed",
     )
     build.add_argument(
         "--check-reproducible",

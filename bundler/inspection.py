@@ -42,6 +42,7 @@ class InspectReport:
             "description": lock.description,
             "digest": lock.digest,
             "created": lock.created,
+            "rehearsal": None if lock.rehearsal is None else lock.rehearsal.to_dict(),
             "environment": lock.environment.to_dict(),
             "components": [component.to_dict() for component in lock.components],
             "plan": self.plan.to_json(),

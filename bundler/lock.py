@@ -13,7 +13,8 @@ Format ``bundler.bundle/v1``::
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
       "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
-      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>"
+      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>",
+      "rehearsal": {"rehearsed": bool, "examples": int}   # provenance; absent in older locks
     }
 
 Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
@@ -69,6 +70,7 @@ __all__ = [  # the layout's names are re-exported: readers of the lock find them
     "Lock",
     "LockedComponent",
     "LockedExample",
+    "Rehearsal",
     "ShardTable",
     "canonical_json",
     "files_digest",
@@ -244,6 +246,22 @@ class LockedExample:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Rehearsal:
+    """Provenance: whether a fresh interpreter loaded the bundle before the build put it in place
+    (``bundler.rehearsal``), and how many golden examples it replayed. Outside the digest."""
+
+    rehearsed: bool
+    examples: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rehearsal:
+        return cls(rehearsed=d["rehearsed"], examples=d.get("examples", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"examples": self.examples, "rehearsed": self.rehearsed}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Lock:
     """The contents of ``bundle.lock.json``: built from a validated document, never edited."""
 
@@ -260,6 +278,7 @@ class Lock:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     examples: tuple[LockedExample, ...] = ()
     created: str  # UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH
+    rehearsal: Rehearsal | None = None  # None: built before builds rehearsed the load
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Lock:
@@ -278,10 +297,13 @@ class Lock:
             metadata=d.get("metadata", {}),
             examples=tuple(LockedExample.from_dict(e) for e in d.get("examples", ())),
             created=d["created"],
+            rehearsal=None if d.get("rehearsal") is None else Rehearsal.from_dict(d["rehearsal"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
+        provenance = {} if self.rehearsal is None else {"rehearsal": self.rehearsal.to_dict()}
         return {
+            **provenance,  # left out of older locks, which do not say
             "artifacts": self.artifacts.to_dict(),
             "components": [component.to_dict() for component in self.components],
             "created": self.created,

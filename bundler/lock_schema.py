@@ -118,6 +118,21 @@ class LockedExample(_Frozen):
     atol: float = Field(ge=0)
 
 
+class Rehearsal(_Frozen):
+    """Provenance: whether a fresh interpreter loaded the bundle before the build put it in place.
+
+    Outside the digest (it says how the bundle was made, not what loads), and without timings, so
+    that a rebuild under ``SOURCE_DATE_EPOCH`` writes the same lock.
+    """
+
+    rehearsed: bool = Field(
+        description="True: the build loaded the bundle in a fresh interpreter that saw only the "
+        "installed packages and the declared components, and would have refused it otherwise. "
+        "False: built with --no-rehearse (rehearse=False)."
+    )
+    examples: int = Field(ge=0, description="The golden examples that load replayed.")
+
+
 class Lock(_Frozen):
     """The contents of ``bundle.lock.json``."""
 
@@ -141,3 +156,7 @@ class Lock(_Frozen):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     examples: list[LockedExample] = Field(default_factory=list)
     created: str = Field(description="UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH.")
+    rehearsal: Rehearsal | None = Field(
+        default=None,
+        description="Whether the build rehearsed the load (absent in locks of older builds).",
+    )

@@ -80,6 +80,9 @@ class VerifyReport:
             "name": self.lock.name if self.lock else None,
             "version": self.lock.version if self.lock else None,
             "digest": self.digest,
+            "rehearsal": (
+                self.lock.rehearsal.to_dict() if self.lock and self.lock.rehearsal else None
+            ),
             "problems": [problem.to_json() for problem in self.problems],
             "plan": self.plan.to_json() if self.plan else None,
             "files_checked": self.files_checked,

@@ -50,5 +50,5 @@ def build_serve_bundles(folder: Path) -> dict[str, Bundle]:
             f"apiVersion: bundler/v1\nname: {name}\nversion: 1.0.0\n"
             f"model: {{factory: 'serve_demo:{factory}'}}\ncomponents: []\npaths: [src]\n"
         )
-        bundles[name] = build_bundle(manifest, folder / name)
+        bundles[name] = build_bundle(manifest, folder / name, rehearse=False)
     return bundles

@@ -159,7 +159,7 @@ def test_load_from_many_threads_at_once(built: dict[str, Bundle]) -> None:
 
 def test_source_date_epoch_sets_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    bundle = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", tmp_path / "b")
+    bundle = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", tmp_path / "b", rehearse=False)
     assert bundle.lock.created == "2023-11-14T22:13:20Z"
 
 
@@ -175,7 +175,7 @@ def test_a_build_renames_its_folder_into_place_only_once_the_lock_is_in_it(
     folder that already holds its lock (the lock is the last file written)."""
     out = tmp_path / "b"
     with watching(out) as moments:
-        build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out)
+        build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, rehearse=False)
     renames = [m for m in moments if m.event == "os.rename" and m.paths[1:] == (str(out),)]
     assert [(m.states, m.out) for m in renames] == [(("complete", "absent"), "absent")]
     assert [seen for seen, _ in history(moments)] == ["absent", "complete"]
@@ -186,10 +186,12 @@ def test_force_replaces_a_bundle_atomically(tmp_path: Path) -> None:
     the new complete one takes its place (absent in between only where the kernel cannot swap
     two folders in one step); never rebuilt in place."""
     out = tmp_path / "b"
-    first = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out)
+    first = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, rehearse=False)
     old = os.stat(out).st_ino
     with watching(out) as moments:
-        second = build_bundle(EXAMPLES / "sequential" / "manifest.yaml", out, force=True)
+        second = build_bundle(
+            EXAMPLES / "sequential" / "manifest.yaml", out, force=True, rehearse=False
+        )
     new = os.stat(out).st_ino
     assert history(moments) in (
         [("complete", old), ("complete", new)],  # renameat2(RENAME_EXCHANGE)
@@ -355,7 +357,7 @@ def test_single_copy_export_keeps_what_model_export_keeps(tmp_path: Path, kind: 
         f"apiVersion: bundler/v1\nname: {kind}\nversion: 1.0.0\n"
         f"model: {{factory: '{kind}_demo:build'}}\npaths: [src]\n"
     )
-    bundle = build_bundle(manifest, tmp_path / "out")
+    bundle = build_bundle(manifest, tmp_path / "out", rehearse=False)
     weights = sum(int(np.prod(v.shape)) for v in bundle.model.variables)
     assert _stored_values(bundle.path / "saved_model") == weights
     inputs = {name: tf.constant(value) for name, value in EXPORT_INPUTS[kind]().items()}

@@ -101,7 +101,7 @@ def test_disk_full_mid_build_fails_clearly_and_leaves_nothing(tmp_path: Path, wh
         work.mkdir()
         manifest, limit = _long_graph_manifest(work), 60_000
     out = tmp_path / "out"
-    process = _popen("-m", "bundler", "build", manifest, "-o", str(out),
+    process = _popen("-m", "bundler", "build", manifest, "-o", str(out), "--no-rehearse",
                      preexec_fn=_limit_file_size(limit))  # fmt: skip
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr
@@ -160,7 +160,7 @@ else:
         swapped = exchange(first, second)
         os.kill(os.getpid(), signal.SIGKILL)
     atomic._exchange = hook
-build.build_bundle(manifest, out, force=True)
+build.build_bundle(manifest, out, force=True, rehearse=False)
 """
 
 
@@ -191,8 +191,8 @@ def test_force_rebuild_killed_around_the_swap_leaves_a_complete_bundle(
 
 def test_concurrent_builds_to_one_output_never_corrupt_it(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    commands = [["build", SEQUENTIAL, "-o", str(out)]] * 2
-    commands.append(["build", SEQUENTIAL, "-o", str(out), "--force"])
+    commands = [["build", SEQUENTIAL, "-o", str(out), "--no-rehearse"]] * 2
+    commands.append(["build", SEQUENTIAL, "-o", str(out), "--force", "--no-rehearse"])
     processes = [_popen("-m", "bundler", *command) for command in commands]
     outcomes = []
     for process in processes:
@@ -245,7 +245,9 @@ def test_verify_while_a_force_rebuild_replaces_the_bundle(
     out = tmp_path / "out"
     shutil.copytree(built["sequential"].path, out)
     old_digest = built["sequential"].digest
-    process = _popen("-m", "bundler", "build", SEQUENTIAL, "-o", str(out), "--force", "--json")
+    process = _popen(
+        "-m", "bundler", "build", SEQUENTIAL, "-o", str(out), "--force", "--json", "--no-rehearse"
+    )
     outcomes: list[str | None] = []
     errors: list[BaseException] = []
     stop = threading.Event()

@@ -330,7 +330,7 @@ def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     sys.path.insert(0, str(folder / "src"))
     try:
-        yield build_bundle(folder / "manifest.yaml", folder / "bundle").path
+        yield build_bundle(folder / "manifest.yaml", folder / "bundle", rehearse=False).path
     finally:
         sys.path.remove(str(folder / "src"))
 

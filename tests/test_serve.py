@@ -154,7 +154,8 @@ def deploy(built: dict[str, Bundle], tmp_path_factory: pytest.TempPathFactory) -
     text = manifest.read_text().replace("version: 0.3.0", "version: 0.4.0")
     golden = "examples:\n  - name: smoke\n    inputs: [[1, 2, 3, 4], [0, 0, 0, 1]]\n"
     manifest.write_text(text.replace("epochs: 3", "epochs: 6") + golden)
-    bundles = {"v1": folder / "v1", "v2": build_bundle(manifest, folder / "v2").path}
+    v2 = build_bundle(manifest, folder / "v2", rehearse=False).path
+    bundles = {"v1": folder / "v1", "v2": v2}
     shutil.copytree(built["custom_layer"].path, bundles["v1"])
     bundles["v2-tampered"] = folder / "v2-tampered"
     shutil.copytree(bundles["v2"], bundles["v2-tampered"])
@@ -321,7 +322,7 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
         "apiVersion: bundler/v1\nname: multi-io\nversion: 1.0.0\n"
         "model: {factory: 'multi_io:build'}\ncomponents: []\npaths: [src]\n"
     )
-    bundle = build_bundle(tmp_path / "manifest.yaml", tmp_path / "bundle")
+    bundle = build_bundle(tmp_path / "manifest.yaml", tmp_path / "bundle", rehearse=False)
     served = load_for_serving(bundle.path, "adapt")
     described, name = served.description, served.name
 

@@ -154,7 +154,7 @@ def pinlab(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
             name="pinlab-demo", factory="pinlab_demo.model:build", module="pinlab", version="1.0.0"
         )
     )
-    return build_bundle(manifest, root / "bundle")
+    return build_bundle(manifest, root / "bundle", rehearse=False)
 
 
 def test_the_lock_pins_every_file_of_code_the_model_runs(pinlab: Bundle) -> None:
@@ -382,7 +382,7 @@ def vit(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
             version=keras_hub.__version__,
         )
     )
-    return build_bundle(manifest, root / "bundle")
+    return build_bundle(manifest, root / "bundle", rehearse=False)
 
 
 def test_vit_pins_the_layers_its_constructor_makes(vit: Bundle) -> None:

@@ -243,7 +243,7 @@ def test_a_component_that_does_not_cover_the_model_fails_the_build(
 
     manifest = _tiny_bert_manifest(tmp_path, components)
     with pytest.raises(BuildError) as caught:
-        build_bundle(manifest, tmp_path / "out")
+        build_bundle(manifest, tmp_path / "out", rehearse=False)
     assert str(caught.value).splitlines() == [
         f"{manifest}: components: the model uses 'keras_hub>BertBackbone' from module "
         "'keras_hub.src.models.bert.bert_backbone', which no component covers",
@@ -263,7 +263,8 @@ def test_a_declared_component_the_model_does_not_use_is_a_warning(
         "  - module: tcn\n    version: '>=3.5,<4'\n"
     )
     with pytest.warns(UserWarning, match="'tcn' is declared, but the model uses none"):
-        bundle = build_bundle(_tiny_bert_manifest(tmp_path, components), tmp_path / "out")
+        manifest = _tiny_bert_manifest(tmp_path, components)
+        bundle = build_bundle(manifest, tmp_path / "out", rehearse=False)
     assert [c.objects for c in bundle.lock.components] == [("keras_hub>BertBackbone",), ()]
 
 
