@@ -8,7 +8,8 @@ Format ``bundler.bundle/v1``::
       "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
       "manifest": {...},                   # the normalized manifest the bundle was built from
       "components": [{"module", "version" (pinned), "requirement", "compatible",
-                      "distribution", "objects" (used), "sources", "source_sha256"}],
+                      "distribution", "objects" (used), "defined_in" (where each object is
+                      defined: "module:qualname"), "sources", "source_sha256"}],
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
       "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
@@ -124,6 +125,16 @@ class LockedComponent:
     objects: tuple[str, ...] = ()  # registered names of the objects the model uses
     source_sha256: str  # over ``sources``: the identity of the code the model uses
     sources: Mapping[str, str] = field(default_factory=dict)  # source path -> sha256
+    # registered name -> "module:qualname" of the object, the module load imports to find it;
+    # None in locks written before bundler recorded it (load then finds objects by registration)
+    defined_in: Mapping[str, str] | None = None
+
+    @property
+    def defining_modules(self) -> tuple[str, ...]:
+        """The modules load imports to find this component's objects, sorted, once each."""
+        if self.defined_in is None:
+            return ()
+        return tuple(sorted({ref.split(":", 1)[0] for ref in self.defined_in.values()}))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LockedComponent:
@@ -136,10 +147,11 @@ class LockedComponent:
             objects=tuple(d.get("objects", ())),
             source_sha256=d["source_sha256"],
             sources=dict(d.get("sources", {})),
+            defined_in=None if d.get("defined_in") is None else dict(d["defined_in"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "compatible": self.compatible,
             "distribution": self.distribution,
             "module": self.module,
@@ -149,6 +161,9 @@ class LockedComponent:
             "sources": dict(self.sources),
             "version": self.version,
         }
+        if self.defined_in is not None:  # an older lock's document stays as it was written
+            document["defined_in"] = dict(self.defined_in)
+        return document
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
