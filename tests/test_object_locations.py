@@ -9,12 +9,13 @@ deploy target's ``bundle env`` file says about modules.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from bundler import Bundle, build_bundle, load_bundle
-from bundler.errors import BuildError, UnsafeBundleError
+from bundler.errors import BuildError, LoadError, UnsafeBundleError
 from bundler.smoke import verify_bundle
 
 from .conftest import CopyBundle
@@ -229,3 +230,26 @@ def test_a_plain_pip_freeze_says_nothing_of_modules(
     assert report.ok
     assert report.plan is not None
     assert list(report.plan.notes) == [note.format(target=target) for note in notes]
+
+
+def test_a_keras_failure_says_its_cause_not_the_config(copy_bundle: CopyBundle) -> None:
+    """Keras wraps a constructor's error in a message that quotes the whole model config; the
+    load error says what went wrong, for which layer, in one line."""
+    bundle = copy_bundle("custom_layer")
+    keras_file = bundle / "model.keras"
+    with zipfile.ZipFile(keras_file) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    config = json.loads(members["config.json"])
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Scale":
+            layer["config"]["bogus"] = 1
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(LoadError) as failed:
+        load_bundle(bundle, verify=False)
+    assert failed.value.message == (
+        "Keras could not load the model: ValueError: Unrecognized keyword arguments passed to "
+        "Scale: {'bogus': 1}"
+    )
