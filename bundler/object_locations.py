@@ -37,7 +37,6 @@ from .scan import serialized_objects
 __all__ = [
     "keras_failure",
     "locate_objects",
-    "names_by_module",
     "reference_of",
     "split_reference",
 ]
@@ -56,7 +55,7 @@ def split_reference(reference: str) -> tuple[str, str]:
     return module, qualname
 
 
-def names_by_module(component: LockedComponent) -> dict[str, list[str]]:
+def _names_by_module(component: LockedComponent) -> dict[str, list[str]]:
     """The component's recorded modules, each with the registered names of what it defines."""
     modules: dict[str, list[str]] = {}
     for name, reference in sorted((component.defined_in or {}).items()):
@@ -132,7 +131,7 @@ def locate_objects(lock: Lock, plan: Plan, where: str) -> dict[str, Any]:
             custom_objects.update(registered_objects(root))
             continue
         check = _check_of(plan, component)
-        for module, names in names_by_module(component).items():
+        for module, names in _names_by_module(component).items():
             imported = _import_defining(module, names, component, check, where)
             for name in names:
                 reference = component.defined_in[name]
