@@ -194,16 +194,13 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"  {style.bad('x')} {shown(problem)}")
     if report.plan is not None:
         plan = report.plan
-        mode = {
-            "keras": "loads the Keras model",
-            "graph": "serves the SavedModel graph",
-            "refused": "REFUSES to load",
-        }[plan.mode]
-        where = "here" if plan.environment == "local" else f"on {plan.environment}"
-        print(f"\n  load plan {where}, policy '{plan.policy}': {mode}")
+        where = "here" if plan.environment == "local" else f"on {shown(plan.environment)}"
+        print(f"\n  load plan {where}, policy '{plan.policy}': {plan.outcome}")
         if plan.mode != "keras":
             print(f"  why: {shown(plan.reason)}")
         print("\n" + "\n".join("    " + line for line in plan_lines(plan)))
+        for note in plan.notes:
+            print(f"\n  note: {shown(note)}")
         if plan.mode == "refused":
             remedies = [shown(remedy) for remedy in plan.remedies()]
             if remedies:

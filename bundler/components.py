@@ -42,6 +42,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import ComponentError
+from .module_finder import find_module
 from .source_hash import SOURCE_HASHES, source_digest
 
 
@@ -200,23 +201,16 @@ def imported_version(module: ModuleType) -> InstalledComponent:
 
 
 def find_source(module_name: str, search: list[str] | None = None) -> Path | None:
-    """The file that ``import module_name`` would execute last, found without importing parents.
+    """The Python file that ``import module_name`` would execute last, found without importing
+    anything (``bundler.module_finder``: plain and namespace packages, editable installs).
 
-    Covers plain and namespace packages on the file system, which is where components live; zip
-    imports and custom finders are out of reach without executing code, and report "not found".
+    None for what has no Python source to read: a namespace package, an extension module, a
+    module import cannot find.
     """
-    parts = module_name.split(".")
-    for entry in sys.path if search is None else search:
-        base = Path(entry or ".")
-        folder = base.joinpath(*parts[:-1])
-        if not folder.is_dir():
-            continue
-        package = folder / parts[-1]
-        if (package / "__init__.py").is_file():
-            return package / "__init__.py"
-        if (folder / f"{parts[-1]}.py").is_file():
-            return folder / f"{parts[-1]}.py"
-    return None
+    found = find_module(module_name, search)
+    if found is None or found.origin is None or found.origin.suffix != ".py":
+        return None
+    return found.origin
 
 
 def _literal_version(source: Path, depth: int = 0) -> str | None:

@@ -1,10 +1,15 @@
 """The Keras path of a load: model.keras scanned, bounded, then built, its weights read in place.
 
-The loader imports exactly the component modules the lock names, and before Keras sees the config
-it is scanned (``scan``): every serialized object must come from Keras itself or from one of those
-modules. Keras 3 refuses to import other modules on its own, but a bundle must not depend on which
-Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused. Before Keras
-reads the archive, its members' sizes and its HDF5 weights are checked (``keras_archive``).
+The loader imports exactly the modules the lock names (the components, and the modules each
+records as defining the model's objects) and hands Keras those objects for this one load
+(``object_locations``): what a package registers, or forgets to, no longer decides whether a model
+loads. Before Keras sees the config it is scanned (``scan``): every serialized object must come
+from Keras itself or be one the lock records, from the module it records. Keras 3 refuses to
+import other modules on its own, but a bundle must not depend on which Keras release enforces
+what. ``safe_mode`` stays on, so Lambda bytecode is refused. Before Keras reads the archive, its
+members' sizes and its HDF5 weights are checked (``keras_archive``). When Keras still fails, the
+error names the object, the module that defines it and what to do
+(``object_locations.keras_failure``), never Keras's dump of the config.
 
 A ``model.keras`` laid out by the build (``keras_layout``: weights first, stored, at 4096) has its
 weights read where they lie: the model is built from the config and HDF5 opens ``model.keras``
@@ -37,14 +42,20 @@ from pathlib import Path
 from typing import Any
 
 from .compat import Plan
-from .components import import_component, registered_objects
 from .errors import BundleError, LoadError, UnsafeBundleError, UnsafeLoadWarning
 from .file_window import ShardMismatch, VerifiedFile
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
 from .load_integrity import DeferredChecks
 from .lock import Lock
-from .scan import check_config_modules, check_config_objects, read_config
+from .object_locations import keras_failure, locate_objects
+from .scan import (
+    check_config_modules,
+    check_config_objects,
+    check_lock_references,
+    check_recorded_objects,
+    read_config,
+)
 
 log = logging.getLogger("bundler")
 
@@ -104,9 +115,8 @@ def load_keras(
     reader = deferred.reader if deferred is not None else None
     where = str(root / lock.artifacts.keras)
     modules = [component.module for component in lock.components]
-    custom_objects: dict[str, Any] = {}
-    for component in lock.components:
-        custom_objects.update(registered_objects(import_component(component.module)))
+    check_lock_references(lock.components, where)  # before anything the lock records is imported
+    custom_objects = locate_objects(lock, plan, where)
     if unsafe:
         message = f"loading {root} with Keras safe_mode OFF: code inside the model will run"
         log.warning(message)
@@ -147,6 +157,7 @@ def _load_keras_archive(
     reader = deferred.reader if deferred is not None else None
     config = read_config(archive, where)
     check_config_modules(config, modules, where, unsafe=unsafe)
+    check_recorded_objects(config, lock.components, where)
     check_config_objects(config, modules, where)
     size = lock.files[keras_name].size
     if reader is None:
@@ -207,9 +218,7 @@ def _load_keras_archive(
                     "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
                     path=where,
                 ) from error
-            if len(text) > 600:
-                text = text[:597] + "..."
-            raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+            raise LoadError(keras_failure(error, lock, config), path=where) from error
         done.append(model)
     return model, applied
 

@@ -27,6 +27,9 @@ DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 # steered outside sys.path by a name like '/etc.x' or '..'.
 MODULE_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 MODULE_MAX_LENGTH = 256
+# Where an object is defined, as entry points write it: "module:qualname" (the module is found by
+# verify the same way, so it obeys MODULE_PATTERN; the qualname is attributes from there).
+OBJECT_REF_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 ARTIFACT_DEFAULTS: dict[str, str | None] = {
     "keras": "model.keras",
     "saved_model": "saved_model",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,8 @@ def _load_verified(
             deferred.settle()
 
     plan = make_plan(lock, policy, ImportedEnvironment())
+    for note in plan.notes:
+        log.info("%s: %s", root, note)
     if plan.mode == "refused":
         raise IncompatibleBundleError(plan.refusal(), plan=plan, path=root)
     loaded: LoadedBundle
@@ -189,10 +191,16 @@ def _prove_modified(loaded: LoadedBundle, policy: Policy, unsafe: bool) -> Loade
 
 
 def _load_graph(root: Path, lock: Lock, plan: Plan, why: str, unsafe: bool) -> LoadedBundle:
-    """The graph path (``graph_load``), with a FallbackWarning saying ``why`` it is served."""
+    """The graph path (``graph_load``), with a FallbackWarning saying ``why`` it is served.
+
+    The loaded bundle's plan says what was done: mode ``graph``, for that reason, even where the
+    plan had expected the Keras path (a Keras failure, or examples that drifted).
+    """
     graph, signature = load_graph(root, lock, unsafe)
     message = f"{root}: serving the SavedModel graph, not the full Keras model: {why}"
     if log.hasHandlers():  # a service that configured logging sees it there; a script, once
         log.warning(message)
     warnings.warn(message, FallbackWarning, stacklevel=3)
+    if plan.mode != "graph":
+        plan = replace(plan, mode="graph", reason=why)
     return LoadedBundle(root, graph, "graph", lock, plan, (), signature)

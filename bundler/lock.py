@@ -8,7 +8,8 @@ Format ``bundler.bundle/v1``::
       "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
       "manifest": {...},                   # the normalized manifest the bundle was built from
       "components": [{"module", "version" (pinned), "requirement", "compatible",
-                      "distribution", "objects" (used), "sources", "source_sha256",
+                      "distribution", "objects" (used), "defined_in" (where each object is
+                      defined: "module:qualname"), "sources", "source_sha256",
                       "source_hash", "source_bytes"}],
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
@@ -130,6 +131,16 @@ class LockedComponent:
     # how ``sources`` were hashed (bundler.source_hash); None: the sha256 of the bytes (older locks)
     source_hash: str | None = None
     source_bytes: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of its bytes
+    # registered name -> "module:qualname" of the object, the module load imports to find it;
+    # None in locks written before bundler recorded it (load then finds objects by registration)
+    defined_in: Mapping[str, str] | None = None
+
+    @property
+    def defining_modules(self) -> tuple[str, ...]:
+        """The modules load imports to find this component's objects, sorted, once each."""
+        if self.defined_in is None:
+            return ()
+        return tuple(sorted({ref.split(":", 1)[0] for ref in self.defined_in.values()}))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LockedComponent:
@@ -144,10 +155,11 @@ class LockedComponent:
             sources=dict(d.get("sources", {})),
             source_hash=d.get("source_hash"),
             source_bytes=dict(d.get("source_bytes", {})),
+            defined_in=None if d.get("defined_in") is None else dict(d["defined_in"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        written = {
+        document: dict[str, Any] = {
             "compatible": self.compatible,
             "distribution": self.distribution,
             "module": self.module,
@@ -158,9 +170,11 @@ class LockedComponent:
             "version": self.version,
         }
         if self.source_hash is not None:  # a lock from before source_hash keeps its keys
-            written["source_bytes"] = dict(self.source_bytes)
-            written["source_hash"] = self.source_hash
-        return written
+            document["source_bytes"] = dict(self.source_bytes)
+            document["source_hash"] = self.source_hash
+        if self.defined_in is not None:  # an older lock's document stays as it was written
+            document["defined_in"] = dict(self.defined_in)
+        return document
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

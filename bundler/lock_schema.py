@@ -19,6 +19,7 @@ from .layout import (
     DIGEST_PATTERN,
     MODULE_MAX_LENGTH,
     MODULE_PATTERN,
+    OBJECT_REF_PATTERN,
     SHA256_PATTERN,
 )
 
@@ -90,6 +91,15 @@ class LockedComponent(_Frozen):
         default_factory=dict,
         description="The sha256 of the bytes of each file in sources, as built: a file with "
         "the same bytes has the same code, and needs no tokenizing to be checked.",
+    )
+    defined_in: (
+        dict[str, Annotated[str, Field(pattern=OBJECT_REF_PATTERN, max_length=MODULE_MAX_LENGTH)]]
+        | None
+    ) = Field(
+        default=None,
+        description="Where each used object is defined, by its registered name: "
+        "'module:qualname'. load_bundle imports exactly these modules and hands Keras the objects; "
+        "verify checks the modules are installed. Absent in locks of older bundlers.",
     )
 
 

@@ -13,14 +13,17 @@ Four layers, each reported in full rather than stopping at the first problem:
 3. the config scan that ``load_bundle`` runs before Keras sees ``config.json`` (every object from
    Keras or a component the lock names), so a bundle load refuses is never reported loadable;
 4. the plan: what ``load_bundle`` with the same policy would do with the installed versions and
-   the installed code (source identity, ``bundler.components``), or with those of a target
-   environment (``bundler.environments``).
+   the installed code (source identity, ``bundler.components``; the modules the lock records as
+   defining the model's objects, found as import would find them, ``bundler.module_finder``), or
+   with those of a target environment (``bundler.environments``), and so which path it takes
+   (the Keras model, or the SavedModel graph).
 
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
 and so imports TensorFlow, after everything else passed: that step loads the bundle as
 ``load_bundle`` would, and ``load_bundle`` verifies with this module, so it sits a layer above
-(``bundler.smoke``, whose ``verify_bundle`` is ``check_bundle`` plus the replay). A component
+(``bundler.smoke``, whose ``verify_bundle`` is ``check_bundle`` plus the replay, and whose report
+then carries the plan of what that load did). A component
 whose code changed under the same version (``modified``) loads only once its golden examples
 replay: without ``smoke`` verify cannot promise that, and says so as a problem rather than guess.
 """
@@ -44,7 +47,7 @@ from .layout import LOCK_FILENAME, SIGNATURE_FILENAMES
 from .lock import FileEntry, Lock
 from .lock_reader import bundle_root, pin_problem, pinned_digest, read_lock
 from .problems import LOAD_KINDS, Problem
-from .scan import check_config_modules, read_keras_config
+from .scan import check_config_modules, check_recorded_objects, read_keras_config
 from .types import Policy
 
 
@@ -176,7 +179,9 @@ def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     keras_file = lock.artifacts.keras
     modules = [component.module for component in lock.components]
     try:
-        check_config_modules(read_keras_config(root / keras_file), modules, keras_file)
+        config = read_keras_config(root / keras_file)
+        check_config_modules(config, modules, keras_file)
+        check_recorded_objects(config, lock.components, keras_file)
     except (UnsafeBundleError, LoadError) as error:
         return [Problem(keras_file, "config", error.message)]
     return []
