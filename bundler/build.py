@@ -6,7 +6,8 @@ The pipeline is here; each step is in its own module: import and pin the compone
 defining them, refusing any no component covers (``bundler.component_pins``); canonicalise and
 align ``model.keras`` (``bundler.reproducible``, ``bundler.keras_layout``) and hash it on another
 core while the SavedModel is exported (``bundler.export``) and the golden examples are made
-(``bundler.golden``); hash every other file and write the lock (``bundler.lock_writer``); and
+(``bundler.golden``); hash every other file; judge the exported graph as verify will, recording
+the op libraries it needs (``bundler.graph_scan``); write the lock (``bundler.lock_writer``); and
 commit the folder atomically (``bundler.atomic``): a build is all or nothing.
 """
 
@@ -31,6 +32,7 @@ from .export import export_saved_model
 from .factory import import_keras, make_model
 from .frameworks import require_tensorflow
 from .golden import EXAMPLES_DIR, generate_example, run_example
+from .graph_scan import check_export
 from .keras_layout import align_weights
 from .lock import Lock
 from .lock_writer import files_table, write_lock
@@ -181,6 +183,8 @@ def _build_into(
             notes.append(note)
     stage("hashing files")
     files = files_table(workdir, on_hashing, known=keras_hashed.result())
+    # the graph verify and load will judge: refused here, not written to fail its own verify
+    op_libraries = check_export(workdir, SAVED_MODEL_DIR, files, source.path)
     artifacts = {
         "keras": KERAS_FILE,
         "saved_model": SAVED_MODEL_DIR,
@@ -194,6 +198,7 @@ def _build_into(
         files=files,
         examples=examples,
         keras=keras,
+        op_libraries=op_libraries,
     )
     return lock, model, notes
 

@@ -12,7 +12,9 @@ Format ``bundler.bundle/v1``::
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
       "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
-      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>"
+      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>",
+      "op_libraries": [{"module", "distribution", "version" (built with), "compatible",
+                        "ops" (used by the graph)}]   # absent in older locks: none
     }
 
 Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
@@ -68,6 +70,7 @@ __all__ = [  # the layout's names are re-exported: readers of the lock find them
     "Lock",
     "LockedComponent",
     "LockedExample",
+    "LockedOpLibrary",
     "ShardTable",
     "canonical_json",
     "files_digest",
@@ -234,6 +237,38 @@ class LockedExample:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LockedOpLibrary:
+    """A library of TensorFlow ops the SavedModel graph needs (``bundler.op_libraries``): the
+    module the graph path imports, the distribution to install, the version the bundle was built
+    with, the versions that may load it, and the ops of it the graph uses."""
+
+    module: str
+    distribution: str
+    version: str
+    compatible: str
+    ops: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LockedOpLibrary:
+        return cls(
+            module=d["module"],
+            distribution=d["distribution"],
+            version=d["version"],
+            compatible=d["compatible"],
+            ops=tuple(d["ops"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "distribution": self.distribution,
+            "module": self.module,
+            "ops": list(self.ops),
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Lock:
     """The contents of ``bundle.lock.json``: built from a validated document, never edited."""
 
@@ -250,6 +285,7 @@ class Lock:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     examples: tuple[LockedExample, ...] = ()
     created: str  # UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH
+    op_libraries: tuple[LockedOpLibrary, ...] = ()  # older locks have none
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Lock:
@@ -268,6 +304,7 @@ class Lock:
             metadata=d.get("metadata", {}),
             examples=tuple(LockedExample.from_dict(e) for e in d.get("examples", ())),
             created=d["created"],
+            op_libraries=tuple(LockedOpLibrary.from_dict(o) for o in d.get("op_libraries", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,6 +321,7 @@ class Lock:
             "manifest": copy.deepcopy(dict(self.manifest)),  # copies the caller may change
             "metadata": copy.deepcopy(dict(self.metadata)),
             "name": self.name,
+            "op_libraries": [library.to_dict() for library in self.op_libraries],
             "version": self.version,
         }
 

@@ -105,6 +105,20 @@ class LockedExample(_Frozen):
     atol: float = Field(ge=0)
 
 
+class LockedOpLibrary(_Frozen):
+    """A library of TensorFlow ops the SavedModel graph needs, imported before it is served."""
+
+    module: str = Field(
+        pattern=MODULE_PATTERN,
+        max_length=MODULE_MAX_LENGTH,
+        description="The module the graph path imports to register the ops (tensorflow_text).",
+    )
+    distribution: str = Field(description="The distribution to install (tensorflow-text).")
+    version: str = Field(description="The version installed at build time.")
+    compatible: str = Field(description="Versions that may load the bundle.")
+    ops: list[str] = Field(description="The ops of the library the graph uses.")
+
+
 class Lock(_Frozen):
     """The contents of ``bundle.lock.json``."""
 
@@ -128,3 +142,7 @@ class Lock(_Frozen):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     examples: list[LockedExample] = Field(default_factory=list)
     created: str = Field(description="UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH.")
+    op_libraries: list[LockedOpLibrary] = Field(
+        default_factory=list,
+        description="Libraries of TensorFlow ops the SavedModel graph needs (absent: none).",
+    )

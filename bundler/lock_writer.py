@@ -4,10 +4,11 @@
 and hashes every file the build has not hashed already, flushing each to disk as it goes: sizes,
 sha256, and per-shard digests for large files. ``write_lock`` assembles the rest: the manifest as
 read, the pinned components (``component_pins``), the artifacts, the golden examples, the versions
-the bundle was built with, and the creation time (``SOURCE_DATE_EPOCH`` when set, so a rebuild is
-byte-identical). The document is checked against the pydantic models the published schema comes
-from (``lock_schema``), then written from the value object every reader of the lock builds
-(``bundler.lock``): what the build writes is what a reader will read.
+the bundle was built with, the op libraries its graph needs, and the creation time
+(``SOURCE_DATE_EPOCH`` when set, so a rebuild is byte-identical). The document is checked
+against the pydantic models the published schema comes from (``lock_schema``), then written from
+the value object every reader of the lock builds (``bundler.lock``): what the build writes is
+what a reader will read.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def write_lock(
     files: dict[str, dict[str, Any]],
     examples: list[dict[str, Any]],
     keras: Any,
+    op_libraries: list[dict[str, Any]] | None = None,
 ) -> Lock:
     """Write ``workdir``'s lock and return it; ``files`` is ``files_table(workdir)``."""
     # checked against the models the published schema comes from, then written from the value
@@ -57,6 +59,7 @@ def write_lock(
             "metadata": manifest.metadata,
             "examples": examples,
             "created": _created(),
+            "op_libraries": op_libraries or [],
         }
     )
     lock = Lock.from_dict(checked.model_dump(mode="json"))

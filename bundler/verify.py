@@ -28,7 +28,7 @@ replay: without ``smoke`` verify cannot promise that, and says so as a problem r
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from .compat import POLICIES, Plan, make_plan
 from .digest import Progress, ProgressFactory, check_digests, metered
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
-from .graph_scan import graph_problems
+from .graph_scan import GraphScan
 from .keras_archive import archive_problems
 from .layout import LOCK_FILENAME, SIGNATURE_FILENAMES
 from .lock import FileEntry, Lock
@@ -95,11 +95,13 @@ def check_files(
     progress: Progress | None = None,
     *,
     defer: Collection[str] = (),
+    consumers: Mapping[str, Callable[[bytes], None]] | None = None,
 ) -> tuple[list[Problem], int]:
     """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
 
     Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
     caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
+    Files named in ``consumers`` are handed to them once hashed (``digest.check_digests``).
     """
     problems: list[Problem] = []
     try:
@@ -132,7 +134,9 @@ def check_files(
                 )
             elif name not in defer or expected.shards is None:
                 to_hash.append(name)
-    verdicts = check_digests(root, {name: files[name] for name in to_hash}, progress=progress)
+    verdicts = check_digests(
+        root, {name: files[name] for name in to_hash}, progress=progress, consumers=consumers
+    )
     total = 0
     for name in to_hash:
         verdict = verdicts[name]
@@ -218,10 +222,11 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
+    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
     with metered(on_hashing, lock.total_size) as meter:
-        file_problems, hashed = check_files(root, lock.files, meter)
+        file_problems, hashed = check_files(root, lock.files, meter, consumers=graph.consumers())
     problems += file_problems
-    problems += graph_problems(root, lock.artifacts.saved_model, lock.files, problems)
+    problems += graph.problems(problems)
     problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)

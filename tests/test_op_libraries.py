@@ -1,0 +1,223 @@
+"""A keras_hub tokenizer in a model: its tensorflow-text ops are judged, recorded and loaded.
+
+A ``BertTokenizer`` with an in-memory vocabulary feeding an Embedding exports three ops of
+tensorflow-text (``RegexSplitWithOffsets``, ``CaseFoldUTF8``,
+``FastWordpieceTokenizeWithOffsets``). The build judges them (string compute in memory), records
+the library in the lock, and the bundle verifies under every policy and loads with the build's
+outputs on the Keras path and on the graph path. Where tensorflow-text is not installed (a fresh
+interpreter over a copy of this environment without it), ``bundle verify`` and ``load_bundle``
+name the package to install; a lock naming a module bundler does not know as an op library is
+refused without importing it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bundler import Bundle, IncompatibleBundleError, build_bundle, load_bundle, verify_bundle
+from bundler.lock import LockedOpLibrary
+
+from .conftest import ROOT, cli_env
+from .hostile import edit_lock
+from .hostile_graphs import serve_only_the_graph
+
+FACTORY = '''
+"""A keras_hub BertTokenizer with an in-memory vocabulary, feeding an Embedding."""
+
+import keras
+import keras_hub
+
+VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "fox", "##es"]
+
+
+def build(seed=3):
+    keras.utils.set_random_seed(seed)
+    text = keras.Input((), dtype="string", name="text")
+    tokenizer = keras_hub.tokenizers.BertTokenizer(
+        vocabulary=VOCABULARY, lowercase=True, sequence_length=6
+    )
+    embedded = keras.layers.Embedding(len(VOCABULARY), 4)(tokenizer(text))
+    return keras.Model(text, keras.layers.GlobalAveragePooling1D()(embedded))
+'''
+MANIFEST = """\
+apiVersion: bundler/v1
+name: tokenizer-demo
+version: 0.1.0
+model:
+  factory: tokenizer_demo:build
+components:
+  - module: keras_hub
+    version: ">=0.21"
+paths: [src]
+"""
+SENTENCES = np.array(["The quick brown fox", "foxes", "words it has never seen"])
+OPS = ("CaseFoldUTF8", "FastWordpieceTokenizeWithOffsets", "RegexSplitWithOffsets")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    work = tmp_path_factory.mktemp("tokenizer")
+    (work / "src").mkdir()
+    (work / "src" / "tokenizer_demo.py").write_text(FACTORY)
+    (work / "manifest.yaml").write_text(MANIFEST)
+    return build_bundle(work / "manifest.yaml", work / "bundle")
+
+
+def _copy(bundle: Bundle, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(bundle.path, tmp_path / "bundle"))
+
+
+def test_the_lock_records_the_op_library_the_graph_needs(tokenizer_bundle: Bundle) -> None:
+    from importlib.metadata import version
+
+    installed = version("tensorflow-text")
+    assert tokenizer_bundle.lock.op_libraries == (
+        LockedOpLibrary(
+            module="tensorflow_text",
+            distribution="tensorflow-text",
+            version=installed,
+            compatible=f">={installed} <3",
+            ops=OPS,
+        ),
+    )
+
+
+@pytest.mark.parametrize("policy", ["strict", "adapt", "fallback"])
+def test_the_tokenizer_bundle_verifies_under_every_policy(
+    tokenizer_bundle: Bundle, policy: Any
+) -> None:
+    report = verify_bundle(tokenizer_bundle.path, policy=policy)
+    assert report.problems == ()
+    assert report.plan is not None
+    (check,) = [c for c in report.plan.checks if c.kind == "op_library"]
+    assert (check.name, check.status) == ("tensorflow-text", "exact")
+
+
+def test_the_tokenizer_bundle_loads_with_the_builds_outputs_on_both_paths(
+    tokenizer_bundle: Bundle, tmp_path: Path
+) -> None:
+    expected = np.asarray(tokenizer_bundle.model(SENTENCES))
+    keras_path = load_bundle(tokenizer_bundle.path, check_examples=True)
+    assert keras_path.mode == "keras"
+    np.testing.assert_allclose(keras_path.predict(SENTENCES), expected, rtol=1e-6)
+    root = _copy(tokenizer_bundle, tmp_path)
+    serve_only_the_graph(root)
+    with pytest.warns(UserWarning, match="serving the SavedModel graph"):
+        graph_path = load_bundle(root, policy="fallback", check_examples=True)
+    assert graph_path.mode == "graph"
+    np.testing.assert_allclose(graph_path.predict(SENTENCES), expected, rtol=1e-6)
+
+
+def test_a_lock_that_does_not_name_the_library_has_its_ops_refused(
+    tokenizer_bundle: Bundle, tmp_path: Path
+) -> None:
+    root = _copy(tokenizer_bundle, tmp_path)
+    edit_lock(root, lambda lock: lock.update(op_libraries=[]))
+    unsafe = [p.message for p in verify_bundle(root).problems if p.kind == "unsafe"]
+    assert len(unsafe) == 3
+    assert unsafe[0].endswith(
+        "node 'functional_1/bert_tokenizer_1/RegexSplitWithOffsets': op 'RegexSplitWithOffsets' "
+        "is an op of tensorflow-text, which the lock does not name among the op libraries to load"
+    )
+
+
+def test_a_lock_naming_an_unknown_op_library_is_refused_without_importing_it(
+    tokenizer_bundle: Bundle, tmp_path: Path
+) -> None:
+    root = _copy(tokenizer_bundle, tmp_path)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    marker = tmp_path / "imported"
+    (probe / "op_library_probe.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    def name_the_probe(lock: dict[str, Any]) -> None:
+        lock["op_libraries"][0].update(module="op_library_probe", distribution="op-library-probe")
+
+    edit_lock(root, name_the_probe)
+    sys.path.insert(0, str(probe))
+    try:
+        report = verify_bundle(root)
+        with pytest.raises(IncompatibleBundleError) as caught:
+            load_bundle(root, policy="fallback")
+    finally:
+        sys.path.remove(str(probe))
+    why = "op-library-probe (missing): bundler does not know this op library: upgrade bundler"
+    (incompatible,) = [p.message for p in report.problems if p.kind == "incompatible"]
+    assert incompatible.splitlines()[0] == f"cannot be loaded under policy 'adapt': {why}"
+    assert caught.value.message.splitlines()[0] == (
+        f"cannot be loaded under policy 'fallback': {why}"
+    )
+    assert not marker.exists()
+
+
+@pytest.fixture()
+def without_tensorflow_text(tmp_path: Path) -> Iterator[list[str]]:
+    """A command line for this interpreter over a copy of its site-packages (links) that lacks
+    tensorflow-text: the module and its distribution metadata, as if never installed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    seen: set[str] = set()
+    for folder in [entry for entry in sys.path if entry.endswith("site-packages")]:
+        for entry in sorted(Path(folder).iterdir()):
+            name = entry.name
+            hidden = name == "tensorflow_text" or name.startswith("tensorflow_text-")
+            if hidden or name in seen or name == "_base_main_venv.pth":
+                continue  # (the .pth that adds the main environment's folder: linked here)
+            seen.add(name)
+            (site / name).symlink_to(entry)
+    yield [sys.executable, "-S", "-c", f"import site; site.addsitedir({str(site)!r})\n"]
+
+
+def _run(command: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*command[:-1], command[-1] + code],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_verify_and_load_name_the_package_where_tensorflow_text_is_missing(
+    tokenizer_bundle: Bundle, without_tensorflow_text: list[str]
+) -> None:
+    import tensorflow as tf
+
+    series = ".".join(tf.__version__.split(".")[:2])
+    hint = f"pip install 'tensorflow-text=={series}.*'"
+    path = str(tokenizer_bundle.path)
+    probe = _run(without_tensorflow_text, "import tensorflow_text")
+    assert probe.returncode == 1 and "No module named 'tensorflow_text'" in probe.stderr
+    verify = _run(
+        without_tensorflow_text,
+        f"import sys, runpy; sys.argv = ['bundle', 'verify', {path!r}, '--json']\n"
+        "runpy.run_module('bundler', run_name='__main__')",
+    )
+    assert verify.returncode == 1, verify.stderr
+    (problem,) = json.loads(verify.stdout)["problems"]
+    lines = problem["message"].splitlines()
+    assert lines[0] == (
+        "cannot be loaded under policy 'adapt': tensorflow-text (missing): not installed; the "
+        f"model's ops need it ({', '.join(OPS)})"
+    )
+    assert lines[-1] == f"to load it: {hint}"
+    load = _run(
+        without_tensorflow_text,
+        "import bundler\n"
+        "try:\n"
+        f"    bundler.load_bundle({path!r}, policy='fallback')\n"
+        "except bundler.IncompatibleBundleError as error:\n"
+        "    print(str(error).splitlines()[-1])\n",
+    )
+    assert load.stdout.splitlines() == [f"to load it: {hint}"], load.stderr
