@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,14 +224,19 @@ def check_bundle(
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
     graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
-    with metered(on_hashing, lock.total_size) as meter:
-        file_problems, hashed = check_files(root, lock.files, meter, consumers=graph.consumers())
+    # the plan reads the lock and what is installed, not the bundle's files: made while they hash
+    with ThreadPoolExecutor(1, thread_name_prefix="bundler-plan") as beside:
+        planned = beside.submit(make_plan, lock, policy, environment)
+        with metered(on_hashing, lock.total_size) as meter:
+            file_problems, hashed = check_files(
+                root, lock.files, meter, consumers=graph.consumers()
+            )
     problems += file_problems
     problems += graph.problems(problems)
     problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
-    plan = make_plan(lock, policy, environment)
+    plan = planned.result()
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
     elif plan.replay and not smoke and policy != "fallback":
