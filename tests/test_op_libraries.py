@@ -221,3 +221,63 @@ def test_verify_and_load_name_the_package_where_tensorflow_text_is_missing(
         "    print(str(error).splitlines()[-1])\n",
     )
     assert load.stdout.splitlines() == [f"to load it: {hint}"], load.stderr
+
+
+def test_the_graph_path_imports_the_library_the_lock_names_and_no_other(
+    tokenizer_bundle: Bundle, tmp_path: Path
+) -> None:
+    """In a fresh interpreter where nothing else imports tensorflow_text (the lock's component
+    is a module nobody has, so keras_hub is never imported and the graph is served), the graph
+    path imports it, and nothing the lock does not name."""
+    root = _copy(tokenizer_bundle, tmp_path)
+
+    def component_nobody_has(lock: dict[str, Any]) -> None:
+        lock["components"][0].update(module="tokenizer_layers_nobody_has", distribution=None)
+
+    edit_lock(root, component_nobody_has)
+    code = (
+        "import sys, warnings, numpy as np, bundler\n"
+        "warnings.simplefilter('ignore')\n"
+        f"loaded = bundler.load_bundle({str(root)!r}, policy='fallback')\n"
+        f"print(loaded.mode, loaded.predict(np.array({SENTENCES.tolist()!r})).shape)\n"
+        "print(sorted(m for m in ('tensorflow_text', 'keras_hub') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.stdout.splitlines() == ["graph (3, 4)", "['tensorflow_text']"], result.stderr
+
+
+def test_a_graph_served_with_unsafe_true_names_the_package_its_ops_need(
+    tokenizer_bundle: Bundle, tmp_path: Path, without_tensorflow_text: list[str]
+) -> None:
+    """A lock that does not name the library (one written before locks named them): the scan
+    refuses the ops, ``unsafe=True`` serves the graph anyway, and where tensorflow-text is
+    missing TensorFlow's 'Op type not registered' comes with the package to install."""
+    import tensorflow as tf
+
+    root = _copy(tokenizer_bundle, tmp_path)
+
+    def unnamed(lock: dict[str, Any]) -> None:
+        lock.update(op_libraries=[])
+        lock["components"][0].update(module="tokenizer_layers_nobody_has", distribution=None)
+
+    edit_lock(root, unnamed)
+    load = _run(
+        without_tensorflow_text,
+        "import warnings, bundler\n"
+        "warnings.simplefilter('ignore')\n"
+        "try:\n"
+        f"    bundler.load_bundle({str(root)!r}, policy='fallback', unsafe=True)\n"
+        "except bundler.LoadError as error:\n"
+        "    print(error.message.rsplit('; ', 1)[-1])\n",
+    )
+    series = ".".join(tf.__version__.split(".")[:2])
+    assert load.stdout.splitlines() == [
+        f"the op is tensorflow-text's: pip install 'tensorflow-text=={series}.*'"
+    ], load.stderr
