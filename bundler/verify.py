@@ -16,6 +16,10 @@ Four layers, each reported in full rather than stopping at the first problem:
    the installed code (source identity, ``bundler.components``), or with those of a target
    environment (``bundler.environments``).
 
+The checks overlap the hashing, which bounds how fast verify can be: the worker that hashes
+``saved_model.pb`` hands its bytes to the graph scan (read once, parsed while the large files
+hash), and the plan and model.keras's archive check run on a thread beside the hashing workers.
+
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
 and so imports TensorFlow, after everything else passed: that step loads the bundle as
@@ -27,6 +31,8 @@ replay: without ``smoke`` verify cannot promise that, and says so as a problem r
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +179,16 @@ def check_artifacts(lock: Lock) -> list[Problem]:
     return problems
 
 
+def _archive_problems(root: Path, lock: Lock) -> list[Problem]:
+    """The archive check of model.keras (``keras_archive``), run while the files hash: only on a
+    plain file there (anything else is the files check's problem, and makes this one moot)."""
+    try:
+        plain = stat.S_ISREG(os.lstat(root / lock.artifacts.keras).st_mode)
+    except OSError:
+        return []
+    return archive_problems(root, lock.artifacts.keras, lock.files, ()) if plain else []
+
+
 def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     """The loader's config scan, run here without TensorFlow (see ``bundler.scan``)."""
     keras_file = lock.artifacts.keras
@@ -224,16 +240,20 @@ def check_bundle(
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
     graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
-    # the plan reads the lock and what is installed, not the bundle's files: made while they hash
-    with ThreadPoolExecutor(1, thread_name_prefix="bundler-plan") as beside:
+    # beside the hashing workers, while the large files hash: the plan (it reads the lock and
+    # what is installed, not the bundle's files), then the archive check of model.keras (its zip
+    # directory and HDF5 metadata); both are reported only where the files check allows
+    with ThreadPoolExecutor(1, thread_name_prefix="bundler-beside") as beside:
         planned = beside.submit(make_plan, lock, policy, environment)
+        archived = beside.submit(_archive_problems, root, lock)
         with metered(on_hashing, lock.total_size) as meter:
             file_problems, hashed = check_files(
                 root, lock.files, meter, consumers=graph.consumers()
             )
     problems += file_problems
     problems += graph.problems(problems)
-    problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
+    if not any(problem.path == lock.artifacts.keras for problem in problems):
+        problems += archived.result()  # model.keras is the file the lock lists: its verdict holds
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
     plan = planned.result()
