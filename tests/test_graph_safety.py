@@ -26,7 +26,7 @@ from bundler.errors import UnsafeLoadWarning
 from bundler.graph_ops import ALLOWED_OPS, REFUSED_OPS, SAVER_OPS
 from bundler.graph_scan import SAVED_MODEL_MAX_BYTES, scan_saved_model
 
-from .conftest import CopyBundle, run_bundle, run_python
+from .conftest import CopyBundle, run_bundle, run_python, service_env
 from .hostile import reseal
 from .hostile_graphs import replace_serving_function
 
@@ -441,3 +441,18 @@ def test_the_build_refuses_a_graph_its_verify_would_refuse(tmp_path: Path) -> No
     )
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.yaml", "src"]  # no leftovers
+
+
+def test_verify_reads_saved_model_pb_once_for_hashing_and_scanning(
+    built: dict[str, Bundle],
+) -> None:
+    """The worker that hashes saved_model.pb hands its bytes to the scan: one open, not two."""
+    root = built["custom_layer"].path
+    code = (
+        "import sys, bundler\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda event, args: event == 'open' and opened.append(str(args[0])))\n"
+        f"report = bundler.verify_bundle({str(root)!r})\n"
+        "print(report.ok, sum(path.endswith('saved_model.pb') for path in opened))\n"
+    )
+    assert run_python(code, env=service_env()).stdout.split() == ["True", "1"]
