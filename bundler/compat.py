@@ -328,16 +328,22 @@ def _op_library_check(locked: LockedOpLibrary, env: Environment) -> Check:
     if version is None:
         return check("incompatible", "installed, but it declares no version")
     try:
-        if _same(version, locked.version):
-            return check("exact", "same version as pinned", version)
-        if parse_range(allowed).contains(version):
+        if parse_range(allowed).contains(version):  # the pinned one too, unless for another TF
+            if _same(version, locked.version):
+                return check("exact", "same version as pinned", version)
             return check("compatible", f"inside {allowed}", version)
     except VersionError:
         return check("incompatible", f"installed version {version!r} is not a version", version)
-    if allowed != locked.compatible:
+    built_for = series_bounds(version)
+    if allowed != locked.compatible and built_for is not None and built_for != series:
+        release = built_for[0].rsplit(".", 1)[0]
         return check(
-            "incompatible", f"not built for the TensorFlow {tensorflow} installed here", version
+            "incompatible",
+            f"built for TensorFlow {release}, not the {tensorflow} installed here",
+            version,
         )
+    if _older(version, locked.version):
+        return check("incompatible", f"older than the build's {locked.version}", version)
     return check("incompatible", f"outside {allowed}", version)
 
 

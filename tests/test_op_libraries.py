@@ -13,6 +13,7 @@ refused without importing it.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,9 +126,13 @@ def test_a_lock_that_does_not_name_the_library_has_its_ops_refused(
     edit_lock(root, lambda lock: lock.update(op_libraries=[]))
     unsafe = [p.message for p in verify_bundle(root).problems if p.kind == "unsafe"]
     assert len(unsafe) == 3
-    assert unsafe[0].endswith(
-        "node 'functional_1/bert_tokenizer_1/RegexSplitWithOffsets': op 'RegexSplitWithOffsets' "
-        "is an op of tensorflow-text, which the lock does not name among the op libraries to load"
+    assert re.fullmatch(  # node names hold Keras's process-wide layer counters
+        r"function '__inference_[^']+', node '[^']+/RegexSplitWithOffsets': "
+        + re.escape(
+            "op 'RegexSplitWithOffsets' is an op of tensorflow-text, which the lock does not name "
+            "among the op libraries to load"
+        ),
+        unsafe[0],
     )
 
 
@@ -281,3 +286,60 @@ def test_a_graph_served_with_unsafe_true_names_the_package_its_ops_need(
     assert load.stdout.splitlines() == [
         f"the op is tensorflow-text's: pip install 'tensorflow-text=={series}.*'"
     ], load.stderr
+
+
+@pytest.mark.parametrize(
+    ("installed", "status", "reason", "hint"),
+    [
+        pytest.param(("2.21.0", "2.21.1"), "exact", "same version as pinned", None, id="as built"),
+        pytest.param(
+            ("2.21.0", "2.21.3"), "compatible", "inside >=2.21.1 <2.22.0", None, id="newer patch"
+        ),
+        pytest.param(
+            ("2.22.0", "2.21.1"),
+            "incompatible",
+            "built for TensorFlow 2.21, not the 2.22.0 installed here",
+            "pip install 'tensorflow-text==2.22.*'",
+            id="another TensorFlow",
+        ),
+        pytest.param(
+            ("2.21.0", "2.21.0"),
+            "incompatible",
+            "older than the build's 2.21.1",
+            "pip install 'tensorflow-text==2.21.*'",
+            id="older",
+        ),
+        pytest.param(
+            ("2.21.0", None),
+            "missing",
+            f"not installed; the model's ops need it ({', '.join(OPS)})",
+            "pip install 'tensorflow-text==2.21.*'",
+            id="missing",
+        ),
+    ],
+)
+def test_a_target_needs_the_op_library_of_its_tensorflow_series(
+    tokenizer_bundle: Bundle,
+    tmp_path: Path,
+    installed: tuple[str, str | None],
+    status: str,
+    reason: str,
+    hint: str | None,
+) -> None:
+    """``bundle verify --env``: the library is compiled for one TensorFlow series, so the
+    versions that fit follow the target's TensorFlow; the hint names that series."""
+    root = _copy(tokenizer_bundle, tmp_path)
+
+    def built_with(lock: dict[str, Any]) -> None:  # the versions the table is written against
+        lock["environment"]["tensorflow"] = "2.21.0"
+        lock["op_libraries"][0].update(version="2.21.1", compatible=">=2.21.1 <3")
+
+    edit_lock(root, built_with)
+    tensorflow, text = installed
+    lines = [f"tensorflow=={tensorflow}", "keras==3.15.1", "keras-hub==0.32.0"]
+    target = tmp_path / "target.txt"
+    target.write_text("\n".join(lines + ([f"tensorflow-text=={text}"] if text else [])) + "\n")
+    report = verify_bundle(root, env=target)
+    assert report.plan is not None
+    (check,) = [c for c in report.plan.checks if c.kind == "op_library"]
+    assert (check.status, check.reason, check.hint) == (status, reason, hint)
