@@ -19,9 +19,10 @@ Checkpoint ops are allowed only in such a *saver function*: one no other functio
 calls and the object graph (what the Python loader builds callables from) never names, called at
 the top level only by the save or restore node the ``saver_def`` names, with the ``saver_def``'s
 filename placeholder as its first argument. Inside it, every path a checkpoint op takes must be
-made from that argument (``_path_of``: the argument itself, joined with constant suffixes that
-hold no ``..``, sharded, packed, selected), never from a constant or another argument; and the
-restore function may only read (``RestoreV2``), the save function only write.
+made from that argument (the argument itself, joined with constant suffixes that hold no ``..``,
+sharded, packed, selected), never from a constant or another argument; and the restore function
+may only read (``RestoreV2``), the save function only write. Which functions those are and what
+their paths are made of is ``saver_scan``'s.
 
 Also refused: a SavedModel without an object graph (a TensorFlow 1 SavedModel, whose loader runs
 its init and restore ops; Keras exports always have one), a ``saved_model.pbtxt`` or
@@ -49,32 +50,14 @@ from .lock import Lock
 from .op_libraries import library_of, locked_records
 from .problems import Problem
 from .protowire import WireError
-from .saved_model_proto import (
-    DT_STRING,
-    SAVER_FILENAME,
-    SAVER_RESTORE,
-    SAVER_SAVE,
-    Function,
-    MetaGraph,
-    Node,
-    read_meta_graphs,
-    tensor_strings,
-)
+from .saved_model_proto import Function, MetaGraph, Node, read_meta_graphs
+from .saver_scan import ROLE_OPS, path_problems, saver_roles
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
 OTHER_GRAPH_FILES = ("saved_model.pbtxt", "saved_model.cpb")  # read by loaders before or instead
 SAVED_MODEL_MAX_BYTES = 256 << 20
 MAX_REPORTED = 20  # findings listed in a refusal or a verify report; a hostile graph has many
 log = logging.getLogger("bundler")
-
-# what a saver function of each role may hold, and the inputs of each that are a path
-_ROLE_OPS = {"save": {"SaveV2", "MergeV2Checkpoints", "ShardedFilename"}, "restore": {"RestoreV2"}}
-_PATH_INPUTS = {
-    "SaveV2": (0,),
-    "RestoreV2": (0,),
-    "MergeV2Checkpoints": (0, 1),
-    "ShardedFilename": (0,),
-}
 
 
 @dataclass(frozen=True)
@@ -130,7 +113,7 @@ def _op_findings(
             if reason is not None:
                 findings.append(Finding(function, node.name, op, f"op {op!r} {reason}"))
             continue
-        if op in library or (op in SAVER_OPS and role and all(op in _ROLE_OPS[r] for r in role)):
+        if op in library or (op in SAVER_OPS and role and all(op in ROLE_OPS[r] for r in role)):
             continue
         owner = library_of(op)
         if owner is not None:
@@ -155,128 +138,6 @@ def _op_findings(
     return findings
 
 
-def _node_name(tensor: str) -> str:
-    """``saver_filename`` for ``saver_filename:0`` and ``^saver_filename`` (a control input)."""
-    return tensor.lstrip("^").split(":", 1)[0]
-
-
-def _saver_roles(meta: MetaGraph) -> dict[str, frozenset[str]]:
-    """Functions that hold checkpoint ops and that only the saver calls, with the loader's path,
-    each with its role: ``save``, ``restore`` (both, when one function is called for both).
-
-    Such a function is called by no other function and not named by the object graph; in the
-    top-level graph, only by the nodes the ``saver_def`` names as its save and restore ops, whose
-    first input is the ``saver_def``'s filename placeholder (what the loader feeds).
-    """
-    called_by_functions = {
-        callee
-        for function in meta.functions.values()
-        for node in function.nodes
-        for callee in (*node.calls, node.op)
-    }
-    called_by_functions |= {name for pair in meta.gradients for name in pair}
-    roles_of_nodes = {
-        _node_name(meta.saver.get(SAVER_SAVE, "")): "save",
-        _node_name(meta.saver.get(SAVER_RESTORE, "")): "restore",
-    }
-    filename = _node_name(meta.saver.get(SAVER_FILENAME, ""))
-    placeholders = {node.name for node in meta.nodes if node.op == "Placeholder"}
-    savers: dict[str, frozenset[str]] = {}
-    for name, function in meta.functions.items():
-        if name in called_by_functions or not any(n.op in SAVER_OPS for n in function.nodes):
-            continue
-        callers = [node for node in meta.nodes if name in (*node.calls, node.op)]
-        if not callers or not all(
-            node.name in roles_of_nodes
-            and node.inputs[:1] in ((filename,), (f"{filename}:0",))
-            and filename in placeholders
-            for node in callers
-        ):
-            continue
-        if meta.object_graph is not None and name.encode() in meta.object_graph:
-            continue  # the Python loader could call it with a path of the graph's choosing
-        savers[name] = frozenset(roles_of_nodes[node.name] for node in callers)
-    return savers
-
-
-def _suffix(node: Node) -> bool:
-    """A string constant that may end a checkpoint path: no ``..`` and no NUL in any value."""
-    tensor = node.tensor("value")
-    if node.op != "Const" or tensor is None:
-        return False
-    try:
-        strings = tensor_strings(tensor)
-    except WireError:
-        return False
-    return (
-        strings is not None
-        and strings[0] == DT_STRING
-        and all(b".." not in value and b"\0" not in value for value in strings[1])
-    )
-
-
-def _combined(node: Node, data: list[str | None]) -> str | None:
-    """What ``node`` makes of its data inputs' kinds (``_path_of``): a path stays a path through
-    these ops only."""
-    op = node.op
-    if op == "Identity" and data:
-        return data[0]
-    if op in ("Select", "SelectV2") and len(data) == 3 and data[1] == data[2]:
-        return data[1]  # the save function picks its temporary suffix by the filename's form
-    if op == "StringJoin" and data and not node.string("separator"):
-        tail_ok = all(kind == "suffix" for kind in data[1:])
-        return data[0] if tail_ok and data[0] in ("path", "suffix") else None
-    if op == "ShardedFilename" and data[:1] == ["path"]:
-        return "path"
-    if op == "Pack" and data and all(kind == "path" for kind in data):
-        return "path"
-    return None
-
-
-def _path_of(function: Function) -> Callable[[str], str | None]:
-    """What a tensor of a saver function is: ``"path"`` (made from its first argument, the
-    filename the loader feeds), ``"suffix"`` (constants that may end a path), or None."""
-    nodes = {node.name: node for node in function.nodes}
-    filename = function.args[0] if function.args else None
-    seen: dict[str, str | None] = {}
-
-    def kind(tensor: str, depth: int = 0) -> str | None:
-        if ":" not in tensor:  # in a function's body, an argument; a node's output has colons
-            return "path" if tensor == filename else None
-        name = tensor.split(":", 1)[0]
-        node = nodes.get(name)
-        if node is None or depth > 64 or name in seen:
-            return seen.get(name)
-        seen[name] = None  # a cycle is no path
-        data = [kind(t, depth + 1) for t in node.inputs if not t.startswith("^")]
-        found = "suffix" if _suffix(node) else _combined(node, data)
-        seen[name] = found
-        return found
-
-    return kind
-
-
-def _path_findings(name: str, function: Function) -> list[Finding]:
-    """In a saver function, every checkpoint path is made from the loader's filename."""
-    findings = []
-    kind = _path_of(function)
-    for node in function.nodes:
-        data = [tensor for tensor in node.inputs if not tensor.startswith("^")]
-        for index in _PATH_INPUTS.get(node.op, ()):
-            tensor = data[index] if index < len(data) else ""
-            if kind(tensor) != "path":
-                findings.append(
-                    Finding(
-                        name,
-                        node.name,
-                        node.op,
-                        f"op {node.op!r} takes a checkpoint path ({tensor!r}) not made from the "
-                        "filename the loader feeds the saver",
-                    )
-                )
-    return findings
-
-
 def scan_meta_graph(
     meta: MetaGraph,
     assets_in_lock: Callable[[str], bool],
@@ -297,13 +158,13 @@ def scan_meta_graph(
                 "runs its init ops); Keras exports always have one",
             )
         )
-    roles = _saver_roles(meta)
+    roles = saver_roles(meta)
     findings += _op_findings(None, meta.nodes, meta.functions, frozenset(), libraries, used)
     for name, function in meta.functions.items():
         role = roles.get(name, frozenset())
         findings += _op_findings(name, function.nodes, meta.functions, role, libraries, used)
         if role:
-            findings += _path_findings(name, function)
+            findings += [Finding(name, *problem) for problem in path_problems(function)]
     for function_name, gradient in meta.gradients:
         for name in (function_name, gradient):
             if name not in meta.functions:
