@@ -6,7 +6,8 @@ The pipeline is here; each step is in its own module: import and pin the compone
 defining them, refusing any no component covers (``bundler.component_pins``); canonicalise and
 align ``model.keras`` (``bundler.reproducible``, ``bundler.keras_layout``) and hash it on another
 core while the SavedModel is exported (``bundler.export``) and the golden examples are made
-(``bundler.golden``); hash every other file and write the lock (``bundler.lock_writer``);
+(``bundler.golden``); hash every other file; judge the exported graph as verify will, recording
+the op libraries it needs (``bundler.graph_scan``); write the lock (``bundler.lock_writer``);
 have a fresh interpreter load the folder as a service would (``bundler.rehearsal``: started when
 the build starts, so its imports overlap the export, handed the folder once the lock is written,
 its verdict awaited before anything is renamed); and commit the folder atomically
@@ -34,6 +35,7 @@ from .export import export_saved_model
 from .factory import import_keras, make_model
 from .frameworks import require_tensorflow
 from .golden import EXAMPLES_DIR, generate_example, run_example
+from .graph_scan import check_export
 from .keras_layout import align_weights
 from .lock import Lock
 from .lock_writer import files_table, write_lock
@@ -211,6 +213,8 @@ def _build_into(
             notes.append(note)
     stage("hashing files")
     files = files_table(workdir, on_hashing, known=keras_hashed.result())
+    # the graph verify and load will judge: refused here, not written to fail its own verify
+    op_libraries = check_export(workdir, SAVED_MODEL_DIR, files, source.path)
     artifacts = {
         "keras": KERAS_FILE,
         "saved_model": SAVED_MODEL_DIR,
@@ -227,6 +231,7 @@ def _build_into(
         examples=examples,
         keras=keras,
         rehearsal=rehearsed.lock_entry(),
+        op_libraries=op_libraries,
     )
     if rehearsal is None:
         return lock, model, notes, NOT_REHEARSED

@@ -16,10 +16,14 @@ the version the bundle was built with.
 
 Keras and TensorFlow are judged the same way against a window: by default ``>=pinned <next
 major`` (an older Keras cannot read what a newer one wrote), widened by the manifest's
-``frameworks``. The policy then picks the load path: ``strict`` takes only exact/compatible;
-``adapt`` (default) also adapted and modified (a modified component loads only once the golden
-examples replay within tolerance); ``fallback`` additionally serves the SavedModel graph when the
-Keras path is refused or the replay drifts.
+``frameworks``. A library of TensorFlow ops the graph needs (the lock's ``op_libraries``,
+``bundler.op_libraries``) must be installed in the installed TensorFlow's series, since it is
+compiled for one; without it neither the Keras model (which ran those ops when it was traced) nor
+the graph loads, so a missing one refuses the load under every policy. The policy then picks the
+load path: ``strict`` takes only exact/compatible; ``adapt`` (default) also adapted and
+modified (a modified component loads only once the golden examples replay within tolerance);
+``fallback`` additionally serves the SavedModel graph when the Keras path is refused or the
+replay drifts.
 
 The plan is one value object shared by verify, load_bundle, inspect and every JSON output, so
 ``bundle verify --policy P`` predicts exactly what ``load_bundle(policy=P)`` will do: its ``mode``
@@ -38,7 +42,8 @@ from .adapters import Adapter, adapter_chains
 from .components import InstalledComponent
 from .environments import Environment
 from .errors import UsageError
-from .lock import Lock, LockedComponent
+from .lock import Lock, LockedComponent, LockedOpLibrary
+from .op_libraries import OP_LIBRARIES, install_hint, series_bounds
 from .types import CheckKind, Mode, Policy, Status
 from .version_ranges import framework_range, parse_range
 from .versions import VersionError, parse_version
@@ -66,6 +71,7 @@ class Check:
     adaptations: tuple[str, ...] = ()
     distribution: str | None = None  # the pip name to install it by
     missing_modules: tuple[str, ...] = ()  # recorded as defining the model's objects, not installed
+    hint: str | None = None  # what to run to install a fitting version, where the range won't say
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +173,8 @@ class Plan:
                     f"reinstall the code the bundle was built with ({exact}), or use policy "
                     "'adapt' to load it once its golden examples replay the same"
                 )
+            elif check.hint is not None:
+                hints.append(check.hint)
             elif check.status == "missing" or check.installed is None:
                 hints.append(install)
             elif check.kind == "framework" or _older(check.installed, check.pinned):
@@ -176,7 +184,11 @@ class Plan:
                     f"{install}, or release {check.name} {check.installed} with an @adapter for "
                     f"its objects from {check.pinned}"
                 )
-        if self.policy != "fallback" and _framework_ok(self.checks, "tensorflow"):
+        if (
+            self.policy != "fallback"
+            and _framework_ok(self.checks, "tensorflow")
+            and not any(c.kind == "op_library" for c in self.blocking)
+        ):
             hints.append("or use policy 'fallback' to serve the SavedModel graph for inference")
         return hints
 
@@ -382,6 +394,54 @@ def _framework_check(name: str, pinned: str, widened: str | None, env: Environme
     return check("incompatible", f"outside {allowed}")
 
 
+def _op_library_check(locked: LockedOpLibrary, env: Environment) -> Check:
+    """Is the op library installed in a version that fits the TensorFlow installed here?"""
+    tensorflow = env.framework("tensorflow")
+    allowed, basis = locked.compatible, locked.version
+    series = series_bounds(tensorflow) if tensorflow is not None else None
+    built = series_bounds(locked.version)
+    if series is not None and built is not None and not _older(series[0], built[0]):
+        start, end = series  # compiled for one TensorFlow: the installed one's series
+        lowest = locked.version if _older(start, locked.version) else start
+        allowed, basis = f">={lowest} <{end}", start
+    hint = install_hint(locked.distribution, basis)
+    ops = ", ".join(locked.ops[:3]) + (", ..." if len(locked.ops) > 3 else "")
+
+    def check(status: Status, reason: str, version: str | None = None) -> Check:
+        fits = status in ("exact", "compatible")
+        return Check(
+            locked.distribution, "op_library", locked.version, allowed, version, status,
+            reason, (), locked.distribution, hint=None if fits else hint,
+        )  # fmt: skip
+
+    if locked.module not in OP_LIBRARIES:  # never looked up: an import would run its code
+        return check("incompatible", "bundler does not know this op library: upgrade bundler")
+    installed = env.component(locked.module, locked.distribution)
+    version = installed.version
+    if not installed.found:
+        return check("missing", f"not installed; the model's ops need it ({ops})")
+    if version is None:
+        return check("incompatible", "installed, but it declares no version")
+    try:
+        if parse_range(allowed).contains(version):  # the pinned one too, unless for another TF
+            if _same(version, locked.version):
+                return check("exact", "same version as pinned", version)
+            return check("compatible", f"inside {allowed}", version)
+    except VersionError:
+        return check("incompatible", f"installed version {version!r} is not a version", version)
+    built_for = series_bounds(version)
+    if allowed != locked.compatible and built_for is not None and built_for != series:
+        release = built_for[0].rsplit(".", 1)[0]
+        return check(
+            "incompatible",
+            f"built for TensorFlow {release}, not the {tensorflow} installed here",
+            version,
+        )
+    if _older(version, locked.version):
+        return check("incompatible", f"older than the build's {locked.version}", version)
+    return check("incompatible", f"outside {allowed}", version)
+
+
 def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
     """The load plan for a bundle's lock under ``policy`` in environment ``env``."""
     if policy not in POLICIES:
@@ -406,6 +466,7 @@ def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
         checks.append(
             _framework_check(name, pinned, window if isinstance(window, str) else None, env)
         )
+    checks += [_op_library_check(library, env) for library in lock.op_libraries]
     frozen = tuple(checks)
     blocking = [c for c in frozen if c.status not in ACCEPTED[policy]]
     if not blocking:
@@ -423,7 +484,8 @@ def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
         reason = "; ".join(reasons) or "all pinned versions fit"
         return Plan(policy, frozen, "keras", reason, env.label, adapters, tuple(notes))
     why = "; ".join(f"{c.name} {c.installed or '(missing)'}: {c.reason}" for c in blocking)
-    if policy == "fallback" and _framework_ok(frozen, "tensorflow"):
+    graph_needs = [c for c in blocking if c.kind == "op_library"]  # the graph needs them too
+    if policy == "fallback" and _framework_ok(frozen, "tensorflow") and not graph_needs:
         why = f"the Keras path is refused: {why}"
         return Plan(policy, frozen, "graph", why, env.label, notes=tuple(notes))
     return Plan(policy, frozen, "refused", why, env.label, notes=tuple(notes))

@@ -12,7 +12,8 @@ versions and code installed here, and the policy decides what happens when that 
 - the graph path (``graph_load``): ``saved_model/`` loaded with TensorFlow and called by its
   ``serving_default`` signature, no custom code imported; under ``fallback`` it serves what the
   plan, Keras or an adapter cannot load, with a FallbackWarning saying why. A hostile model is
-  refused under every policy.
+  refused under every policy: a graph the scan refuses (``graph_scan``) refuses the bundle on
+  the Keras path too, as ``bundle verify`` does, since other servers run that graph.
 
 A component whose code changed under the same version (``modified``) loads only once its golden
 examples replay within tolerance (``golden``).
@@ -39,6 +40,7 @@ from .errors import (
 from .frameworks import require_tensorflow
 from .golden import replay_examples
 from .graph_load import graph_predict, load_graph
+from .graph_scan import check_graph, lock_libraries
 from .keras_load import load_keras
 from .load_integrity import DeferredChecks, check_integrity
 from .lock import Lock
@@ -141,6 +143,10 @@ def _load_verified(
         raise IncompatibleBundleError(plan.refusal(), plan=plan, path=root)
     loaded: LoadedBundle
     if plan.mode == "keras":
+        if not unsafe:  # a hostile graph refuses the bundle, as verify does, whichever path loads
+            check_graph(
+                root, lock.artifacts.saved_model, lock.files, lock_libraries(lock), unsafe=False
+            )
         try:
             model, applied = load_keras(root, lock, plan, unsafe, deferred)
             loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))

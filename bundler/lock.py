@@ -16,6 +16,8 @@ Format ``bundler.bundle/v1``::
       "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
       "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>",
       "rehearsal": {"rehearsed": bool, "examples": int}   # provenance; absent in older locks
+      "op_libraries": [{"module", "distribution", "version" (built with), "compatible",
+                        "ops" (used by the graph)}]   # absent in older locks: none
     }
 
 Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
@@ -71,6 +73,7 @@ __all__ = [  # the layout's names are re-exported: readers of the lock find them
     "Lock",
     "LockedComponent",
     "LockedExample",
+    "LockedOpLibrary",
     "Rehearsal",
     "ShardTable",
     "canonical_json",
@@ -276,6 +279,38 @@ class Rehearsal:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LockedOpLibrary:
+    """A library of TensorFlow ops the SavedModel graph needs (``bundler.op_libraries``): the
+    module the graph path imports, the distribution to install, the version the bundle was built
+    with, the versions that may load it, and the ops of it the graph uses."""
+
+    module: str
+    distribution: str
+    version: str
+    compatible: str
+    ops: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LockedOpLibrary:
+        return cls(
+            module=d["module"],
+            distribution=d["distribution"],
+            version=d["version"],
+            compatible=d["compatible"],
+            ops=tuple(d["ops"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "distribution": self.distribution,
+            "module": self.module,
+            "ops": list(self.ops),
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Lock:
     """The contents of ``bundle.lock.json``: built from a validated document, never edited."""
 
@@ -293,6 +328,7 @@ class Lock:
     examples: tuple[LockedExample, ...] = ()
     created: str  # UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH
     rehearsal: Rehearsal | None = None  # None: built before builds rehearsed the load
+    op_libraries: tuple[LockedOpLibrary, ...] = ()  # older locks have none
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Lock:
@@ -312,6 +348,7 @@ class Lock:
             examples=tuple(LockedExample.from_dict(e) for e in d.get("examples", ())),
             created=d["created"],
             rehearsal=None if d.get("rehearsal") is None else Rehearsal.from_dict(d["rehearsal"]),
+            op_libraries=tuple(LockedOpLibrary.from_dict(o) for o in d.get("op_libraries", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,6 +367,7 @@ class Lock:
             "manifest": copy.deepcopy(dict(self.manifest)),  # copies the caller may change
             "metadata": copy.deepcopy(dict(self.metadata)),
             "name": self.name,
+            "op_libraries": [library.to_dict() for library in self.op_libraries],
             "version": self.version,
         }
 

@@ -198,6 +198,14 @@ def _version_problems(lock: Lock) -> list[Problem]:
                 problems.append(
                     Problem(LOCK_FILENAME, "schema", f"components[{index}].{key}: {error}")
                 )
+    for index, library in enumerate(lock.op_libraries):
+        for key, parse in (("version", parse_version), ("compatible", parse_range)):
+            try:
+                parse(getattr(library, key))
+            except VersionError as error:
+                problems.append(
+                    Problem(LOCK_FILENAME, "schema", f"op_libraries[{index}].{key}: {error}")
+                )
     return problems
 
 

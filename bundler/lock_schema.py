@@ -143,6 +143,20 @@ class Rehearsal(_Frozen):
     examples: int = Field(ge=0, description="The golden examples that load replayed.")
 
 
+class LockedOpLibrary(_Frozen):
+    """A library of TensorFlow ops the SavedModel graph needs, imported before it is served."""
+
+    module: str = Field(
+        pattern=MODULE_PATTERN,
+        max_length=MODULE_MAX_LENGTH,
+        description="The module the graph path imports to register the ops (tensorflow_text).",
+    )
+    distribution: str = Field(description="The distribution to install (tensorflow-text).")
+    version: str = Field(description="The version installed at build time.")
+    compatible: str = Field(description="Versions that may load the bundle.")
+    ops: list[str] = Field(description="The ops of the library the graph uses.")
+
+
 class Lock(_Frozen):
     """The contents of ``bundle.lock.json``."""
 
@@ -169,4 +183,8 @@ class Lock(_Frozen):
     rehearsal: Rehearsal | None = Field(
         default=None,
         description="Whether the build rehearsed the load (absent in locks of older builds).",
+    )
+    op_libraries: list[LockedOpLibrary] = Field(
+        default_factory=list,
+        description="Libraries of TensorFlow ops the SavedModel graph needs (absent: none).",
     )

@@ -4,11 +4,11 @@
 and hashes every file the build has not hashed already, flushing each to disk as it goes: sizes,
 sha256, and per-shard digests for large files. ``write_lock`` assembles the rest: the manifest as
 read, the pinned components (``component_pins``), the artifacts, the golden examples, the versions
-the bundle was built with, whether the build rehearses the load, and the creation time
-(``SOURCE_DATE_EPOCH`` when set, so a rebuild is byte-identical). The document is checked against
-the pydantic models the published schema comes from (``lock_schema``), then written from the value
-object every reader of the lock builds (``bundler.lock``): what the build writes is what a reader
-will read.
+the bundle was built with, the op libraries its graph needs, whether the build rehearses the load,
+and the creation time (``SOURCE_DATE_EPOCH`` when set, so a rebuild is byte-identical). The
+document is checked against the pydantic models the published schema comes from (``lock_schema``),
+then written from the value object every reader of the lock builds (``bundler.lock``): what the
+build writes is what a reader will read.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def write_lock(
     examples: list[dict[str, Any]],
     keras: Any,
     rehearsal: dict[str, Any] | None = None,
+    op_libraries: list[dict[str, Any]] | None = None,
 ) -> Lock:
     """Write ``workdir``'s lock and return it; ``files`` is ``files_table(workdir)``."""
     # checked against the models the published schema comes from, then written from the value
@@ -59,6 +60,7 @@ def write_lock(
             "metadata": manifest.metadata,
             "examples": examples,
             "created": _created(),
+            "op_libraries": op_libraries or [],
             **({"rehearsal": rehearsal} if rehearsal is not None else {}),
         }
     )

@@ -23,8 +23,9 @@ Mode = Literal["keras", "graph", "refused"]
 Status = Literal["exact", "modified", "compatible", "adapted", "incompatible", "missing"]
 """How one installed component or framework relates to what the bundle pinned."""
 
-CheckKind = Literal["component", "framework"]
-"""What a compatibility check is about: a declared component or Keras/TensorFlow."""
+CheckKind = Literal["component", "framework", "op_library"]
+"""What a compatibility check is about: a declared component, Keras/TensorFlow, or a library of
+TensorFlow ops the graph needs (tensorflow-text)."""
 
 EntryKind = Literal["file", "dir", "symlink", "fifo", "device", "socket", "other"]
 """What one entry found under a bundle folder is; every kind but a file or a folder is refused."""

@@ -18,6 +18,10 @@ Four layers, each reported in full rather than stopping at the first problem:
    with those of a target environment (``bundler.environments``), and so which path it takes
    (the Keras model, or the SavedModel graph).
 
+The checks overlap the hashing, which bounds how fast verify can be: the worker that hashes
+``saved_model.pb`` hands its bytes to the graph scan (read once, parsed while the large files
+hash), and the plan and model.keras's archive check run on a thread beside the hashing workers.
+
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
 and so imports TensorFlow, after everything else passed: that step loads the bundle as
@@ -30,8 +34,11 @@ replay: without ``smoke`` verify cannot promise that, and says so as a problem r
 
 from __future__ import annotations
 
+import os
+import stat
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,7 @@ from .compat import POLICIES, Plan, make_plan
 from .digest import Progress, ProgressFactory, check_digests, metered
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
-from .graph_scan import graph_problems
+from .graph_scan import GraphScan
 from .keras_archive import archive_problems
 from .layout import LOCK_FILENAME, SIGNATURE_FILENAMES
 from .lock import FileEntry, Lock
@@ -101,11 +108,13 @@ def check_files(
     progress: Progress | None = None,
     *,
     defer: Collection[str] = (),
+    consumers: Mapping[str, Callable[[bytes], None]] | None = None,
 ) -> tuple[list[Problem], int]:
     """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
 
     Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
     caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
+    Files named in ``consumers`` are handed to them once hashed (``digest.check_digests``).
     """
     problems: list[Problem] = []
     try:
@@ -138,7 +147,9 @@ def check_files(
                 )
             elif name not in defer or expected.shards is None:
                 to_hash.append(name)
-    verdicts = check_digests(root, {name: files[name] for name in to_hash}, progress=progress)
+    verdicts = check_digests(
+        root, {name: files[name] for name in to_hash}, progress=progress, consumers=consumers
+    )
     total = 0
     for name in to_hash:
         verdict = verdicts[name]
@@ -172,6 +183,16 @@ def check_artifacts(lock: Lock) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _archive_problems(root: Path, lock: Lock) -> list[Problem]:
+    """The archive check of model.keras (``keras_archive``), run while the files hash: only on a
+    plain file there (anything else is the files check's problem, and makes this one moot)."""
+    try:
+        plain = stat.S_ISREG(os.lstat(root / lock.artifacts.keras).st_mode)
+    except OSError:
+        return []
+    return archive_problems(root, lock.artifacts.keras, lock.files, ()) if plain else []
 
 
 def _scan_config(root: Path, lock: Lock) -> list[Problem]:
@@ -226,14 +247,24 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
-    with metered(on_hashing, lock.total_size) as meter:
-        file_problems, hashed = check_files(root, lock.files, meter)
+    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
+    # beside the hashing workers, while the large files hash: the plan (it reads the lock and
+    # what is installed, not the bundle's files), then the archive check of model.keras (its zip
+    # directory and HDF5 metadata); both are reported only where the files check allows
+    with ThreadPoolExecutor(1, thread_name_prefix="bundler-beside") as beside:
+        planned = beside.submit(make_plan, lock, policy, environment)
+        archived = beside.submit(_archive_problems, root, lock)
+        with metered(on_hashing, lock.total_size) as meter:
+            file_problems, hashed = check_files(
+                root, lock.files, meter, consumers=graph.consumers()
+            )
     problems += file_problems
-    problems += graph_problems(root, lock.artifacts.saved_model, lock.files, problems)
-    problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
+    problems += graph.problems(problems)
+    if not any(problem.path == lock.artifacts.keras for problem in problems):
+        problems += archived.result()  # model.keras is the file the lock lists: its verdict holds
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
-    plan = make_plan(lock, policy, environment)
+    plan = planned.result()
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
     elif plan.replay and not smoke and policy != "fallback":
