@@ -276,7 +276,7 @@ def read_weights(paths: list[Path]) -> None:
     from bundler.keras_weights import KerasFile
 
     for path in paths:
-        with KerasFile(path) as keras_file:
+        with KerasFile(path.parent, path.name, path.stat().st_size) as keras_file:
             for variable in keras_file.variables().values():
                 keras_file.h5[variable.path][()]
 

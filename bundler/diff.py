@@ -43,6 +43,7 @@ from .changes import (
     json_changes,
 )
 from .errors import UsageError
+from .keras_weights import KerasFile
 from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
 from .lock import Lock
 from .lock_diff import (
@@ -138,7 +139,10 @@ def diff_bundles(
         and new_keras in new_files
         and old_files[old_keras].sha256 != new_files[new_keras].sha256
     ):
-        config, weights = model_changes(old_side.path / old_keras, new_side.path / new_keras)
+        config, weights = model_changes(
+            KerasFile(old_side.path, old_keras, old_files[old_keras].size),
+            KerasFile(new_side.path, new_keras, new_files[new_keras].size),
+        )
     return BundleDiff(
         old=old_side,
         new=new_side,

@@ -11,6 +11,8 @@ exception; jsonschema is imported on first use, and neither pydantic nor TensorF
 
 ``bundle_root`` finds the bundle folder a path names; ``pinned_digest`` and ``pin_problem`` check
 a caller's digest pin against the lock (a signature says who vouched, a pin says which bundle).
+``peek_lock`` is the lock's document unchecked, read as safely as ``read_lock`` reads it, for
+what only needs a glance before the real read (a server's model name, ``--watch``'s digest).
 """
 
 from __future__ import annotations
@@ -185,6 +187,17 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
             )
         )
     return lock, problems
+
+
+def peek_lock(root: Path) -> dict[str, Any] | None:
+    """The lock's document as JSON, not validated (None when it cannot be read so): bounded,
+    strict, never through a link, never blocking on a FIFO. Only for a glance; anything acted
+    on is read through ``read_lock``."""
+    try:
+        document = strict_json.loads(read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES))
+    except (OSError, ValueError, RecursionError):  # strict_json's errors are ValueErrors
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _version_problems(lock: Lock) -> list[Problem]:

@@ -68,6 +68,18 @@ def _rewrite_keras_member(root: Path, name: str, transform: Callable[[bytes], by
     reseal(root)
 
 
+def edit_weights(root: Path, change: Callable[[Any], None]) -> None:
+    """Change model.weights.h5 inside model.keras with h5py (``change`` gets the open file), then
+    reseal the lock."""
+    import h5py
+
+    with zipfile.ZipFile(root / "model.keras") as archive:
+        buffer = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(buffer, "r+") as weights:
+        change(weights)
+    replace_keras_member(root, "model.weights.h5", buffer.getvalue())
+
+
 def edit_keras_config(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
     """Change config.json inside model.keras in place, then reseal the lock."""
 
