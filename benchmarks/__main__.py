@@ -379,7 +379,7 @@ def bench_mlflow(params: int, repeat: int, folder: Path) -> tuple[float, float] 
 def bench_one_big_file(size: int, repeat: int, work: Path, small_bundle: Path) -> dict[str, Any]:
     """verify_bundle on a bundle dominated by one file of ``size`` bytes (shards in parallel)."""
     from bundler import verify_bundle
-    from bundler.lock import files_digest
+    from bundler.lock import lock_digest
     from bundler.lock_writer import files_table
 
     root = work / "one-big-file"
@@ -391,7 +391,7 @@ def bench_one_big_file(size: int, repeat: int, work: Path, small_bundle: Path) -
     lock_path = root / "bundle.lock.json"
     lock = json.loads(lock_path.read_text())
     lock["files"]["saved_model/variables/big.data"] = files_table(big.parent)["big.data"]
-    lock["digest"] = files_digest(lock["files"])
+    lock["digest"] = lock_digest(lock)
     lock_path.write_text(json.dumps(lock))
     total = sum(p.stat().st_size for p in bundle_files(root))
     t_ours = median_time(lambda: verify_bundle(root), repeat)

@@ -5,7 +5,9 @@ load, inspect, diff, env, sign, push): the file must be a plain file within ``LO
 strict JSON (``strict_json``: no repeated keys, no NaN), of a known format (older ones upgraded
 forward), valid against ``lock.schema.json`` (with ``pattern`` read as JSON Schema defines it),
 every path in it safe, every pinned version and range parseable, and its digest equal to the
-digest of its own files table. Only then is the ``Lock`` value object built (``bundler.lock``),
+digest its own format defines (``layout.lock_digest``: the whole lock but provenance; the files
+table alone for a ``bundler.bundle/v1`` lock, computed on the document as it was written, before
+any upgrade). Only then is the ``Lock`` value object built (``bundler.lock``),
 so no reader meets a half-checked lock. Each failure is a ``Problem`` naming the field, never an
 exception; jsonschema is imported on first use, and neither pydantic nor TensorFlow ever.
 
@@ -36,7 +38,7 @@ from .layout import (
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
     LOCK_UPGRADES,
-    files_digest,
+    lock_digest,
 )
 from .lock import Lock
 from .problems import Problem
@@ -149,6 +151,7 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
         return None, [Problem(LOCK_FILENAME, "lock", str(error))]
     if not isinstance(document, dict):
         return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
+    written = document  # the digest is checked on the document its format describes
     try:
         document = upgrade_forward(document, "format", FORMAT, LOCK_UPGRADES)
     except FormatError as error:
@@ -169,7 +172,9 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
                 Problem(LOCK_FILENAME, "schema", f"{_json_path(failure.absolute_path)}: {shown}")
             )
         return None, problems
-    lock = Lock.from_dict(document)  # fields left out take their defaults here, for every reader
+    # fields left out take their defaults here, for every reader; the format stays the one the
+    # lock was written in, which says what its digest covers
+    lock = Lock.from_dict({**document, "format": written["format"]})
     problems = [
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
         for where, name in _lock_paths(lock)
@@ -178,12 +183,17 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
     problems += _version_problems(lock)
     if problems:
         return None, problems
-    if files_digest(lock.files_table()) != lock.digest:
+    try:
+        sealed = lock_digest(written)
+    except (KeyError, TypeError, AttributeError, ValueError):  # an older shape without a table
+        sealed = None
+    if sealed != lock.digest:
+        covered = "files table" if lock.digest_covers == "files" else "fields and files table"
         problems.append(
             Problem(
                 LOCK_FILENAME,
                 "digest",
-                "digest does not match the lock's own files table (the lock was edited)",
+                f"digest does not match the lock's own {covered} (the lock was edited)",
             )
         )
     return lock, problems

@@ -71,3 +71,14 @@ def test_an_old_bundle_loads_pinned_and_signed(old_bundle: Path) -> None:
     result = run_python(code, env=_service_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["keras", OLD_DIGEST, "custom-layer-regressor", "0.3.0"]
+
+
+def test_inspect_says_an_old_digest_names_the_files_only(old_bundle: Path) -> None:
+    result = run_bundle("inspect", "custom_layer", cwd=old_bundle.parent, env=_service_env())
+    assert result.returncode == 0, result.stderr
+    line = f"  digest   {OLD_DIGEST}  (of the files only: a bundler.bundle/v1 lock)"
+    assert result.stdout.splitlines()[1] == line
+    result = run_bundle("inspect", "custom_layer", "--json", cwd=old_bundle.parent)
+    document = json.loads(result.stdout)
+    assert (document["format"], document["digest_covers"]) == ("bundler.bundle/v1", "files")
+    assert document["lock_problems"] == []
