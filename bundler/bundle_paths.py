@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -72,6 +72,22 @@ def unsafe_path_reason(path: str) -> str | None:
     if len(parts) > MAX_PATH_DEPTH:
         return f"is nested deeper than {MAX_PATH_DEPTH} levels"
     return None
+
+
+def enclosing_file(path: str, files: Collection[str]) -> str | None:
+    """The first folder on ``path``'s way that ``files`` holds as a file (``model.keras`` for
+    ``model.keras/inner``), or None: the two cannot both be in one folder tree."""
+    parts = path.split("/")
+    return next(
+        (folder for depth in range(1, len(parts)) if (folder := "/".join(parts[:depth])) in files),
+        None,
+    )
+
+
+def holds_files(path: str, files: Collection[str]) -> bool:
+    """Whether ``files`` holds a file inside ``path``, which therefore must be a folder."""
+    folder = path + "/"
+    return any(name.startswith(folder) for name in files)
 
 
 def _kind(mode: int) -> EntryKind:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import strict_json
-from .bundle_paths import read_plain_file, unsafe_path_reason
+from .bundle_paths import enclosing_file, read_plain_file, unsafe_path_reason
 from .errors import UsageError
 from .formats import FormatError, upgrade_forward
 from .layout import (
@@ -179,6 +179,15 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
         for where, name in _lock_paths(lock)
         if (reason := unsafe_path_reason(name)) is not None
+    ]
+    problems += [  # a path both a file and a folder: no folder can match such a table
+        Problem(
+            LOCK_FILENAME,
+            "unsafe",
+            f"files: path {name!r} lies inside {inside!r}, which the table lists as a file",
+        )
+        for name in lock.files
+        if (inside := enclosing_file(name, lock.files)) is not None
     ]
     problems += _version_problems(lock)
     if problems:

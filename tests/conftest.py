@@ -182,6 +182,7 @@ def hostile() -> Iterator[HostileRegistry]:
     """A registry that sends what the test sets (``mode``, ``manifest``); one per module."""
     server = HostileRegistry()
     yield server
+    server.closing.set()
     server.shutdown()
     server.server_close()
 

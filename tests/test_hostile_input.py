@@ -53,6 +53,7 @@ BAD_PATHS = [
     ("double slash", "saved_model//saved_model.pb", "not normalized"),
     ("trailing slash", "saved_model/", "not normalized"),
     ("empty", "", "is empty"),
+    ("inside a file", "model.keras/inner", "lies inside 'model.keras', which the table lists"),
 ]
 
 
