@@ -162,3 +162,44 @@ def test_diff_still_compares_two_plain_bundles(pair: tuple[Path, Path, Path]) ->
     result = run_bundle("diff", str(first), str(second), timeout=TIMEOUT)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "  ~ dense_2/1 (32,): max abs diff 1" in result.stdout.splitlines()
+
+
+def test_a_load_without_verification_still_opens_model_keras_as_verify_does(
+    pair: tuple[Path, Path, Path],
+) -> None:
+    """``verify=False`` skips hashing, not the way files are opened: the link is not followed."""
+    from bundler import load_bundle
+    from bundler.errors import IntegrityError
+
+    _, hostile, outside = pair
+    _symlinked_model(hostile, outside)
+    with pytest.raises(IntegrityError) as caught:
+        load_bundle(hostile, verify=False)
+    assert str(caught.value) == (
+        f"{hostile / 'model.keras'}: is a symlink; bundles hold plain files only; "
+        "refusing to load it"
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_glance_at_the_lock_never_blocks_nor_follows_a_link(
+    pair: tuple[Path, Path, Path], kind: str
+) -> None:
+    """What ``bundle serve`` reads before it verifies (the model's name, --watch's digest)."""
+    import threading
+
+    from bundler.lock_reader import peek_lock
+
+    first, hostile, _ = pair
+    lock = hostile / "bundle.lock.json"
+    lock.unlink()
+    if kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.symlink_to(first / "bundle.lock.json")
+    found: list[object] = []
+    glance = threading.Thread(target=lambda: found.append(peek_lock(hostile)), daemon=True)
+    glance.start()
+    glance.join(TIMEOUT)
+    assert found == [None]
+    assert (peek_lock(first) or {}).get("name") == "sequential-classifier"
