@@ -63,7 +63,7 @@ def _manifest(
         config_bytes = lock
         config = _descriptor(lock, LOCK_MEDIA_TYPE)
     else:
-        parsed, _ = read_lock_of(lock)
+        parsed, _ = _read_lock_of(lock)
         document = modelpack.config_document(parsed, [layer["digest"] for layer in described])
         config_bytes = canonical_json(document)
         config = _descriptor(config_bytes, modelpack.CONFIG_MEDIA_TYPE)
@@ -78,7 +78,8 @@ def _manifest(
     return manifest, blobs
 
 
-def read_lock_of(content: bytes) -> tuple[Any, list[Any]]:
+def _read_lock_of(content: bytes) -> tuple[Any, list[Any]]:
+    """The lock these bytes hold, read as a bundle's lock is read."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -231,12 +232,13 @@ def test_a_pull_killed_in_a_tar_layer_leaves_a_file_the_next_pull_sweeps(
     legacy.write_bytes(b"half a layer")
     hostile.stalled = set()
     del hostile.blobs[tar_digest]  # the next pull fails at that layer, after its sweep
-    code, _, errors = run_main_with_cache(cache, "pull", reference)
+    code, _, errors = _pull_with_cache(cache, "pull", reference)
     assert code == 1 and "internal error" not in errors, errors
     assert [p.name for p in (cache / "sha256").iterdir()] == []
 
 
-def run_main_with_cache(cache: Path, *args: str) -> tuple[int, str, str]:
+def _pull_with_cache(cache: Path, *args: str) -> tuple[int, str, str]:
+    """The command line in a process of its own, with ``cache`` as its cache."""
     result = subprocess.run(
         [sys.executable, "-m", "bundler", *args],
         env=cli_env(BUNDLER_CACHE=str(cache)),
