@@ -229,7 +229,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         shown(f"{lock.name} {lock.version}")
         + (f" - {shown(lock.description)}" if lock.description else "")
     )
-    print(f"  digest   {lock.digest}")
+    covers = "" if lock.digest_covers == "lock" else f"  (of the files only: a {lock.format} lock)"
+    print(f"  digest   {lock.digest}{covers}")
     print(f"  created  {shown(lock.created)}  with bundler {env['bundler']}")
     print(
         f"  built on python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, "

@@ -1,11 +1,11 @@
 """``bundle.lock.json``: the bundle's self-description, as one value object every reader shares.
 
-Format ``bundler.bundle/v1``::
+Format ``bundler.bundle/v2``::
 
     {
-      "format": "bundler.bundle/v1",
+      "format": "bundler.bundle/v2",
       "name": ..., "version": ..., "description": ...,
-      "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
+      "digest": "sha256:<hex>",            # of the whole lock but itself and provenance (layout)
       "manifest": {...},                   # the normalized manifest the bundle was built from
       "components": [{"module", "version" (pinned), "requirement", "compatible",
                       "distribution", "objects" (used), "defined_in" (where each object is
@@ -20,8 +20,11 @@ Format ``bundler.bundle/v1``::
                         "ops" (used by the graph)}]   # absent in older locks: none
     }
 
-Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
-gives the same bytes, so the digest identifies the bundle's content whatever wrote the lock.
+Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same document
+always gives the same bytes, so the digest identifies the bundle whatever wrote the lock
+(``bundler.layout`` says what it covers). A ``bundler.bundle/v1`` lock (no field differs in
+shape) is read through the upgrade chain and keeps its own ``format`` here, which says what its
+digest covers: ``digest_covers`` is ``"files"`` for it, ``"lock"`` for the current format.
 
 A lock is checked once, where it is read (``bundler.lock_reader.read_lock``: the JSON Schema in
 ``schemas/lock.schema.json``, safe paths, parseable versions, the digest), and then built with
@@ -45,6 +48,7 @@ from .layout import (
     ARTIFACT_DEFAULTS,
     DIGEST_PATTERN,
     FORMAT,
+    FORMAT_V1,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
     LOCK_UPGRADES,
@@ -53,13 +57,16 @@ from .layout import (
     SHA256_PATTERN,
     SIGNATURE_FILENAME,
     canonical_json,
+    digest_covers,
     files_digest,
+    lock_digest,
 )
 
 __all__ = [  # the layout's names are re-exported: readers of the lock find them here too
     "ARTIFACT_DEFAULTS",
     "DIGEST_PATTERN",
     "FORMAT",
+    "FORMAT_V1",
     "LOCK_FILENAME",
     "LOCK_MAX_BYTES",
     "LOCK_UPGRADES",
@@ -77,7 +84,9 @@ __all__ = [  # the layout's names are re-exported: readers of the lock find them
     "Rehearsal",
     "ShardTable",
     "canonical_json",
+    "digest_covers",
     "files_digest",
+    "lock_digest",
 ]
 
 
@@ -372,8 +381,14 @@ class Lock:
         }
 
     def files_table(self) -> dict[str, dict[str, Any]]:
-        """The files table as JSON: what the digest is computed over."""
+        """The files table as JSON."""
         return {path: entry.to_dict() for path, entry in self.files.items()}
+
+    @property
+    def digest_covers(self) -> str:
+        """What the digest names: ``"lock"`` (every file and every field but provenance), or
+        ``"files"`` for a lock written as ``bundler.bundle/v1`` (the files table alone)."""
+        return digest_covers(self.format)
 
     @property
     def total_size(self) -> int:

@@ -167,11 +167,16 @@ class Lock(_Frozen):
         json_schema_extra={"$id": "https://bundler.dev/schemas/lock.schema.json"},
     )
 
-    format: Literal["bundler.bundle/v1"]
+    format: Literal["bundler.bundle/v2"]
     name: str
     version: str
     description: str | None = None
-    digest: str = Field(pattern=DIGEST_PATTERN)
+    digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        description="sha256 of the canonical JSON of this document without 'digest' and the "
+        "provenance fields (created, environment.bundler, .numpy, .platform, .python): the "
+        "bundle's identity.",
+    )
     manifest: dict[str, JsonValue]
     components: list[LockedComponent]
     environment: BuildEnvironment

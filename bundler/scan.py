@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import LoadError, UnsafeBundleError
 from .lock import LockedComponent
@@ -171,20 +172,21 @@ def covering_component(module: str, components: list[str]) -> str | None:
     return max(matches, key=len) if matches else None
 
 
-def open_keras_file(path: str | Path) -> zipfile.ZipFile:
-    """A ``.keras`` file opened as the zip it is, or a LoadError naming it."""
+def open_keras_file(path: str | Path | BinaryIO, where: str | None = None) -> zipfile.ZipFile:
+    """A ``.keras`` file opened as the zip it is, or a LoadError naming it (``where``)."""
     try:
         return zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as error:
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise LoadError(
-            f"model.keras is not a readable .keras file: {error}", path=str(path)
+            f"model.keras is not a readable .keras file: {error}", path=where or str(path)
         ) from error
 
 
-def read_keras_config(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a ``.keras`` file, read and bounded without TensorFlow."""
-    with open_keras_file(path) as archive:
-        return read_config(archive, str(path))
+def read_keras_config(path: str | Path | BinaryIO, where: str | None = None) -> dict[str, Any]:
+    """``config.json`` of a ``.keras`` file (a path, or a file opened by the caller, named
+    ``where`` in errors), read and bounded without TensorFlow."""
+    with open_keras_file(path, where) as archive:
+        return read_config(archive, where or str(path))
 
 
 def registry_names(obj: dict[str, Any]) -> list[str]:
@@ -235,7 +237,11 @@ def read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
     if info.file_size > CONFIG_MAX_BYTES:
         raise UnsafeBundleError(f"config.json is larger than {CONFIG_MAX_BYTES} bytes", path=where)
     try:
-        config = json.loads(archive.read(info))
+        data = archive.read(info)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # damaged, or changing
+        raise LoadError(f"config.json cannot be read: {error}", path=where) from error
+    try:
+        config = json.loads(data)
     except (ValueError, RecursionError) as error:
         raise LoadError(f"config.json is not valid JSON: {error}", path=where) from error
     if not isinstance(config, dict):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 from .errors import BundleError, UsageError
 from .golden import named_outputs
 from .load import LoadedBundle, load_bundle
-from .lock import LOCK_FILENAME
+from .lock_reader import peek_lock
 from .serve_batching import Batcher
 from .serve_describe import Description, TensorSpec, describe
 from .serve_protocol import (
@@ -160,10 +159,8 @@ def lock_identity(source: Path) -> tuple[str, str | None]:
     """(resolved target, lock digest) of a BUNDLE path: what ``--watch`` compares. Never raises;
     an unreadable lock reads as no digest, and the reload it triggers reports why."""
     target = os.path.realpath(source)
-    try:
-        digest = json.loads((Path(target) / LOCK_FILENAME).read_text()).get("digest")
-    except (OSError, ValueError, AttributeError):
-        digest = None
+    document = peek_lock(Path(target)) or {}
+    digest = document.get("digest")
     return target, digest if isinstance(digest, str) else None
 
 
@@ -180,10 +177,7 @@ def load_for_serving(source: str | Path, policy: Policy) -> Serving:
 
 
 def _lock_name(source: Path) -> str:
-    try:
-        name = json.loads((source / LOCK_FILENAME).read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        name = None
+    name = (peek_lock(source) or {}).get("name")
     return name if isinstance(name, str) and name else source.name
 
 

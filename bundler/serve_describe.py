@@ -192,8 +192,8 @@ def _from_examples(loaded: LoadedBundle) -> Description | None:
     """The first golden example's arrays: any batch size, the other sizes as the build ran."""
     for example in loaded.lock.examples:
         try:
-            inputs = read_arrays(loaded.path / example.inputs)
-            outputs = read_arrays(loaded.path / example.outputs)
+            inputs = read_arrays(loaded.path, example.inputs)
+            outputs = read_arrays(loaded.path, example.outputs)
         except Exception:
             continue
         if not inputs:

@@ -34,7 +34,7 @@ ProblemKind = Literal[
     # the lock itself
     "lock",  # missing, unreadable, not JSON, unknown format
     "schema",  # does not validate against the lock's JSON Schema
-    "digest",  # the digest does not match the lock's own files table
+    "digest",  # the digest does not match the lock it is in
     "pinned",  # another bundle than the digest the caller pinned
     "signature",  # not signed by a trusted key (missing, invalid, another key's, stale)
     "unsafe",  # a path, a Keras archive or a graph that loading would refuse

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle_paths import walk_tree
+from .bundle_paths import UnsafeFileError, open_bundle_file, walk_tree
 from .compat import POLICIES, Plan, make_plan
 from .digest import Progress, ProgressFactory, check_digests, metered
 from .environments import Environment, StaticEnvironment, TargetEnvironment
@@ -102,25 +102,17 @@ class VerifyReport:
         }
 
 
-def check_files(
-    root: Path,
-    files: Mapping[str, FileEntry],
-    progress: Progress | None = None,
-    *,
-    defer: Collection[str] = (),
-    consumers: Mapping[str, Callable[[bytes], None]] | None = None,
-) -> tuple[list[Problem], int]:
-    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
-
-    Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
-    caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
-    Files named in ``consumers`` are handed to them once hashed (``digest.check_digests``).
-    """
+def check_tree(
+    root: Path, files: Mapping[str, FileEntry], *, defer: Collection[str] = ()
+) -> tuple[list[Problem], list[str]]:
+    """Compare the bundle folder with the lock's files table by walking it, reading nothing:
+    (problems, the listed files present at their size, to be hashed). Files named in ``defer``
+    that have shard digests are left out of those: see ``check_files``."""
     problems: list[Problem] = []
     try:
         entries = walk_tree(root)
     except OSError as error:
-        return [Problem(".", "unreadable", f"cannot list the bundle: {error.strerror}")], 0
+        return [Problem(".", "unreadable", f"cannot list the bundle: {error.strerror}")], []
     found = {entry.path: entry for entry in entries}
     for entry in entries:
         if entry.path in (LOCK_FILENAME, *SIGNATURE_FILENAMES):
@@ -147,6 +139,24 @@ def check_files(
                 )
             elif name not in defer or expected.shards is None:
                 to_hash.append(name)
+    return problems, to_hash
+
+
+def check_files(
+    root: Path,
+    files: Mapping[str, FileEntry],
+    progress: Progress | None = None,
+    *,
+    defer: Collection[str] = (),
+    consumers: Mapping[str, Callable[[bytes], None]] | None = None,
+) -> tuple[list[Problem], int]:
+    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
+
+    Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
+    caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
+    Files named in ``consumers`` are handed to them once hashed (``digest.check_digests``).
+    """
+    problems, to_hash = check_tree(root, files, defer=defer)
     verdicts = check_digests(
         root, {name: files[name] for name in to_hash}, progress=progress, consumers=consumers
     )
@@ -195,16 +205,46 @@ def _archive_problems(root: Path, lock: Lock) -> list[Problem]:
     return archive_problems(root, lock.artifacts.keras, lock.files, ()) if plain else []
 
 
+def changed_while_read(root: Path, relative: str, entry: FileEntry) -> Problem | None:
+    """A ``changed`` problem when the file no longer matches its lock entry: what a reader that
+    failed midway checks, so that a file rewritten while it was read gets that verdict rather
+    than the parser's complaint about bytes the lock never vouched for."""
+    verdict = check_digests(root, {relative: entry})[relative]
+    if verdict is None:
+        return None
+    return Problem(relative, "changed", f"changed while it was being read ({verdict[1]})")
+
+
+def _keras_config(root: Path, keras_file: str, entry: FileEntry) -> dict[str, Any]:
+    with open_bundle_file(root, keras_file, entry.size) as stream:
+        return read_keras_config(stream, keras_file)
+
+
 def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     """The loader's config scan, run here without TensorFlow (see ``bundler.scan``)."""
     keras_file = lock.artifacts.keras
+    entry = lock.files[keras_file]
     modules = [component.module for component in lock.components]
     try:
-        config = read_keras_config(root / keras_file)
+        config = _keras_config(root, keras_file, entry)
+    except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
+        return [Problem(error.relative, error.kind, error.reason)]
+    except LoadError as error:
+        changed = changed_while_read(root, keras_file, entry)
+        try:  # the lock's bytes again: unreadable twice is the file's own damage
+            _keras_config(root, keras_file, entry)
+        except (OSError, LoadError):
+            return [changed or Problem(keras_file, "config", error.message)]
+        why = "changed while it was being read (it matches the lock again)"
+        return [changed or Problem(keras_file, "changed", why)]
+    try:
         check_config_modules(config, modules, keras_file)
         check_recorded_objects(config, lock.components, keras_file)
     except (UnsafeBundleError, LoadError) as error:
-        return [Problem(keras_file, "config", error.message)]
+        return [
+            changed_while_read(root, keras_file, entry)
+            or Problem(keras_file, "config", error.message)
+        ]
     return []
 
 

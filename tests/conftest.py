@@ -152,11 +152,12 @@ def run_python(
     )
 
 
-REHEARSED_EXAMPLES = ("custom_layer", "tcn_forecaster")
+REHEARSED_EXAMPLES = ("custom_layer", "tcn_forecaster", "with_metadata")
 """The session's example builds that rehearse their load in a fresh interpreter, as a user's build
-does: a component from the manifest's paths beside its factory, and one installed from PyPI. The
-others opt out: each rehearsal is another TensorFlow start-up, and what the rest of the suite
-tests of them (files, locks, loads in this process) does not depend on it."""
+does: a component from the manifest's paths beside its factory, one installed from PyPI, and one
+whose `bundle verify` output the README shows as a user's build prints it. The others opt out:
+each rehearsal is another TensorFlow start-up, and what the rest of the suite tests of them
+(files, locks, loads in this process) does not depend on it."""
 
 
 @pytest.fixture(scope="session")
@@ -300,6 +301,7 @@ def hostile() -> Iterator[HostileRegistry]:
     """A registry that sends what the test sets (``mode``, ``manifest``); one per module."""
     server = HostileRegistry()
     yield server
+    server.closing.set()
     server.shutdown()
     server.server_close()
 

@@ -16,7 +16,7 @@ import yaml
 from bundler import Bundle, ComponentError, build_bundle, load_bundle, verify_bundle
 from bundler.atomic import remove_stale_temporaries
 from bundler.errors import BuildError, UsageError
-from bundler.lock import LOCK_FILENAME, files_digest
+from bundler.lock import LOCK_FILENAME, lock_digest
 from bundler.lock_schema import Lock
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES
@@ -76,7 +76,7 @@ def test_bundle_holds_keras_file_saved_model_and_a_valid_lock(
     lock = Lock.model_validate_json((root / LOCK_FILENAME).read_bytes())
     assert lock.artifacts.keras == "model.keras" and (root / "model.keras").is_file()
     assert (root / "saved_model" / "saved_model.pb").is_file()
-    assert lock.digest == files_digest({k: v.model_dump() for k, v in lock.files.items()})
+    assert lock.digest == lock_digest(json.loads((root / LOCK_FILENAME).read_text()))
     on_disk = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")

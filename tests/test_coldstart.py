@@ -33,7 +33,7 @@ MiB = 1 << 20
 
 def _example_feed(loaded: Any) -> Any:
     example = loaded.lock.examples[0]
-    inputs = read_arrays(loaded.path / example.inputs)
+    inputs = read_arrays(loaded.path, example.inputs)
     return inputs if len(inputs) > 1 else next(iter(inputs.values()))
 
 

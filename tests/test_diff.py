@@ -368,7 +368,10 @@ def _garbage_outputs(root: Path) -> None:
     ("damage", "where", "message"),
     [
         pytest.param(
-            _garbage_weights, "model.keras", "cannot read model.weights.h5: ", id="weights"
+            _garbage_weights,
+            "model.keras",
+            "model.weights.h5 in model.keras is not a readable HDF5 file: ",
+            id="weights",
         ),
         pytest.param(
             _garbage_outputs,

@@ -275,3 +275,56 @@ def test_verify_while_a_force_rebuild_replaces_the_bundle(
     report = verify_bundle(out)
     assert report.ok and report.digest == new_digest
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", new_digest)
+
+
+def _config_bytes(path: Path) -> tuple[int, int]:
+    """(offset, length) of config.json's stored or deflated bytes inside a .keras file."""
+    import zipfile
+
+    from bundler.keras_layout import data_start
+
+    with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
+        info = archive.getinfo("config.json")
+        return data_start(raw, info), info.compress_size
+
+
+def test_a_model_keras_rewritten_while_verify_reads_it_is_a_verdict(
+    copy_bundle: Any, tmp_path: Path
+) -> None:
+    """A writer flips bytes of config.json in place, back and forth, while verify runs again and
+    again: each verify reports model.keras changed (or finds it intact), never raises, and the
+    rewrite lands between the hashing and the config scan at least once (what used to let
+    zipfile's BadZipFile escape)."""
+    root = copy_bundle("sequential")
+    path = root / "model.keras"
+    good = path.read_bytes()
+    start, length = _config_bytes(path)
+    flipped = bytearray(good)
+    for at in range(start + length // 3, start + length // 3 + 16):
+        flipped[at] ^= 0x01
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        descriptor = os.open(path, os.O_WRONLY)
+        try:
+            while not stop.is_set():
+                os.pwrite(descriptor, bytes(flipped), 0)
+                os.pwrite(descriptor, good, 0)
+        finally:
+            os.close(descriptor)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    seen: list[str] = []
+    try:
+        for _ in range(3000):  # about 30 s at most here; it takes a few dozen on this machine
+            report = verify_bundle(root)  # raises nothing: asserted by running at all
+            assert {(p.path, p.kind) for p in report.problems} <= {("model.keras", "changed")}
+            seen += [p.message for p in report.problems if "while it was being read" in p.message]
+            if seen:
+                break
+    finally:
+        stop.set()
+        writer.join()
+    assert seen, "the rewrite never landed between the hashing and the scan"
+    assert seen[0].startswith("changed while it was being read ("), seen[0]

@@ -63,10 +63,14 @@ def test_every_example_builds_to_the_same_bytes_in_two_fresh_processes(
 
 
 def test_created_stays_outside_the_digest(built: dict[str, Bundle]) -> None:
-    from bundler.lock import files_digest
+    from bundler.lock import lock_digest
 
     lock = json.loads((built["sequential"].path / "bundle.lock.json").read_text())
-    assert files_digest(lock["files"]) == lock["digest"]
+    assert (
+        lock_digest(lock)
+        == lock["digest"]
+        == lock_digest({**lock, "created": "1999-12-31T23:59:59Z"})
+    )
     assert "bundle.lock.json" not in lock["files"]
 
 

@@ -28,7 +28,7 @@ from bundler.source_hash import (
     tokens_digest,
 )
 
-from .conftest import ROOT
+from .conftest import PACKAGE
 
 BODY = b'''"""A layer."""
 import math
@@ -293,7 +293,7 @@ def test_every_python_gives_the_same_digests() -> None:
     expected = [source_digest(s)[0] for s in sources]
     for version, python in sorted(pythons.items()):
         result = subprocess.run(
-            [str(python), "-c", CROSS_VERSION, str(ROOT / "bundler" / "source_hash.py")],
+            [str(python), "-c", CROSS_VERSION, str(PACKAGE / "source_hash.py")],
             input=json.dumps([s.decode("latin-1") for s in sources]),
             capture_output=True,
             text=True,
