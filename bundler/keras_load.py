@@ -218,7 +218,7 @@ def _load_keras_archive(
     with (
         KERAS_LOCK,
         keras_seam.variables_from_weights(),
-        keras_seam.safe_mode_scope(not unsafe),
+        keras_seam.safe_mode_scope(),
         _quiet_about_unbuilt_optimizers() as done,
     ):
         try:

@@ -220,20 +220,24 @@ def load_in_place(
 
 
 @contextlib.contextmanager
-def safe_mode_scope(safe_mode: bool) -> Iterator[None]:
-    """Keras's safe mode set to ``safe_mode`` for the load inside, whatever the process set.
+def safe_mode_scope() -> Iterator[None]:
+    """The load's own ``safe_mode`` argument in force, whatever the thread set before.
 
     Keras lets a thread-wide setting override the ``safe_mode`` argument of every load: after
     ``keras.config.enable_unsafe_deserialization()`` anywhere in the service, a load asked for
-    safe mode would run Lambda bytecode. ``SafeModeScope`` sets the setting itself, and restores
-    the caller's on the way out. A Keras without it keeps the argument's meaning (logged)."""
+    safe mode would run Lambda bytecode. This resets the setting to Keras's default (none) for the
+    load, so the argument decides, as it does in a fresh process: Keras applies it while it
+    deserializes the config (a vocabulary path in a config is refused), and not while it reads
+    the archive's own assets (the vocabulary file a tokenizer saved). The caller's setting is
+    given back on the way out. A Keras without ``SafeModeScope`` keeps its own behaviour
+    (logged)."""
     try:
         from keras.src.saving.serialization_lib import SafeModeScope
     except ImportError as error:
         log.debug("Keras's SafeModeScope is unavailable (%s): safe_mode by argument only", error)
         yield
         return
-    with SafeModeScope(safe_mode):
+    with SafeModeScope(None):
         yield
 
 

@@ -42,10 +42,10 @@ PROVENANCE = (
     "environment.numpy",  # windows start from environment.keras and .tensorflow, which stay in
     "environment.platform",
     "environment.python",
-    "rehearsal.examples",  # whether the build loaded it once in a fresh interpreter: how it was
-    "rehearsal.rehearsed",  # made, not what loads (a --check-reproducible rebuild skips it)
-)
-"""The lock fields (dotted paths) the digest leaves out: where and when, not what loads."""
+    "rehearsal",  # whether the build loaded it once in a fresh interpreter: how it was made, not
+)  # what loads (a --check-reproducible rebuild skips it; older locks have none)
+"""The lock fields (dotted paths; a field holding others leaves them all out) the digest leaves
+out: where and when, and how it was checked, not what loads."""
 LOCK_FILENAME = "bundle.lock.json"
 SIGNATURE_FILENAME = "bundle.sig.json"  # written by `bundle sign`; like the lock, not in the table
 OPENSSF_SIGNATURE_FILENAME = "model.sig"  # `bundle sign --format openssf`, or model_signing's own

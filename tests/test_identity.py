@@ -68,7 +68,8 @@ def _dotted(path: FieldPath) -> str:
 
 
 def _is_provenance(path: FieldPath) -> bool:
-    return _dotted(path) in PROVENANCE
+    dotted = _dotted(path)
+    return any(dotted == field or dotted.startswith(field + ".") for field in PROVENANCE)
 
 
 def _concrete(document: Any, path: FieldPath) -> FieldPath:
@@ -113,6 +114,7 @@ def _edits(value: Any) -> Iterator[Any]:
         yield value + "-edited"  # versions become pre-releases, ranges narrower, names other
         yield value + "_edited"  # module names
         yield value + " <99.0.0"  # ranges
+        yield None  # an optional field's other meaning (a source_hash absent: bytes, as before)
     elif isinstance(value, list):
         yield [*value, *value[:1]] if value else ["edited"]
     elif isinstance(value, dict):
@@ -129,7 +131,9 @@ def test_the_fields_come_from_the_schema() -> None:
 
 
 def test_provenance_names_only_fields_of_the_lock() -> None:
-    assert set(PROVENANCE) <= {_dotted(path) for path in FIELDS}
+    dotted = {_dotted(path) for path in FIELDS}
+    for field in PROVENANCE:  # a field, or one holding fields
+        assert any(d == field or d.startswith(field + ".") for d in dotted), field
 
 
 def test_provenance_is_when_and_where_it_was_built() -> None:
@@ -141,16 +145,30 @@ def test_provenance_is_when_and_where_it_was_built() -> None:
         "environment.numpy",
         "environment.platform",
         "environment.python",
-        "rehearsal.examples",
-        "rehearsal.rehearsed",
+        "rehearsal",
     )
 
 
 @pytest.fixture(scope="module")
 def document(built: dict[str, Any]) -> dict[str, Any]:
-    """The lock of the custom_layer example: components, objects, sources, examples."""
+    """The lock of the custom_layer example (components, objects, sources, examples), with an op
+    library its graph would need, so that every field of the schema has a value to edit."""
     lock: dict[str, Any] = json.loads((built["custom_layer"].path / LOCK_FILENAME).read_text())
+    _with_an_op_library(lock)
     return lock
+
+
+def _with_an_op_library(lock: dict[str, Any]) -> None:
+    """An op_libraries entry as a model holding a keras_hub tokenizer records one."""
+    lock["op_libraries"] = lock.get("op_libraries") or [
+        {
+            "module": "tensorflow_text",
+            "distribution": "tensorflow-text",
+            "version": "2.21.0",
+            "compatible": ">=2.21.0 <3",
+            "ops": ["CaseFoldUTF8"],
+        }
+    ]
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=_dotted)
@@ -185,6 +203,7 @@ def test_a_pin_refuses_a_lock_edited_in_any_field_with_its_files_untouched(
 ) -> None:
     """An attacker edits one field, keeps every file, and re-seals the digest: the pin refuses."""
     root = copy_bundle("custom_layer")
+    edit_lock(root, _with_an_op_library)  # a value to edit there too
     pin = verify_bundle(root).digest
     original = (root / LOCK_FILENAME).read_text()
     path = _concrete(json.loads(original), field)
@@ -229,6 +248,8 @@ def _elsewhere(value: Any) -> Any:
         return not value
     if isinstance(value, int):
         return value + 1
+    if isinstance(value, dict):
+        return {key: _elsewhere(inner) for key, inner in value.items()}
     return f"{value}-elsewhere"
 
 
@@ -249,8 +270,9 @@ def test_a_lock_relabelled_v1_is_another_bundle(copy_bundle: CopyBundle) -> None
 
 
 def test_the_digest_of_a_built_lock_is_over_everything_but_provenance(
-    document: dict[str, Any],
+    built: dict[str, Any],
 ) -> None:
+    document = json.loads((built["custom_layer"].path / LOCK_FILENAME).read_text())
     assert document["format"] == FORMAT
     assert document["digest"] == lock_digest(document) != files_digest(document["files"])
 
