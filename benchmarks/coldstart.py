@@ -43,7 +43,7 @@ import keras, numpy as np, bench_layers
 model = keras.models.load_model({keras_file!r})
 model.predict(np.ones((1, model.inputs[0].shape[1]), "float32"), verbose=0)
 """
-_OURS_BUILD = "import bundler; bundler.build_bundle({manifest!r}, {out!r})"
+_OURS_BUILD = "import bundler; bundler.build_bundle({manifest!r}, {out!r}, rehearse=False)"
 _BARE_BUILD = """
 import bench_layers
 model = bench_layers.build({params})

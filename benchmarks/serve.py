@@ -93,9 +93,10 @@ class _Server:
         self.port = _free_port()
         self.log = log
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(src))
+        command = ["serve", str(bundle), "--port", str(self.port), "--no-grpc"]
         with log.open("wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bundler", "serve", str(bundle), "--port", str(self.port)],
+                [sys.executable, "-m", "bundler", *command],
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

@@ -70,7 +70,10 @@ def check_target(target: Path, force: bool) -> None:
         raise UsageError("already exists; pass --force to replace it", path=target)
 
 
-TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-9a-f]+$")
+# (a ``.layer`` suffix: where bundler 0.1.0's pulls downloaded a tar layer, swept like the rest)
+TEMP_NAME = re.compile(
+    r"^\.(?P<name>.+)\.bundler-(?:tmp|old)\.(?P<pid>\d+)\.[0-9a-f]+(?:\.layer)?$"
+)
 
 
 def remove_stale_temporaries(target: Path, *, every_name: bool = False) -> list[Path]:

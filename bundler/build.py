@@ -6,8 +6,12 @@ The pipeline is here; each step is in its own module: import and pin the compone
 defining them, refusing any no component covers (``bundler.component_pins``); canonicalise and
 align ``model.keras`` (``bundler.reproducible``, ``bundler.keras_layout``) and hash it on another
 core while the SavedModel is exported (``bundler.export``) and the golden examples are made
-(``bundler.golden``); hash every other file and write the lock (``bundler.lock_writer``); and
-commit the folder atomically (``bundler.atomic``): a build is all or nothing.
+(``bundler.golden``); hash every other file; judge the exported graph as verify will, recording
+the op libraries it needs (``bundler.graph_scan``); write the lock (``bundler.lock_writer``);
+have a fresh interpreter load the folder as a service would (``bundler.rehearsal``: started when
+the build starts, so its imports overlap the export, handed the folder once the lock is written,
+its verdict awaited before anything is renamed); and commit the folder atomically
+(``bundler.atomic``): a build is all or nothing, and what it commits has loaded once.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from .export import export_saved_model
 from .factory import import_keras, make_model
 from .frameworks import require_tensorflow
 from .golden import EXAMPLES_DIR, generate_example, run_example
+from .graph_scan import check_export
 from .keras_layout import align_weights
 from .lock import Lock
 from .lock_writer import files_table, write_lock
 from .manifest import ManifestSource, read_manifest
 from .manifest_schema import Manifest
 from .preflight import check_build_inputs
+from .rehearsal import NOT_REHEARSED, Rehearsal, RehearsalReport
 from .reproducible import canonicalise_keras_file, canonicalise_saved_model
 from .scan import read_keras_config
 
@@ -54,6 +60,7 @@ class Bundle:
     lock: Lock
     model: Any = field(default=None, compare=False, repr=False)  # the Keras model just saved
     notes: tuple[str, ...] = ()  # what the build decided on its own (a generated example, ...)
+    rehearsal: RehearsalReport = NOT_REHEARSED  # whether a fresh interpreter loaded it
 
     @property
     def digest(self) -> str:
@@ -70,6 +77,7 @@ class Bundle:
             "files": len(self.lock.files),
             "bytes": self.lock.total_size,
             "notes": list(self.notes),
+            "rehearsal": self.rehearsal.to_json(),
         }
 
 
@@ -85,33 +93,50 @@ def build_bundle(
     out: str | Path | None = None,
     *,
     force: bool = False,
+    rehearse: bool | Rehearsal = True,
     on_stage: Stage | None = None,
     on_hashing: ProgressFactory | None = None,
 ) -> Bundle:
     """Build a bundle from a manifest (a file, or a Manifest whose paths resolve from the cwd).
 
+    ``rehearse`` (default True) has a fresh interpreter load the bundle before it is put in place,
+    seeing only the installed packages and the declared components, and refuses the build if it
+    cannot (``bundler.rehearsal``); ``False`` skips that, and the lock records it. A ``Rehearsal``
+    already started (``Rehearsal.start(source)``, so its imports overlap the caller's) is used,
+    and closed, by this build.
     ``on_stage(text)`` is told each stage; ``on_hashing(total_bytes)`` may return a callback that
     is given the bytes hashed as they are (and whose ``close()``, if any, is called at the end).
     """
-    require_tensorflow("building a bundle")
-    source = _as_source(manifest)
-    stage = on_stage or (lambda _: None)
-    target = Path(out) if out is not None else default_output(source.manifest)
-    target = Path(os.path.abspath(target))
-    check_build_inputs(source, target, force)  # what can be told before TensorFlow loads
-    workdir = prepare_workdir(target, force)
+    rehearsal = rehearse if isinstance(rehearse, Rehearsal) else None
     try:
-        lock, model, notes = _build_into(source, workdir, stage, on_hashing)
-        stage("installing")
-        install(workdir, target, force)
-    except BaseException as error:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if isinstance(error, OSError):  # the disk filled up, a file grew over RLIMIT_FSIZE, ...
-            raise BuildError(
-                f"writing the bundle failed: {error.strerror or error}", path=target
-            ) from error
-        raise
-    return Bundle(target, lock, model, tuple(notes))
+        require_tensorflow("building a bundle")
+        source = _as_source(manifest)
+        stage = on_stage or (lambda _: None)
+        target = Path(out) if out is not None else default_output(source.manifest)
+        target = Path(os.path.abspath(target))
+        check_build_inputs(source, target, force)  # what can be told before TensorFlow loads
+        workdir = prepare_workdir(target, force)
+        try:
+            if rehearse is True:
+                rehearsal = Rehearsal.start(source)  # its imports run while this build works
+            lock, model, notes, report = _build_into(
+                source, workdir, stage, on_hashing, rehearsal, target
+            )
+            if rehearsal is not None:
+                rehearsal.close()  # its verdict is in: nothing of it outlives the rename
+            stage("installing")
+            install(workdir, target, force)
+        except BaseException as error:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if isinstance(error, OSError):  # the disk filled up, a file grew over RLIMIT_FSIZE
+                raise BuildError(
+                    f"writing the bundle failed: {error.strerror or error}", path=target
+                ) from error
+            raise
+    finally:
+        if rehearsal is not None:
+            rehearsal.close()
+    return Bundle(target, lock, model, tuple(notes), report)
 
 
 def _as_source(manifest: str | Path | Manifest | ManifestSource) -> ManifestSource:
@@ -141,8 +166,13 @@ def _build_path(source: ManifestSource) -> Iterator[None]:
 
 
 def _build_into(
-    source: ManifestSource, workdir: Path, stage: Stage, on_hashing: ProgressFactory | None = None
-) -> tuple[Lock, Any, list[str]]:
+    source: ManifestSource,
+    workdir: Path,
+    stage: Stage,
+    on_hashing: ProgressFactory | None,
+    rehearsal: Rehearsal | None,
+    target: Path,
+) -> tuple[Lock, Any, list[str], RehearsalReport]:
     manifest = source.manifest
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # components usually import TensorFlow
     with _build_path(source):
@@ -161,7 +191,7 @@ def _build_into(
             field="model.factory",
         ) from error
     notes: list[str] = []
-    pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes)
+    pin_used_objects(source, components, read_keras_config(workdir / KERAS_FILE), notes, model)
     # model.keras is final once canonical and aligned: rewrite, hash (and flush) it on another core
     # while TensorFlow exports, so each file is hashed once, right after it is written, and the
     # build waits for no extra pass
@@ -183,11 +213,15 @@ def _build_into(
             notes.append(note)
     stage("hashing files")
     files = files_table(workdir, on_hashing, known=keras_hashed.result())
+    # the graph verify and load will judge: refused here, not written to fail its own verify
+    op_libraries = check_export(workdir, SAVED_MODEL_DIR, files, source.path)
     artifacts = {
         "keras": KERAS_FILE,
         "saved_model": SAVED_MODEL_DIR,
         "examples": EXAMPLES_DIR if examples else None,
     }
+    # the lock says the bundle was rehearsed before it is: a failed rehearsal leaves no bundle
+    rehearsed = RehearsalReport(True, len(examples)) if rehearsal else NOT_REHEARSED
     lock = write_lock(
         workdir,
         manifest,
@@ -196,8 +230,14 @@ def _build_into(
         files=files,
         examples=examples,
         keras=keras,
+        rehearsal=rehearsed.lock_entry(),
+        op_libraries=op_libraries,
     )
-    return lock, model, notes
+    if rehearsal is None:
+        return lock, model, notes, NOT_REHEARSED
+    rehearsal.hand_over(workdir, target)
+    stage("rehearsing the load in a fresh interpreter")
+    return lock, model, notes, rehearsal.verdict()
 
 
 def _canonical_keras_digest(workdir: Path) -> dict[str, FileDigest | OSError]:

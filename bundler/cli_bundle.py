@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BuildWarning, SignatureError, UsageError
 from .terminal import (
@@ -27,6 +28,10 @@ from .terminal import (
     print_json,
 )
 from .text import shown
+
+if TYPE_CHECKING:
+    from .lock import Rehearsal
+    from .rehearsal import RehearsalReport
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -42,23 +47,33 @@ def run_build(args: argparse.Namespace) -> int:
         if not quiet:
             sys.stderr.write(style.dim(f"  {text}...") + "\n")
 
+    from .frameworks import require_tensorflow
     from .manifest import read_manifest
+    from .rehearsal import Rehearsal
 
     source = read_manifest(args.manifest)  # bad input fails fast, before TensorFlow loads
     target = Path(args.output) if args.output is not None else default_output(source.manifest)
     check_build_inputs(source, Path(os.path.abspath(target)), args.force)
-    if not args.debug:
-        stage("importing TensorFlow")
-        import_tensorflow_quietly()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BuildWarning)  # shown below, as the build's notes
-        bundle = build_bundle(
-            source,
-            args.output,
-            force=args.force,
-            on_stage=stage,
-            on_hashing=lambda total: Progress("  hashing", total, enabled=not quiet),
-        )
+    require_tensorflow("building a bundle")
+    # the rehearsal's interpreter starts first: its TensorFlow import overlaps ours
+    rehearsal = Rehearsal.start(source) if args.rehearse else None
+    try:
+        if not args.debug:
+            stage("importing TensorFlow")
+            import_tensorflow_quietly()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BuildWarning)  # shown below, as the build's notes
+            bundle = build_bundle(
+                source,
+                args.output,
+                force=args.force,
+                rehearse=rehearsal or False,
+                on_stage=stage,
+                on_hashing=lambda total: Progress("  hashing", total, enabled=not quiet),
+            )
+    finally:
+        if rehearsal is not None:
+            rehearsal.close()  # the build closed it, unless it never started
     seconds = time.perf_counter() - started
     total = bundle.lock.total_size
     check = None
@@ -78,6 +93,7 @@ def run_build(args: argparse.Namespace) -> int:
             f"{bundle.digest}  ({len(bundle.lock.files)} files, {human_size(total)}, "
             f"{seconds:.1f} s)"
         )
+        print(f"  {rehearsal_line(bundle.rehearsal)}", file=sys.stderr)
         for note in bundle.notes:  # what the build decided on its own: beside the result
             print(f"  {shown(note)}", file=sys.stderr)
         if check is not None and check.reproducible:
@@ -93,6 +109,28 @@ def run_build(args: argparse.Namespace) -> int:
 
                 print("\n".join(diff_lines(check.differences, skip=("identity",))[2:]))
     return 1 if check is not None and not check.reproducible else 0
+
+
+def rehearsal_line(report: RehearsalReport) -> str:
+    """What ``bundle build`` says about its rehearsal, beside the result."""
+    if not report.rehearsed:
+        return "not rehearsed (--no-rehearse): no fresh interpreter loaded it; the lock says so"
+    examples = f"{report.examples} golden example{'' if report.examples == 1 else 's'}"
+    return (
+        f"rehearsed: a fresh interpreter loaded it and replayed {examples} "
+        f"({report.seconds or 0:.1f} s, of which the build waited {report.waited or 0:.1f} s)"
+    )
+
+
+def lock_rehearsal_line(rehearsal: Rehearsal) -> str:
+    """What a lock says of its build's rehearsal, for ``inspect`` (and ``verify``, when not)."""
+    if not rehearsal.rehearsed:
+        return (
+            "not rehearsed: built with --no-rehearse, so no fresh interpreter loaded it before "
+            "it was put in place"
+        )
+    examples = f"{rehearsal.examples} golden example{'' if rehearsal.examples == 1 else 's'}"
+    return f"rehearsed: a fresh interpreter loaded it at build and replayed {examples}"
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -156,20 +194,19 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"  {style.bad('x')} {shown(problem)}")
     if report.plan is not None:
         plan = report.plan
-        mode = {
-            "keras": "loads the Keras model",
-            "graph": "serves the SavedModel graph",
-            "refused": "REFUSES to load",
-        }[plan.mode]
-        where = "here" if plan.environment == "local" else f"on {plan.environment}"
-        print(f"\n  load plan {where}, policy '{plan.policy}': {mode}")
+        where = "here" if plan.environment == "local" else f"on {shown(plan.environment)}"
+        print(f"\n  load plan {where}, policy '{plan.policy}': {plan.outcome}")
         if plan.mode != "keras":
             print(f"  why: {shown(plan.reason)}")
         print("\n" + "\n".join("    " + line for line in plan_lines(plan)))
+        for note in plan.notes:
+            print(f"\n  note: {shown(note)}")
         if plan.mode == "refused":
             remedies = [shown(remedy) for remedy in plan.remedies()]
             if remedies:
                 print("\n  to load it: " + ("\n              ".join(remedies)))
+    if lock is not None and lock.rehearsal is not None and not lock.rehearsal.rehearsed:
+        print(f"\n  note: {lock_rehearsal_line(lock.rehearsal)}")
     for result in report.smoke:
         mark = style.ok("ok") if result.get("ok") else style.bad("drifted")
         diff = result.get("max_abs_diff")
@@ -192,12 +229,15 @@ def run_inspect(args: argparse.Namespace) -> int:
         shown(f"{lock.name} {lock.version}")
         + (f" - {shown(lock.description)}" if lock.description else "")
     )
-    print(f"  digest   {lock.digest}")
+    covers = "" if lock.digest_covers == "lock" else f"  (of the files only: a {lock.format} lock)"
+    print(f"  digest   {lock.digest}{covers}")
     print(f"  created  {shown(lock.created)}  with bundler {env['bundler']}")
     print(
         f"  built on python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, "
         f"numpy {env['numpy']}, {env['platform']}"
     )
+    if lock.rehearsal is not None:
+        print(f"  {lock_rehearsal_line(lock.rehearsal)}")
     for problem in report.problems:
         print(f"  warning: {shown(problem)}")
     print("\ncomponents (pinned vs installed here):")

@@ -78,14 +78,36 @@ def run_pull(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     """``bundle serve``: serve the bundles until stopped (the serve extra needed)."""
     try:
-        from .serve import serve
+        from .serve_server import serve
     except ImportError as error:
         if (error.name or "").startswith("bundler"):
             raise
         raise UsageError(f"bundle serve needs the 'serve' extra: {install_hint('serve')}") from None
-    if args.watch is not None and args.watch <= 0:
-        raise UsageError("--watch takes a number of seconds above 0", value=args.watch)
+    for option, value, least in (
+        ("--watch", args.watch, "a number of seconds above 0"),
+        ("--header-timeout", args.header_timeout, "a number of seconds above 0"),
+        ("--body-timeout", args.body_timeout, "a number of seconds above 0"),
+        ("--max-batch-size", args.max_batch_size, "a number of rows, 1 or more"),
+        ("--max-queue", args.max_queue, "a number of requests, 1 or more"),
+    ):
+        if value is not None and value <= 0:
+            raise UsageError(f"{option} takes {least}", value=value)
+    if args.batch_timeout_ms < 0:
+        raise UsageError("--batch-timeout-ms takes 0 or more", value=args.batch_timeout_ms)
     if not args.debug:
         import_tensorflow_quietly()
-    serve(args.bundle, host=args.host, port=args.port, policy=args.policy, watch=args.watch)
+    serve(
+        args.bundle,
+        host=args.host,
+        port=args.port,
+        grpc_port=None if args.no_grpc else args.grpc_port,
+        policy=args.policy,
+        watch=args.watch,
+        max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms,
+        max_queue=args.max_queue,
+        max_body_size=args.max_body_size,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
     return 0

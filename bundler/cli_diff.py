@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
-from .cli_parser import PROG
 from .errors import BundleError
 from .terminal import human_size, print_json
 
@@ -121,10 +119,8 @@ def run_diff(args: argparse.Namespace) -> int:
     try:
         result = diff_bundles(args.old, args.new)
     except BundleError as error:  # like diff(1): 2 for trouble, whatever the trouble was
-        if args.debug:
-            raise
-        sys.stderr.write(f"{PROG}: error: {error}\n")
-        return 2
+        error.exit_code = 2  # 1 says "different"; the error line is printed, escaped, by main
+        raise
     if args.json:
         print_json(result.to_json())
     elif result.same:

@@ -12,6 +12,15 @@ import argparse
 
 from . import __version__
 from .frameworks import install_hint
+from .serve_settings import (
+    DEFAULT_BATCH_TIMEOUT_MS,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_QUEUE,
+    byte_size,
+)
 
 PROG = "bundle"
 EXAMPLES = """\
@@ -50,8 +59,11 @@ def make_parser() -> argparse.ArgumentParser:
         "build",
         help="build a bundle from a manifest, atomically",
         description="Import the components, call the model factory, write model.keras, a "
-        "SavedModel and bundle.lock.json into a temporary folder, then rename it into place. "
-        "A failed or interrupted build leaves nothing at OUT.",
+        "SavedModel and bundle.lock.json into a temporary folder, load it in a fresh "
+        "interpreter as a service would (replaying the golden examples), then rename it into "
+        "place. A failed or interrupted build leaves nothing at OUT. Exit 0 built, 1 build "
+        "failed (the rehearsed load included), 2 bad input. BUNDLER_REHEARSAL_TIMEOUT (seconds, "
+        "default 300) bounds the wait for the rehearsal.",
     )
     build.add_argument("manifest", metavar="MANIFEST", help="manifest file (YAML or JSON)")
     build.add_argument(
@@ -59,6 +71,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     build.add_argument(
         "--force", action="store_true", help="replace OUT if it is a bundle (atomically)"
+    )
+    build.add_argument(
+        "--no-rehearse",
+        dest="rehearse",
+        action="store_false",
+        help="do not load the bundle in a fresh interpreter before putting it in place (by "
+        "default the build does, seeing only the installed packages and the declared "
+        "components, and fails if it cannot load; that costs a TensorFlow start-up, mostly "
+        "overlapped). The lock records that it was not rehearsed",
     )
     build.add_argument(
         "--check-reproducible",
@@ -185,16 +206,20 @@ def make_parser() -> argparse.ArgumentParser:
 
     serve = verbs.add_parser(
         "serve",
-        help="serve bundles over HTTP (KServe's model server), reloading them safely on SIGHUP",
+        help="serve bundles over HTTP and gRPC (KServe's model server), batching requests and "
+        "reloading safely on SIGHUP",
         description="""\
 Serve each BUNDLE under its lock's name with KServe's model server:
   GET  /v2/health/ready               ready once every bundle is verified and loaded
   GET  /v2/models/NAME                inputs, outputs, version, digest
   POST /v2/models/NAME/infer          Open Inference Protocol (v2)
   POST /v1/models/NAME:predict        {"instances": [...]} in, {"predictions": [...]} out
+  gRPC on --grpc-port                 Open Inference Protocol (v2), e.g. tritonclient
 
 A bundle is served only once it is verified, planned, loaded and has replayed its golden
-examples; one that cannot be served stops the start with the reason (exit 1).
+examples; one that cannot be served stops the start with the reason (exit 1). Requests to
+one model that arrive together run as one call (up to --max-batch-size rows); a request the
+model cannot take is a 400 naming the input.
 
 On SIGHUP each BUNDLE path is resolved again (a 'current -> v3' symlink is the usual
 deploy) and the bundle it names is loaded beside the serving one, the same way. It replaces
@@ -205,7 +230,7 @@ Needs the serve extra: """
         + install_hint("serve")
         + ".",
         epilog="examples:\n"
-        "  bundle serve bundles/current                    # http://127.0.0.1:8080\n"
+        "  bundle serve bundles/current                    # http://127.0.0.1:8080, gRPC :8081\n"
         "  ln -sfn v4 bundles/current.new && mv -T bundles/current.new bundles/current\n"
         "  kill -HUP PID                                   # verify v4, then swap\n"
         "  bundle serve /mnt/models/current --host 0.0.0.0 --watch 10   # in a container",
@@ -220,6 +245,13 @@ Needs the serve extra: """
     )
     serve.add_argument("--port", type=int, default=8080, help="HTTP port (default: %(default)s)")
     serve.add_argument(
+        "--grpc-port",
+        type=int,
+        default=8081,
+        help="gRPC port (default: %(default)s)",
+    )
+    serve.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
+    serve.add_argument(
         "--policy",
         choices=("strict", "adapt", "fallback"),
         default="adapt",
@@ -231,6 +263,57 @@ Needs the serve extra: """
         metavar="SECONDS",
         help="also poll every SECONDS and reload when a BUNDLE path names another bundle (a new "
         "symlink target or lock digest): for platforms without SIGHUP",
+    )
+    batching = serve.add_argument_group("batching (per model)")
+    batching.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        metavar="ROWS",
+        help="most rows one model call takes from requests waiting together; 1 turns batching "
+        "off (default: %(default)s)",
+    )
+    batching.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=DEFAULT_BATCH_TIMEOUT_MS,
+        metavar="MS",
+        help="how long a request may wait for others, only while the model is under concurrent "
+        "load (a lone client never waits); 0: not at all, requests arriving while the model "
+        "runs are batched anyway (default: %(default)g)",
+    )
+    batching.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        metavar="REQUESTS",
+        help="requests that may wait for a model; more are answered 503 with Retry-After "
+        "(default: %(default)s)",
+    )
+    limits = serve.add_argument_group("limits on clients")
+    limits.add_argument(
+        "--max-body-size",
+        type=byte_size,
+        default=DEFAULT_MAX_BODY_SIZE,
+        metavar="BYTES",
+        help="largest request body (HTTP) or message (gRPC); larger is 413; K, M, G suffixes "
+        "(powers of 1024) (default: 64M)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="a request's line and headers must arrive within this, else 408 "
+        "(default: %(default)g)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="a request's body must arrive within this after its headers, else 408 "
+        "(default: %(default)g)",
     )
     diff = verbs.add_parser(
         "diff",

@@ -8,27 +8,42 @@
 | outside (older, or newer without adapters)          | incompatible  |
 | not installed at all                                | missing       |
 
+A component is also ``incompatible`` when a module the lock records as defining one of the
+model's objects (``defined_in``) is not installed, whatever its version says: the loader imports
+exactly those modules (``bundler.object_locations``), so a class moved or removed by another
+release of the package cannot load. The check's ``missing_modules`` names them, and the remedy is
+the version the bundle was built with.
+
 Keras and TensorFlow are judged the same way against a window: by default ``>=pinned <next
 major`` (an older Keras cannot read what a newer one wrote), widened by the manifest's
-``frameworks``. The policy then picks the load path: ``strict`` takes only exact/compatible;
-``adapt`` (default) also adapted and modified (a modified component loads only once the golden
-examples replay within tolerance); ``fallback`` additionally serves the SavedModel graph when the
-Keras path is refused or the replay drifts.
+``frameworks``. A library of TensorFlow ops the graph needs (the lock's ``op_libraries``,
+``bundler.op_libraries``) must be installed in the installed TensorFlow's series, since it is
+compiled for one; without it neither the Keras model (which ran those ops when it was traced) nor
+the graph loads, so a missing one refuses the load under every policy. The policy then picks the
+load path: ``strict`` takes only exact/compatible; ``adapt`` (default) also adapted and
+modified (a modified component loads only once the golden examples replay within tolerance);
+``fallback`` additionally serves the SavedModel graph when the Keras path is refused or the
+replay drifts.
 
 The plan is one value object shared by verify, load_bundle, inspect and every JSON output, so
-``bundle verify --policy P`` predicts exactly what ``load_bundle(policy=P)`` will do. Where the
-installed versions come from is an ``Environment`` (``bundler.environments``).
+``bundle verify --policy P`` predicts exactly what ``load_bundle(policy=P)`` will do: its ``mode``
+is the path load takes (``keras``, ``graph``, or ``refused``), and ``outcome`` says it in words.
+What the plan cannot settle without running the model it says in ``notes`` and in ``outcome``: a
+``modified`` component loads only once its golden examples replay (``--smoke`` replays them).
+Where the installed versions come from is an ``Environment`` (``bundler.environments``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .adapters import Adapter, adapter_chains
+from .components import InstalledComponent
 from .environments import Environment
 from .errors import UsageError
-from .lock import Lock, LockedComponent
+from .lock import Lock, LockedComponent, LockedOpLibrary
+from .op_libraries import OP_LIBRARIES, install_hint, series_bounds
 from .types import CheckKind, Mode, Policy, Status
 from .version_ranges import framework_range, parse_range
 from .versions import VersionError, parse_version
@@ -55,6 +70,8 @@ class Check:
     reason: str
     adaptations: tuple[str, ...] = ()
     distribution: str | None = None  # the pip name to install it by
+    missing_modules: tuple[str, ...] = ()  # recorded as defining the model's objects, not installed
+    hint: str | None = None  # what to run to install a fitting version, where the range won't say
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +84,7 @@ class Check:
             "reason": self.reason,
             "adaptations": list(self.adaptations),
             "distribution": self.distribution,
+            "missing_modules": list(self.missing_modules),
         }
 
 
@@ -78,6 +96,23 @@ class Plan:
     reason: str
     environment: str = "local"
     adapters: dict[str, list[Adapter]] = field(default_factory=dict, compare=False, repr=False)
+    notes: tuple[str, ...] = ()  # what the plan could not check, or does the old way
+
+    @property
+    def outcome(self) -> str:
+        """What load does, in words: the mode, and what it waits on."""
+        if self.mode == "refused":
+            return "REFUSES to load"
+        if self.mode == "graph":
+            return "serves the SavedModel graph"
+        if not self.replay:
+            return "loads the Keras model"
+        if self.policy == "fallback":
+            return (
+                "loads the Keras model once its golden examples replay within tolerance, else "
+                "serves the SavedModel graph"
+            )
+        return "loads the Keras model once its golden examples replay within tolerance"
 
     @property
     def ok(self) -> bool:
@@ -114,7 +149,17 @@ class Plan:
         hints = []
         for check in self.blocking:
             install = _install_hint(check)
-            if check.status == "adapted":
+            if check.missing_modules:
+                pinned = (
+                    f"pip install '{check.distribution}=={check.pinned}'"
+                    if check.distribution
+                    else f"install {check.name} {check.pinned} as the bundle was built with it"
+                )
+                hints.append(
+                    f"{pinned} (the version the bundle was built with has "
+                    f"{', '.join(check.missing_modules)})"
+                )
+            elif check.status == "adapted":
                 hints.append(
                     f"use policy 'adapt' to apply the adapters registered for {check.name}"
                 )
@@ -128,6 +173,8 @@ class Plan:
                     f"reinstall the code the bundle was built with ({exact}), or use policy "
                     "'adapt' to load it once its golden examples replay the same"
                 )
+            elif check.hint is not None:
+                hints.append(check.hint)
             elif check.status == "missing" or check.installed is None:
                 hints.append(install)
             elif check.kind == "framework" or _older(check.installed, check.pinned):
@@ -137,7 +184,11 @@ class Plan:
                     f"{install}, or release {check.name} {check.installed} with an @adapter for "
                     f"its objects from {check.pinned}"
                 )
-        if self.policy != "fallback" and _framework_ok(self.checks, "tensorflow"):
+        if (
+            self.policy != "fallback"
+            and _framework_ok(self.checks, "tensorflow")
+            and not any(c.kind == "op_library" for c in self.blocking)
+        ):
             hints.append("or use policy 'fallback' to serve the SavedModel graph for inference")
         return hints
 
@@ -159,8 +210,10 @@ class Plan:
             "ok": self.ok,
             "reason": self.reason,
             "environment": self.environment,
+            "outcome": self.outcome,
             "replay_examples": self.replay,
             "checks": [check.to_json() for check in self.checks],
+            "notes": list(self.notes),
         }
 
 
@@ -177,10 +230,7 @@ def _framework_ok(checks: tuple[Check, ...], name: str) -> bool:
 def _install_hint(check: Check) -> str:
     """``pip install 'NAME>=X,<Y'`` for a distribution; the range, for code found by module."""
     if not check.distribution:  # code on the path (PYTHONPATH, a folder): pip cannot install it
-        return (
-            f"put {check.name} {check.allowed} on this interpreter's path (it is not an "
-            "installed distribution: its code is found on PYTHONPATH or sys.path)"
-        )
+        return f"make {check.name} {check.allowed} importable (code on the path: not from pip)"
     try:
         specifier = parse_range(check.allowed).to_pip()
     except VersionError:
@@ -206,7 +256,52 @@ def _older(installed: str, pinned: str) -> bool:
 
 def _component_check(
     component: LockedComponent, env: Environment, has_examples: bool
-) -> tuple[Check, dict[str, list[Adapter]]]:
+) -> tuple[Check, dict[str, list[Adapter]], str | None]:
+    """The version check, then the recorded modules: a missing one makes it ``incompatible``.
+
+    The third value is a note when the environment cannot tell whether the modules are there.
+    """
+    check, chains, installed = _version_check(component, env, has_examples)
+    if component.defined_in is None:
+        note = (
+            f"the lock does not record where {component.module}'s objects are defined (an older "
+            f"bundler built it): load imports {component.module} only and finds its objects by "
+            "what it registers with Keras; rebuild the bundle to have its modules recorded and "
+            "checked"
+        )
+        return check, chains, note
+    if check.status in ("missing", "incompatible") or not component.defining_modules:
+        return check, chains, None
+    missing = env.missing_modules(component, installed)
+    if missing is None:
+        note = (
+            f"not checked: whether {env.label} has {component.module}'s modules "
+            f"{', '.join(component.defining_modules)}; write the environment file with "
+            "'bundle env --bundle BUNDLE' there to check them"
+        )
+        return check, chains, note
+    if not missing:
+        return check, chains, None
+    by_module: dict[str, list[str]] = {}
+    for name, reference in sorted(component.defined_in.items()):
+        by_module.setdefault(reference.partition(":")[0], []).append(name)
+    what = "; ".join(
+        f"{module} (defines {', '.join(by_module.get(module, []))})" for module in missing
+    )
+    label = "module" if len(missing) == 1 else "modules"
+    incompatible = replace(
+        check,
+        status="incompatible",
+        reason=f"installed without the {label} the model's objects are defined in: {what}",
+        adaptations=(),
+        missing_modules=tuple(missing),
+    )
+    return incompatible, {}, None
+
+
+def _version_check(
+    component: LockedComponent, env: Environment, has_examples: bool
+) -> tuple[Check, dict[str, list[Adapter]], InstalledComponent]:
     module = component.module
     pinned = component.version
     allowed = component.compatible
@@ -227,38 +322,47 @@ def _component_check(
         )
 
     if not installed.found:
-        return check("missing", "not installed"), {}
+        return check("missing", "not installed"), {}, installed
     if installed.version is None:
-        return check("incompatible", "installed, but it declares no version"), {}
+        return check("incompatible", "installed, but it declares no version"), {}, installed
     try:
         parse_version(installed.version)
     except VersionError:
-        return check(
-            "incompatible", f"installed version {installed.version!r} is not a version"
-        ), {}
+        return (
+            check("incompatible", f"installed version {installed.version!r} is not a version"),
+            {},
+            installed,
+        )
     if _same(installed.version, pinned):
         recorded = component.source_sha256
-        sources = component.sources
-        now = env.sources_digest(installed, sources) if sources else None
+        now = env.sources_digest(installed, component) if component.sources else None
         if now is None or now == recorded:
-            return check("exact", "same version as pinned"), {}
+            return check("exact", "same version as pinned"), {}, installed
         changed = "its code differs from the build's under the same version"
         if not has_examples:
-            return check(
-                "incompatible",
-                f"{changed}, and the bundle has no golden examples to prove it loads the same",
-            ), {}
-        return check("modified", changed), {}
+            return (
+                check(
+                    "incompatible",
+                    f"{changed}, and the bundle has no golden examples to prove it loads the same",
+                ),
+                {},
+                installed,
+            )
+        return check("modified", changed), {}, installed
     if parse_range(allowed).contains(installed.version):
-        return check("compatible", f"inside {allowed}"), {}
+        return check("compatible", f"inside {allowed}"), {}, installed
     if _older(installed.version, pinned):
-        return check("incompatible", f"older than the pinned {pinned}"), {}
+        return check("incompatible", f"older than the pinned {pinned}"), {}, installed
     adapters = env.adapters(module, installed)
     chains = adapter_chains(adapters, component.objects, pinned, installed.version)
     if chains:
         labels = tuple(step.label for steps in chains.values() for step in steps)
-        return check("adapted", f"outside {allowed}; adapters from {pinned}", labels), chains
-    return check("incompatible", f"outside {allowed} and no adapter from {pinned}"), {}
+        return (
+            check("adapted", f"outside {allowed}; adapters from {pinned}", labels),
+            chains,
+            installed,
+        )
+    return check("incompatible", f"outside {allowed} and no adapter from {pinned}"), {}, installed
 
 
 def _framework_check(name: str, pinned: str, widened: str | None, env: Environment) -> Check:
@@ -290,6 +394,54 @@ def _framework_check(name: str, pinned: str, widened: str | None, env: Environme
     return check("incompatible", f"outside {allowed}")
 
 
+def _op_library_check(locked: LockedOpLibrary, env: Environment) -> Check:
+    """Is the op library installed in a version that fits the TensorFlow installed here?"""
+    tensorflow = env.framework("tensorflow")
+    allowed, basis = locked.compatible, locked.version
+    series = series_bounds(tensorflow) if tensorflow is not None else None
+    built = series_bounds(locked.version)
+    if series is not None and built is not None and not _older(series[0], built[0]):
+        start, end = series  # compiled for one TensorFlow: the installed one's series
+        lowest = locked.version if _older(start, locked.version) else start
+        allowed, basis = f">={lowest} <{end}", start
+    hint = install_hint(locked.distribution, basis)
+    ops = ", ".join(locked.ops[:3]) + (", ..." if len(locked.ops) > 3 else "")
+
+    def check(status: Status, reason: str, version: str | None = None) -> Check:
+        fits = status in ("exact", "compatible")
+        return Check(
+            locked.distribution, "op_library", locked.version, allowed, version, status,
+            reason, (), locked.distribution, hint=None if fits else hint,
+        )  # fmt: skip
+
+    if locked.module not in OP_LIBRARIES:  # never looked up: an import would run its code
+        return check("incompatible", "bundler does not know this op library: upgrade bundler")
+    installed = env.component(locked.module, locked.distribution)
+    version = installed.version
+    if not installed.found:
+        return check("missing", f"not installed; the model's ops need it ({ops})")
+    if version is None:
+        return check("incompatible", "installed, but it declares no version")
+    try:
+        if parse_range(allowed).contains(version):  # the pinned one too, unless for another TF
+            if _same(version, locked.version):
+                return check("exact", "same version as pinned", version)
+            return check("compatible", f"inside {allowed}", version)
+    except VersionError:
+        return check("incompatible", f"installed version {version!r} is not a version", version)
+    built_for = series_bounds(version)
+    if allowed != locked.compatible and built_for is not None and built_for != series:
+        release = built_for[0].rsplit(".", 1)[0]
+        return check(
+            "incompatible",
+            f"built for TensorFlow {release}, not the {tensorflow} installed here",
+            version,
+        )
+    if _older(version, locked.version):
+        return check("incompatible", f"older than the build's {locked.version}", version)
+    return check("incompatible", f"outside {allowed}", version)
+
+
 def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
     """The load plan for a bundle's lock under ``policy`` in environment ``env``."""
     if policy not in POLICIES:
@@ -297,12 +449,15 @@ def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
             f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}", field="policy"
         )
     checks = []
+    notes = []
     adapters: dict[str, list[Adapter]] = {}
     has_examples = bool(lock.examples)
     for component in lock.components:
-        check, chains = _component_check(component, env, has_examples)
+        check, chains, note = _component_check(component, env, has_examples)
         checks.append(check)
         adapters.update(chains)
+        if note is not None:
+            notes.append(note)
     built = lock.environment.to_dict()
     widened = lock.manifest.get("frameworks") or {}
     for name in FRAMEWORKS:
@@ -311,6 +466,7 @@ def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
         checks.append(
             _framework_check(name, pinned, window if isinstance(window, str) else None, env)
         )
+    checks += [_op_library_check(library, env) for library in lock.op_libraries]
     frozen = tuple(checks)
     blocking = [c for c in frozen if c.status not in ACCEPTED[policy]]
     if not blocking:
@@ -326,8 +482,10 @@ def make_plan(lock: Lock, policy: Policy, env: Environment) -> Plan:
                 f"golden examples replay within tolerance{graph}"
             )
         reason = "; ".join(reasons) or "all pinned versions fit"
-        return Plan(policy, frozen, "keras", reason, env.label, adapters)
+        return Plan(policy, frozen, "keras", reason, env.label, adapters, tuple(notes))
     why = "; ".join(f"{c.name} {c.installed or '(missing)'}: {c.reason}" for c in blocking)
-    if policy == "fallback" and _framework_ok(frozen, "tensorflow"):
-        return Plan(policy, frozen, "graph", f"the Keras path is refused: {why}", env.label)
-    return Plan(policy, frozen, "refused", why, env.label)
+    graph_needs = [c for c in blocking if c.kind == "op_library"]  # the graph needs them too
+    if policy == "fallback" and _framework_ok(frozen, "tensorflow") and not graph_needs:
+        why = f"the Keras path is refused: {why}"
+        return Plan(policy, frozen, "graph", why, env.label, notes=tuple(notes))
+    return Plan(policy, frozen, "refused", why, env.label, notes=tuple(notes))

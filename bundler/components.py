@@ -14,12 +14,13 @@ The rule is applied two ways that must agree:
   reads a literal ``__version__ = "..."`` from its syntax tree when no distribution provides it.
   Verification uses it: importing a component would import Keras and TensorFlow.
 
-**Source identity.** A version number is a claim; the code is the fact. The build records the
-sha256 of each source file that defines an object the model uses (the object's class and its base
-classes inside the component), by its path below the ``sys.path`` entry the package lives in
-(``tcn/tcn.py``). Load and verify hash the same paths of what is installed now: same version
-with other bytes is ``modified``. Only those files count, so an unrelated change elsewhere in a
-large package (keras_hub is 18 MB of source) is not a change to the model.
+**Source identity.** A version number is a claim; the code is the fact. The build pins the files
+of the code the model runs (``bundler.model_sources`` chooses them), by their path below the
+``sys.path`` entry the package lives in (``tcn/tcn.py``), each by the digest of its Python tokens
+(``bundler.source_hash``: comments and layout do not count) and by the sha256 of its bytes. Load
+and verify hash the same paths of what is installed now, the way the lock says (a lock without
+``source_hash`` pinned bytes): the same version with other code is ``modified``. A file whose
+bytes are unchanged is not tokenized again, so the usual check costs one sha256 a file.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,8 @@ from types import ModuleType
 from typing import Any
 
 from .errors import ComponentError
+from .module_finder import find_module
+from .source_hash import SOURCE_HASHES, source_digest
 
 
 def normalize_name(name: str) -> str:
@@ -198,23 +201,16 @@ def imported_version(module: ModuleType) -> InstalledComponent:
 
 
 def find_source(module_name: str, search: list[str] | None = None) -> Path | None:
-    """The file that ``import module_name`` would execute last, found without importing parents.
+    """The Python file that ``import module_name`` would execute last, found without importing
+    anything (``bundler.module_finder``: plain and namespace packages, editable installs).
 
-    Covers plain and namespace packages on the file system, which is where components live; zip
-    imports and custom finders are out of reach without executing code, and report "not found".
+    None for what has no Python source to read: a namespace package, an extension module, a
+    module import cannot find.
     """
-    parts = module_name.split(".")
-    for entry in sys.path if search is None else search:
-        base = Path(entry or ".")
-        folder = base.joinpath(*parts[:-1])
-        if not folder.is_dir():
-            continue
-        package = folder / parts[-1]
-        if (package / "__init__.py").is_file():
-            return package / "__init__.py"
-        if (folder / f"{parts[-1]}.py").is_file():
-            return folder / f"{parts[-1]}.py"
-    return None
+    found = find_module(module_name, search)
+    if found is None or found.origin is None or found.origin.suffix != ".py":
+        return None
+    return found.origin
 
 
 def _literal_version(source: Path, depth: int = 0) -> str | None:
@@ -312,61 +308,75 @@ def package_base(module_name: str, origin: Path) -> Path:
     return origin.parents[depth]
 
 
-def _file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class PinnedSources:
+    """What the lock pins of a component's source files (``bundler.source_hash``)."""
+
+    sources: dict[str, str]  # path -> digest of its code under TOKENS_V1
+    source_bytes: dict[str, str]  # path -> sha256 of its bytes: unchanged bytes, unchanged code
+    untokenizable: dict[str, str]  # path -> why it is pinned by its bytes instead
+
+    @property
+    def source_sha256(self) -> str:
+        return sources_digest(self.sources)
 
 
-def defining_sources(component: str, objects: Iterable[Any], base: Path) -> dict[str, str]:
-    """{path below ``base``: sha256} of the files defining ``objects`` and their base classes.
-
-    Only code inside the component counts: Keras's own base classes are the framework's, judged by
-    the framework's version.
-    """
-    files: set[Path] = set()
-    for obj in objects:
-        chain = inspect.getmro(obj) if inspect.isclass(obj) else (obj,)
-        for owner in chain:
-            if not covers(component, getattr(owner, "__module__", "") or ""):
-                continue
-            try:
-                source = inspect.getsourcefile(owner)
-            except TypeError:  # built-in or C-extension: no Python source to pin
-                continue
-            if source:
-                files.add(Path(source))
-    table: dict[str, str] = {}
-    for path in files:
+def pin_sources(files: Mapping[str, Path]) -> PinnedSources:
+    """The digests of ``files`` ({path below the package's sys.path entry: file}) as the lock
+    records them; a file that cannot be read is a ComponentError naming it."""
+    sources, raw, untokenizable = {}, {}, {}
+    for rel, path in sorted(files.items()):
         try:
-            rel = path.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            continue  # defined outside the component's folder (generated, or a symlinked file)
-        digest = _file_sha256(path)
-        if digest is not None:
-            table[rel] = digest
-    return dict(sorted(table.items()))
+            source = path.read_bytes()
+        except OSError as error:
+            raise ComponentError(
+                f"cannot read the source file {rel!r} to pin it: {error.strerror or error}",
+                path=path,
+            ) from error
+        sources[rel], why = source_digest(source)
+        raw[rel] = hashlib.sha256(source).hexdigest()
+        if why is not None:
+            untokenizable[rel] = why
+    return PinnedSources(sources, raw, untokenizable)
 
 
-def sources_digest(table: dict[str, str]) -> str:
+def sources_digest(table: Mapping[str, str]) -> str:
     """One sha256 for a component's sources table: the value the lock pins as source_sha256."""
-    text = json.dumps(table, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(dict(table), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def installed_sources_digest(installed: InstalledComponent, table: Mapping[str, str]) -> str | None:
-    """The digest of the same files as the lock's ``sources`` table, as installed now.
+def installed_sources_digest(
+    installed: InstalledComponent,
+    table: Mapping[str, str],
+    method: str | None = None,
+    source_bytes: Mapping[str, str] | None = None,
+) -> str | None:
+    """The digest of the same files as the lock's ``sources`` table, as installed now, hashed the
+    way the lock says (``method``: its ``source_hash``; None, the bytes as older locks pinned them).
 
-    None when it cannot be said (no source file, an unreadable table); a file that is gone counts
-    as changed.
+    A file whose bytes are those the build hashed (``source_bytes``) has the pinned digest without
+    being tokenized. None when it cannot be said (no source file, an unreadable table, a method
+    this bundler does not know); a file that is gone counts as changed.
     """
-    if installed.origin is None or not table:
+    if installed.origin is None or not table or method not in (None, *SOURCE_HASHES):
         return None
     base = package_base(installed.module, installed.origin)
+    known = source_bytes or {}
     now: dict[str, str] = {}
-    for rel in table:
+    for rel, pinned in table.items():
         if not isinstance(rel, str) or ".." in rel.split("/") or rel.startswith("/"):
             return None
-        now[rel] = _file_sha256(base / rel) or "missing"
+        try:
+            source = (base / rel).read_bytes()
+        except OSError:
+            now[rel] = "missing"
+            continue
+        raw = hashlib.sha256(source).hexdigest()
+        if method is None:
+            now[rel] = raw
+        elif known.get(rel) == raw:
+            now[rel] = pinned  # the bytes the build tokenized: the same tokens
+        else:
+            now[rel] = source_digest(source)[0]
     return sources_digest(now)

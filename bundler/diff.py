@@ -43,7 +43,8 @@ from .changes import (
     json_changes,
 )
 from .errors import UsageError
-from .layout import FORMAT, LOCK_FILENAME, LOCK_MAX_BYTES, files_digest
+from .keras_weights import KerasFile
+from .layout import FORMAT, FORMAT_V1, LOCK_FILENAME, LOCK_MAX_BYTES, lock_digest
 from .lock import Lock
 from .lock_diff import (
     component_changes,
@@ -79,7 +80,7 @@ def _identical(
     old: str | Path, new: str | Path, labels: tuple[str, str] | None
 ) -> BundleDiff | None:
     """Two bundle folders whose locks are equal but for ``created``, and whose digest matches
-    their files table: the same bundle, decided from the two lock files alone.
+    the lock it is in: the same bundle, decided from the two lock files alone.
 
     Schema validation is what ``bundle diff`` would otherwise spend most of its time on (importing
     jsonschema costs more than the rest of the command); anything unexpected here (a registry
@@ -97,7 +98,7 @@ def _identical(
             document = json.loads(read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES))
         except (OSError, ValueError, RecursionError):
             return None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
+        if not isinstance(document, dict) or document.get("format") not in (FORMAT, FORMAT_V1):
             return None
         documents.append({key: value for key, value in document.items() if key != "created"})
         label = labels[index] if labels else str(reference)
@@ -106,7 +107,7 @@ def _identical(
     if documents[1] != lock:
         return None
     try:
-        if files_digest(lock["files"]) != lock["digest"]:
+        if lock_digest(lock) != lock["digest"]:
             return None
     except (KeyError, TypeError, AttributeError, ValueError):
         return None
@@ -138,7 +139,10 @@ def diff_bundles(
         and new_keras in new_files
         and old_files[old_keras].sha256 != new_files[new_keras].sha256
     ):
-        config, weights = model_changes(old_side.path / old_keras, new_side.path / new_keras)
+        config, weights = model_changes(
+            KerasFile(old_side.path, old_keras, old_files[old_keras].size),
+            KerasFile(new_side.path, new_keras, new_files[new_keras].size),
+        )
     return BundleDiff(
         old=old_side,
         new=new_side,

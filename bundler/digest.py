@@ -134,6 +134,28 @@ def hash_range(path: Path, start: int, length: int, progress: Progress | None = 
         os.close(fd)
 
 
+def hash_and_hand_over(
+    path: Path, entry: FileEntry, consume: Callable[[bytes], None], progress: Progress | None
+) -> FileDigest:
+    """sha256 and size of a small file from one read of all its bytes, which go to ``consume``
+    when they are the ones ``entry`` lists: a check that parses the file reads it no second time.
+    At most one byte more than the entry's size is read (a file that grew is seen, not read)."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb", buffering=0) as stream:
+        parts = []
+        left = entry.size + 1
+        while left > 0 and (part := stream.read(left)):
+            parts.append(part)
+            left -= len(part)
+    data = b"".join(parts)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if progress is not None:
+        progress(len(data))
+    if len(data) == entry.size and sha256 == entry.sha256:
+        consume(data)
+    return FileDigest(len(data), sha256)
+
+
 def _largest_first(root: Path, items: list[str]) -> list[str]:
     def size_of(rel: str) -> int:
         try:
@@ -211,16 +233,30 @@ def check_digests(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    consumers: Mapping[str, Callable[[bytes], None]] | None = None,
 ) -> dict[str, tuple[ProblemKind, str] | None]:
     """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
 
     An entry with ``shards`` is checked shard by shard (each shard a task of its own, so one
-    large file is spread over every core); the others by their whole-file sha256.
+    large file is spread over every core); the others by their whole-file sha256. A small file
+    named in ``consumers`` is read whole, first, and its bytes, once they match, are handed to
+    its consumer on the same worker (``hash_and_hand_over``): a parser of that file then runs
+    while the other workers hash, instead of after them, and reads nothing again.
     """
     tasks: list[Callable[[], object]] = []
     owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
     verdicts: dict[str, tuple[ProblemKind, str] | None] = dict.fromkeys(expected)
-    for rel in _largest_first(root, list(expected)):
+    handed = {
+        rel: consume
+        for rel, consume in (consumers or {}).items()
+        if rel in expected and expected[rel].shards is None
+    }
+    for rel, consume in handed.items():
+        tasks.append(
+            functools.partial(hash_and_hand_over, root / rel, expected[rel], consume, progress)
+        )
+        owners.append((rel, -1))
+    for rel in _largest_first(root, [rel for rel in expected if rel not in handed]):
         entry = expected[rel]
         shards = entry.shards
         if shards is not None:

@@ -1,7 +1,8 @@
 """Environments: where the installed versions a load plan judges come from.
 
 Three answer the same questions (what is installed of a component, of a framework, which adapters
-its code declares, what its defining sources hash to now):
+its code declares, what its defining sources hash to now, which of the modules the lock records as
+defining the model's objects are missing):
 
 - ``StaticEnvironment``: this interpreter, read without importing anything (``bundle verify``);
 - ``ImportedEnvironment``: this interpreter after importing each component (``load_bundle``);
@@ -17,7 +18,6 @@ import importlib.metadata
 import json
 import re
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -33,7 +33,8 @@ from .components import (
     static_version,
 )
 from .errors import UsageError
-from .lock import Lock
+from .lock import Lock, LockedComponent
+from .module_finder import module_present
 from .version_ranges import parse_range
 from .versions import parse_version
 
@@ -48,8 +49,14 @@ class Environment(Protocol):
     def adapters(self, module: str, installed: InstalledComponent) -> list[Adapter]: ...
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: Mapping[str, str]
+        self, installed: InstalledComponent, component: LockedComponent
     ) -> str | None: ...
+
+    def missing_modules(
+        self, component: LockedComponent, installed: InstalledComponent
+    ) -> tuple[str, ...] | None:
+        """The component's recorded modules that are not installed; None: cannot be told."""
+        ...
 
 
 class StaticEnvironment:
@@ -67,9 +74,16 @@ class StaticEnvironment:
         return declared_adapters(component_sources(module), module)
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: Mapping[str, str]
+        self, installed: InstalledComponent, component: LockedComponent
     ) -> str | None:
-        return installed_sources_digest(installed, sources)
+        return _installed_digest(installed, component)
+
+    def missing_modules(
+        self, component: LockedComponent, installed: InstalledComponent
+    ) -> tuple[str, ...] | None:
+        # found as import would find them, none executed (bundler.module_finder); the loader's
+        # plan asks the same way, so verify here and load here agree
+        return tuple(m for m in component.defining_modules if not module_present(m))
 
 
 class ImportedEnvironment(StaticEnvironment):
@@ -95,6 +109,7 @@ class ImportedEnvironment(StaticEnvironment):
 
 ADAPTER_LINE = "# bundler-adapter "
 SOURCES_LINE = "# bundler-sources "
+MODULES_LINE = "# bundler-modules "
 _FREEZE_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*===?\s*([^\s;#]+)")
 
 
@@ -102,13 +117,18 @@ class TargetEnvironment:
     """A deploy target described by ``pip freeze`` output (``name==version`` lines).
 
     ``bundle env --bundle B`` run on the target also writes, for each of the bundle's components,
-    the adapters its installed code declares and the digest of the sources the bundle pins, as
-    comment lines pip ignores::
+    the adapters its installed code declares, the digest of the sources the bundle pins, and which
+    of the modules the lock records as defining the model's objects the target has, as comment
+    lines pip ignores::
 
         # bundler-adapter {"module": "evolve_layers", "name": "evolve>Blend", "to": "2.0.0", ...}
-        # bundler-sources {"module": "acme_layers", "sha256": "..."}
+        # bundler-sources {"module": "acme_layers", "sha256": "...", "source_hash": "..."}
+        # bundler-modules {"found": ["kimm._src.models.convnext"], "missing": [], "module": "kimm"}
 
-    so that this machine can predict an ``adapted`` or ``modified`` load without the target's code.
+    so that this machine can predict an ``adapted``, ``modified`` or failing load without the
+    target's code. A file without ``bundler-modules`` lines (plain ``pip freeze``) says nothing of
+    modules: when this machine has the very version the target has, its modules are taken as the
+    target's; otherwise the plan notes that they were not checked.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -122,9 +142,13 @@ class TargetEnvironment:
             raise UsageError(f"cannot read environment file: {error}", path=path) from error
         self.versions: dict[str, str] = {}
         self.declared: dict[str, list[Adapter]] = {}
-        self.sources: dict[str, str] = {}
+        self.sources: dict[str, tuple[str, str | None]] = {}  # module -> (digest, source_hash)
+        self.modules: dict[str, dict[str, bool]] = {}  # component -> {module: found}
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
+            if stripped.startswith(MODULES_LINE):
+                self._read_modules(stripped[len(MODULES_LINE) :], number)
+                continue
             if stripped.startswith(ADAPTER_LINE):
                 self._read_adapter(stripped[len(ADAPTER_LINE) :], number)
                 continue
@@ -159,11 +183,26 @@ class TargetEnvironment:
         try:
             entry = json.loads(text)
             module, digest = str(entry["module"]), str(entry["sha256"])
-        except (ValueError, KeyError, TypeError) as error:
+            method = entry.get("source_hash")  # absent: file bytes, as before source_hash
+            if method is not None and not isinstance(method, str):
+                raise TypeError(f"source_hash is {method!r}")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise UsageError(
                 f"line {number} is not a valid sources line: {error}", path=self.path
             ) from None
-        self.sources[module] = digest
+        self.sources[module] = (digest, method)
+
+    def _read_modules(self, text: str, number: int) -> None:
+        try:
+            entry = json.loads(text)
+            module = str(entry["module"])
+            found = {str(name): True for name in entry.get("found", [])}
+            missing = {str(name): False for name in entry.get("missing", [])}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise UsageError(
+                f"line {number} is not a valid modules line: {error}", path=self.path
+            ) from None
+        self.modules.setdefault(module, {}).update({**found, **missing})
 
     def _lookup(self, *names: str | None) -> str | None:
         for name in names:
@@ -192,17 +231,40 @@ class TargetEnvironment:
         return []
 
     def sources_digest(
-        self, installed: InstalledComponent, sources: Mapping[str, str]
+        self, installed: InstalledComponent, component: LockedComponent
     ) -> str | None:
-        return self.sources.get(installed.module)  # None: the file does not say
+        # None: the file does not say, or says it of sources hashed another way than the lock's
+        digest, method = self.sources.get(installed.module, (None, None))
+        return digest if method == component.source_hash else None
+
+    def missing_modules(
+        self, component: LockedComponent, installed: InstalledComponent
+    ) -> tuple[str, ...] | None:
+        said = self.modules.get(component.module, {})
+        unsaid = [m for m in component.defining_modules if m not in said]
+        missing = [m for m in component.defining_modules if said.get(m) is False]
+        if unsaid:  # the file does not say: the same version here has the same modules
+            local = static_version(component.module)
+            if local.version is None or local.version != installed.version:
+                return tuple(missing) or None
+            missing += [m for m in unsaid if not module_present(m)]
+        return tuple(sorted(missing))
+
+
+def _installed_digest(installed: InstalledComponent, component: LockedComponent) -> str | None:
+    """What the component's pinned sources hash to as installed, the way its lock pinned them."""
+    return installed_sources_digest(
+        installed, component.sources, component.source_hash, component.source_bytes
+    )
 
 
 def describe_environment(lock: Lock | None = None) -> list[str]:
     """This interpreter as ``name==version`` lines, read without importing anything.
 
     With a bundle's lock, its components found on ``sys.path`` without a distribution are listed
-    too, each followed by the adapters its code declares (``ADAPTER_LINE`` comments) and the digest
-    of the sources the bundle pins (``SOURCES_LINE``).
+    too, each followed by the adapters its code declares (``ADAPTER_LINE`` comments), the digest
+    of the sources the bundle pins (``SOURCES_LINE``) and which of the modules the lock records as
+    defining its objects are installed (``MODULES_LINE``).
     """
     lines = {}
     for dist in importlib.metadata.distributions():  # in sys.path order: the first one imports
@@ -222,8 +284,15 @@ def describe_environment(lock: Lock | None = None) -> list[str]:
             if declared.to is not None:
                 entry["to"] = declared.to
             lines.setdefault(key, []).append(ADAPTER_LINE + json.dumps(entry, sort_keys=True))
-        digest = installed_sources_digest(found, component.sources)
+        digest = _installed_digest(found, component)
         if digest is not None:
             entry = {"module": module, "sha256": digest}
+            if component.source_hash is not None:
+                entry["source_hash"] = component.source_hash
             lines.setdefault(key, []).append(SOURCES_LINE + json.dumps(entry, sort_keys=True))
+        if component.defining_modules:
+            present = [m for m in component.defining_modules if module_present(m)]
+            absent = [m for m in component.defining_modules if m not in present]
+            said = {"found": present, "missing": absent, "module": module}
+            lines.setdefault(key, []).append(MODULES_LINE + json.dumps(said, sort_keys=True))
     return [line for key in sorted(lines) for line in lines[key]]

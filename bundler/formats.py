@@ -13,6 +13,7 @@ registers for its serialized objects are adapters (``bundler.adapters``).
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -53,5 +54,5 @@ def upgrade_forward(
         if step is None or step_from in seen:
             raise FormatError(f"no upgrade from {step_from!r} towards {current!r}")
         seen.add(step_from)
-        document = step(dict(document))
+        document = step(copy.deepcopy(document))  # a step never changes what the reader holds
     return document

@@ -14,6 +14,8 @@ names its responses so; one function says it for all of them.
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import warnings
 import zipfile
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .bundle_paths import open_bundle_file
 from .errors import BuildError, BuildWarning, ManifestError
 from .problems import Problem
 
@@ -42,15 +45,58 @@ def named_outputs(outputs: Any) -> dict[str, Any]:
     return {"output_0": np.asarray(outputs)}
 
 
-def read_arrays(path: Path) -> dict[str, Any]:
-    """The arrays of an ``.npz`` file by name; never unpickles (object arrays are refused)."""
+def read_arrays(root: Path, relative: str, size: int | None = None) -> dict[str, Any]:
+    """The arrays of a bundle's ``.npz`` file by name, read as every reader of a bundle reads:
+    opened by its lock path inside the bundle (``bundle_paths.open_in_bundle``: no link, nothing
+    that blocks, ``size`` bytes when given) and bounded before a byte is inflated
+    (``check_arrays``). Never unpickles: object arrays are refused. OSError (an
+    ``UnsafeFileError`` naming the entry at fault) or ValueError when it may not be read."""
     import numpy as np
 
-    archive = np.load(path, allow_pickle=False)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError("is not a .npz archive")
-    with archive:
-        return {key: archive[key] for key in archive.files}
+    with open_bundle_file(root, relative, size) as stream:
+        length = os.fstat(stream.fileno()).st_size
+        with zipfile.ZipFile(stream) as members:
+            check_arrays(members, length)
+        stream.seek(0)
+        archive = np.load(stream, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("is not a .npz archive")
+        with archive:
+            return {key: archive[key] for key in archive.files}
+
+
+ARRAYS_RATIO = 8  # an .npz may inflate to this many times its size, plus ARRAYS_FLOOR
+ARRAYS_FLOOR = 64 << 20
+_NPY_HEADERS = {(1, 0): "read_array_header_1_0", (2, 0): "read_array_header_2_0"}
+
+
+def check_arrays(archive: zipfile.ZipFile, size: int) -> None:
+    """Refuse an ``.npz`` of ``size`` bytes that would take more than it holds to read (ValueError):
+    members other than stored or deflated (bzip2 and LZMA inflate a read at once) or encrypted,
+    members declaring together more than ``ARRAYS_RATIO`` times ``size`` plus ``ARRAYS_FLOOR``,
+    and arrays whose ``.npy`` header declares more values than their member holds (numpy
+    allocates the declared shape before it reads a value)."""
+    import numpy as np
+
+    bound, total = ARRAYS_FLOOR + ARRAYS_RATIO * size, 0
+    for info in archive.infolist():
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ValueError(f"member {info.filename!r} uses compression {info.compress_type}")
+        if info.flag_bits & 0x1:
+            raise ValueError(f"member {info.filename!r} is encrypted")
+        total += info.file_size
+        if total > bound:
+            raise ValueError(f"member {info.filename!r} takes the arrays beyond {bound} bytes")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            reader = _NPY_HEADERS.get(version)
+            if reader is None:
+                raise ValueError(f"member {info.filename!r} is .npy format {version}")
+            shape, _, dtype = getattr(np.lib.format, reader)(member)
+        declared = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject or declared > info.file_size:
+            what = "object arrays" if dtype.hasobject else f"{declared} bytes of values"
+            raise ValueError(f"member {info.filename!r} declares {what} in {info.file_size} bytes")
 
 
 def example_inputs(spec: ExampleSpec, model: Any, root: Path, where: str) -> dict[str, Any]:
@@ -232,8 +278,8 @@ def replay_examples(loaded: Replayable) -> tuple[list[dict[str, Any]], list[Prob
     problems: list[Problem] = []
     for example in loaded.lock.examples:
         try:
-            inputs = read_arrays(loaded.path / example.inputs)
-            expected = read_arrays(loaded.path / example.outputs)
+            inputs = read_arrays(loaded.path, example.inputs)
+            expected = read_arrays(loaded.path, example.outputs)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             # allow_pickle stays off: an object array (a pickle) is refused, never unpickled
             problems.append(

@@ -1,9 +1,14 @@
 """What is inside a bundle, at a glance: the report ``bundle inspect`` renders.
 
-Inspecting reads only the lock (no file is hashed, nothing is imported from the bundle) and plans
-the load for the versions installed here, so it answers "what is this?" for a bundle that
-``verify`` would refuse too: a lock whose digest disagrees with its files table is still shown,
-with that problem beside it. Apart from verification, whose job is a verdict, not a description.
+Inspecting reads the lock and plans the load for the versions installed here, hashing no file
+and importing nothing from the bundle, so it answers "what is this?" for a bundle that ``verify``
+would refuse too: a lock whose digest disagrees with its files table is still shown, with that
+problem beside it. Beside it too go what a look at the folder finds without reading a file's
+bytes (a link, a FIFO, a file missing, extra or of another size: ``verify.check_tree``) and what
+the checks ``load_bundle`` runs before Keras opens ``model.keras`` refuse (``keras_archive``:
+HDF5 weights keeping data in a file outside, links, shape and zip bombs), read as verify reads
+it: never outside the bundle, never blocking. Apart from verification, whose job is a verdict,
+not a description.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ from typing import Any
 from .compat import Plan, make_plan
 from .environments import StaticEnvironment
 from .errors import UsageError
+from .keras_archive import archive_problems
 from .layout import LOCK_FILENAME
 from .lock import Lock
 from .lock_reader import bundle_root, read_lock
 from .problems import Problem
+from .verify import check_tree
 
 
 @dataclass(frozen=True, kw_only=True)
 class InspectReport:
     """A bundle described from its lock: ``lock`` (every field), the load ``plan`` here under
-    policy ``adapt``, and the ``problems`` found reading the lock that did not stop it being
-    read (a digest that disagrees with the files table)."""
+    policy ``adapt``, and the ``problems`` found that did not stop the lock being read (a digest
+    that disagrees with the files table, an odd entry in the folder, an archive load refuses)."""
 
     bundle: Path
     lock: Lock
@@ -40,8 +47,11 @@ class InspectReport:
             "name": lock.name,
             "version": lock.version,
             "description": lock.description,
+            "format": lock.format,
             "digest": lock.digest,
+            "digest_covers": lock.digest_covers,
             "created": lock.created,
+            "rehearsal": None if lock.rehearsal is None else lock.rehearsal.to_dict(),
             "environment": lock.environment.to_dict(),
             "components": [component.to_dict() for component in lock.components],
             "plan": self.plan.to_json(),
@@ -65,5 +75,8 @@ def inspect_bundle(path: str | Path) -> InspectReport:
             "cannot be inspected: " + "; ".join(problem.message for problem in problems),
             path=root / LOCK_FILENAME,
         )
+    found, _ = check_tree(root, lock.files)
+    problems += sorted(found, key=lambda problem: problem.path)
+    problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
     plan = make_plan(lock, "adapt", StaticEnvironment())
     return InspectReport(bundle=root, lock=lock, plan=plan, problems=tuple(problems))

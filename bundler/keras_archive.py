@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .bundle_paths import UnsafeFileError, open_bundle_file
 from .errors import LoadError, UnsafeBundleError
 from .file_window import FileWindow
 from .keras_layout import data_start
@@ -82,22 +83,37 @@ def check_archive(archive: zipfile.ZipFile, size: int, path: str, *, weights: bo
     check_weights(archive, info, path)
 
 
+def _archive_window(archive: zipfile.ZipFile) -> FileWindow | None:
+    """The file ``archive`` reads, as a window read with ``pread`` (no shared file position), or
+    None for an archive in memory. Never a new open by name: that could reach another file than
+    the one checked so far."""
+    source = archive.fp
+    if isinstance(source, FileWindow):
+        return FileWindow(source.descriptor, source.start, source.size)
+    try:
+        descriptor = source.fileno()  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    return FileWindow(descriptor, 0, os.fstat(descriptor).st_size)
+
+
 @contextmanager
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Iterator[Any]:
-    """A seekable stream of one member. A stored member is read in place (a window on the file:
-    HDF5 seeks back and forth, and ``ZipExtFile`` re-reads from the start on every backward
-    seek); a deflated one through ``ZipExtFile``, capped at its declared size."""
-    if info.compress_type != zipfile.ZIP_STORED:
+    """A seekable stream of one member. A stored member is read in place (a window on the file
+    the archive reads: HDF5 seeks back and forth, and ``ZipExtFile`` re-reads from the start on
+    every backward seek); a deflated one, or one of an archive in memory, through
+    ``ZipExtFile``, capped at its declared size."""
+    whole = _archive_window(archive) if info.compress_type == zipfile.ZIP_STORED else None
+    if whole is None:
         with archive.open(info) as stream:
             yield stream
         return
-    with open(path, "rb") as raw:
-        try:
-            start = data_start(raw, info)
-        except zipfile.BadZipFile as error:
-            message = f"model.keras member {info.filename!r} has no local header"
-            raise LoadError(message, path=path) from error
-        yield FileWindow(raw.fileno(), start, info.file_size)
+    try:
+        start = data_start(whole, info)
+    except zipfile.BadZipFile as error:
+        message = f"model.keras member {info.filename!r} has no local header"
+        raise LoadError(message, path=path) from error
+    yield FileWindow(whole.descriptor, whole.start + start, info.file_size)
 
 
 def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
@@ -177,9 +193,12 @@ def archive_problems(
     if keras not in files or any(problem.path == keras for problem in earlier):
         return []
     path = os.path.join(root, keras)
+    size = int(files[keras].size)
     try:
-        with zipfile.ZipFile(path) as archive:
-            check_archive(archive, int(files[keras].size), path)
+        with open_bundle_file(root, keras, size) as stream, zipfile.ZipFile(stream) as archive:
+            check_archive(archive, size, path)
+    except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
+        return [Problem(error.relative, error.kind, error.reason)]
     except UnsafeBundleError as error:
         return [Problem(keras, "unsafe", error.message)]
     except (LoadError, OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile):

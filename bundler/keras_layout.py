@@ -135,7 +135,7 @@ def align_weights(path: str | Path) -> None:
             raise
 
 
-def data_start(source: BinaryIO, info: zipfile.ZipInfo) -> int:
+def data_start(source: BinaryIO | io.RawIOBase, info: zipfile.ZipInfo) -> int:
     """Where the bytes of member ``info`` start in the archive ``source``: past its local header,
     whose name and extra field may differ in length from the central directory's (BadZipFile if
     there is no local header there)."""

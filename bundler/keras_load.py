@@ -1,10 +1,15 @@
 """The Keras path of a load: model.keras scanned, bounded, then built, its weights read in place.
 
-The loader imports exactly the component modules the lock names, and before Keras sees the config
-it is scanned (``scan``): every serialized object must come from Keras itself or from one of those
-modules. Keras 3 refuses to import other modules on its own, but a bundle must not depend on which
-Keras release enforces what. ``safe_mode`` stays on, so Lambda bytecode is refused. Before Keras
-reads the archive, its members' sizes and its HDF5 weights are checked (``keras_archive``).
+The loader imports exactly the modules the lock names (the components, and the modules each
+records as defining the model's objects) and hands Keras those objects for this one load
+(``object_locations``): what a package registers, or forgets to, no longer decides whether a model
+loads. Before Keras sees the config it is scanned (``scan``): every serialized object must come
+from Keras itself or be one the lock records, from the module it records. Keras 3 refuses to
+import other modules on its own, but a bundle must not depend on which Keras release enforces
+what. ``safe_mode`` stays on, so Lambda bytecode is refused. Before Keras reads the archive, its
+members' sizes and its HDF5 weights are checked (``keras_archive``). When Keras still fails, the
+error names the object, the module that defines it and what to do
+(``object_locations.keras_failure``), never Keras's dump of the config.
 
 A ``model.keras`` laid out by the build (``keras_layout``: weights first, stored, at 4096) has its
 weights read where they lie: the model is built from the config and HDF5 opens ``model.keras``
@@ -36,15 +41,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .bundle_paths import UnsafeFileError, open_in_bundle
 from .compat import Plan
-from .components import import_component, registered_objects
-from .errors import BundleError, LoadError, UnsafeBundleError, UnsafeLoadWarning
-from .file_window import ShardMismatch, VerifiedFile
+from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UnsafeLoadWarning
+from .file_window import FileWindow, ShardMismatch, VerifiedFile
 from .keras_archive import WEIGHTS_MEMBER, check_archive, check_weights
 from .keras_layout import weights_offset
 from .load_integrity import DeferredChecks
 from .lock import Lock
-from .scan import check_config_modules, check_config_objects, read_config
+from .object_locations import keras_failure, locate_objects
+from .scan import (
+    check_config_modules,
+    check_config_objects,
+    check_lock_references,
+    check_recorded_objects,
+    read_config,
+)
+from .verify import changed_while_read
 
 log = logging.getLogger("bundler")
 
@@ -79,8 +92,9 @@ class _KerasFile(io.BufferedReader):
     if it lay in the temporary directory, the file sends that copy there.
     """
 
-    def __init__(self, path: str) -> None:
-        super().__init__(io.FileIO(path, "rb"), buffer_size=1 << 20)
+    def __init__(self, descriptor: int, size: int) -> None:
+        # read with pread: the archive bundler holds open on the same descriptor keeps its place
+        super().__init__(FileWindow(descriptor, 0, size), buffer_size=1 << 20)
 
     @property
     def name(self) -> str:
@@ -104,30 +118,58 @@ def load_keras(
     reader = deferred.reader if deferred is not None else None
     where = str(root / lock.artifacts.keras)
     modules = [component.module for component in lock.components]
-    custom_objects: dict[str, Any] = {}
-    for component in lock.components:
-        custom_objects.update(registered_objects(import_component(component.module)))
+    check_lock_references(lock.components, where)  # before anything the lock records is imported
+    custom_objects = locate_objects(lock, plan, where)
     if unsafe:
         message = f"loading {root} with Keras safe_mode OFF: code inside the model will run"
         log.warning(message)
         warnings.warn(message, UnsafeLoadWarning, stacklevel=3)
+    keras_name = lock.artifacts.keras
+    stream: Any = reader
+    if stream is None:
+        try:  # opened as every reader of a bundle opens a file (no link, nothing that blocks,
+            # the lock's size), once: everything below reads this descriptor
+            stream = os.fdopen(open_in_bundle(root, keras_name, lock.files[keras_name].size), "rb")
+        except UnsafeFileError as error:
+            message = f"{error.reason}; refusing to load it"
+            raise IntegrityError(message, path=root / error.relative) from None
     try:
-        archive = zipfile.ZipFile(reader if reader is not None else where)
-    except (ShardMismatch, OSError, zipfile.BadZipFile) as error:
-        if deferred is not None and deferred.failed():
-            deferred.weights()  # raises the IntegrityError
-        raise LoadError(
-            f"model.keras is not a readable .keras file: {error}", path=where
-        ) from error
-    with archive:
         try:
-            return _load_keras_archive(
-                root, lock, plan, unsafe, deferred, archive, modules, custom_objects
-            )
-        except Exception:
-            if deferred is not None and deferred.failed():
-                deferred.weights()  # raises the IntegrityError
-            raise
+            archive = zipfile.ZipFile(stream)
+        except (ShardMismatch, OSError, EOFError, zipfile.BadZipFile) as error:
+            _changed_since_verified(root, lock, deferred)
+            raise LoadError(
+                f"model.keras is not a readable .keras file: {error}", path=where
+            ) from error
+        with archive:
+            try:
+                return _load_keras_archive(
+                    root, lock, plan, unsafe, deferred, archive, modules, custom_objects
+                )
+            except Exception:
+                _changed_since_verified(root, lock, deferred)
+                raise
+    finally:
+        if reader is None:
+            stream.close()
+
+
+def _changed_since_verified(root: Path, lock: Lock, deferred: DeferredChecks | None) -> None:
+    """After a verified load of model.keras failed: an IntegrityError when a shard read failed
+    its digest, or when the file no longer matches the lock (rewritten while it was read), so
+    that the verdict is about the bundle, not the parser's complaint about changed bytes."""
+    if deferred is None:  # verify=False: nothing was vouched for
+        return
+    if deferred.failed():
+        deferred.weights()  # raises the IntegrityError
+    keras_name = lock.artifacts.keras
+    changed = changed_while_read(root, keras_name, lock.files[keras_name])
+    if changed is not None:
+        raise IntegrityError(
+            "the bundle changed while it was being loaded; refusing it",
+            path=root,
+            details=[str(changed)],
+        )
 
 
 def _load_keras_archive(
@@ -147,6 +189,7 @@ def _load_keras_archive(
     reader = deferred.reader if deferred is not None else None
     config = read_config(archive, where)
     check_config_modules(config, modules, where, unsafe=unsafe)
+    check_recorded_objects(config, lock.components, where)
     check_config_objects(config, modules, where)
     size = lock.files[keras_name].size
     if reader is None:
@@ -159,7 +202,7 @@ def _load_keras_archive(
         from .adapters import apply_to_config
 
         config, applied, edits = apply_to_config(config, plan.adapters)
-    not_in_place = _in_place_reason(archive, reader, where, edits)
+    not_in_place = _in_place_reason(archive, reader, edits)
     if not_in_place is None and (seam := keras_seam.unavailable()) is not None:
         not_in_place = f"the Keras seam is unavailable: {seam}"
     # the shards nobody read yet (the weights) are hashed on another core meanwhile
@@ -172,7 +215,12 @@ def _load_keras_archive(
         if reader is not None and WEIGHTS_MEMBER in archive.namelist():
             check_weights(archive, archive.getinfo(WEIGHTS_MEMBER), where)
 
-    with KERAS_LOCK, keras_seam.variables_from_weights(), _quiet_about_unbuilt_optimizers() as done:
+    with (
+        KERAS_LOCK,
+        keras_seam.variables_from_weights(),
+        keras_seam.safe_mode_scope(),
+        _quiet_about_unbuilt_optimizers() as done,
+    ):
         try:
             if not_in_place is None:
                 log.debug("%s: reading the weights in place", where)
@@ -187,7 +235,11 @@ def _load_keras_archive(
             else:
                 log.debug("%s: loading through keras.saving: %s", where, not_in_place)
                 verified()
-                source = _rewritten(archive, config, edits) if plan.adapters else _KerasFile(where)
+                source = (
+                    _rewritten(archive, config, edits)
+                    if plan.adapters
+                    else _KerasFile(_descriptor(archive), size)
+                )
                 with source as stream:
                     model = keras_seam.load_archive(
                         stream, custom_objects=custom_objects, safe_mode=not unsafe
@@ -202,9 +254,7 @@ def _load_keras_archive(
                     "refuses; rebuild without Lambda, or load with unsafe=True if you made it",
                     path=where,
                 ) from error
-            if len(text) > 600:
-                text = text[:597] + "..."
-            raise LoadError(f"Keras could not load the model: {text}", path=where) from error
+            raise LoadError(keras_failure(error, lock, config), path=where) from error
         done.append(model)
     return model, applied
 
@@ -244,14 +294,24 @@ def _unbuilt_count(optimizer: Any) -> int | None:
         return None
 
 
+def _descriptor(archive: zipfile.ZipFile) -> int:
+    """The descriptor of the file ``archive`` reads (bundler's own open, or the verified reader)."""
+    source = archive.fp
+    if isinstance(source, FileWindow):
+        return source.descriptor
+    assert source is not None
+    return source.fileno()
+
+
 def _in_place_reason(
-    archive: zipfile.ZipFile, reader: VerifiedFile | None, where: str, edits: list[Any]
+    archive: zipfile.ZipFile, reader: VerifiedFile | None, edits: list[Any]
 ) -> str | None:
     """Why the weights cannot be read in place from this archive, or None when they can."""
     if edits:
         return "adapters migrate the weights, which needs a rewritten copy"
     if not set(archive.namelist()) <= {"config.json", "metadata.json", WEIGHTS_MEMBER}:
         return "the archive holds assets"
-    if weights_offset(reader if reader is not None else where) is None:
+    whole = reader or FileWindow(_descriptor(archive), 0, os.fstat(_descriptor(archive)).st_size)
+    if weights_offset(whole) is None:
         return "model.keras is not laid out for reading in place (built by an older bundler?)"
     return None

@@ -17,9 +17,10 @@ given its own initialiser's value, so the model is the one Keras would build, mi
 Those names are private: a Keras release may rename or reshape them. ``unavailable()`` and
 ``variables_unavailable()`` check each name and its parameters before anything is built, and the
 loader uses Keras's public path (or its initialisers) whenever one reports a reason (logged at debug
-level). Three smaller reaches sit here too, each with its own fallback: the input signature
+level). Four smaller reaches sit here too, each with its own fallback: the input signature
 ``model.export()`` derives (``input_signature``), the base class of everything Keras serializes
-(``saveable_base``), and Keras's loader for a ``.keras`` file given as a stream (``load_archive``).
+(``saveable_base``), Keras's loader for a ``.keras`` file given as a stream (``load_archive``),
+and the scope that makes a load's safe mode the one asked for (``safe_mode_scope``).
 Nothing else in bundler touches Keras's private names.
 """
 
@@ -216,6 +217,28 @@ def load_in_place(
     if failed:
         saving_lib._raise_loading_failure(errors)
     return model
+
+
+@contextlib.contextmanager
+def safe_mode_scope() -> Iterator[None]:
+    """The load's own ``safe_mode`` argument in force, whatever the thread set before.
+
+    Keras lets a thread-wide setting override the ``safe_mode`` argument of every load: after
+    ``keras.config.enable_unsafe_deserialization()`` anywhere in the service, a load asked for
+    safe mode would run Lambda bytecode. This resets the setting to Keras's default (none) for the
+    load, so the argument decides, as it does in a fresh process: Keras applies it while it
+    deserializes the config (a vocabulary path in a config is refused), and not while it reads
+    the archive's own assets (the vocabulary file a tokenizer saved). The caller's setting is
+    given back on the way out. A Keras without ``SafeModeScope`` keeps its own behaviour
+    (logged)."""
+    try:
+        from keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError as error:
+        log.debug("Keras's SafeModeScope is unavailable (%s): safe_mode by argument only", error)
+        yield
+        return
+    with SafeModeScope(None):
+        yield
 
 
 def input_signature(model: Any) -> Any | None:

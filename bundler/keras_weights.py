@@ -1,11 +1,19 @@
 """The weights of a ``model.keras`` read where they lie: variables by name, mapped, never loaded.
 
-``KerasFile`` opens a ``.keras`` zip for reading: its ``config.json``, and the variables of its
-``model.weights.h5`` member with their shapes, dtypes and, for contiguous uncompressed datasets
-(what Keras writes), the byte offset of their values. h5py reads the layout only; a stored
-member is handed to h5py as a ``FileWindow`` on the archive, so nothing is copied out of the zip,
-and ``mapped`` maps a range of a variable's values from the page cache with no copy at all. A
-member that is compressed (not written by Keras) is still read, streamed through ``zipfile``.
+``KerasFile`` opens a bundle's ``.keras`` zip for reading: its ``config.json``, and the variables
+of its ``model.weights.h5`` member with their shapes, dtypes and, for contiguous uncompressed
+datasets (what Keras writes), the byte offset of their values. h5py reads the layout only; a
+stored member is handed to h5py as a ``FileWindow`` on the archive, so nothing is copied out of
+the zip, and ``mapped`` maps a range of a variable's values from the page cache with no copy at
+all. A member that is compressed (not written by Keras) is still read, streamed through
+``zipfile``.
+
+It reads a bundle as verify does: the file is opened by its lock path inside the bundle
+(``bundle_paths.open_in_bundle``: no link, nothing that blocks, the lock's size), once, and
+everything after reads that descriptor; before a byte of the weights is read the archive passes
+the checks ``load_bundle`` runs before Keras sees it (``keras_archive.check_archive``: members'
+inflated sizes bounded, HDF5 that keeps no data in another file and links nowhere, no shape
+bombs), so no value from outside the bundle ever reaches a diff.
 
 Apart from ``bundler.keras_layout``, which writes and recognises the aligned layout and is
 imported by the build: this module reads HDF5 with h5py and serves the weight diff, and it reads
@@ -16,7 +24,6 @@ nothing to Keras. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import zipfile
@@ -25,9 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .bundle_paths import UnsafeFileError, open_in_bundle
+from .errors import LoadError, UnsafeBundleError, UsageError
 from .file_window import FileWindow
+from .keras_archive import check_archive
 from .keras_layout import WEIGHTS_MEMBER, data_start
+from .scan import read_config
 
 
 @dataclass(frozen=True)
@@ -54,16 +64,20 @@ class H5Variable:
 
 
 class KerasFile:
-    """A ``.keras`` zip opened for reading its config and its weights, never loaded whole.
+    """A bundle's ``model.keras`` (``relative`` to ``root``, of ``size`` bytes as the lock says),
+    opened for reading its config and its weights, never loaded whole.
 
-    A context manager: the archive opens on entry; ``variables`` opens the weights member, and
-    everything closes on exit. ``h5`` is the open ``h5py.File`` once ``variables`` has run.
+    A context manager: the file opens and the archive is checked on entry (UsageError naming the
+    file when it may not be read); ``variables`` opens the weights member, and everything closes
+    on exit. ``h5`` is the open ``h5py.File`` once ``variables`` has run.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, root: Path, relative: str, size: int) -> None:
+        self.root, self.relative, self.size = root, relative, size
+        self.path = root / relative
         self.archive: zipfile.ZipFile | None = None
         self.descriptor: int | None = None
+        self.stream: Any = None
         self.h5: Any = None
         self.member: Any = None
         self.base = 0
@@ -71,28 +85,37 @@ class KerasFile:
 
     def __enter__(self) -> KerasFile:
         try:
-            self.archive = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile) as error:
-            raise UsageError(f"cannot read it as a .keras file: {error}", path=self.path) from error
+            self.descriptor = open_in_bundle(self.root, self.relative, self.size)
+        except UnsafeFileError as error:
+            raise UsageError(error.reason, path=self.root / error.relative) from None
+        try:
+            # zipfile alone moves this stream's position; the weights are read with pread
+            self.stream = open(self.descriptor, "rb", closefd=False)
+            self.archive = zipfile.ZipFile(self.stream)
+            check_archive(self.archive, self.size, str(self.path))
+        except (UnsafeBundleError, LoadError) as error:
+            self.__exit__()
+            raise UsageError(error.message, path=self.path) from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            self.__exit__()
+            raise UsageError(f"cannot read it as a .keras file: {error}", path=self.path) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.h5 is not None:
-            self.h5.close()
-        if self.member is not None:
-            self.member.close()
+        for close in (self.h5, self.member, self.archive, self.stream):
+            if close is not None:
+                close.close()
         if self.descriptor is not None:
             os.close(self.descriptor)
-        if self.archive is not None:
-            self.archive.close()
+        self.h5 = self.member = self.archive = self.stream = self.descriptor = None
 
     def config(self) -> Any:
-        """The archive's ``config.json``, parsed (UsageError if missing or not JSON)."""
+        """The archive's ``config.json``, parsed and bounded (UsageError if missing or not JSON)."""
         assert self.archive is not None
         try:
-            return json.loads(self.archive.read("config.json"))
-        except (KeyError, ValueError, zipfile.BadZipFile) as error:
-            raise UsageError(f"has no readable config.json: {error}", path=self.path) from error
+            return read_config(self.archive, str(self.path))
+        except (LoadError, UnsafeBundleError) as error:
+            raise UsageError(error.message, path=self.path) from None
 
     def variables(self) -> dict[str, H5Variable]:
         """Every dataset of ``model.weights.h5`` by path; empty when the archive has none."""
@@ -105,10 +128,10 @@ class KerasFile:
             return {}
         try:
             if info.compress_type == zipfile.ZIP_STORED:
-                self.descriptor = os.open(self.path, os.O_RDONLY)
-                with open(self.descriptor, "rb", closefd=False) as stream:
-                    self.base = data_start(stream, info)
-                self.end = min(self.base + info.file_size, os.fstat(self.descriptor).st_size)
+                assert self.descriptor is not None
+                whole = FileWindow(self.descriptor, 0, os.fstat(self.descriptor).st_size)
+                self.base = data_start(whole, info)
+                self.end = min(self.base + info.file_size, whole.size)
                 self.member = FileWindow(self.descriptor, self.base, info.file_size)
             else:  # not written by Keras: slower, but still streamed
                 self.member = self.archive.open(info)

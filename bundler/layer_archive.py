@@ -6,7 +6,8 @@ path, so the archive is read as hostile: the lock (pulled first, as its own laye
 member is unpacked only when it is
 
 - a regular file whose path the lock lists, with the size the lock gives it, appearing once
-  across every layer (no links, devices, FIFOs or sparse files); folder entries are only
+  across every layer (no links, devices, FIFOs or sparse files), neither inside a file another
+  layer sent nor where another layer's files make a folder; folder entries are only
   path-checked, never created (a file's folders are made as it is written);
 - at a path checked like every lock path (relative, normalized, no ``..``) before the file system
   is touched; files are created with ``O_EXCL`` so nothing is overwritten or followed;
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import gzip
 import tarfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Any
 
-from .bundle_paths import unsafe_path_reason
+from .bundle_paths import enclosing_file, holds_files, unsafe_path_reason
 from .errors import IntegrityError
 
 HEADER_MAX_BYTES = 1 << 20
@@ -58,6 +60,15 @@ class _BoundedInfo(tarfile.TarInfo):
         if self.type in _EXTENDED and self.size > HEADER_MAX_BYTES:
             raise tarfile.ReadError(f"a {self.size}-byte header, over 1 MiB")
         return super()._proc_member(archive)  # type: ignore[misc]
+
+
+def layer_clash(path: str, written: Collection[str]) -> str | None:
+    """Why a file cannot be written at ``path`` beside the files other layers ``written``: it
+    would lie inside one of them, or be where their folder is; None when it can."""
+    if holds_files(path, written):
+        return "is a folder of files another layer sent"
+    inside = enclosing_file(path, written)
+    return None if inside is None else f"lies inside {inside!r}, which another layer sent as a file"
 
 
 def unpack(
@@ -104,6 +115,8 @@ def _unpack_member(
         reason = "is sent twice"
     if reason is None and member.size != sizes[name]:
         reason = f"has {member.size} bytes, the lock says {sizes[name]}"
+    if reason is None:
+        reason = layer_clash(name, written)
     if reason is not None:
         raise IntegrityError(f"the layer's member {name!r} {reason}; refusing it", path=where)
     target = root / name

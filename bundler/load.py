@@ -12,7 +12,8 @@ versions and code installed here, and the policy decides what happens when that 
 - the graph path (``graph_load``): ``saved_model/`` loaded with TensorFlow and called by its
   ``serving_default`` signature, no custom code imported; under ``fallback`` it serves what the
   plan, Keras or an adapter cannot load, with a FallbackWarning saying why. A hostile model is
-  refused under every policy.
+  refused under every policy: a graph the scan refuses (``graph_scan``) refuses the bundle on
+  the Keras path too, as ``bundle verify`` does, since other servers run that graph.
 
 A component whose code changed under the same version (``modified``) loads only once its golden
 examples replay within tolerance (``golden``).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from .errors import (
 from .frameworks import require_tensorflow
 from .golden import replay_examples
 from .graph_load import graph_predict, load_graph
+from .graph_scan import check_graph, lock_libraries
 from .keras_load import load_keras
 from .load_integrity import DeferredChecks, check_integrity
 from .lock import Lock
@@ -135,10 +137,16 @@ def _load_verified(
             deferred.settle()
 
     plan = make_plan(lock, policy, ImportedEnvironment())
+    for note in plan.notes:
+        log.info("%s: %s", root, note)
     if plan.mode == "refused":
         raise IncompatibleBundleError(plan.refusal(), plan=plan, path=root)
     loaded: LoadedBundle
     if plan.mode == "keras":
+        if not unsafe:  # a hostile graph refuses the bundle, as verify does, whichever path loads
+            check_graph(
+                root, lock.artifacts.saved_model, lock.files, lock_libraries(lock), unsafe=False
+            )
         try:
             model, applied = load_keras(root, lock, plan, unsafe, deferred)
             loaded = LoadedBundle(root, model, "keras", lock, plan, tuple(applied))
@@ -189,10 +197,16 @@ def _prove_modified(loaded: LoadedBundle, policy: Policy, unsafe: bool) -> Loade
 
 
 def _load_graph(root: Path, lock: Lock, plan: Plan, why: str, unsafe: bool) -> LoadedBundle:
-    """The graph path (``graph_load``), with a FallbackWarning saying ``why`` it is served."""
+    """The graph path (``graph_load``), with a FallbackWarning saying ``why`` it is served.
+
+    The loaded bundle's plan says what was done: mode ``graph``, for that reason, even where the
+    plan had expected the Keras path (a Keras failure, or examples that drifted).
+    """
     graph, signature = load_graph(root, lock, unsafe)
     message = f"{root}: serving the SavedModel graph, not the full Keras model: {why}"
     if log.hasHandlers():  # a service that configured logging sees it there; a script, once
         log.warning(message)
     warnings.warn(message, FallbackWarning, stacklevel=3)
+    if plan.mode != "graph":
+        plan = replace(plan, mode="graph", reason=why)
     return LoadedBundle(root, graph, "graph", lock, plan, (), signature)

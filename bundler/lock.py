@@ -1,22 +1,30 @@
 """``bundle.lock.json``: the bundle's self-description, as one value object every reader shares.
 
-Format ``bundler.bundle/v1``::
+Format ``bundler.bundle/v2``::
 
     {
-      "format": "bundler.bundle/v1",
+      "format": "bundler.bundle/v2",
       "name": ..., "version": ..., "description": ...,
-      "digest": "sha256:<hex>",            # sha256 of canonical_json(files)
+      "digest": "sha256:<hex>",            # of the whole lock but itself and provenance (layout)
       "manifest": {...},                   # the normalized manifest the bundle was built from
       "components": [{"module", "version" (pinned), "requirement", "compatible",
-                      "distribution", "objects" (used), "sources", "source_sha256"}],
+                      "distribution", "objects" (used), "defined_in" (where each object is
+                      defined: "module:qualname"), "sources", "source_sha256",
+                      "source_hash", "source_bytes"}],
       "environment": {"python", "tensorflow", "keras", "numpy", "bundler", "platform"},
       "artifacts": {"keras": "model.keras", "saved_model": "saved_model", "examples": ...},
       "files": {"<posix path>": {"size": int, "sha256": "<hex>", "shards"?: {...}}},
-      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>"
+      "metadata": {...}, "examples": [...], "created": "<RFC 3339 UTC>",
+      "rehearsal": {"rehearsed": bool, "examples": int}   # provenance; absent in older locks
+      "op_libraries": [{"module", "distribution", "version" (built with), "compatible",
+                        "ops" (used by the graph)}]   # absent in older locks: none
     }
 
-Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same table always
-gives the same bytes, so the digest identifies the bundle's content whatever wrote the lock.
+Canonical JSON is UTF-8, keys sorted, no insignificant white space, no NaN: the same document
+always gives the same bytes, so the digest identifies the bundle whatever wrote the lock
+(``bundler.layout`` says what it covers). A ``bundler.bundle/v1`` lock (no field differs in
+shape) is read through the upgrade chain and keeps its own ``format`` here, which says what its
+digest covers: ``digest_covers`` is ``"files"`` for it, ``"lock"`` for the current format.
 
 A lock is checked once, where it is read (``bundler.lock_reader.read_lock``: the JSON Schema in
 ``schemas/lock.schema.json``, safe paths, parseable versions, the digest), and then built with
@@ -40,6 +48,7 @@ from .layout import (
     ARTIFACT_DEFAULTS,
     DIGEST_PATTERN,
     FORMAT,
+    FORMAT_V1,
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
     LOCK_UPGRADES,
@@ -48,13 +57,16 @@ from .layout import (
     SHA256_PATTERN,
     SIGNATURE_FILENAME,
     canonical_json,
+    digest_covers,
     files_digest,
+    lock_digest,
 )
 
 __all__ = [  # the layout's names are re-exported: readers of the lock find them here too
     "ARTIFACT_DEFAULTS",
     "DIGEST_PATTERN",
     "FORMAT",
+    "FORMAT_V1",
     "LOCK_FILENAME",
     "LOCK_MAX_BYTES",
     "LOCK_UPGRADES",
@@ -68,9 +80,13 @@ __all__ = [  # the layout's names are re-exported: readers of the lock find them
     "Lock",
     "LockedComponent",
     "LockedExample",
+    "LockedOpLibrary",
+    "Rehearsal",
     "ShardTable",
     "canonical_json",
+    "digest_covers",
     "files_digest",
+    "lock_digest",
 ]
 
 
@@ -123,7 +139,20 @@ class LockedComponent:
     distribution: str | None = None
     objects: tuple[str, ...] = ()  # registered names of the objects the model uses
     source_sha256: str  # over ``sources``: the identity of the code the model uses
-    sources: Mapping[str, str] = field(default_factory=dict)  # source path -> sha256
+    sources: Mapping[str, str] = field(default_factory=dict)  # source path -> digest
+    # how ``sources`` were hashed (bundler.source_hash); None: the sha256 of the bytes (older locks)
+    source_hash: str | None = None
+    source_bytes: Mapping[str, str] = field(default_factory=dict)  # path -> sha256 of its bytes
+    # registered name -> "module:qualname" of the object, the module load imports to find it;
+    # None in locks written before bundler recorded it (load then finds objects by registration)
+    defined_in: Mapping[str, str] | None = None
+
+    @property
+    def defining_modules(self) -> tuple[str, ...]:
+        """The modules load imports to find this component's objects, sorted, once each."""
+        if self.defined_in is None:
+            return ()
+        return tuple(sorted({ref.split(":", 1)[0] for ref in self.defined_in.values()}))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LockedComponent:
@@ -136,10 +165,13 @@ class LockedComponent:
             objects=tuple(d.get("objects", ())),
             source_sha256=d["source_sha256"],
             sources=dict(d.get("sources", {})),
+            source_hash=d.get("source_hash"),
+            source_bytes=dict(d.get("source_bytes", {})),
+            defined_in=None if d.get("defined_in") is None else dict(d["defined_in"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "compatible": self.compatible,
             "distribution": self.distribution,
             "module": self.module,
@@ -149,6 +181,12 @@ class LockedComponent:
             "sources": dict(self.sources),
             "version": self.version,
         }
+        if self.source_hash is not None:  # a lock from before source_hash keeps its keys
+            document["source_bytes"] = dict(self.source_bytes)
+            document["source_hash"] = self.source_hash
+        if self.defined_in is not None:  # an older lock's document stays as it was written
+            document["defined_in"] = dict(self.defined_in)
+        return document
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -234,6 +272,54 @@ class LockedExample:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Rehearsal:
+    """Provenance: whether a fresh interpreter loaded the bundle before the build put it in place
+    (``bundler.rehearsal``), and how many golden examples it replayed. Outside the digest."""
+
+    rehearsed: bool
+    examples: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rehearsal:
+        return cls(rehearsed=d["rehearsed"], examples=d.get("examples", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"examples": self.examples, "rehearsed": self.rehearsed}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LockedOpLibrary:
+    """A library of TensorFlow ops the SavedModel graph needs (``bundler.op_libraries``): the
+    module the graph path imports, the distribution to install, the version the bundle was built
+    with, the versions that may load it, and the ops of it the graph uses."""
+
+    module: str
+    distribution: str
+    version: str
+    compatible: str
+    ops: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LockedOpLibrary:
+        return cls(
+            module=d["module"],
+            distribution=d["distribution"],
+            version=d["version"],
+            compatible=d["compatible"],
+            ops=tuple(d["ops"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compatible": self.compatible,
+            "distribution": self.distribution,
+            "module": self.module,
+            "ops": list(self.ops),
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Lock:
     """The contents of ``bundle.lock.json``: built from a validated document, never edited."""
 
@@ -250,6 +336,8 @@ class Lock:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     examples: tuple[LockedExample, ...] = ()
     created: str  # UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH
+    rehearsal: Rehearsal | None = None  # None: built before builds rehearsed the load
+    op_libraries: tuple[LockedOpLibrary, ...] = ()  # older locks have none
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Lock:
@@ -268,10 +356,14 @@ class Lock:
             metadata=d.get("metadata", {}),
             examples=tuple(LockedExample.from_dict(e) for e in d.get("examples", ())),
             created=d["created"],
+            rehearsal=None if d.get("rehearsal") is None else Rehearsal.from_dict(d["rehearsal"]),
+            op_libraries=tuple(LockedOpLibrary.from_dict(o) for o in d.get("op_libraries", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
+        provenance = {} if self.rehearsal is None else {"rehearsal": self.rehearsal.to_dict()}
         return {
+            **provenance,  # left out of older locks, which do not say
             "artifacts": self.artifacts.to_dict(),
             "components": [component.to_dict() for component in self.components],
             "created": self.created,
@@ -284,12 +376,19 @@ class Lock:
             "manifest": copy.deepcopy(dict(self.manifest)),  # copies the caller may change
             "metadata": copy.deepcopy(dict(self.metadata)),
             "name": self.name,
+            "op_libraries": [library.to_dict() for library in self.op_libraries],
             "version": self.version,
         }
 
     def files_table(self) -> dict[str, dict[str, Any]]:
-        """The files table as JSON: what the digest is computed over."""
+        """The files table as JSON."""
         return {path: entry.to_dict() for path, entry in self.files.items()}
+
+    @property
+    def digest_covers(self) -> str:
+        """What the digest names: ``"lock"`` (every file and every field but provenance), or
+        ``"files"`` for a lock written as ``bundler.bundle/v1`` (the files table alone)."""
+        return digest_covers(self.format)
 
     @property
     def total_size(self) -> int:

@@ -11,10 +11,12 @@ different sha256, to say how far each output drifted. Nothing here opens ``model
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .bundle_paths import UnsafeFileError
 from .changes import Change, ExampleChange, FileChange, Side, json_changes
 from .errors import UsageError
 from .lock import FileEntry, Lock
@@ -33,6 +35,7 @@ _COMPONENT_FIELDS = {  # lock field -> how the diff names it
     "compatible": "allowed",
     "distribution": "distribution",
     "source_sha256": "source",
+    "source_hash": "source hashed as",  # absent from older locks: their sources are file bytes
     "objects": "objects",
 }
 
@@ -48,7 +51,7 @@ def component_changes(old: Lock, new: Lock) -> Iterator[Change]:
             yield Change(module, "added", new=after[module]["version"])
         else:
             for key, shown in _COMPONENT_FIELDS.items():
-                was, now = before[module][key], after[module][key]
+                was, now = before[module].get(key), after[module].get(key)
                 if was != now:
                     yield Change(f"{module} {shown}", "changed", was, now)
 
@@ -74,13 +77,16 @@ def file_changes(
             yield FileChange(path, "changed", old[path].size, new[path].size)
 
 
-def _arrays(root: Path, relative: str) -> dict[str, Any]:
-    import numpy as np
+def _arrays(root: Path, relative: str, files: Mapping[str, FileEntry]) -> dict[str, Any]:
+    """An example's arrays, read as ``golden.read_arrays`` reads a bundle's (UsageError if not)."""
+    from .golden import read_arrays
 
+    entry = files.get(relative)
     try:
-        with np.load(root / relative, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        return read_arrays(root, relative, entry.size if entry is not None else None)
+    except UnsafeFileError as error:
+        raise UsageError(error.reason, path=root / error.relative) from None
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as error:
         raise UsageError(f"cannot read example arrays: {error}", path=root / relative) from error
 
 
@@ -132,7 +138,10 @@ def example_changes(
         drift: tuple[Change, ...] = ()
         if _sha(old_files, a.outputs) != _sha(new_files, b.outputs):
             drift = tuple(
-                _array_drift(_arrays(old_side.path, a.outputs), _arrays(new_side.path, b.outputs))
+                _array_drift(
+                    _arrays(old_side.path, a.outputs, old_files),
+                    _arrays(new_side.path, b.outputs, new_files),
+                )
             )
         if inputs_changed or drift or tolerances:
             yield ExampleChange(name, "changed", inputs_changed, drift, tolerances)

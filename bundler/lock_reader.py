@@ -5,12 +5,16 @@ load, inspect, diff, env, sign, push): the file must be a plain file within ``LO
 strict JSON (``strict_json``: no repeated keys, no NaN), of a known format (older ones upgraded
 forward), valid against ``lock.schema.json`` (with ``pattern`` read as JSON Schema defines it),
 every path in it safe, every pinned version and range parseable, and its digest equal to the
-digest of its own files table. Only then is the ``Lock`` value object built (``bundler.lock``),
+digest its own format defines (``layout.lock_digest``: the whole lock but provenance; the files
+table alone for a ``bundler.bundle/v1`` lock, computed on the document as it was written, before
+any upgrade). Only then is the ``Lock`` value object built (``bundler.lock``),
 so no reader meets a half-checked lock. Each failure is a ``Problem`` naming the field, never an
 exception; jsonschema is imported on first use, and neither pydantic nor TensorFlow ever.
 
 ``bundle_root`` finds the bundle folder a path names; ``pinned_digest`` and ``pin_problem`` check
 a caller's digest pin against the lock (a signature says who vouched, a pin says which bundle).
+``peek_lock`` is the lock's document unchecked, read as safely as ``read_lock`` reads it, for
+what only needs a glance before the real read (a server's model name, ``--watch``'s digest).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import strict_json
-from .bundle_paths import read_plain_file, unsafe_path_reason
+from .bundle_paths import enclosing_file, read_plain_file, unsafe_path_reason
 from .errors import UsageError
 from .formats import FormatError, upgrade_forward
 from .layout import (
@@ -34,7 +38,7 @@ from .layout import (
     LOCK_FILENAME,
     LOCK_MAX_BYTES,
     LOCK_UPGRADES,
-    files_digest,
+    lock_digest,
 )
 from .lock import Lock
 from .problems import Problem
@@ -147,6 +151,7 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
         return None, [Problem(LOCK_FILENAME, "lock", str(error))]
     if not isinstance(document, dict):
         return None, [Problem(LOCK_FILENAME, "lock", "is not a JSON object")]
+    written = document  # the digest is checked on the document its format describes
     try:
         document = upgrade_forward(document, "format", FORMAT, LOCK_UPGRADES)
     except FormatError as error:
@@ -167,24 +172,51 @@ def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:
                 Problem(LOCK_FILENAME, "schema", f"{_json_path(failure.absolute_path)}: {shown}")
             )
         return None, problems
-    lock = Lock.from_dict(document)  # fields left out take their defaults here, for every reader
+    # fields left out take their defaults here, for every reader; the format stays the one the
+    # lock was written in, which says what its digest covers
+    lock = Lock.from_dict({**document, "format": written["format"]})
     problems = [
         Problem(LOCK_FILENAME, "unsafe", f"{where}: path {name!r} {reason}")
         for where, name in _lock_paths(lock)
         if (reason := unsafe_path_reason(name)) is not None
     ]
+    problems += [  # a path both a file and a folder: no folder can match such a table
+        Problem(
+            LOCK_FILENAME,
+            "unsafe",
+            f"files: path {name!r} lies inside {inside!r}, which the table lists as a file",
+        )
+        for name in lock.files
+        if (inside := enclosing_file(name, lock.files)) is not None
+    ]
     problems += _version_problems(lock)
     if problems:
         return None, problems
-    if files_digest(lock.files_table()) != lock.digest:
+    try:
+        sealed = lock_digest(written)
+    except (KeyError, TypeError, AttributeError, ValueError):  # an older shape without a table
+        sealed = None
+    if sealed != lock.digest:
+        covered = "files table" if lock.digest_covers == "files" else "fields and files table"
         problems.append(
             Problem(
                 LOCK_FILENAME,
                 "digest",
-                "digest does not match the lock's own files table (the lock was edited)",
+                f"digest does not match the lock's own {covered} (the lock was edited)",
             )
         )
     return lock, problems
+
+
+def peek_lock(root: Path) -> dict[str, Any] | None:
+    """The lock's document as JSON, not validated (None when it cannot be read so): bounded,
+    strict, never through a link, never blocking on a FIFO. Only for a glance; anything acted
+    on is read through ``read_lock``."""
+    try:
+        document = strict_json.loads(read_plain_file(root / LOCK_FILENAME, LOCK_MAX_BYTES))
+    except (OSError, ValueError, RecursionError):  # strict_json's errors are ValueErrors
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _version_problems(lock: Lock) -> list[Problem]:
@@ -197,6 +229,14 @@ def _version_problems(lock: Lock) -> list[Problem]:
             except VersionError as error:
                 problems.append(
                     Problem(LOCK_FILENAME, "schema", f"components[{index}].{key}: {error}")
+                )
+    for index, library in enumerate(lock.op_libraries):
+        for key, parse in (("version", parse_version), ("compatible", parse_range)):
+            try:
+                parse(getattr(library, key))
+            except VersionError as error:
+                problems.append(
+                    Problem(LOCK_FILENAME, "schema", f"op_libraries[{index}].{key}: {error}")
                 )
     return problems
 

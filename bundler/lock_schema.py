@@ -19,6 +19,7 @@ from .layout import (
     DIGEST_PATTERN,
     MODULE_MAX_LENGTH,
     MODULE_PATTERN,
+    OBJECT_REF_PATTERN,
     SHA256_PATTERN,
 )
 
@@ -75,8 +76,30 @@ class LockedComponent(_Frozen):
     )
     sources: dict[str, Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
         default_factory=dict,
-        description="sha256 of each source file defining a used object (and its base classes "
-        "inside the component), by its path below the sys.path entry of the package.",
+        description="The digest of each source file of the code the model runs that the "
+        "component holds (the classes of the model's object graph, their base classes inside the "
+        "component, the functions it references), by its path below the sys.path entry of the "
+        "package; hashed as source_hash says.",
+    )
+    source_hash: Literal["python-tokens/v1"] | None = Field(
+        default=None,
+        description="How sources were hashed: 'python-tokens/v1', the sha256 of the file's Python "
+        "tokens without comments and layout (comment and white-space edits do not change it). "
+        "Absent (older locks): the sha256 of each file's bytes.",
+    )
+    source_bytes: dict[str, Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
+        default_factory=dict,
+        description="The sha256 of the bytes of each file in sources, as built: a file with "
+        "the same bytes has the same code, and needs no tokenizing to be checked.",
+    )
+    defined_in: (
+        dict[str, Annotated[str, Field(pattern=OBJECT_REF_PATTERN, max_length=MODULE_MAX_LENGTH)]]
+        | None
+    ) = Field(
+        default=None,
+        description="Where each used object is defined, by its registered name: "
+        "'module:qualname'. load_bundle imports exactly these modules and hands Keras the objects; "
+        "verify checks the modules are installed. Absent in locks of older bundlers.",
     )
 
 
@@ -105,6 +128,35 @@ class LockedExample(_Frozen):
     atol: float = Field(ge=0)
 
 
+class Rehearsal(_Frozen):
+    """Provenance: whether a fresh interpreter loaded the bundle before the build put it in place.
+
+    Outside the digest (it says how the bundle was made, not what loads), and without timings, so
+    that a rebuild under ``SOURCE_DATE_EPOCH`` writes the same lock.
+    """
+
+    rehearsed: bool = Field(
+        description="True: the build loaded the bundle in a fresh interpreter that saw only the "
+        "installed packages and the declared components, and would have refused it otherwise. "
+        "False: built with --no-rehearse (rehearse=False)."
+    )
+    examples: int = Field(ge=0, description="The golden examples that load replayed.")
+
+
+class LockedOpLibrary(_Frozen):
+    """A library of TensorFlow ops the SavedModel graph needs, imported before it is served."""
+
+    module: str = Field(
+        pattern=MODULE_PATTERN,
+        max_length=MODULE_MAX_LENGTH,
+        description="The module the graph path imports to register the ops (tensorflow_text).",
+    )
+    distribution: str = Field(description="The distribution to install (tensorflow-text).")
+    version: str = Field(description="The version installed at build time.")
+    compatible: str = Field(description="Versions that may load the bundle.")
+    ops: list[str] = Field(description="The ops of the library the graph uses.")
+
+
 class Lock(_Frozen):
     """The contents of ``bundle.lock.json``."""
 
@@ -115,11 +167,16 @@ class Lock(_Frozen):
         json_schema_extra={"$id": "https://bundler.dev/schemas/lock.schema.json"},
     )
 
-    format: Literal["bundler.bundle/v1"]
+    format: Literal["bundler.bundle/v2"]
     name: str
     version: str
     description: str | None = None
-    digest: str = Field(pattern=DIGEST_PATTERN)
+    digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        description="sha256 of the canonical JSON of this document without 'digest' and the "
+        "provenance fields (created, environment.bundler, .numpy, .platform, .python): the "
+        "bundle's identity.",
+    )
     manifest: dict[str, JsonValue]
     components: list[LockedComponent]
     environment: BuildEnvironment
@@ -128,3 +185,11 @@ class Lock(_Frozen):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     examples: list[LockedExample] = Field(default_factory=list)
     created: str = Field(description="UTC time of the build, RFC 3339; honours SOURCE_DATE_EPOCH.")
+    rehearsal: Rehearsal | None = Field(
+        default=None,
+        description="Whether the build rehearsed the load (absent in locks of older builds).",
+    )
+    op_libraries: list[LockedOpLibrary] = Field(
+        default_factory=list,
+        description="Libraries of TensorFlow ops the SavedModel graph needs (absent: none).",
+    )

@@ -4,10 +4,12 @@
 and hashes every file the build has not hashed already, flushing each to disk as it goes: sizes,
 sha256, and per-shard digests for large files. ``write_lock`` assembles the rest: the manifest as
 read, the pinned components (``component_pins``), the artifacts, the golden examples, the versions
-the bundle was built with, and the creation time (``SOURCE_DATE_EPOCH`` when set, so a rebuild is
-byte-identical). The document is checked against the pydantic models the published schema comes
-from (``lock_schema``), then written from the value object every reader of the lock builds
-(``bundler.lock``): what the build writes is what a reader will read.
+the bundle was built with, the op libraries its graph needs, whether the build rehearses the load,
+and the creation time (``SOURCE_DATE_EPOCH`` when set, so a rebuild is byte-identical). The
+document is checked against the pydantic models the published schema comes from (``lock_schema``),
+sealed with the digest of the document as a reader will read it (``layout.lock_digest``), then
+written from the value object every reader of the lock builds (``bundler.lock``): what the build
+writes is what a reader will read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .atomic import fsync_path
 from .bundle_paths import walk_tree
 from .digest import SHARD_SIZE, FileDigest, ProgressFactory, hash_files, metered
 from .errors import BuildError, UsageError
-from .lock import FORMAT, LOCK_FILENAME, Lock, files_digest
+from .lock import FORMAT, LOCK_FILENAME, Lock, lock_digest
 from .lock_schema import Lock as LockSchema
 from .manifest_schema import Manifest
 
@@ -38,17 +40,19 @@ def write_lock(
     files: dict[str, dict[str, Any]],
     examples: list[dict[str, Any]],
     keras: Any,
+    rehearsal: dict[str, Any] | None = None,
+    op_libraries: list[dict[str, Any]] | None = None,
 ) -> Lock:
     """Write ``workdir``'s lock and return it; ``files`` is ``files_table(workdir)``."""
     # checked against the models the published schema comes from, then written from the value
-    # object every reader of the lock builds from the file
+    # object every reader of the lock builds from the file; the digest is over that document
     checked = LockSchema.model_validate(
         {
             "format": FORMAT,
             "name": manifest.name,
             "version": manifest.version,
             "description": manifest.description,
-            "digest": files_digest(files),
+            "digest": _UNSEALED,
             "manifest": manifest.model_dump(mode="json"),
             "components": components,
             "environment": _environment(keras),
@@ -57,11 +61,17 @@ def write_lock(
             "metadata": manifest.metadata,
             "examples": examples,
             "created": _created(),
+            "op_libraries": op_libraries or [],
+            **({"rehearsal": rehearsal} if rehearsal is not None else {}),
         }
     )
-    lock = Lock.from_dict(checked.model_dump(mode="json"))
+    document = Lock.from_dict(checked.model_dump(mode="json")).to_dict()
+    lock = Lock.from_dict({**document, "digest": lock_digest(document)})
     (workdir / LOCK_FILENAME).write_bytes(lock.to_json())
     return lock
+
+
+_UNSEALED = "sha256:" + "0" * 64  # a placeholder the schema accepts, until the digest is known
 
 
 def files_table(

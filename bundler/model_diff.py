@@ -16,7 +16,6 @@ import mmap
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from .changes import LayerChange, WeightChange, json_changes
@@ -28,9 +27,12 @@ WINDOW_BYTES = 16 << 20  # mapped at a time, per bundle and thread: what bounds 
 _IGNORED_CONFIG_KEYS = frozenset({"shared_object_id"})  # id() of an object in older bundles
 
 
-def model_changes(old: Path, new: Path) -> tuple[tuple[LayerChange, ...], tuple[WeightChange, ...]]:
-    """The config and weights sections for two ``model.keras`` files (UsageError if unreadable)."""
-    with KerasFile(old) as before, KerasFile(new) as after:
+def model_changes(
+    old: KerasFile, new: KerasFile
+) -> tuple[tuple[LayerChange, ...], tuple[WeightChange, ...]]:
+    """The config and weights sections for two ``model.keras`` files, each opened and checked as
+    ``KerasFile`` does (UsageError naming the file when one may not be read)."""
+    with old as before, new as after:
         old_config, new_config = before.config(), after.config()
         config = tuple(_config_changes(old_config, new_config))
         try:
@@ -40,7 +42,7 @@ def model_changes(old: Path, new: Path) -> tuple[tuple[LayerChange, ...], tuple[
         except (OSError, ValueError, KeyError, RuntimeError) as error:  # h5py, mmap
             raise UsageError(
                 f"cannot compare the weights: {type(error).__name__}: {error}",
-                path=f"{old} / {new}",
+                path=f"{old.path} / {new.path}",
             ) from error
     return config, weights
 

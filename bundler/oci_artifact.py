@@ -24,7 +24,7 @@ import re
 from typing import Any
 
 from . import strict_json
-from .bundle_paths import unsafe_path_reason
+from .bundle_paths import enclosing_file, unsafe_path_reason
 from .errors import IntegrityError, UsageError
 from .layout import DIGEST_PATTERN, LOCK_FILENAME, LOCK_MAX_BYTES
 from .oci_reference import Reference
@@ -52,6 +52,13 @@ def _descriptor_problem(layer: Any) -> str | None:
     ):
         return "has annotations that are not strings"
     return None
+
+
+def _archived(layer: dict[str, Any]) -> bool:
+    """Whether a layer is a ModelPack tar layer (a folder of files), not one file."""
+    from . import modelpack
+
+    return layer.get("mediaType", "") in modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
 
 
 def checked_manifest(body: bytes, ref: Reference) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
@@ -97,7 +104,7 @@ def checked_manifest(body: bytes, ref: Reference) -> tuple[dict[str, Any], list[
                 f"and its media type disagree (only {' and '.join(SIGNATURE_FILENAMES)} are "
                 "signatures)"
             )
-        archived = media_type in modelpack.TAR_MEDIA_TYPES | modelpack.GZIP_MEDIA_TYPES
+        archived = _archived(layer)
         if (
             reason is None
             and not ours
@@ -119,6 +126,15 @@ def checked_manifest(body: bytes, ref: Reference) -> tuple[dict[str, Any], list[
             lock = layer
         else:
             files.append((str(title), layer))
+    sent_as_files = {path for path, layer in files if not _archived(layer)}
+    for path, _ in files:  # a path that is a file and a folder at once makes no folder tree
+        inside = enclosing_file(path, sent_as_files | {LOCK_FILENAME})
+        if inside is not None:
+            raise IntegrityError(
+                f"a layer's path {path!r} lies inside {inside!r}, which another layer sends as a "
+                "file",
+                path=str(ref),
+            )
     if lock is None:
         raise UsageError(
             f"{ref} is a ModelPack artifact without a {LOCK_FILENAME} layer, so not a bundle"

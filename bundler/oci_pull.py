@@ -119,7 +119,7 @@ def fetch(
         hashing = functools.partial(on_stage, "verifying in the cache")
     try:
         client.fetch_blob(lock, work / LOCK_FILENAME)
-        _fetch_files(client, files, work, str(ref))
+        _fetch_files(client, files, work, str(ref), final)
         from .verify import require_intact
 
         refusal = "the pulled bundle failed verification; refusing it"
@@ -139,11 +139,13 @@ def fetch(
 
 
 def _fetch_files(
-    client: RegistryClient, files: list[tuple[str, Any]], work: Path, where: str
+    client: RegistryClient, files: list[tuple[str, Any]], work: Path, where: str, final: Path
 ) -> None:
     """Every layer but the lock into ``work``: raw layers as they are, tar layers unpacked within
-    the bounds of the (already fetched) lock."""
+    the bounds of the (already fetched) lock, each downloaded beside ``final`` first into a
+    temporary named as ``atomic.temporary_beside`` names them (a killed pull's is swept)."""
     from . import modelpack
+    from .layer_archive import layer_clash, unpack
 
     sizes: dict[str, int] | None = None
     written: set[str] = set()
@@ -154,16 +156,17 @@ def _fetch_files(
         ):
             if path in written:
                 raise IntegrityError(f"the layer {path!r} is sent twice; refusing it", path=where)
+            clash = layer_clash(path, written)  # with a tar layer's files
+            if clash is not None:
+                raise IntegrityError(f"a layer's path {path!r} {clash}; refusing it", path=where)
             target = work / path
             target.parent.mkdir(parents=True, exist_ok=True)
             client.fetch_blob(layer, target)
             written.add(path)
             continue
-        from .layer_archive import unpack
-
         if sizes is None:
             sizes = _lock_sizes(work / LOCK_FILENAME, where)
-        blob = work.parent / f"{work.name}.layer"
+        blob = temporary_beside(final.with_name(f"{final.name}.layer"))
         try:
             client.fetch_blob(layer, blob)
             unpack(blob, media_type in modelpack.GZIP_MEDIA_TYPES, work, sizes, written, where)

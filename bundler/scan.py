@@ -1,23 +1,29 @@
 """The config safety scan: what a ``.keras`` file's ``config.json`` may name before Keras sees it.
 
 Every serialized object (a dict with ``class_name`` and ``config``) must come from Keras itself or
-from a module the lock names as a component (a component covers its submodules too). Keras 3
-refuses to import other modules on its own, but a bundle must not depend on which Keras release
-enforces what, so the scan is ours. ``read_config`` and ``check_config_modules`` need no
-TensorFlow: ``bundle verify`` runs them to predict what ``load_bundle`` would refuse.
-``check_config_objects`` consults Keras's process-wide registry, so only the loader runs it.
+from a module the lock names as a component (a component covers its submodules too). Where the
+lock records where its objects are defined (``defined_in``), every object from outside Keras must
+be one it records, from the module it records, and every recorded module must lie inside its
+component (``check_recorded_objects``): the loader imports those modules and hands Keras what it
+finds there. Keras 3 refuses to import other modules on its own, but a bundle must not depend on
+which Keras release enforces what, so the scan is ours. ``read_config``, ``check_config_modules``
+and ``check_recorded_objects`` need no TensorFlow: ``bundle verify`` runs them to predict what
+``load_bundle`` would refuse. ``check_config_objects`` consults Keras's process-wide registry, so
+only the loader runs it.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import LoadError, UnsafeBundleError
+from .lock import LockedComponent
 
 CONFIG_MAX_BYTES = 64 << 20
 BUILTIN_MODULES = ("keras", "builtins")
@@ -104,26 +110,83 @@ def custom_objects_used(config: Any) -> list[UsedObject]:
     return sorted(found, key=lambda o: (o.module, o.name))
 
 
+def check_lock_references(components: Sequence[LockedComponent], where: str) -> None:
+    """Refuse a lock that records an object outside its component, or by a name that walks out of
+    the module (``__class__``, ``__globals__``): load imports what the lock records."""
+    for component in components:
+        for name, reference in (component.defined_in or {}).items():
+            module, _, qualname = reference.partition(":")
+            dunder = [p for p in qualname.split(".") if p.startswith("__") and p.endswith("__")]
+            if not module_allowed(module, [component.module]) or module.split(".")[0] in (
+                BUILTIN_MODULES
+            ):
+                raise UnsafeBundleError(
+                    f"the lock records {name!r} of component {component.module!r} in module "
+                    f"{module!r}, which that component does not cover; refusing to load it",
+                    path=where,
+                )
+            if dunder or not qualname:
+                raise UnsafeBundleError(
+                    f"the lock records {name!r} as {reference!r}, which is not a name defined in "
+                    "that module; refusing to load it",
+                    path=where,
+                )
+
+
+def check_recorded_objects(config: Any, components: Sequence[LockedComponent], where: str) -> None:
+    """Refuse an object from outside Keras that the lock does not record where it is defined.
+
+    Only components whose lock records ``defined_in`` are held to it: older locks are scanned by
+    module, as before (``check_config_modules``).
+    """
+    check_lock_references(components, where)
+    modules = [component.module for component in components]
+    by_module = {component.module: component for component in components}
+    for obj in custom_objects_used(config):
+        owner = (
+            covering_component(obj.module, modules)
+            if obj.module
+            else next((c for c in modules if obj.name in (by_module[c].defined_in or {})), None)
+        )
+        component = by_module.get(owner) if owner is not None else None
+        if component is None or component.defined_in is None:
+            continue  # an uncovered module is check_config_modules' refusal; old locks: by module
+        reference = component.defined_in.get(obj.name)
+        if reference is None or (obj.module and reference.partition(":")[0] != obj.module):
+            recorded = (
+                f"records it in {reference.partition(':')[0]!r}"
+                if reference
+                else ("does not record it")
+            )
+            raise UnsafeBundleError(
+                f"the model config names {obj.name!r} from module {obj.module or '(registered)'!r}"
+                f", but the lock {recorded} for component {component.module!r}; refusing to "
+                "load it",
+                path=where,
+            )
+
+
 def covering_component(module: str, components: list[str]) -> str | None:
     """The declared component covering ``module``: the longest that is it or a parent of it."""
     matches = [c for c in components if module == c or module.startswith(c + ".")]
     return max(matches, key=len) if matches else None
 
 
-def open_keras_file(path: str | Path) -> zipfile.ZipFile:
-    """A ``.keras`` file opened as the zip it is, or a LoadError naming it."""
+def open_keras_file(path: str | Path | BinaryIO, where: str | None = None) -> zipfile.ZipFile:
+    """A ``.keras`` file opened as the zip it is, or a LoadError naming it (``where``)."""
     try:
         return zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as error:
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise LoadError(
-            f"model.keras is not a readable .keras file: {error}", path=str(path)
+            f"model.keras is not a readable .keras file: {error}", path=where or str(path)
         ) from error
 
 
-def read_keras_config(path: str | Path) -> dict[str, Any]:
-    """``config.json`` of a ``.keras`` file, read and bounded without TensorFlow."""
-    with open_keras_file(path) as archive:
-        return read_config(archive, str(path))
+def read_keras_config(path: str | Path | BinaryIO, where: str | None = None) -> dict[str, Any]:
+    """``config.json`` of a ``.keras`` file (a path, or a file opened by the caller, named
+    ``where`` in errors), read and bounded without TensorFlow."""
+    with open_keras_file(path, where) as archive:
+        return read_config(archive, where or str(path))
 
 
 def registry_names(obj: dict[str, Any]) -> list[str]:
@@ -174,7 +237,11 @@ def read_config(archive: zipfile.ZipFile, where: str) -> dict[str, Any]:
     if info.file_size > CONFIG_MAX_BYTES:
         raise UnsafeBundleError(f"config.json is larger than {CONFIG_MAX_BYTES} bytes", path=where)
     try:
-        config = json.loads(archive.read(info))
+        data = archive.read(info)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # damaged, or changing
+        raise LoadError(f"config.json cannot be read: {error}", path=where) from error
+    try:
+        config = json.loads(data)
     except (ValueError, RecursionError) as error:
         raise LoadError(f"config.json is not valid JSON: {error}", path=where) from error
     if not isinstance(config, dict):

@@ -1,21 +1,22 @@
-"""Serving bundles over HTTP with KServe's model server, and swapping in new ones without a gap.
+"""Serving bundles with KServe's model server, batching their requests and swapping in new ones.
 
 ``bundle serve BUNDLE...`` runs KServe's Python model server (the ``kserve`` package, the same one
 a KServe ``InferenceService`` runs as a custom predictor) with one :class:`BundleModel` per bundle,
-named by its lock's ``name``. KServe speaks the protocols: the Open Inference Protocol (v2 REST:
-``/v2/health/ready``, ``/v2/models/NAME``, ``/v2/models/NAME/infer``) and the v1 protocol
-(``/v1/models/NAME:predict``). Requests become ``LoadedBundle.predict`` calls and back
-(``serve_protocol``); what this module owns is the one thing a model server usually gets wrong:
-**reloads**.
+named by its lock's ``name``. KServe speaks the protocols (``bundler.serve_server`` assembles it:
+HTTP and gRPC, limits and timeouts); ``serve_protocol`` checks each request against the model's
+description (``serve_describe``) and ``serve_batching`` runs the checked requests of one model on
+its own worker thread, several in one call. What this module owns is what a model server usually
+gets wrong: **reloads**.
 
 A model is served only once ``load_bundle(..., check_examples=True)`` has verified it, planned it,
 loaded it and replayed its golden examples. On SIGHUP (or when ``--watch`` sees the path point at
 another bundle) each BUNDLE path is resolved again (``current -> v3`` symlinks followed) and the
 new bundle is loaded *beside* the serving one, in a worker thread, through the same call. Only a
 bundle that passes everything replaces the old one, by swapping one reference: a request reads
-that reference once, so it runs on the old model or the new one, never on half of each, and never
-waits for the load. Anything refused leaves the old model serving and is logged with the message
-``bundle verify`` / ``load_bundle`` gives.
+that reference once, so it runs on the old model or the new one, never on half of each (a batch
+only ever holds requests read against one of them), and never waits for the load. Anything
+refused leaves the old model serving and is logged with the message ``bundle verify`` /
+``load_bundle`` gives.
 
 KServe reads ``sys.argv`` when it is imported (its own options); it is imported here (and in
 ``serve_protocol``) with the arguments hidden from it, so that ``bundle serve``'s options are
@@ -26,58 +27,140 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError, UsageError
-from .load import load_bundle
-from .lock import LOCK_FILENAME
+from .golden import named_outputs
+from .load import LoadedBundle, load_bundle
+from .lock_reader import peek_lock
+from .serve_batching import Batcher
+from .serve_describe import Description, TensorSpec, describe
 from .serve_protocol import (
-    Serving,
-    describe,
+    check_inputs,
     v1_inputs,
     v1_outputs,
     v1_request,
     v2_inputs,
     v2_response,
 )
+from .serve_settings import DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE
+from .text import shown
 from .types import Policy
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
     import kserve
-    from kserve.errors import InvalidInput, ModelNotFound
+    from kserve.errors import InferenceError, InvalidInput
     from kserve.protocol.infer_type import InferRequest
 finally:
     sys.argv = _argv
 
 log = logging.getLogger("bundler.serve")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-LOG_FORMAT = "%(asctime)s.%(msecs)03d %(process)s %(name)s %(levelname)s %(message)s"
-LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-
 
 # -- a bundle loaded for serving, at start and on every reload ------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Serving:
+    """What one model name serves right now: never changed, only replaced whole by a reload."""
+
+    source: Path  # the path as given, maybe a symlink (``current``)
+    target: Path  # where it pointed when loaded
+    loaded: LoadedBundle
+    description: Description
+
+    @property
+    def name(self) -> str:
+        return self.loaded.lock.name
+
+    @property
+    def version(self) -> str:
+        return self.loaded.lock.version
+
+    @property
+    def digest(self) -> str:
+        return self.loaded.digest
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.description.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.description.outputs
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests may share a call: every input described, its first axis the rows."""
+        return bool(self.inputs) and all(spec.shape and spec.shape[0] == -1 for spec in self.inputs)
+
+    def metadata(self) -> dict[str, Any]:
+        """The v2 model metadata document, with the bundle's identity in ``parameters``."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "keras" if self.loaded.mode == "keras" else "tensorflow_savedmodel",
+            "inputs": [spec.to_json() for spec in self.inputs],
+            "outputs": [spec.to_json() for spec in self.outputs],
+            "parameters": {
+                "digest": self.digest,
+                "mode": self.loaded.mode,
+                "policy": self.loaded.compatibility.policy,
+                "bundle": str(self.target),
+            },
+        }
+
+    def run(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Run the model on checked arrays by input name; returns arrays by output name.
+
+        What the model raises on input that passed the checks is logged here, in full; the client
+        is told which inputs the model could not run on, never the framework's text.
+        """
+        feed: Any
+        if self.description.feed == "dict" or (len(arrays) > 1 and not self.inputs):
+            feed = dict(arrays)
+        elif self.description.feed == "list":
+            feed = [arrays[spec.name] for spec in self.inputs]
+        else:
+            feed = next(iter(arrays.values()))
+        try:
+            return named_outputs(self.loaded.predict(feed))
+        except Exception as error:
+            kind = type(error).__name__
+            log.warning(
+                "model %s %s could not run on inputs %s: %s: %s",
+                self.name,
+                self.version,
+                sorted(arrays),
+                kind,
+                shown(" ".join(str(error).split())[:2000]),
+            )
+            message = (
+                f"model {self.name!r} could not run on inputs {sorted(arrays)}: it raised "
+                f"{kind} (the server's log has the details)"
+            )
+            if isinstance(error, (BundleError, ValueError, TypeError)) or kind in (
+                "InvalidArgumentError",
+                "OutOfRangeError",
+            ):
+                raise InvalidInput(message) from None
+            raise InferenceError(message) from None
 
 
 def lock_identity(source: Path) -> tuple[str, str | None]:
     """(resolved target, lock digest) of a BUNDLE path: what ``--watch`` compares. Never raises;
     an unreadable lock reads as no digest, and the reload it triggers reports why."""
     target = os.path.realpath(source)
-    try:
-        digest = json.loads((Path(target) / LOCK_FILENAME).read_text()).get("digest")
-    except (OSError, ValueError, AttributeError):
-        digest = None
+    document = peek_lock(Path(target)) or {}
+    digest = document.get("digest")
     return target, digest if isinstance(digest, str) else None
 
 
@@ -87,23 +170,24 @@ def load_for_serving(source: str | Path, policy: Policy) -> Serving:
     source = Path(source)
     target = Path(os.path.realpath(source))
     loaded = load_bundle(target, policy=policy, check_examples=True)
-    inputs, outputs = describe(loaded)
-    return Serving(source, target, loaded, inputs, outputs)
+    return Serving(source, target, loaded, describe(loaded))
 
 
 # -- the KServe model -----------------------------------------------------------------------------
 
 
 def _lock_name(source: Path) -> str:
-    try:
-        name = json.loads((source / LOCK_FILENAME).read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        name = None
+    name = (peek_lock(source) or {}).get("name")
     return name if isinstance(name, str) and name else source.name
 
 
+def _run(serving: Serving, arrays: dict[str, Any]) -> dict[str, Any]:
+    return serving.run(arrays)
+
+
 class BundleModel(kserve.Model):  # type: ignore[misc]
-    """A bundle as a KServe model: ``load()`` is ``load_bundle``, ``reload()`` swaps safely.
+    """A bundle as a KServe model: ``load()`` is ``load_bundle``, ``reload()`` swaps safely,
+    requests are checked and batched.
 
     Usable on its own as a KServe custom predictor::
 
@@ -112,7 +196,15 @@ class BundleModel(kserve.Model):  # type: ignore[misc]
         kserve.ModelServer().start([model])
     """
 
-    def __init__(self, source: str | Path, *, policy: Policy = "adapt") -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        policy: Policy = "adapt",
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
         self.source = Path(source)
         self.policy = policy
         # the lock's name, read without verifying; load() checks everything before serving
@@ -120,6 +212,13 @@ class BundleModel(kserve.Model):  # type: ignore[misc]
         self._serving: Serving | None = None
         self._reload_lock = threading.Lock()
         self._seen: tuple[str, str | None] | None = None
+        self.batcher = Batcher(
+            self.name,
+            _run,
+            max_batch_size=max_batch_size,
+            batch_timeout=batch_timeout_ms / 1000,
+            max_queue=max_queue,
+        )
 
     @property
     def serving(self) -> Serving:
@@ -132,6 +231,7 @@ class BundleModel(kserve.Model):  # type: ignore[misc]
         self._seen = lock_identity(self.source)
         serving = load_for_serving(self.source, self.policy)
         self.name = serving.name
+        self.batcher.name = serving.name
         self._serving = serving
         self.ready = True
         return True
@@ -203,19 +303,21 @@ class BundleModel(kserve.Model):  # type: ignore[misc]
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Any:
-        """v2: an InferRequest in, an InferResponse out; v1: ``{"instances": [...]}`` (rows) or
-        ``{"inputs": ...}`` (columns) in, ``{"predictions": [...]}`` out."""
+        """v2 (HTTP or gRPC): an InferRequest in, an InferResponse out; v1: ``{"instances":
+        [...]}`` (rows) or ``{"inputs": ...}`` (columns) in, ``{"predictions": [...]}`` out."""
         serving = self.serving  # read once: a reload during this request does not touch it
-        loop = asyncio.get_running_loop()
         if isinstance(payload, InferRequest):
-            results = await loop.run_in_executor(None, serving.run, v2_inputs(payload))
+            arrays = check_inputs(v2_inputs(payload), serving.description, self.name)
+            results = await self.batcher.submit(serving, arrays)
             return v2_response(payload, results, self.name, serving.version)
         payload = v1_request(payload)
-        results = await loop.run_in_executor(None, serving.run, v1_inputs(payload, serving))
+        sent = v1_inputs(payload, serving.description, self.name)
+        arrays = check_inputs(sent, serving.description, self.name)
+        results = await self.batcher.submit(serving, arrays)
         return {"predictions": v1_outputs(results, rows="instances" in payload)}
 
 
-# -- the server -----------------------------------------------------------------------------------
+# -- reloads -----------------------------------------------------------------------------------
 
 
 class Reloader:
@@ -253,134 +355,3 @@ class Reloader:
                 if await loop.run_in_executor(self.executor, model.changed):
                     log.info("%s now names another bundle: reloading", model.source)
                     await loop.run_in_executor(self.executor, model.reload)
-
-
-def _configure_logging() -> None:
-    logger = logging.getLogger("bundler")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    # KServe's own use of FastAPI, printed once at the first request: not the operator's to fix
-    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
-
-
-def _quiet_request_timings() -> None:
-    """KServe logs two timing lines a request, which the access log already answers for. Called
-    after KServe has configured its logging, which would reset the level."""
-    logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-
-
-async def _bad_request(request: Any, error: Exception) -> Any:
-    """A client's mistake is a 400 with the reason, not a traceback in the server's log."""
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse(status_code=400, content={"error": str(error)})
-
-
-def _check_address(host: str, port: int) -> None:
-    """Fail before seconds of loading, not after, when the address cannot be listened on."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise UsageError(f"cannot listen on {host}:{port}: {reason}", value=port) from None
-
-
-def _metadata_route(models: dict[str, BundleModel]) -> Any:
-    async def model_metadata(model_name: str) -> dict[str, Any]:
-        model = models.get(model_name)
-        if model is None:
-            raise ModelNotFound(model_name)
-        return model.serving.metadata()
-
-    return model_metadata
-
-
-def serve(
-    bundles: list[str | Path],
-    *,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    policy: Policy = "adapt",
-    watch: float | None = None,
-) -> None:
-    """Load every bundle (all must pass), then serve them until SIGTERM or SIGINT.
-
-    Raises the first bundle's BundleError if one cannot be served: nothing listens until every
-    bundle is verified, loaded and has replayed its examples.
-    """
-    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-    from kserve.model_server import ModelServer, app
-    from kserve.protocol.rest.server import RESTServer
-
-    _check_address(host, port)
-    _configure_logging()
-    models: list[BundleModel] = []
-    for source in bundles:
-        model = BundleModel(source, policy=policy)
-        model.load()
-        serving = model.serving
-        log.info(
-            "serving %s %s %s from %s (%s path, policy %s)",
-            serving.name,
-            serving.version,
-            serving.digest,
-            serving.target,
-            serving.loaded.mode,
-            policy,
-        )
-        models.append(model)
-    by_name: dict[str, BundleModel] = {}
-    for model in models:
-        if model.name in by_name:
-            raise UsageError(
-                f"two bundles are named {model.name!r}: {by_name[model.name].source} and "
-                f"{model.source}; each name is served once"
-            )
-        by_name[model.name] = model
-
-    server = ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1)
-    _quiet_request_timings()
-    for model in models:
-        server.register_model(model)
-    # KServe's own metadata route drops what its response model does not name; this one, added
-    # first, answers the same document plus the bundle's identity (version, digest, mode)
-    app.add_api_route("/v2/models/{model_name}", _metadata_route(by_name), methods=["GET"])
-
-    class Server(RESTServer):  # type: ignore[misc]
-        def _add_exception_handlers(self, app: Any) -> None:
-            super()._add_exception_handlers(app)
-            app.add_exception_handler(InvalidInput, _bad_request)
-
-    rest = Server(
-        FASTAPI_APP_IMPORT_STRING,
-        server.dataplane,
-        server.model_repository_extension,
-        port,
-        grace_period=5,
-    )
-    rest.config.host = host  # KServe binds every interface; here that is the operator's choice
-    reloader = Reloader(models)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        if hasattr(signal, "SIGHUP"):
-            loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
-        watcher = asyncio.ensure_future(reloader.watch(watch)) if watch else None
-        try:
-            await rest.start()
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            reloader.executor.shutdown(wait=False, cancel_futures=True)
-
-    asyncio.run(run())

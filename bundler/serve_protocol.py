@@ -1,15 +1,19 @@
-"""What ``bundle serve`` takes and returns: requests as arrays by input name, and back.
+"""Requests and responses of ``bundle serve``: checked arrays in, named arrays out.
 
-KServe parses the protocols: the Open Inference Protocol (v2: an ``InferRequest`` of named
-tensors) and the v1 protocol (``{"instances": [...]}`` rows or ``{"inputs": ...}`` columns). This
-module turns either into the arrays a bundle's model takes, runs ``LoadedBundle.predict`` through
-one ``Serving`` (which checks names, dtypes and shapes against the model's, so a client's mistake
-is a 400 naming why), and turns the arrays it returns into the response of the same protocol. It
-also describes a model's tensors (``TensorSpec``, ``describe``) for the v2 metadata document.
+KServe parses the protocols: the Open Inference Protocol (v2, JSON or binary over HTTP, and gRPC:
+an ``InferRequest`` of named tensors) and the v1 protocol (``{"instances": [...]}`` rows or
+``{"inputs": ...}`` columns). This module turns either into the arrays a bundle's model takes,
+**checked against the model's description** (``serve_describe``) before any array is built, and
+turns the arrays the model returns into the response of the same protocol.
 
-Tensors are named as the bundle's golden examples name them: a model's inputs by their Keras (or
-SavedModel signature) names, its outputs by their dict keys, else ``output_0``, ``output_1``, ...
-in order, so a client sees the same names whether the Keras model or the graph fallback serves.
+Every request a model cannot take is an ``InvalidInput`` (HTTP 400, gRPC ``INVALID_ARGUMENT``)
+whose message names the input and says what is wrong in the protocol's words: a name the model
+does not take, a datatype it does not take (strings or ``BYTES`` to a number input), a data count
+that does not fill the declared shape (checked by arithmetic, so a declared shape of 10⁸ rows
+allocates nothing), ragged rows, a shape the model does not take. No framework text reaches a
+client: what the model raises on input that passed these checks is logged by the server, and the
+client is told the model could not run on it. Names sent by a client are quoted with ``repr``,
+so that control characters in them reach nobody's terminal.
 
 KServe reads ``sys.argv`` when it is imported (its own options); it is imported with the
 arguments hidden from it, here and in ``bundler.serve``, whichever comes first.
@@ -18,226 +22,228 @@ arguments hidden from it, here and in ``bundler.serve``, whichever comes first.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
-from .golden import named_outputs
-from .load import LoadedBundle
+from .serve_describe import Description, TensorSpec, datatype
 
 _argv, sys.argv = sys.argv, sys.argv[:1]
 try:
     from kserve.errors import InvalidInput
     from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-    from kserve.utils.numpy_codec import from_np_dtype
 finally:
     sys.argv = _argv
 
+DATATYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BF16": "float32",  # numpy has no bfloat16: sent as FP32, the model casts
+    "BYTES": "object",
+}
 
-# -- what a model takes and returns ---------------------------------------------------------------
+
+def _numeric(datatype_name: str) -> bool:
+    return datatype_name not in ("BYTES",)
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output as the Open Inference Protocol describes it (-1: any size)."""
-
-    name: str
-    datatype: str  # FP32, INT64, BYTES, ...
-    shape: tuple[int, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+# -- checking a request against the model's description -------------------------------------------
 
 
-def _datatype(dtype: Any) -> str:
+def check_inputs(named: dict[str, Any], description: Description, model: str) -> dict[str, Any]:
+    """Arrays by the model's input names, each of the model's dtype and a shape it takes.
+
+    ``named`` maps a sent name to an array (v1) or to a ``Sent`` tensor (v2), whose data is only
+    turned into an array once its datatype and shape are known to fit.
+    """
+    specs = description.inputs
+    if not specs:  # a model nothing describes: fed as sent, one input
+        if len(named) != 1:
+            raise InvalidInput(f"model {model!r} takes one input; got {sorted(named)}")
+        ((name, value),) = named.items()
+        array = value.array(None) if isinstance(value, Sent) else _from_json(name, value)
+        return {name: array}
+    expected = [spec.name for spec in specs]
+    if len(specs) == 1 and len(named) == 1:
+        named = {expected[0]: next(iter(named.values()))}  # one input: any name will do
+    unknown = sorted(set(named) - set(expected))
+    missing = [name for name in expected if name not in named]
+    if unknown or missing:
+        raise InvalidInput(f"model {model!r} takes inputs {expected}; got {sorted(named)}")
+    arrays = {}
+    for spec in specs:
+        value = named[spec.name]
+        if isinstance(value, Sent):
+            array = value.array(spec, model)
+        else:
+            array = _cast(spec, _from_json(spec.name, value), model)
+        _check_shape(spec, array.shape, model)
+        arrays[spec.name] = array
+    rows = {name: array.shape[0] for name, array in arrays.items() if array.ndim}
+    if len(set(rows.values())) > 1:
+        raise InvalidInput(f"model {model!r} takes as many rows in every input; got {rows}")
+    return arrays
+
+
+def _check_shape(spec: TensorSpec, shape: tuple[int, ...], model: str) -> None:
+    if len(shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=False)
+    ):
+        raise InvalidInput(
+            f"input {spec.name!r} has shape {list(shape)}; model {model!r} takes "
+            f"{list(spec.shape)} (-1: any size)"
+        )
+    if shape and shape[0] == 0:
+        raise InvalidInput(f"input {spec.name!r} has no rows")
+
+
+def _from_json(name: str, data: Any) -> Any:
+    """Nested JSON lists as an array; ragged rows and mixed values refused by name."""
     import numpy as np
 
-    name = getattr(dtype, "name", str(dtype))
-    if name in ("string", "object"):
-        return "BYTES"
-    if name == "bfloat16":
-        return "BF16"
-    found = from_np_dtype(np.dtype(getattr(dtype, "as_numpy_dtype", name)))
-    return str(found) if found else name.upper()
-
-
-def _shape(shape: Any) -> tuple[int, ...]:
-    dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
-    return tuple(-1 if dim is None else int(dim) for dim in dims)
-
-
-def _positional_names(structure: Any, count: int) -> list[str]:
-    if isinstance(structure, dict):
-        return [str(key) for key in structure]
-    return [f"output_{index}" for index in range(count)]
-
-
-def describe(loaded: LoadedBundle) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The model's inputs and outputs, from the Keras model or the SavedModel signature.
-
-    A subclassed Keras model that was never called symbolically has no recorded inputs: it is
-    described with empty lists, and fed its single input positionally.
-    """
-    if loaded.mode == "graph":
-        signature = loaded.model.signatures["serving_default"]
-        specs = signature.structured_input_signature[1]
-        inputs = tuple(
-            TensorSpec(name, _datatype(spec.dtype), _shape(spec.shape))
-            for name, spec in specs.items()
-        )
-        outputs_by_name = signature.structured_outputs
-        names = list(outputs_by_name)
-        if all(name.startswith("output_") and name[7:].isdigit() for name in names):
-            names.sort(key=lambda k: (len(k), k))  # positional outputs, in order
-        outputs = tuple(
-            TensorSpec(
-                name, _datatype(outputs_by_name[name].dtype), _shape(outputs_by_name[name].shape)
-            )
-            for name in names
-        )
-        return inputs, outputs
-    model = loaded.model
     try:
-        tensors_in = list(model.inputs or [])
-        tensors_out = list(model.outputs or [])
-        structure_in = model.input if tensors_in else None
-        structure_out = model.output if tensors_out else None
-    except (AttributeError, ValueError):
-        return (), ()
-    if isinstance(structure_in, dict):  # a model called with a dict is fed by its keys
-        named_in = [(str(key), tensor) for key, tensor in structure_in.items()]
-    else:
-        named_in = [(str(tensor.name), tensor) for tensor in tensors_in]
-    inputs = tuple(TensorSpec(name, _datatype(t.dtype), _shape(t.shape)) for name, t in named_in)
-    names = _positional_names(structure_out, len(tensors_out))
-    if isinstance(structure_out, dict):
-        tensors_out = [structure_out[name] for name in names]
-    outputs = tuple(
-        TensorSpec(name, _datatype(t.dtype), _shape(t.shape))
-        for name, t in zip(names, tensors_out, strict=True)
-    )
-    return inputs, outputs
+        array = np.asarray(data)
+    except ValueError:
+        raise InvalidInput(f"input {name!r} is ragged: its rows differ in length") from None
+    if array.dtype.kind == "O":
+        raise InvalidInput(f"input {name!r} holds values that are neither numbers nor strings")
+    return array
 
 
-# -- one loaded bundle, as served -----------------------------------------------------------------
+def _cast(spec: TensorSpec, array: Any, model: str) -> Any:
+    import numpy as np
+
+    kind = array.dtype.kind
+    if not _numeric(spec.datatype):
+        if kind not in "USO":
+            raise InvalidInput(f"input {spec.name!r} holds numbers; model {model!r} takes BYTES")
+        return array.astype(object)
+    if kind in "US":
+        raise InvalidInput(
+            f"input {spec.name!r} holds strings; model {model!r} takes {spec.datatype}"
+        )
+    return array.astype(np.dtype(DATATYPES.get(spec.datatype, "float32")), copy=False)
 
 
-@dataclass(frozen=True)
-class Serving:
-    """What one model name serves right now: never changed, only replaced whole by a reload."""
+class Sent:
+    """One v2 tensor as sent: name, datatype, shape and its JSON data or raw bytes."""
 
-    source: Path  # the path as given, maybe a symlink (``current``)
-    target: Path  # where it pointed when loaded
-    loaded: LoadedBundle
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    def __init__(self, name: str, datatype_name: str, shape: Any, data: Any, raw: Any) -> None:
+        self.name = name
+        self.datatype = str(datatype_name).upper()
+        self.shape = shape
+        self.data = data
+        self.raw = raw
 
-    @property
-    def name(self) -> str:
-        return self.loaded.lock.name
+    def _declared_shape(self) -> tuple[int, ...]:
+        shape = self.shape
+        if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(dim, int) and not isinstance(dim, bool) for dim in shape
+        ):
+            raise InvalidInput(f"input {self.name!r} has shape {shape!r}; sizes are integers")
+        if any(dim < 0 for dim in shape):
+            raise InvalidInput(
+                f"input {self.name!r} has shape {list(shape)}; sizes cannot be negative"
+            )
+        return tuple(shape)
 
-    @property
-    def version(self) -> str:
-        return self.loaded.lock.version
-
-    @property
-    def digest(self) -> str:
-        return self.loaded.digest
-
-    def metadata(self) -> dict[str, Any]:
-        """The v2 model metadata document, with the bundle's identity in ``parameters``."""
-        return {
-            "name": self.name,
-            "versions": [self.version],
-            "platform": "keras" if self.loaded.mode == "keras" else "tensorflow_savedmodel",
-            "inputs": [spec.to_json() for spec in self.inputs],
-            "outputs": [spec.to_json() for spec in self.outputs],
-            "parameters": {
-                "digest": self.digest,
-                "mode": self.loaded.mode,
-                "policy": self.loaded.compatibility.policy,
-                "bundle": str(self.target),
-            },
-        }
-
-    def run(self, named: dict[str, Any]) -> dict[str, Any]:
-        """Run the model on arrays by input name; returns arrays by output name."""
+    def array(self, spec: TensorSpec | None, model: str = "") -> Any:
+        """The tensor as an array of the model's dtype, after the datatype, the shape and the
+        data count are checked (the count by arithmetic: nothing is allocated for a lie)."""
         import numpy as np
 
-        if self.inputs:
-            expected = [spec.name for spec in self.inputs]
-            unknown = sorted(set(named) - set(expected))
-            missing = [name for name in expected if name not in named]
-            if len(expected) == 1 and len(named) == 1 and unknown:
-                named = {expected[0]: next(iter(named.values()))}  # one input: any name will do
-            elif unknown or missing:
+        if self.datatype not in DATATYPES:
+            raise InvalidInput(f"input {self.name!r} has datatype {self.datatype!r}, none of "
+                               f"the protocol's: {', '.join(DATATYPES)}")  # fmt: skip
+        shape = self._declared_shape()
+        if spec is not None:
+            if _numeric(spec.datatype) != _numeric(self.datatype):
                 raise InvalidInput(
-                    f"model {self.name!r} takes inputs {expected}; got {sorted(named)}"
+                    f"input {self.name!r} is {self.datatype}; model {model!r} takes {spec.datatype}"
                 )
-            arrays = {
-                spec.name: np.asarray(named[spec.name], dtype=_numpy_dtype(spec.datatype))
-                for spec in self.inputs
-            }
-            for spec in self.inputs:
-                shape = arrays[spec.name].shape
-                if len(shape) != len(spec.shape) or any(
-                    want not in (-1, got) for want, got in zip(spec.shape, shape, strict=False)
-                ):
+            _check_shape(spec, shape, model)
+        count = math.prod(shape)
+        if self.raw is not None:
+            if self.datatype == "BYTES":
+                from kserve.utils.numpy_codec import deserialize_bytes_tensor
+
+                try:
+                    array = deserialize_bytes_tensor(self.raw)
+                except Exception:
+                    raise InvalidInput(f"input {self.name!r} is not valid BYTES data") from None
+                if array.size != count:
                     raise InvalidInput(
-                        f"input {spec.name!r} has shape {list(shape)}; model {self.name!r} "
-                        f"takes {list(spec.shape)} (-1: any size)"
+                        f"input {self.name!r} has {array.size} values; shape {list(shape)} "
+                        f"holds {count}"
                     )
-        elif len(named) == 1:
-            arrays = dict(named)
+                return array.reshape(shape)
+            itemsize = np.dtype(DATATYPES[self.datatype]).itemsize
+            if len(self.raw) != count * itemsize:
+                raise InvalidInput(
+                    f"input {self.name!r} has {len(self.raw)} bytes; shape {list(shape)} of "
+                    f"{self.datatype} takes {count * itemsize}"
+                )
+            array = np.frombuffer(self.raw, dtype=DATATYPES[self.datatype]).reshape(shape)
         else:
-            raise InvalidInput(f"model {self.name!r} takes one input; got {sorted(named)}")
-        feed: Any = next(iter(arrays.values())) if len(arrays) == 1 else arrays
-        if len(arrays) > 1 and self.loaded.mode == "keras":
-            structure = getattr(self.loaded.model, "input", None)
-            if isinstance(structure, (list, tuple)):
-                feed = [arrays[spec.name] for spec in self.inputs]
-        try:
-            return named_outputs(self.loaded.predict(feed))
-        except BundleError as error:
-            raise InvalidInput(str(error)) from error
-        except (ValueError, TypeError) as error:
-            raise InvalidInput(_short(f"{type(error).__name__}: {error}")) from error
-        except Exception as error:
-            # TensorFlow's InvalidArgumentError (a wrong shape) is no subclass of ValueError
-            if type(error).__name__ == "InvalidArgumentError":
-                raise InvalidInput(_short(f"{type(error).__name__}: {error}")) from error
-            raise
-
-
-def _numpy_dtype(datatype: str) -> Any:
-    from kserve.utils.numpy_codec import to_np_dtype
-
-    return to_np_dtype(datatype) if datatype != "BF16" else "float32"
-
-
-def _short(text: str, limit: int = 600) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+            array = _from_json(self.name, self.data if self.data is not None else [])
+            if array.size != count:
+                raise InvalidInput(
+                    f"input {self.name!r} has {array.size} values; shape {list(shape)} "
+                    f"holds {count}"
+                )
+            array = array.reshape(shape)
+            if spec is None:
+                return array
+            return _cast(spec, array, model)
+        if spec is None:
+            return array
+        return array.astype(np.dtype(DATATYPES.get(spec.datatype, "float32")), copy=False)
 
 
 # -- the protocols --------------------------------------------------------------------------------
 
 
 def v2_inputs(request: InferRequest) -> dict[str, Any]:
-    """A v2 request's tensors as arrays by name."""
-    return {tensor.name: tensor.as_numpy() for tensor in request.inputs}
+    """A v2 request's tensors by name, not yet arrays (``check_inputs`` makes them)."""
+    named: dict[str, Any] = {}
+    for tensor in request.inputs:
+        if tensor.name in named:
+            raise InvalidInput(f"input {tensor.name!r} is sent twice")
+        named[tensor.name] = Sent(
+            tensor.name,
+            tensor.datatype,
+            tensor.shape,
+            tensor.data if getattr(tensor, "_raw_data", None) is None else None,
+            getattr(tensor, "_raw_data", None),
+        )
+    return named
 
 
 def v2_response(
     request: InferRequest, results: dict[str, Any], model: str, version: str
 ) -> InferResponse:
-    """Arrays by output name as the v2 response to ``request`` (binary if it asked for that)."""
+    """Arrays by output name as the v2 response to ``request`` (binary if it asked for that),
+    only the outputs it asked for when it named some."""
+    wanted = [output.name for output in request.request_outputs or []]
+    unknown = [name for name in wanted if name not in results]
+    if unknown:
+        raise InvalidInput(f"model {model!r} has outputs {list(results)}; got {unknown}")
     outputs = []
     for name, array in results.items():
-        output = InferOutput(name, list(array.shape), from_np_dtype(array.dtype) or "BYTES")
+        if wanted and name not in wanted:
+            continue
+        output = InferOutput(name, list(array.shape), datatype(array.dtype))
         output.set_data_from_numpy(array, binary_data=request.use_binary_outputs)
         outputs.append(output)
     return InferResponse(
@@ -254,17 +260,15 @@ def v1_request(payload: Any) -> dict[str, Any]:
     if isinstance(payload, (bytes, str)):  # JSON sent without a JSON content type
         try:
             payload = json.loads(payload)
-        except ValueError as error:
-            raise InvalidInput(f"the request body is not JSON: {error}") from None
+        except ValueError:
+            raise InvalidInput("the request body is not JSON") from None
     if not isinstance(payload, dict):
         raise InvalidInput("expected a JSON object with 'instances' or 'inputs'")
     return payload
 
 
-def v1_inputs(payload: dict[str, Any], serving: Serving) -> dict[str, Any]:
-    """A v1 request's arrays by input name: rows (``instances``) or columns (``inputs``)."""
-    import numpy as np
-
+def v1_inputs(payload: dict[str, Any], description: Description, model: str) -> dict[str, Any]:
+    """A v1 request's values by input name: rows (``instances``) or columns (``inputs``)."""
     if "instances" in payload:
         instances = payload["instances"]
         if not isinstance(instances, list) or not instances:
@@ -273,21 +277,21 @@ def v1_inputs(payload: dict[str, Any], serving: Serving) -> dict[str, Any]:
             names = list(instances[0])
             if any(list(row) != names for row in instances):
                 raise InvalidInput("every instance must name the same inputs")
-            return {name: np.asarray([row[name] for row in instances]) for name in names}
-        return {_single_input(serving): np.asarray(instances)}
+            return {name: [row[name] for row in instances] for name in names}
+        return {_single_input(description, model): instances}
     if "inputs" in payload:
         inputs = payload["inputs"]
         if isinstance(inputs, dict):
-            return {str(name): np.asarray(value) for name, value in inputs.items()}
-        return {_single_input(serving): np.asarray(inputs)}
+            return {str(name): value for name, value in inputs.items()}
+        return {_single_input(description, model): inputs}
     raise InvalidInput("expected a JSON object with 'instances' or 'inputs'")
 
 
-def _single_input(serving: Serving) -> str:
-    if len(serving.inputs) > 1:
-        names = [spec.name for spec in serving.inputs]
-        raise InvalidInput(f"model {serving.name!r} takes inputs {names}: pass a dict by name")
-    return serving.inputs[0].name if serving.inputs else "input_0"
+def _single_input(description: Description, model: str) -> str:
+    if len(description.inputs) > 1:
+        names = [spec.name for spec in description.inputs]
+        raise InvalidInput(f"model {model!r} takes inputs {names}: pass a dict by name")
+    return description.inputs[0].name if description.inputs else "input_0"
 
 
 def v1_outputs(results: dict[str, Any], rows: bool) -> Any:

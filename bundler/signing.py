@@ -12,9 +12,10 @@ table (signing must not change the digest it signs)::
       "signature": "<base64 of Ed25519(canonical_json(statement))>"
     }
 
-The statement binds the bundle digest (which covers every file) *and* the lock file's own bytes,
-so the pinned versions, compatible ranges and metadata in the lock are vouched for too, not only
-the files. A signature is checked before anything else in the bundle is believed.
+The statement binds the bundle digest (which names one bundle: every file and every field of the
+lock but provenance, or every file for a ``bundler.bundle/v1`` lock) *and* the lock file's own
+bytes, so everything in the lock is vouched for, provenance and older locks' fields included.
+A signature is checked before anything else in the bundle is believed.
 
 ``bundle sign --format openssf`` writes ``model.sig`` instead, in the OpenSSF model-signing format
 (``bundler.openssf``), with an EC P-256 key (``bundle keygen --type ec-p256``); ``bundle verify

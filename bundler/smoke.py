@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .compat import Plan
 from .digest import ProgressFactory
 from .environments import Environment
 from .errors import BundleError, FallbackWarning
@@ -48,17 +49,24 @@ def verify_bundle(
     )
     if not (smoke and report.ok):
         return report
-    results, smoke_problems = smoke_test(Path(report.bundle), policy)
+    results, smoke_problems, plan = smoke_test(Path(report.bundle), policy)
     return dataclasses.replace(
         report,
         problems=tuple(smoke_problems),
+        plan=plan if plan is not None and env is None else report.plan,  # a target's stays
         seconds=time.perf_counter() - started,
         smoke=tuple(results),
     )
 
 
-def smoke_test(root: Path, policy: Policy) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """Load the bundle as load_bundle would (here, on this machine) and replay its examples."""
+def smoke_test(
+    root: Path, policy: Policy
+) -> tuple[list[dict[str, Any]], list[Problem], Plan | None]:
+    """Load the bundle as load_bundle would (here, on this machine) and replay its examples.
+
+    Returns the results, the problems, and the plan of what the load did: under ``fallback`` a
+    Keras model that fails to load, or drifts, is served as the graph, and the report says so.
+    """
     require_tensorflow("replaying the golden examples")
     from .golden import replay_examples
     from .load import load_bundle
@@ -69,7 +77,8 @@ def smoke_test(root: Path, policy: Policy) -> tuple[list[dict[str, Any]], list[P
             loaded = load_bundle(root, policy=policy, verify=False)
     except BundleError as error:  # one problem a line: each detail is a line of its own
         head = Problem(".", "smoke", f"loading for the smoke test failed: {error.message}")
-        return [], [head, *(Problem(".", "smoke", detail) for detail in error.details)]
+        return [], [head, *(Problem(".", "smoke", detail) for detail in error.details)], None
     if not loaded.lock.examples:
-        return [], []
-    return replay_examples(loaded)
+        return [], [], loaded.compatibility
+    results, problems = replay_examples(loaded)
+    return results, problems, loaded.compatibility

@@ -23,8 +23,9 @@ Mode = Literal["keras", "graph", "refused"]
 Status = Literal["exact", "modified", "compatible", "adapted", "incompatible", "missing"]
 """How one installed component or framework relates to what the bundle pinned."""
 
-CheckKind = Literal["component", "framework"]
-"""What a compatibility check is about: a declared component or Keras/TensorFlow."""
+CheckKind = Literal["component", "framework", "op_library"]
+"""What a compatibility check is about: a declared component, Keras/TensorFlow, or a library of
+TensorFlow ops the graph needs (tensorflow-text)."""
 
 EntryKind = Literal["file", "dir", "symlink", "fifo", "device", "socket", "other"]
 """What one entry found under a bundle folder is; every kind but a file or a folder is refused."""
@@ -33,7 +34,7 @@ ProblemKind = Literal[
     # the lock itself
     "lock",  # missing, unreadable, not JSON, unknown format
     "schema",  # does not validate against the lock's JSON Schema
-    "digest",  # the digest does not match the lock's own files table
+    "digest",  # the digest does not match the lock it is in
     "pinned",  # another bundle than the digest the caller pinned
     "signature",  # not signed by a trusted key (missing, invalid, another key's, stale)
     "unsafe",  # a path, a Keras archive or a graph that loading would refuse

@@ -13,38 +13,48 @@ Four layers, each reported in full rather than stopping at the first problem:
 3. the config scan that ``load_bundle`` runs before Keras sees ``config.json`` (every object from
    Keras or a component the lock names), so a bundle load refuses is never reported loadable;
 4. the plan: what ``load_bundle`` with the same policy would do with the installed versions and
-   the installed code (source identity, ``bundler.components``), or with those of a target
-   environment (``bundler.environments``).
+   the installed code (source identity, ``bundler.components``; the modules the lock records as
+   defining the model's objects, found as import would find them, ``bundler.module_finder``), or
+   with those of a target environment (``bundler.environments``), and so which path it takes
+   (the Keras model, or the SavedModel graph).
+
+The checks overlap the hashing, which bounds how fast verify can be: the worker that hashes
+``saved_model.pb`` hands its bytes to the graph scan (read once, parsed while the large files
+hash), and the plan and model.keras's archive check run on a thread beside the hashing workers.
 
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model,
 and so imports TensorFlow, after everything else passed: that step loads the bundle as
 ``load_bundle`` would, and ``load_bundle`` verifies with this module, so it sits a layer above
-(``bundler.smoke``, whose ``verify_bundle`` is ``check_bundle`` plus the replay). A component
+(``bundler.smoke``, whose ``verify_bundle`` is ``check_bundle`` plus the replay, and whose report
+then carries the plan of what that load did). A component
 whose code changed under the same version (``modified``) loads only once its golden examples
 replay: without ``smoke`` verify cannot promise that, and says so as a problem rather than guess.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bundle_paths import walk_tree
+from .bundle_paths import UnsafeFileError, open_bundle_file, walk_tree
 from .compat import POLICIES, Plan, make_plan
 from .digest import Progress, ProgressFactory, check_digests, metered
 from .environments import Environment, StaticEnvironment, TargetEnvironment
 from .errors import BundleError, IntegrityError, LoadError, UnsafeBundleError, UsageError
-from .graph_scan import graph_problems
+from .graph_scan import GraphScan
 from .keras_archive import archive_problems
 from .layout import LOCK_FILENAME, SIGNATURE_FILENAMES
 from .lock import FileEntry, Lock
 from .lock_reader import bundle_root, pin_problem, pinned_digest, read_lock
 from .problems import LOAD_KINDS, Problem
-from .scan import check_config_modules, read_keras_config
+from .scan import check_config_modules, check_recorded_objects, read_keras_config
 from .types import Policy
 
 
@@ -80,6 +90,9 @@ class VerifyReport:
             "name": self.lock.name if self.lock else None,
             "version": self.lock.version if self.lock else None,
             "digest": self.digest,
+            "rehearsal": (
+                self.lock.rehearsal.to_dict() if self.lock and self.lock.rehearsal else None
+            ),
             "problems": [problem.to_json() for problem in self.problems],
             "plan": self.plan.to_json() if self.plan else None,
             "files_checked": self.files_checked,
@@ -89,23 +102,17 @@ class VerifyReport:
         }
 
 
-def check_files(
-    root: Path,
-    files: Mapping[str, FileEntry],
-    progress: Progress | None = None,
-    *,
-    defer: Collection[str] = (),
-) -> tuple[list[Problem], int]:
-    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
-
-    Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
-    caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
-    """
+def check_tree(
+    root: Path, files: Mapping[str, FileEntry], *, defer: Collection[str] = ()
+) -> tuple[list[Problem], list[str]]:
+    """Compare the bundle folder with the lock's files table by walking it, reading nothing:
+    (problems, the listed files present at their size, to be hashed). Files named in ``defer``
+    that have shard digests are left out of those: see ``check_files``."""
     problems: list[Problem] = []
     try:
         entries = walk_tree(root)
     except OSError as error:
-        return [Problem(".", "unreadable", f"cannot list the bundle: {error.strerror}")], 0
+        return [Problem(".", "unreadable", f"cannot list the bundle: {error.strerror}")], []
     found = {entry.path: entry for entry in entries}
     for entry in entries:
         if entry.path in (LOCK_FILENAME, *SIGNATURE_FILENAMES):
@@ -132,7 +139,27 @@ def check_files(
                 )
             elif name not in defer or expected.shards is None:
                 to_hash.append(name)
-    verdicts = check_digests(root, {name: files[name] for name in to_hash}, progress=progress)
+    return problems, to_hash
+
+
+def check_files(
+    root: Path,
+    files: Mapping[str, FileEntry],
+    progress: Progress | None = None,
+    *,
+    defer: Collection[str] = (),
+    consumers: Mapping[str, Callable[[bytes], None]] | None = None,
+) -> tuple[list[Problem], int]:
+    """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
+
+    Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
+    caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
+    Files named in ``consumers`` are handed to them once hashed (``digest.check_digests``).
+    """
+    problems, to_hash = check_tree(root, files, defer=defer)
+    verdicts = check_digests(
+        root, {name: files[name] for name in to_hash}, progress=progress, consumers=consumers
+    )
     total = 0
     for name in to_hash:
         verdict = verdicts[name]
@@ -168,14 +195,56 @@ def check_artifacts(lock: Lock) -> list[Problem]:
     return problems
 
 
+def _archive_problems(root: Path, lock: Lock) -> list[Problem]:
+    """The archive check of model.keras (``keras_archive``), run while the files hash: only on a
+    plain file there (anything else is the files check's problem, and makes this one moot)."""
+    try:
+        plain = stat.S_ISREG(os.lstat(root / lock.artifacts.keras).st_mode)
+    except OSError:
+        return []
+    return archive_problems(root, lock.artifacts.keras, lock.files, ()) if plain else []
+
+
+def changed_while_read(root: Path, relative: str, entry: FileEntry) -> Problem | None:
+    """A ``changed`` problem when the file no longer matches its lock entry: what a reader that
+    failed midway checks, so that a file rewritten while it was read gets that verdict rather
+    than the parser's complaint about bytes the lock never vouched for."""
+    verdict = check_digests(root, {relative: entry})[relative]
+    if verdict is None:
+        return None
+    return Problem(relative, "changed", f"changed while it was being read ({verdict[1]})")
+
+
+def _keras_config(root: Path, keras_file: str, entry: FileEntry) -> dict[str, Any]:
+    with open_bundle_file(root, keras_file, entry.size) as stream:
+        return read_keras_config(stream, keras_file)
+
+
 def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     """The loader's config scan, run here without TensorFlow (see ``bundler.scan``)."""
     keras_file = lock.artifacts.keras
+    entry = lock.files[keras_file]
     modules = [component.module for component in lock.components]
     try:
-        check_config_modules(read_keras_config(root / keras_file), modules, keras_file)
+        config = _keras_config(root, keras_file, entry)
+    except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
+        return [Problem(error.relative, error.kind, error.reason)]
+    except LoadError as error:
+        changed = changed_while_read(root, keras_file, entry)
+        try:  # the lock's bytes again: unreadable twice is the file's own damage
+            _keras_config(root, keras_file, entry)
+        except (OSError, LoadError):
+            return [changed or Problem(keras_file, "config", error.message)]
+        why = "changed while it was being read (it matches the lock again)"
+        return [changed or Problem(keras_file, "changed", why)]
+    try:
+        check_config_modules(config, modules, keras_file)
+        check_recorded_objects(config, lock.components, keras_file)
     except (UnsafeBundleError, LoadError) as error:
-        return [Problem(keras_file, "config", error.message)]
+        return [
+            changed_while_read(root, keras_file, entry)
+            or Problem(keras_file, "config", error.message)
+        ]
     return []
 
 
@@ -218,14 +287,24 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
-    with metered(on_hashing, lock.total_size) as meter:
-        file_problems, hashed = check_files(root, lock.files, meter)
+    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
+    # beside the hashing workers, while the large files hash: the plan (it reads the lock and
+    # what is installed, not the bundle's files), then the archive check of model.keras (its zip
+    # directory and HDF5 metadata); both are reported only where the files check allows
+    with ThreadPoolExecutor(1, thread_name_prefix="bundler-beside") as beside:
+        planned = beside.submit(make_plan, lock, policy, environment)
+        archived = beside.submit(_archive_problems, root, lock)
+        with metered(on_hashing, lock.total_size) as meter:
+            file_problems, hashed = check_files(
+                root, lock.files, meter, consumers=graph.consumers()
+            )
     problems += file_problems
-    problems += graph_problems(root, lock.artifacts.saved_model, lock.files, problems)
-    problems += archive_problems(root, lock.artifacts.keras, lock.files, problems)
+    problems += graph.problems(problems)
+    if not any(problem.path == lock.artifacts.keras for problem in problems):
+        problems += archived.result()  # model.keras is the file the lock lists: its verdict holds
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
-    plan = make_plan(lock, policy, environment)
+    plan = planned.result()
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
     elif plan.replay and not smoke and policy != "fallback":

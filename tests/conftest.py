@@ -178,6 +178,14 @@ def run_python(
     )
 
 
+REHEARSED_EXAMPLES = ("custom_layer", "tcn_forecaster", "with_metadata")
+"""The session's example builds that rehearse their load in a fresh interpreter, as a user's build
+does: a component from the manifest's paths beside its factory, one installed from PyPI, and one
+whose `bundle verify` output the README shows as a user's build prints it. The others opt out:
+each rehearsal is another TensorFlow start-up, and what the rest of the suite tests of them
+(files, locks, loads in this process) does not depend on it."""
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     """Every example bundle, built once for the session: name -> bundler.Bundle."""
@@ -185,8 +193,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
 
     out = tmp_path_factory.mktemp("bundles")
     return {
-        name: build_bundle(EXAMPLES / name / "manifest.yaml", out / name) for name in EXAMPLE_NAMES
+        name: build_bundle(
+            EXAMPLES / name / "manifest.yaml", out / name, rehearse=name in REHEARSED_EXAMPLES
+        )
+        for name in EXAMPLE_NAMES
     }
+
+
+@pytest.fixture(scope="session")
+def serve_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
+    """The serving tests' own bundles (``tests/serve_bundles.py``): multi-io and sequence."""
+    from .serve_bundles import build_serve_bundles
+
+    return build_serve_bundles(tmp_path_factory.mktemp("serve-bundles"))
 
 
 class CopyBundle(Protocol):
@@ -308,6 +327,7 @@ def hostile() -> Iterator[HostileRegistry]:
     """A registry that sends what the test sets (``mode``, ``manifest``); one per module."""
     server = HostileRegistry()
     yield server
+    server.closing.set()
     server.shutdown()
     server.server_close()
 

@@ -6,6 +6,7 @@ digest), so integrity verification passes; only a signature, or the loader's own
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from bundler.bundle_paths import walk_tree
-from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, files_digest
+from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, lock_digest
 from bundler.lock_writer import files_table
 
 
 def edit_lock(root: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    """Apply ``change`` to the lock, then re-seal it: the digest matches the new files table."""
+    """Apply ``change`` to the lock, then re-seal it: the digest matches the edited lock (as its
+    format defines the digest)."""
     path = root / LOCK_FILENAME
     lock = json.loads(path.read_text())
     change(lock)
-    lock["digest"] = files_digest(lock["files"])
+    with contextlib.suppress(ValueError):  # NaN, a lone surrogate: no digest of it exists
+        lock["digest"] = lock_digest(lock)
     path.write_text(json.dumps(lock, indent=2))
 
 
@@ -66,6 +69,18 @@ def _rewrite_keras_member(root: Path, name: str, transform: Callable[[bytes], by
             out.writestr(info, transform(data) if info.filename == name else data)
     path.write_bytes(buffer.getvalue())
     reseal(root)
+
+
+def edit_weights(root: Path, change: Callable[[Any], None]) -> None:
+    """Change model.weights.h5 inside model.keras with h5py (``change`` gets the open file), then
+    reseal the lock."""
+    import h5py
+
+    with zipfile.ZipFile(root / "model.keras") as archive:
+        buffer = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(buffer, "r+") as weights:
+        change(weights)
+    replace_keras_member(root, "model.weights.h5", buffer.getvalue())
 
 
 def edit_keras_config(root: Path, change: Callable[[dict[str, Any]], None]) -> None:

@@ -1,6 +1,8 @@
 """A registry double on 127.0.0.1 that answers what a test tells it to: endless or oversized
-manifests, token answers that never end, error bodies, or a manifest a fuzzer wrote. Real
-registries are ``conftest.Registry``; this one is for what a hostile one can send."""
+manifests, token answers that never end, error bodies, or a manifest a fuzzer wrote, and the
+blobs it is given (``blobs``), some of them sent half and then stalled (``stalled``, until the
+client hangs up or the double shuts down). Real registries are ``conftest.Registry``; this one is
+for what a hostile one can send."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ class HostileRegistry(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.manifest: bytes = b"{}"
         self.mode = "manifest"
+        self.blobs: dict[str, bytes] = {}  # digest -> content, served at /v2/.../blobs/<digest>
+        self.stalled: set[str] = set()  # digests sent half, then held
+        self.closing = threading.Event()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -78,7 +83,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(self.server.manifest)))
             self.end_headers()
             self.wfile.write(self.server.manifest)
-        else:  # blobs and the rest: not here
+        elif "/blobs/" in self.path and self.path.rsplit("/", 1)[1] in self.server.blobs:
+            digest = self.path.rsplit("/", 1)[1]
+            content = self.server.blobs[digest]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                if digest in self.server.stalled:
+                    self.wfile.write(content[: len(content) // 2])
+                    self.wfile.flush()
+                    self.server.closing.wait(120)
+                else:
+                    self.wfile.write(content)
+        else:  # the rest: not here
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import ROOT, cli_env, installed
+from .conftest import ROOT, cli_env, installed, require_module
 
 METRICS = {
     "build",
@@ -58,3 +58,29 @@ def test_quick_benchmark_prints_ratios_and_writes_json(tmp_path: Path) -> None:
     for row in rows.values():
         assert row["bundler"] > 0 and row["baseline"] > 0 and math.isfinite(row["ratio"]), row
     assert document["machine"]["cpus"] >= 1
+
+
+def test_the_serve_benchmark_against_a_plain_kserve_model_runs(tmp_path: Path) -> None:
+    """benchmarks/serve_peer.py end to end, as small as it goes: both servers answer, the ABBA
+    turns are pooled into ratios, and the reload check sees one refusal and one reload."""
+    require_module("kserve")  # the serve extra: skipped (failed in CI) without it
+    out = tmp_path / "serve-peer.json"
+    options = ["--sizes", "10k", "--clients", "2", "--seconds", "0.5", "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serve_peer", *options],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bundle serve (A) vs plain KServe model (B)" in result.stdout
+    entry = json.loads(out.read_text())["sizes"]["10k"]
+    (row,) = entry["rows"]
+    for server in ("bundle_serve", "plain_kserve"):
+        assert set(row[server]["statuses"]) == {"200"} and row[server]["errors"] == 0, row
+    assert math.isfinite(row["throughput_ratio"]) and math.isfinite(row["p99_ratio"])
+    reload = entry["reload_under_load"]
+    assert reload["verdicts"] == ["reload of bench-10000 refused", "reloaded bench-10000"]
+    assert set(reload["statuses"]) == {"200"} and reload["errors"] == [], reload

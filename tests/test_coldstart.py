@@ -33,7 +33,7 @@ MiB = 1 << 20
 
 def _example_feed(loaded: Any) -> Any:
     example = loaded.lock.examples[0]
-    inputs = read_arrays(loaded.path / example.inputs)
+    inputs = read_arrays(loaded.path, example.inputs)
     return inputs if len(inputs) > 1 else next(iter(inputs.values()))
 
 
@@ -292,7 +292,7 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     manifest = write_workspace(folder, 800_000)
     sys.path.insert(0, str(folder / "src"))
     try:
-        root = build_bundle(manifest, folder / "bundle").path
+        root = build_bundle(manifest, folder / "bundle", rehearse=False).path
         big = {
             name: _entry(root / name, MiB)
             for name, entry in json.loads((root / "bundle.lock.json").read_text())["files"].items()

@@ -10,13 +10,15 @@ service may have installed months later:
 | 3.1.0     | adapted      | refused | keras (chain)    | keras (chain)    |
 | 3.0.0     | incompatible | refused | refused          | graph            |
 | nothing   | missing      | refused | refused          | graph            |
-| 1.0.0 with a comment changed     | modified | refused | keras   | keras     |
+| 1.0.0 with call() reordered      | modified | refused | keras   | keras     |
 | 1.0.0 with call() doubled        | modified | refused | refused | graph     |
 | 1.0.0, and Keras 3.12 (PyPI)     | exact    | refused | refused | graph     |
 
 The last three show identity beyond the version number: the same version with other code
-(``modified``: loads only once the golden examples replay the same), and a Keras older than the
-build's (which cannot read what 3.15 wrote: ``incompatible``, and the graph under fallback).
+(``modified``: loads only once the golden examples replay the same; ``gain * x`` for ``x * gain``
+does, twice the output does not), and a Keras older than the build's (which cannot read what 3.15
+wrote: ``incompatible``, and the graph under fallback). A comment or a blank line is not other
+code (``tests/test_source_identity.py``).
 
 For each cell: the mode, the predictions (equal to the built model's within 1e-5), the refusal
 text, and that `bundle verify --policy P` here, and `bundle verify --policy P --env FILE` on a
@@ -85,8 +87,8 @@ STATES: dict[str, tuple[str | None, str, dict[str, str], list[str]]] = {
         {"strict": "refused", "adapt": "refused", "fallback": "graph"},
         [],
     ),
-    "modified-comment": (
-        "1.0.0+comment",
+    "modified-reordered": (
+        "1.0.0+reordered",
         "modified",
         {"strict": "refused", "adapt": "keras", "fallback": "keras"},
         [],
@@ -104,7 +106,7 @@ STATES: dict[str, tuple[str | None, str, dict[str, str], list[str]]] = {
         [],
     ),
 }
-MODIFIED = ("modified-comment", "modified-doubled")
+MODIFIED = ("modified-reordered", "modified-doubled")
 OLDER_KERAS = "3.12.0"
 
 LOAD_EVERY_POLICY = """
@@ -150,7 +152,10 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("variants")
     original = (RELEASES / "1.0.0" / "evolve_layers" / "__init__.py").read_text()
     edits = {
-        "comment": original.replace("class Blend(", "# a comment, and nothing else\nclass Blend("),
+        "reordered": original.replace(
+            "return self.alpha * (inputs * self.gain)",
+            "return self.alpha * (self.gain * inputs)",
+        ),
         "doubled": original.replace(
             "return self.alpha * (inputs * self.gain)",
             "return 2.0 * self.alpha * (inputs * self.gain)",
@@ -256,7 +261,7 @@ def test_load_bundle_in_each_cell(
             assert "its code differs from the build's under the same version" in message
             assert "reinstall the code the bundle was built with (evolve_layers 1.0.0" in message
         else:
-            assert "put evolve_layers ^1.0.0 on this interpreter's path" in message, message
+            assert "make evolve_layers ^1.0.0 importable (code on the path" in message, message
             assert "policy 'fallback'" in message
         return
     assert "error" not in outcome, outcome.get("message")

@@ -108,7 +108,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def acme_bundle(sources: Path) -> Bundle:
-    return build_bundle(_manifest(sources, evil=False), sources / "bundle")
+    return build_bundle(_manifest(sources, evil=False), sources / "bundle", rehearse=False)
 
 
 @pytest.fixture()

@@ -160,9 +160,10 @@ def test_each_container_runs_a_command_bundle_serve_accepts(
 
 def test_the_image_serves_mnt_models_on_the_port_it_exposes() -> None:
     args = make_parser().parse_args(_exec_form("CMD"))
-    served = (args.verb, args.bundle, args.host, args.port)
-    assert served == ("serve", ["/mnt/models"], "0.0.0.0", 8080)
-    assert [rest for word, rest in _instructions() if word == "EXPOSE"] == [str(args.port)]
+    served = (args.verb, args.bundle, args.host, args.port, args.grpc_port, args.no_grpc)
+    assert served == ("serve", ["/mnt/models"], "0.0.0.0", 8080, 8081, False)
+    exposed = [rest for word, rest in _instructions() if word == "EXPOSE"]
+    assert exposed == [f"{args.port} {args.grpc_port}"]
 
 
 def test_the_image_runs_as_a_numeric_non_root_user() -> None:

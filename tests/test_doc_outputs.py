@@ -179,7 +179,8 @@ def test_the_ci_gate_guide_prints_what_it_shows(
     check_page("docs/ci-gate.md", ready)
     verdict = json.loads((tmp_path / "verdict.json").read_text())  # the widened lock's
     assert (verdict["ok"], verdict["signature"]) == (False, "invalid")
-    assert [problem["kind"] for problem in verdict["problems"]] == ["signature"]
+    # the digest covers the lock's fields too: the edit is caught even without a key
+    assert [problem["kind"] for problem in verdict["problems"]] == ["signature", "digest"]
 
 
 def test_the_ci_yaml_runs_only_what_the_gate_guide_runs() -> None:

@@ -11,7 +11,7 @@ import pytest
 from bundler import load_bundle, verify_bundle
 from bundler.errors import IntegrityError
 from bundler.formats import FormatError, Upgrade, upgrade_forward
-from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_UPGRADES
+from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_UPGRADES, files_digest
 
 from .conftest import EXAMPLES, CopyBundle, run_bundle
 from .hostile import edit_lock
@@ -59,10 +59,10 @@ def test_documents_that_cannot_be_read_are_refused(
 
 def test_a_newer_lock_is_refused_naming_both_formats(copy_bundle: CopyBundle) -> None:
     root = copy_bundle("sequential")
-    edit_lock(root, lambda lock: lock.update(format="bundler.bundle/v2", shiny_new_field=True))
+    edit_lock(root, lambda lock: lock.update(format="bundler.bundle/v3", shiny_new_field=True))
     result = run_bundle("verify", str(root))
     assert result.returncode == 1, result.stdout + result.stderr
-    expected = "'bundler.bundle/v2' is newer than this bundler understands ('bundler.bundle/v1')"
+    expected = "'bundler.bundle/v3' is newer than this bundler understands ('bundler.bundle/v2')"
     assert expected in result.stdout + result.stderr
     assert "upgrade bundler" in result.stdout + result.stderr
     with pytest.raises(IntegrityError) as caught:
@@ -87,13 +87,15 @@ def test_a_newer_manifest_is_refused_naming_both_versions(tmp_path: Path) -> Non
 def test_an_older_lock_is_read_through_its_registered_upgrade(
     copy_bundle: CopyBundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No older lock format exists yet: this proves the path one will take through read_lock."""
+    """A format older than any real one (v1 is, see test_older_bundles): the path any older
+    format takes through read_lock, its digest read as its own format defines it."""
     root = copy_bundle("sequential")
     lock = json.loads((root / LOCK_FILENAME).read_text())
     lock["format"] = "bundler.bundle/v0"
-    lock["file_table"] = lock.pop("files")  # what a v0 might have called it
+    lock["digest"] = files_digest(lock["files"])  # what the digest was before v2
+    lock["golden"] = lock.pop("examples")  # what a v0 might have called them
     (root / LOCK_FILENAME).write_text(json.dumps(lock))
     assert not verify_bundle(root).ok
-    monkeypatch.setitem(LOCK_UPGRADES, "bundler.bundle/v0", _rename("file_table", "files", FORMAT))
+    monkeypatch.setitem(LOCK_UPGRADES, "bundler.bundle/v0", _rename("golden", "examples", FORMAT))
     report = verify_bundle(root)
     assert report.ok, report.problems

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,54 +23,18 @@ from hypothesis import strategies as st
 
 from bundler import Bundle, UnsafeBundleError, load_bundle, verify_bundle
 from bundler.errors import UnsafeLoadWarning
-from bundler.graph_scan import (
-    ALLOWED_OPS,
-    REFUSED_OPS,
-    SAVED_MODEL_MAX_BYTES,
-    SAVER_OPS,
-    scan_saved_model,
-)
+from bundler.graph_ops import ALLOWED_OPS, REFUSED_OPS, SAVER_OPS
+from bundler.graph_scan import SAVED_MODEL_MAX_BYTES, scan_saved_model
 
-from .conftest import CopyBundle, run_bundle, run_python
-from .hostile import edit_lock, reseal
+from .conftest import CopyBundle, run_bundle, run_python, service_env
+from .hostile import reseal
+from .hostile_graphs import replace_serving_function
 
 HOSTNAME = Path("/etc/hostname")
 
 
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-
-
-def _serve_only_the_graph(root: Path) -> None:
-    """Pin the component to a release nobody has, so that 'fallback' serves the graph."""
-
-    def pin(lock: dict[str, Any]) -> None:
-        component = lock["components"][0]
-        component.update(version="9.0.0", requirement="==9.0.0", compatible=">=9.0.0 <10.0.0")
-
-    edit_lock(root, pin)
-
-
-def _replace_saved_model(root: Path, body: Callable[[Any], Any]) -> None:
-    """Export a SavedModel whose serving function is ``body(x)`` in place of the bundle's own,
-    with the same input signature, then re-seal the lock."""
-    import tensorflow as tf
-
-    folder = root / "saved_model"
-    original = tf.saved_model.load(str(folder)).signatures["serving_default"]
-    ((name, spec),) = original.structured_input_signature[1].items()
-
-    # TensorFlow has no type hints: its base class and its decorator are Any to mypy
-    class Hostile(tf.Module):  # type: ignore[misc]
-        @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=name)])  # type: ignore[untyped-decorator]
-        def serve(self, x: Any) -> Any:
-            return {"output_0": body(x)}
-
-    module = Hostile()
-    shutil.rmtree(folder)
-    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
-    reseal(root)
-    _serve_only_the_graph(root)
 
 
 @pytest.fixture()
@@ -87,7 +50,7 @@ def hostile_graph(copy_bundle: CopyBundle, tmp_path: Path) -> tuple[Path, Path]:
         tf.io.write_file(str(stolen), tf.io.read_file(str(HOSTNAME)))
         return x
 
-    _replace_saved_model(root, steal)
+    replace_serving_function(root, steal)
     return root, stolen
 
 
@@ -161,7 +124,7 @@ def test_a_python_callback_in_the_graph_is_refused(copy_bundle: CopyBundle) -> N
     import tensorflow as tf
 
     root = copy_bundle("custom_layer")
-    _replace_saved_model(root, lambda x: tf.py_function(lambda t: t, [x], x.dtype))
+    replace_serving_function(root, lambda x: tf.py_function(lambda t: t, [x], x.dtype))
     with pytest.raises(UnsafeBundleError, match="op 'EagerPyFunc' calls back into Python"):
         load_bundle(root, policy="fallback")
 
@@ -180,7 +143,7 @@ def test_a_checkpoint_written_from_the_serving_function_is_refused(
         )
         return x
 
-    _replace_saved_model(root, save)
+    replace_serving_function(root, save)
     with pytest.raises(
         UnsafeBundleError, match="op 'SaveV2' reads or writes a checkpoint at a path"
     ):
@@ -196,7 +159,7 @@ def test_an_asset_path_outside_the_bundle_is_refused(copy_bundle: CopyBundle) ->
     vocabulary = root.parent / "vocabulary.txt"
     vocabulary.write_text("a\nb\n")
     asset = tf.saved_model.Asset(str(vocabulary))
-    _replace_saved_model(root, lambda x: x)
+    replace_serving_function(root, lambda x: x)
     module = tf.Module()
     module.asset = asset
     folder = root / "saved_model"
@@ -207,8 +170,8 @@ def test_an_asset_path_outside_the_bundle_is_refused(copy_bundle: CopyBundle) ->
     model.meta_graphs[0].asset_file_def[0].filename = "../../../etc/passwd"
     pb.write_bytes(model.SerializeToString())
     reseal(root)
-    found = scan_saved_model(root, "saved_model", _files(root))
-    assert found == ["asset path '../../../etc/passwd' leaves its root through '..'"]
+    found = scan_saved_model(root, "saved_model", _files(root)).findings
+    assert found == ("asset path '../../../etc/passwd' leaves its root through '..'",)
     report = verify_bundle(root, policy="fallback")
     assert [(p.path, p.kind, p.message) for p in report.problems if p.kind == "unsafe"] == [
         ("saved_model/saved_model.pb", "unsafe", found[0])
@@ -217,7 +180,9 @@ def test_an_asset_path_outside_the_bundle_is_refused(copy_bundle: CopyBundle) ->
 
 def test_every_example_bundle_graph_passes_the_scan(built: dict[str, Bundle]) -> None:
     for name, bundle in built.items():
-        assert scan_saved_model(bundle.path, "saved_model", _files(bundle.path)) == [], name
+        assert scan_saved_model(bundle.path, "saved_model", _files(bundle.path)).findings == (), (
+            name
+        )
 
 
 def test_keras_exports_of_common_layers_pass_the_scan(tmp_path: Path) -> None:
@@ -261,7 +226,7 @@ def test_keras_exports_of_common_layers_pass_the_scan(tmp_path: Path) -> None:
         folder = tmp_path / make.__name__
         make().export(str(folder), format="tf_saved_model", verbose=False)
         files = {f"{make.__name__}/{path}" for path in _files(folder)}
-        assert scan_saved_model(tmp_path, make.__name__, files) == [], make.__name__
+        assert scan_saved_model(tmp_path, make.__name__, files).findings == (), make.__name__
 
 
 def test_the_op_tables_do_not_overlap() -> None:
@@ -281,18 +246,19 @@ def _sealed_pb(root: Path, data: bytes) -> None:
         pytest.param(b"", "holds no graph", id="empty"),
         pytest.param(
             b"\xff" * 11,
-            "is not a valid SavedModel: a number is longer than 10 bytes",
+            "is not a valid SavedModel: a number is longer than 5 bytes",
             id="endless-varint",
         ),
         pytest.param(
             b"\x12\xff\xff\xff\x7f",
-            "is not a valid SavedModel: field 2 is 268435455 "
+            "is not a valid SavedModel: SavedModel.meta_graphs (field 2) is 268435455 "
             "bytes long, past the end of the message",
             id="length-past-end",
         ),
         pytest.param(
             b"\x13",
-            "is not a valid SavedModel: field 2 has wire type 3, which TensorFlow never writes",
+            "is not a valid SavedModel: SavedModel.meta_graphs (field 2) has wire type 3, which "
+            "TensorFlow never writes",
             id="group",
         ),
         pytest.param(
@@ -308,14 +274,14 @@ def test_a_malformed_saved_model_is_a_problem_not_an_exception(
 ) -> None:
     root = copy_bundle("custom_layer")
     _sealed_pb(root, data)
-    assert scan_saved_model(root, "saved_model", _files(root)) == [finding]
+    assert scan_saved_model(root, "saved_model", _files(root)).findings == (finding,)
     report = verify_bundle(root, policy="fallback")
     assert [p.message for p in report.problems if p.kind == "unsafe"] == [finding]
 
 
 def test_function_attributes_nested_too_deeply_are_a_problem() -> None:
     from bundler.protowire import WireError
-    from bundler.saved_model_proto import _attr_functions
+    from bundler.saved_model_proto import _attr_value
 
     def nest(depth: int) -> bytes:
         # AttrValue{func: NameAttrList{name: "f", attr: {key: "a", value: <deeper>}}}
@@ -326,9 +292,11 @@ def test_function_attributes_nested_too_deeply_are_a_problem() -> None:
             value = b"\x52" + _length(name_attrs) + name_attrs
         return value
 
-    assert _attr_functions(memoryview(nest(5)), 0) == ["f"] * 5
+    calls: list[str] = []
+    _attr_value(memoryview(nest(5)), 0, calls)
+    assert calls == ["f"] * 5
     with pytest.raises(WireError, match="nested too deeply"):
-        _attr_functions(memoryview(nest(40)), 0)
+        _attr_value(memoryview(nest(40)), 0, [])
 
 
 def _length(data: bytes) -> bytes:
@@ -345,9 +313,9 @@ def test_an_oversized_saved_model_is_refused_before_reading(tmp_path: Path) -> N
     folder.mkdir()
     with (folder / "saved_model.pb").open("wb") as stream:
         stream.truncate(SAVED_MODEL_MAX_BYTES + 1)  # sparse: no disk, no hashing
-    assert scan_saved_model(tmp_path, "saved_model", {"saved_model/saved_model.pb"}) == [
-        f"is larger than {SAVED_MODEL_MAX_BYTES} bytes"
-    ]
+    assert scan_saved_model(tmp_path, "saved_model", {"saved_model/saved_model.pb"}).findings == (
+        f"is larger than {SAVED_MODEL_MAX_BYTES} bytes",
+    )
 
 
 @settings(
@@ -368,8 +336,8 @@ def test_fuzzed_saved_model_gives_findings_never_an_exception(
     folder = tmp_path / "saved_model"
     folder.mkdir(exist_ok=True)
     (folder / "saved_model.pb").write_bytes(bytes(damaged[:cut]))
-    found = scan_saved_model(tmp_path, "saved_model", {"saved_model/saved_model.pb"})
-    assert isinstance(found, list) and all(isinstance(line, str) for line in found)
+    found = scan_saved_model(tmp_path, "saved_model", {"saved_model/saved_model.pb"}).findings
+    assert isinstance(found, tuple) and all(isinstance(line, str) for line in found)
 
 
 def test_the_scan_never_imports_tensorflow() -> None:
@@ -380,9 +348,15 @@ def test_the_scan_never_imports_tensorflow() -> None:
 
 def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> None:
     from bundler.graph_scan import scan_meta_graph
-    from bundler.saved_model_proto import MetaGraph, Node
+    from bundler.saved_model_proto import Function, MetaGraph, Node
 
-    save = (Node("SaveV2", "SaveV2", ()), Node("Merge", "MergeV2Checkpoints", ()))
+    save = Function(
+        ("file_prefix",),
+        (
+            Node("SaveV2", "SaveV2", (), ("file_prefix",)),
+            Node("Merge", "MergeV2Checkpoints", (), ("file_prefix", "file_prefix")),
+        ),
+    )
     call = Node("Call", "StatefulPartitionedCall", ("traced_save",), ("saver_filename",))
     placeholder = Node("saver_filename", "Placeholder", ())
     saver = {1: "saver_filename:0", 2: "Call:0", 3: "Restore"}
@@ -393,7 +367,7 @@ def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> 
         caller: Any = call,
         filename: Any = placeholder,
     ) -> list[str]:
-        functions = {"traced_save": save, "serve": serve}
+        functions = {"traced_save": save, "serve": Function((), serve)}
         meta = MetaGraph((filename, caller), functions, (), (), object_graph, saver)
         return [str(f) for f in scan_meta_graph(meta, lambda _: True)]
 
@@ -402,13 +376,83 @@ def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> 
     assert findings(calls_the_saver) == [
         "function 'traced_save', node 'SaveV2': op 'SaveV2' reads or writes a checkpoint at a path "
         "the graph chooses (allowed only in the save and restore functions that only the "
-        "top-level graph's saver calls)",
+        "top-level graph's saver calls, restoring in one and saving in the other)",
         "function 'traced_save', node 'Merge': op 'MergeV2Checkpoints' reads or writes a "
         "checkpoint at a path the graph chooses (allowed only in the save and restore functions "
-        "that only the top-level graph's saver calls)",
+        "that only the top-level graph's saver calls, restoring in one and saving in the other)",
     ]
     assert len(findings(object_graph=b"\x0a\x0btraced_save")) == 2
     # called from the top level by a node the saver_def does not name, or not with the loader's path
     assert len(findings(caller=Node("Other", call.op, call.calls, call.inputs))) == 2
     assert len(findings(filename=Node("saver_filename", "Const", ()))) == 2
     assert len(findings(caller=Node("Call", call.op, call.calls, ("path_const",)))) == 2
+
+
+CALLBACK_COMPONENT = '''
+"""A component whose layer calls back into Python from its graph."""
+
+import keras
+import tensorflow as tf
+
+__version__ = "1.0.0"
+
+
+@keras.saving.register_keras_serializable(package="callback")
+class Echo(keras.layers.Layer):
+    def call(self, x):
+        echoed = tf.py_function(lambda t: t, [x], x.dtype)
+        echoed.set_shape(x.shape)
+        return echoed
+
+
+def build():
+    x = keras.Input((3,), name="x")
+    return keras.Model(x, keras.layers.Dense(1)(Echo()(x)))
+'''
+
+
+def test_the_build_refuses_a_graph_its_verify_would_refuse(tmp_path: Path) -> None:
+    import re
+
+    from bundler import BuildError, build_bundle
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "callback_layers.py").write_text(CALLBACK_COMPONENT)
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(
+        "apiVersion: bundler/v1\nname: echo\nversion: 1.0.0\n"
+        "model: {factory: 'callback_layers:build'}\n"
+        "components: [{module: callback_layers, version: '1.0.0'}]\npaths: [src]\n"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(BuildError) as refused:
+        build_bundle(manifest, out)
+    assert re.fullmatch(
+        re.escape(
+            f"{manifest}: model.factory: the exported SavedModel would fail 'bundle verify' "
+            "under every policy: function '"
+        )
+        + r"__inference_[^']+', node '[^']+': op 'EagerPyFunc' calls back into Python"
+        + re.escape(
+            "; bundler serves only graphs it can judge (docs/graph-safety.md lists the ops it "
+            "allows, and how to ask for another): leave the layer that adds the op out of the model"
+        ),
+        str(refused.value).splitlines()[0],
+    )
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.yaml", "src"]  # no leftovers
+
+
+def test_verify_reads_saved_model_pb_once_for_hashing_and_scanning(
+    built: dict[str, Bundle],
+) -> None:
+    """The worker that hashes saved_model.pb hands its bytes to the scan: one open, not two."""
+    root = built["custom_layer"].path
+    code = (
+        "import sys, bundler\n"
+        "opened = []\n"
+        "sys.addaudithook(lambda event, args: event == 'open' and opened.append(str(args[0])))\n"
+        f"report = bundler.verify_bundle({str(root)!r})\n"
+        "print(report.ok, sum(path.endswith('saved_model.pb') for path in opened))\n"
+    )
+    assert run_python(code, env=service_env()).stdout.split() == ["True", "1"]

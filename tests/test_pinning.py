@@ -7,6 +7,7 @@ An older release signed by the same publisher (rollback) or another of their bun
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import IntegrityError, UsageError
 from bundler.signing import keygen, sign_bundle
 
-from .conftest import CopyBundle, run_bundle
+from .conftest import CopyBundle, run_bundle, service_env
+from .hostile import edit_lock
 
 
 @pytest.fixture()
@@ -88,3 +90,35 @@ def test_a_malformed_pin_is_bad_input_naming_the_option(built: dict[str, Bundle]
     for call in (lambda: verify_bundle(root, digest=bad), lambda: load_bundle(root, digest=bad)):
         with pytest.raises(UsageError, match=r"^digest: .* is not a bundle digest"):
             call()
+
+
+def test_a_signed_release_with_the_same_files_fails_a_pin_on_another(
+    copy_bundle: CopyBundle, tmp_path: Path
+) -> None:
+    """Release 1.0.0 and 2.0.0 of one model may ship the same files (a new version that only
+    widens what may load it, say); a pin on 2.0.0 must not accept 1.0.0, signed or not."""
+    private, public = keygen(tmp_path / "publisher")
+    first = copy_bundle("custom_layer")
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+
+    def release_2(lock: dict[str, Any]) -> None:
+        lock["version"] = "2.0.0"
+        lock["components"][0]["compatible"] = ">=1.2.0 <3.0.0"
+
+    edit_lock(second, release_2)
+    for root in (first, second):
+        sign_bundle(root, private)
+    assert (
+        json.loads((first / "bundle.lock.json").read_text())["files"]
+        == json.loads((second / "bundle.lock.json").read_text())["files"]
+    )
+    pin = verify_bundle(second).digest
+    assert pin is not None
+    service = service_env()  # with the component installed: only the pin decides
+    result = run_bundle("verify", str(first), "--key", str(public), "--digest", pin, env=service)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = f"bundle.lock.json: this bundle is {verify_bundle(first).digest}, not the pinned {pin}"
+    assert f"  x {line}: refusing another bundle" in result.stdout.splitlines()
+    result = run_bundle("verify", str(second), "--key", str(public), "--digest", pin, env=service)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -120,7 +120,7 @@ def test_a_stale_signature_is_not_pushed(
     edit_lock(root, lambda lock: lock["metadata"].update(owner="someone else"))
     result = run_bundle("push", str(root), f"oci://{registry.host}/ml/stale")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "lock_sha256 differs); sign the bundle again before pushing it" in result.stderr
+    assert "digest differs); sign the bundle again before pushing it" in result.stderr
 
 
 def test_a_digest_pin_refuses_another_signed_bundle_from_the_registry(

@@ -330,7 +330,7 @@ def probe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     sys.path.insert(0, str(folder / "src"))
     try:
-        yield build_bundle(folder / "manifest.yaml", folder / "bundle").path
+        yield build_bundle(folder / "manifest.yaml", folder / "bundle", rehearse=False).path
     finally:
         sys.path.remove(str(folder / "src"))
 
@@ -372,3 +372,23 @@ def test_keras_rebuilds_the_model_in_safe_mode_unless_unsafe_is_asked(
     assert safe_probe.safe_modes_seen == seen
     way = "loading through keras.saving" if deflated else "reading the weights in place"
     assert [r.message for r in caplog.records if way in r.message], caplog.text
+
+
+def test_a_service_that_turned_safe_mode_off_still_loads_bundles_in_safe_mode(
+    probe_bundle: Path,
+) -> None:
+    """Keras lets `keras.config.enable_unsafe_deserialization()` (thread-wide) override the
+    safe_mode argument of every later load; bundler's loader sets the mode itself, and gives the
+    caller's setting back afterwards."""
+    import keras
+    import safe_probe  # written by the fixture
+    from keras.src.saving import serialization_lib
+
+    safe_probe.safe_modes_seen.clear()
+    keras.config.enable_unsafe_deserialization()
+    try:
+        load_bundle(probe_bundle)
+        assert serialization_lib.in_safe_mode() is False  # the service's own choice, kept
+    finally:
+        serialization_lib.SafeModeScope(None).__enter__()  # this thread back to Keras's default
+    assert safe_probe.safe_modes_seen == [True]

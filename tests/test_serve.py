@@ -117,6 +117,9 @@ class Server:
 
 
 def start_server(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``bundle serve ARGS``, its gRPC on a free port unless ARGS say (8081 may be taken)."""
+    if "--grpc-port" not in args and "--no-grpc" not in args:
+        args = [*args, "--grpc-port", str(free_port())]
     with log.open("wb") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "bundler", "serve", *args],
@@ -150,7 +153,8 @@ def deploy(built: dict[str, Bundle], tmp_path_factory: pytest.TempPathFactory) -
     text = manifest.read_text().replace("version: 0.3.0", "version: 0.4.0")
     golden = "examples:\n  - name: smoke\n    inputs: [[1, 2, 3, 4], [0, 0, 0, 1]]\n"
     manifest.write_text(text.replace("epochs: 3", "epochs: 6") + golden)
-    bundles = {"v1": folder / "v1", "v2": build_bundle(manifest, folder / "v2").path}
+    v2 = build_bundle(manifest, folder / "v2", rehearse=False).path
+    bundles = {"v1": folder / "v1", "v2": v2}
     shutil.copytree(built["custom_layer"].path, bundles["v1"])
     bundles["v2-tampered"] = folder / "v2-tampered"
     shutil.copytree(bundles["v2"], bundles["v2-tampered"])
@@ -309,7 +313,7 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
     from kserve.errors import InvalidInput
 
     from bundler.serve import load_for_serving
-    from bundler.serve_protocol import v1_inputs, v1_outputs
+    from bundler.serve_protocol import check_inputs, v1_inputs, v1_outputs
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "multi_io.py").write_text(MULTI_IO_FACTORY)
@@ -317,8 +321,13 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
         "apiVersion: bundler/v1\nname: multi-io\nversion: 1.0.0\n"
         "model: {factory: 'multi_io:build'}\ncomponents: []\npaths: [src]\n"
     )
-    bundle = build_bundle(tmp_path / "manifest.yaml", tmp_path / "bundle")
+    bundle = build_bundle(tmp_path / "manifest.yaml", tmp_path / "bundle", rehearse=False)
     served = load_for_serving(bundle.path, "adapt")
+    described, name = served.description, served.name
+
+    def check(named: dict[str, Any]) -> dict[str, Any]:
+        return check_inputs(named, described, name)
+
     assert [spec.to_json() for spec in served.inputs] == [
         {"name": "a", "datatype": "FP32", "shape": [-1, 2]},
         {"name": "b", "datatype": "FP32", "shape": [-1, 3]},
@@ -333,16 +342,16 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
         np.testing.assert_allclose(by_name[key], expected[key], rtol=1e-6)
 
     rows = {"instances": [{"a": a[i].tolist(), "b": b[i].tolist()} for i in range(2)]}
-    predictions = v1_outputs(served.run(v1_inputs(rows, served)), rows=True)
+    predictions = v1_outputs(served.run(check(v1_inputs(rows, described, name))), rows=True)
     assert [sorted(row) for row in predictions] == [["probs", "score"]] * 2
     np.testing.assert_allclose([row["probs"] for row in predictions], expected["probs"], 1e-6)
 
     columns = {"inputs": {"a": a.tolist(), "b": b.tolist()}}
-    predictions = v1_outputs(served.run(v1_inputs(columns, served)), rows=False)
+    predictions = v1_outputs(served.run(check(v1_inputs(columns, described, name))), rows=False)
     np.testing.assert_allclose(predictions["score"], expected["score"], rtol=1e-6)
 
     with pytest.raises(InvalidInput, match=r"takes inputs \['a', 'b'\]; got \['a'\]"):
-        served.run({"a": a})
+        check({"a": a})
 
 
 def test_the_server_listens_on_loopback_only(server: Server) -> None:
@@ -363,8 +372,10 @@ def test_reload_refuses_damaged_and_incompatible_bundles_and_swaps_a_good_one_un
     answers = {"v1": v1.predict(X), "v2": v2.predict(X)}
     assert not np.allclose(answers["v1"], answers["v2"])  # the swap is visible in the outputs
 
-    # a client hammers the server throughout: every answer is v1's or v2's, never an error
+    # four clients hammer the server throughout, so that batches are in flight during every
+    # reload: every answer is v1's or v2's, never an error
     stop = threading.Event()
+    counting = threading.Lock()
     seen: dict[str, int] = {"v1": 0, "v2": 0}
     failures: list[str] = []
     slowest = [0.0]
@@ -394,11 +405,13 @@ def test_reload_refuses_damaged_and_incompatible_bundles_and_swaps_a_good_one_un
             if len(which) != 1:
                 failures.append(f"an answer of neither bundle: {output.tolist()}")
                 continue
-            seen[which[0]] += 1
+            with counting:
+                seen[which[0]] += 1
         connection.close()
 
-    client = threading.Thread(target=hammer)
-    client.start()
+    clients = [threading.Thread(target=hammer) for _ in range(4)]
+    for client in clients:
+        client.start()
     try:
         deadline = time.monotonic() + 60
         while seen["v1"] < 20 and not failures and time.monotonic() < deadline:
@@ -441,7 +454,8 @@ def test_reload_refuses_damaged_and_incompatible_bundles_and_swaps_a_good_one_un
         time.sleep(0.5)  # the client sees the new model too
     finally:
         stop.set()
-        client.join(timeout=60)
+        for client in clients:
+            client.join(timeout=60)
         server.reload("v1", "reloaded")  # what the other tests expect
     assert not failures, failures[:5]
     assert seen["v1"] > 0 and seen["v2"] > 0, seen
@@ -479,7 +493,7 @@ def test_a_bundle_that_cannot_be_served_stops_the_start_with_the_plan(
 
 def test_an_address_in_use_is_refused_before_any_bundle_loads(server: Server) -> None:
     from bundler.errors import UsageError
-    from bundler.serve import serve
+    from bundler.serve_server import serve
 
     with pytest.raises(UsageError) as refused:
         serve(["/no/such/bundle"], port=server.port)

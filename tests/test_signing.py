@@ -110,9 +110,16 @@ def _file_tampered_after_signing(root: Path, keys: dict[str, Any], other: Path) 
 
 
 def _lock_metadata_edited_after_signing(root: Path, keys: dict[str, Any], other: Path) -> str:
-    # The digest covers only the files table; the signature covers the lock's own bytes too.
+    # The digest covers the lock's fields (and the signature the lock's bytes besides)
     sign_bundle(root, keys["trusted"][0])
     edit_lock(root, lambda lock: lock["components"][0].update(compatible=">=0.0.0"))
+    return "digest differs"
+
+
+def _provenance_edited_after_signing(root: Path, keys: dict[str, Any], other: Path) -> str:
+    # Outside the digest, inside the lock's bytes, which the signature binds as well
+    sign_bundle(root, keys["trusted"][0])
+    edit_lock(root, lambda lock: lock.update(created="1999-12-31T23:59:59Z"))
     return "lock_sha256 differs"
 
 
@@ -202,6 +209,7 @@ FORGERIES: list[tuple[str, Forgery]] = [
     ("NaN in the statement", _statement_with_nan),
     ("signature is a FIFO", _signature_is_a_fifo),
     ("signature is a symlink", _signature_is_a_symlink),
+    ("provenance edited after signing", _provenance_edited_after_signing),
 ]
 FORGERY_IDS = [f[0] for f in FORGERIES]
 

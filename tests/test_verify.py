@@ -13,7 +13,7 @@ import pytest
 
 from bundler import Bundle, IntegrityError, load_bundle, verify_bundle
 from bundler.errors import UsageError
-from bundler.lock import files_digest
+from bundler.lock import lock_digest
 
 from .conftest import CopyBundle, run_bundle, run_python, service_env
 
@@ -107,7 +107,7 @@ def _lock_path_escape(root: Path) -> str:
     lock_path = root / "bundle.lock.json"
     lock = json.loads(lock_path.read_text())
     lock["files"]["../outside.txt"] = {"size": 1, "sha256": "0" * 64}
-    lock["digest"] = files_digest(lock["files"])
+    lock["digest"] = lock_digest(lock)
     lock_path.write_text(json.dumps(lock))
     return "bundle.lock.json"
 
