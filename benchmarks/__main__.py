@@ -66,6 +66,7 @@ from .identity import TARGETS as IDENTITY_TARGETS
 from .identity import identity_rows
 from .rehearsal import TARGETS as REHEARSAL_TARGETS
 from .rehearsal import rehearsal_rows
+from .workspace import write_workspace
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {  # metric -> (largest acceptable ratio, the target)
@@ -139,26 +140,6 @@ def hashlib_one_thread(paths: list[Path]) -> None:
 
 def sha256sum(paths: list[Path]) -> None:
     subprocess.run(["sha256sum", *map(str, paths)], check=True, capture_output=True)
-
-
-def write_workspace(folder: Path, params: int, seed: int = 0) -> Path:
-    """A manifest and its component module (the benchmark model, with a custom layer)."""
-    (folder / "src").mkdir(parents=True, exist_ok=True)
-    shutil.copy(HERE / "models.py", folder / "src" / "bench_layers.py")
-    manifest = folder / "manifest.yaml"
-    manifest.write_text(
-        "apiVersion: bundler/v1\n"
-        f"name: bench-{params}\n"
-        "version: 1.0.0\n"
-        "model:\n"
-        "  factory: bench_layers:build\n"
-        f"  args: {{params: {params}, seed: {seed}}}\n"
-        "components:\n"
-        "  - module: bench_layers\n"
-        '    version: "1.0.0"\n'
-        "paths: [src]\n"
-    )
-    return manifest
 
 
 def row(metric: str, ours: float, base: float, unit: str = "s", note: str = "") -> dict[str, Any]:

@@ -38,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.workspace import write_workspace
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HERE = Path(__file__).resolve().parent
@@ -163,25 +165,6 @@ def _pool(turns: list[dict[str, Any]]) -> dict[str, Any]:
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": sum(len(turn["errors"]) for turn in turns),
     }
-
-
-def write_workspace(folder: Path, params: int) -> Path:
-    (folder / "src").mkdir(parents=True, exist_ok=True)
-    shutil.copy(HERE / "models.py", folder / "src" / "bench_layers.py")
-    manifest = folder / "manifest.yaml"
-    manifest.write_text(
-        "apiVersion: bundler/v1\n"
-        f"name: bench-{params}\n"
-        "version: 1.0.0\n"
-        "model:\n"
-        "  factory: bench_layers:build\n"
-        f"  args: {{params: {params}, seed: 0}}\n"
-        "components:\n"
-        "  - module: bench_layers\n"
-        '    version: "1.0.0"\n'
-        "paths: [src]\n"
-    )
-    return manifest
 
 
 def build(folder: Path, params: int) -> tuple[Path, str, int]:

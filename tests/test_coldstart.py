@@ -285,7 +285,7 @@ def test_a_verified_file_checks_each_shard_before_its_bytes_are_read(tmp_path: P
 def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A bundle whose model.keras (~3 MB) carries 1 MiB shards, as a large one carries 128 MiB."""
     sys.path.insert(0, str(ROOT))
-    from benchmarks.__main__ import write_workspace
+    from benchmarks.workspace import write_workspace
     from bundler import build_bundle
 
     folder = tmp_path_factory.mktemp("sharded")

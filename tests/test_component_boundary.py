@@ -22,7 +22,7 @@ from bundler.components import covers, registered_objects
 from bundler.errors import BuildError, UnsafeBundleError
 from bundler.scan import covering_component, module_allowed
 
-from .hostile import edit_keras_config, find_objects
+from .hostile import edit_keras_config, edit_lock, find_objects
 
 ACME = """
 import keras
@@ -155,6 +155,11 @@ def _evil_layer(config: dict[str, Any]) -> dict[str, Any]:
     return layer
 
 
+def _as_an_older_lock(lock: dict[str, Any]) -> None:
+    for component in lock["components"]:
+        del component["defined_in"]
+
+
 def _names_the_sibling_module(config: dict[str, Any]) -> None:
     _evil_layer(config)["module"] = "acme_evil.layers"
 
@@ -182,8 +187,27 @@ def test_verify_and_load_refuse_a_config_naming_a_sibling_prefix_module(
     assert str(caught.value) == f"{acme_copy / 'model.keras'}: {message}"
 
 
+def test_verify_and_load_refuse_an_object_the_lock_does_not_record(acme_copy: Path) -> None:
+    """A lock that records where each object is defined: an object claimed for the component
+    that the lock does not record is refused before anything is looked up."""
+    edit_keras_config(acme_copy, _names_an_object_the_sibling_registered)
+    message = (
+        "the model config names 'acme_evil>Evil' from module 'acme', but the lock does not "
+        "record it for component 'acme'; refusing to load it"
+    )
+    report = verify_bundle(acme_copy)
+    assert [(p.path, p.kind, p.message) for p in report.problems] == [
+        ("model.keras", "config", message)
+    ]
+    with pytest.raises(UnsafeBundleError) as caught:
+        load_bundle(acme_copy)
+    assert str(caught.value) == f"{acme_copy / 'model.keras'}: {message}"
+
+
 def test_load_refuses_an_object_a_sibling_prefix_module_registered(acme_copy: Path) -> None:
-    """What the process registered is only known there: verify passes, load refuses."""
+    """An older lock records no object's module: what the process registered is only known
+    there, so verify passes and load refuses (Keras's registry is checked, not trusted)."""
+    edit_lock(acme_copy, _as_an_older_lock)
     edit_keras_config(acme_copy, _names_an_object_the_sibling_registered)
     assert verify_bundle(acme_copy).ok
     with pytest.raises(UnsafeBundleError) as caught:

@@ -19,12 +19,13 @@ from bundler.errors import BuildError, LoadError, UnsafeBundleError
 from bundler.smoke import verify_bundle
 
 from .conftest import CopyBundle
+from .hostile import edit_lock, reseal
 
 
 def _edit_lock(bundle: Path, **defined_in: str) -> None:
-    lock = json.loads((bundle / "bundle.lock.json").read_text())
-    lock["components"][0]["defined_in"] = defined_in
-    (bundle / "bundle.lock.json").write_text(json.dumps(lock))
+    """The lock records ``defined_in``, resealed: its digest covers the field, and what is tested
+    is the refusal of the record, not of the seal."""
+    edit_lock(bundle, lambda lock: lock["components"][0].update(defined_in=defined_in))
 
 
 def test_the_lock_records_where_each_used_object_is_defined(built: dict[str, Bundle]) -> None:
@@ -247,6 +248,7 @@ def test_a_keras_failure_says_its_cause_not_the_config(copy_bundle: CopyBundle) 
     with zipfile.ZipFile(keras_file, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+    reseal(bundle)  # sealed as its author would: the failure is Keras's, not the lock's
     with pytest.raises(LoadError) as failed:
         load_bundle(bundle, verify=False)
     assert failed.value.message == (
