@@ -1,8 +1,8 @@
 """``bundle push``, ``pull`` and ``serve``: a bundle on its way to a service, rendered.
 
 ``push`` and ``pull`` print the ``PushResult``/``PullResult`` that ``bundler.oci`` returns (with
-``--json``, its ``to_json()``); ``serve`` hands the bundles to the model server and returns when
-it stops.
+``--json``, its ``to_json()``), and on a terminal their stages as they go (``terminal.Stages``);
+``serve`` hands the bundles to the model server and returns when it stops.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ import argparse
 
 from .errors import UsageError
 from .frameworks import install_hint
-from .terminal import display_path, human_size, import_tensorflow_quietly, print_json
+from .terminal import (
+    Stages,
+    display_path,
+    human_size,
+    import_tensorflow_quietly,
+    print_json,
+)
 from .text import shown
 
 
@@ -19,7 +25,17 @@ def run_push(args: argparse.Namespace) -> int:
     """``bundle push``: verify and push, then print the reference to deploy by."""
     from .oci import push
 
-    result = push(args.bundle, args.reference, insecure=args.insecure, format=args.format)
+    stages = Stages(enabled=not args.json)
+    try:
+        result = push(
+            args.bundle,
+            args.reference,
+            insecure=args.insecure,
+            format=args.format,
+            on_stage=stages,
+        )
+    finally:
+        stages.close()
     if args.json:
         print_json(result.to_json())
     else:
@@ -35,13 +51,18 @@ def run_pull(args: argparse.Namespace) -> int:
     """``bundle pull``: fetch (or find in the cache) and verify, then say where it is."""
     from .oci import pull
 
-    result = pull(
-        args.reference,
-        output=args.output,
-        force=args.force,
-        insecure=args.insecure,
-        trusted_keys=[args.key] if args.key else None,
-    )
+    stages = Stages(enabled=not args.json)
+    try:
+        result = pull(
+            args.reference,
+            output=args.output,
+            force=args.force,
+            insecure=args.insecure,
+            trusted_keys=[args.key] if args.key else None,
+            on_stage=stages,
+        )
+    finally:
+        stages.close()
     if args.json:
         print_json(result.to_json())
     else:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,18 @@ def _read_capped(response: Any, limit: int, what: str, where: str) -> bytes:
     return bytes(body)
 
 
-def _bounded_session(session: Any, where: str) -> None:
+def _bounded_session(session: Any, where: str, sent: Callable[[int], None]) -> None:
     """Every answer of ``session`` that its caller reads whole (oras's token requests and error
-    bodies too) is read with a cap; streamed answers are left to their caller, who bounds them."""
+    bodies too) is read with a cap; streamed answers are left to their caller, who bounds them.
+    ``sent`` is told the bytes of each blob upload request once it is sent (oras reads the files
+    and sends them, whole or in chunks, through this session)."""
     from requests.adapters import HTTPAdapter
 
     class Bounded(HTTPAdapter):
         def send(self, request: Any, stream: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
             response = super().send(request, stream=True, **kwargs)
+            if "/blobs/uploads/" in str(request.url) and isinstance(request.body, bytes):
+                sent(len(request.body))
             if not stream:
                 response._content = _read_capped(response, MAX_ANSWER_BYTES, "an answer", where)
             return response
@@ -97,7 +102,12 @@ def _bounded_session(session: Any, where: str) -> None:
 
 
 class RegistryClient:
-    """The few registry calls we need, through oras's session, auth and retries."""
+    """The few registry calls we need, through oras's session, auth and retries.
+
+    ``meter``, when set, is told the bytes of blobs as they are uploaded or downloaded.
+    """
+
+    meter: Callable[[int], None] | None = None
 
     def __init__(self, ref: Reference, insecure: bool) -> None:
         try:
@@ -109,7 +119,7 @@ class RegistryClient:
             ) from None
         plain_http = insecure or ref.local
         self.registry = oras.provider.Registry(hostname=ref.host, insecure=plain_http)
-        _bounded_session(self.registry.session, str(ref))
+        _bounded_session(self.registry.session, str(ref), self._count)
         found = credentials(ref.host)
         if found is not None:
             self.registry.auth.set_basic_auth(*found)
@@ -118,6 +128,10 @@ class RegistryClient:
         )
         self.ref = ref
         self.prefix = "http" if plain_http else "https"
+
+    def _count(self, size: int) -> None:
+        if self.meter is not None:
+            self.meter(size)
 
     def _request(self, url: str, method: str, **kwargs: Any) -> Any:
         """One request through oras's session and auth, with two quick retries of our own.
@@ -239,6 +253,7 @@ class RegistryClient:
                         break
                     hasher.update(chunk)
                     out.write(chunk)
+                    self._count(len(chunk))
         if received != size or "sha256:" + hasher.hexdigest() != digest:
             raise IntegrityError(
                 f"the registry served a blob that does not match its digest {digest} "

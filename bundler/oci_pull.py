@@ -13,6 +13,7 @@ ModelPack ``.tar`` layers other tools send (within the bounds of the lock, pulle
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -26,7 +27,7 @@ from .layout import LOCK_FILENAME
 from .oci_artifact import checked_manifest
 from .oci_client import RegistryClient
 from .oci_reference import parse_reference
-from .transfer import PullResult
+from .transfer import OnStage, PullResult
 
 
 def cache_root() -> Path:
@@ -43,16 +44,25 @@ def pull(
     force: bool = False,
     insecure: bool = False,
     trusted_keys: Any = None,
+    on_stage: OnStage | None = None,
 ) -> PullResult:
     """The bundle at ``reference`` in the local cache (downloaded and verified if not there),
     and with ``output`` also copied there (``force`` replaces a bundle at ``output``); with
-    ``trusted_keys``, its signature by one of them is required too. ``.path`` is its folder."""
+    ``trusted_keys``, its signature by one of them is required too. ``.path`` is its folder.
+    ``on_stage`` is told of ``downloading`` and ``verifying in the cache``, with their bytes."""
     started = time.perf_counter()
     if output is None:
-        path, downloaded = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
+        path, downloaded = fetch(
+            reference, insecure=insecure, trusted_keys=trusted_keys, on_stage=on_stage
+        )
     else:
         path, downloaded = pull_to(
-            reference, output, insecure=insecure, force=force, trusted_keys=trusted_keys
+            reference,
+            output,
+            insecure=insecure,
+            force=force,
+            trusted_keys=trusted_keys,
+            on_stage=on_stage,
         )
     return PullResult(
         reference=reference,
@@ -71,7 +81,13 @@ def _signed_by(root: Path, trusted_keys: Any) -> Path:
     return root
 
 
-def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -> tuple[Path, bool]:
+def fetch(
+    reference: str,
+    *,
+    insecure: bool = False,
+    trusted_keys: Any = None,
+    on_stage: OnStage | None = None,
+) -> tuple[Path, bool]:
     """(the bundle's folder in the cache, whether it was downloaded now); with ``trusted_keys``
     the pulled signature must be valid and by one of them (checked before the cache takes it)."""
     from .atomic import remove_stale_temporaries
@@ -97,12 +113,17 @@ def fetch(reference: str, *, insecure: bool = False, trusted_keys: Any = None) -
     remove_stale_temporaries(final, every_name=True)  # left beside it by killed pulls
     work = temporary_beside(final)
     work.mkdir()
+    hashing = None
+    if on_stage is not None:  # the sizes the manifest claims (checked ints): shown, not trusted
+        client.meter = on_stage("downloading", lock["size"] + sum(d["size"] for _, d in files))
+        hashing = functools.partial(on_stage, "verifying in the cache")
     try:
         client.fetch_blob(lock, work / LOCK_FILENAME)
         _fetch_files(client, files, work, str(ref), final)
         from .verify import require_intact
 
-        require_intact(work, "the pulled bundle failed verification; refusing it", where=str(ref))
+        refusal = "the pulled bundle failed verification; refusing it"
+        require_intact(work, refusal, where=str(ref), on_hashing=hashing)
         try:
             _signed_by(work, trusted_keys)
         except SignatureError as error:  # named by the reference, not by the temporary folder
@@ -172,6 +193,7 @@ def pull_to(
     insecure: bool = False,
     force: bool = False,
     trusted_keys: Any = None,
+    on_stage: OnStage | None = None,
 ) -> tuple[Path, bool]:
     """Pull into the cache, then copy the bundle to ``out``, installed as a build installs it.
 
@@ -179,7 +201,9 @@ def pull_to(
     """
     from .atomic import install, prepare_workdir
 
-    cached, fetched = fetch(reference, insecure=insecure, trusted_keys=trusted_keys)
+    cached, fetched = fetch(
+        reference, insecure=insecure, trusted_keys=trusted_keys, on_stage=on_stage
+    )
     target = Path(os.path.abspath(out))
     work = prepare_workdir(target, force)
     try:

@@ -7,6 +7,7 @@ too, once checked to vouch for this very bundle.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from .oci_artifact import (
 )
 from .oci_client import MANIFEST_MEDIA_TYPE, RegistryClient
 from .oci_reference import Reference, parse_reference
-from .transfer import PushFormat, PushResult
+from .transfer import OnStage, PushFormat, PushResult
 
 
 def _signatures_to_push(root: Path) -> dict[Path, str]:
@@ -56,11 +57,17 @@ PUSH_FORMATS = ("modelpack", "bundler")
 
 
 def push(
-    bundle: str | Path, reference: str, *, insecure: bool = False, format: PushFormat = "modelpack"
+    bundle: str | Path,
+    reference: str,
+    *,
+    insecure: bool = False,
+    format: PushFormat = "modelpack",
+    on_stage: OnStage | None = None,
 ) -> PushResult:
     """Verify ``bundle``, then push it (with its signatures, if signed); returns the manifest
     digest and where it went. ``format`` is ``"modelpack"`` (a CNCF ModelPack artifact, see
-    ``bundler.modelpack``) or ``"bundler"`` (the lock as the config blob); both pull alike."""
+    ``bundler.modelpack``) or ``"bundler"`` (the lock as the config blob); both pull alike.
+    ``on_stage`` is told of ``verifying`` and ``uploading``, with their bytes."""
     from . import modelpack
     from .lock_reader import bundle_root
     from .verify import require_intact
@@ -70,7 +77,9 @@ def push(
             f"unknown push format {format!r}; expected one of {', '.join(PUSH_FORMATS)}"
         )
     root = bundle_root(bundle)
-    lock = require_intact(root, "the bundle failed verification; refusing to push it").lock
+    hashing = None if on_stage is None else functools.partial(on_stage, "verifying")
+    refusal = "the bundle failed verification; refusing to push it"
+    lock = require_intact(root, refusal, on_hashing=hashing).lock
     assert lock is not None  # integrity_ok implies a lock
     signatures = _signatures_to_push(root)
     ref = parse_reference(reference)
@@ -92,6 +101,9 @@ def push(
         return "sha256:" + hashlib.sha256(content).hexdigest(), len(content)
 
     lock_digest, lock_size = sha256_of(root / LOCK_FILENAME)
+    if on_stage is not None:  # the files, the lock and the signatures
+        sizes = sum(os.stat(path).st_size for path in signatures)
+        client.meter = on_stage("uploading", lock_size + lock.total_size + sizes)
     layers = []
     if not ours:  # the lock is a file among the others
         layers.append(
@@ -119,6 +131,7 @@ def push(
             "digest": "sha256:" + hashlib.sha256(encoded).hexdigest(),
             "size": len(encoded),
         }
+        client.meter = None  # a small document of our own, not among the bytes announced
         client.put_bytes(encoded, config)
     annotations = {
         "org.opencontainers.image.title": lock.name,

@@ -1,9 +1,9 @@
 """How ``bundle`` writes to a terminal: colour, sizes, progress, strict JSON, quiet TensorFlow.
 
 Every command's output goes through these, so that colour obeys ``NO_COLOR`` and ``TERM=dumb``
-everywhere, sizes read alike in every command, progress appears only for big bundles on a
-terminal, and ``--json`` documents are strict JSON (no NaN). Text read from bundles is escaped by
-``bundler.text.shown`` before it gets here.
+everywhere, sizes read alike in every command, stages and progress appear only on a terminal
+(bytes only for big bundles), and ``--json`` documents are strict JSON (no NaN). Text read from
+bundles is escaped by ``bundler.text.shown`` before it gets here.
 """
 
 from __future__ import annotations
@@ -86,6 +86,31 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\r" + " " * 70 + "\r")
             sys.stderr.flush()
+
+
+class Stages:
+    """The stages of a push or pull on stderr, for a terminal only, as a build shows its own: a
+    dim line as each begins (``  uploading...``), and below it the stage's bytes on one rewritten
+    line (big transfers only, as ``Progress`` decides). Call it as the ``on_stage`` of
+    ``bundler.oci.push``/``pull``; ``close()`` clears the last bytes line before the result."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.style = Style(sys.stderr)
+        self.meter: Progress | None = None
+
+    def __call__(self, what: str, total: int) -> Progress | None:
+        self.close()
+        if self.enabled:
+            sys.stderr.write(self.style.dim(f"  {what}...") + "\n")
+            sys.stderr.flush()
+        self.meter = Progress(f"  {what}", total, enabled=self.enabled)
+        return self.meter
+
+    def close(self) -> None:
+        if self.meter is not None:
+            self.meter.close()
+            self.meter = None
 
 
 def _finite(value: Any) -> Any:

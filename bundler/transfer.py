@@ -7,12 +7,22 @@ them) finds the result of a transfer without the protocol around it. ``to_json()
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .digest import Progress
+
 PushFormat = Literal["modelpack", "bundler"]
 """The artifact a push writes: a CNCF ModelPack artifact, or bundler's own (the lock as config)."""
+
+OnStage = Callable[[str, int], Progress | None]
+"""``on_stage(what, total_bytes)``, told as each stage of a push or pull begins (``verifying``,
+``uploading``; ``downloading``, ``verifying in the cache``); it may return a meter, told the bytes
+of that stage as they are done. A stage ends when the next begins or the call returns: a meter
+with a ``close()`` may be closed then, or left to the caller (``bundle push`` and ``pull`` close
+it)."""
 
 
 @dataclass(frozen=True, kw_only=True)

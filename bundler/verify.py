@@ -336,9 +336,11 @@ def require_intact(
     refusal: str,
     error: type[BundleError] = IntegrityError,
     where: str | Path | None = None,
+    on_hashing: ProgressFactory | None = None,
 ) -> VerifyReport:
-    """Verify ``root`` before acting on it (sign, push, cache): ``error(refusal)`` if not intact."""
-    report = check_bundle(root)
+    """Verify ``root`` before acting on it (sign, push, cache): ``error(refusal)`` if not intact.
+    ``on_hashing`` is ``check_bundle``'s: progress, for a push or pull on a terminal."""
+    report = check_bundle(root, on_hashing=on_hashing)
     if not report.integrity_ok:
         raise error(refusal, path=where or root, details=[str(p) for p in report.problems])
     return report

@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import functools
 import importlib
 import re
 import shutil
@@ -30,6 +31,8 @@ import pytest
 import bundler
 from bundler import Bundle
 
+from . import doc_outputs
+from .doc_outputs import Outcome, Scene
 from .hostile_registry import HostileRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,14 +98,37 @@ def installed(name: str, install: str = PIP_TEST) -> bool:
     return True
 
 
-def readme_section(title: str) -> str:
-    """The text of the README's ``## title`` section."""
-    readme = (ROOT / "README.md").read_text()
-    return readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+class CheckPage(Protocol):
+    """The ``check_page`` fixture: ``check_page(page, scene)`` runs and compares, or rewrites."""
+
+    def __call__(self, page: str, scene: Scene) -> Outcome: ...
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-docs",
+        action="store_true",
+        help="rewrite the output the README and docs/ show from a fresh run of their commands, "
+        "instead of failing where it differs (tests/doc_outputs.py)",
+    )
+
+
+@pytest.fixture()
+def check_page(request: pytest.FixtureRequest) -> CheckPage:
+    """``check_page(page, scene)``: run the page's console commands in ``scene`` and fail where
+    they print other than it shows; under ``--update-docs``, rewrite the page instead."""
+    update = bool(request.config.getoption("--update-docs"))
+    return functools.partial(doc_outputs.check_page, update=update)
+
+
+def page_section(page: str, title: str) -> str:
+    """The text of the ``## title`` section of ``page`` (a path from the repository's root)."""
+    text = (ROOT / page).read_text()
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def console_commands(section: str) -> list[tuple[str, list[str]]]:
-    """($ command, the output lines the README shows for it) in a section's console blocks."""
+    """($ command, the output lines a page shows for it) in a section's console blocks."""
     commands: list[tuple[str, list[str]]] = []
     for block in re.findall(r"```console\n(.*?)```", section, flags=re.DOTALL):
         for line in block.splitlines():

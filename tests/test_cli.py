@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,8 +19,6 @@ from .conftest import (
     EXAMPLES,
     ROOT,
     cli_env,
-    console_commands,
-    readme_section,
     run_bundle,
     service_env,
 )
@@ -243,60 +239,6 @@ def test_sigterm_removes_the_temporary_folder(tmp_path: Path) -> None:
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if ".bundler-" in p.name]
     assert "Traceback" not in stderr
-
-
-def test_readme_quickstart_commands_run(tmp_path: Path) -> None:
-    """The README's first command, minus the install (this interpreter already has bundler)."""
-    import shutil
-
-    text = (ROOT / "README.md").read_text()
-    block = text.split("```sh", 1)[1].split("```", 1)[0]
-    line = next(line for line in block.splitlines() if "bundle build" in line)
-    commands = [
-        part.strip() for part in line.split("&&") if part.strip().startswith(".venv/bin/bundle")
-    ]
-    assert len(commands) == 2
-    shutil.copytree(EXAMPLES, tmp_path / "example_bundles")
-    for command in commands:
-        result = run_bundle(*command.split()[1:], cwd=tmp_path, env=cli_env(PYTHONPATH=str(ROOT)))
-        assert result.returncode == 0, (command, result.stdout, result.stderr)
-    assert verify_bundle(tmp_path / "bundles" / "moons").ok
-
-
-def _normalized(line: str) -> str:
-    """A line without what changes between builds and machines: hashes, times, versions, sizes."""
-    line = re.sub(r"\b[0-9a-f]{12,64}\b", "<hex>", line)
-    line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<time>", line)
-    line = re.sub(r"\d+\.\d+\.\d+", "<version>", line)
-    line = re.sub(r"\d+(\.\d+)? (B|KB|MB|GB|s)\b", "<n>", line)
-    return " ".join(line.split())
-
-
-def test_readme_command_line_examples_print_what_it_shows(tmp_path: Path) -> None:
-    commands = console_commands(readme_section("Command line"))
-    assert len(commands) >= 8, commands
-    (tmp_path / "example_bundles").symlink_to(EXAMPLES)
-    env = cli_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    previous = None
-    for command, shown in commands:
-        expected = [line for line in shown if line.strip()]
-        if command == "echo $?":
-            assert expected == [str(previous)], command
-            continue
-        result = subprocess.run(
-            ["bash", "-c", command.split("  # ", 1)[0]],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        previous = result.returncode
-        failed = bool(expected) and expected[0].startswith("FAILED")
-        assert result.returncode == (1 if failed else 0), (command, result.stderr)
-        printed = {_normalized(line) for line in (result.stdout + result.stderr).splitlines()}
-        missing = [line for line in expected if _normalized(line) not in printed]
-        assert not missing, (command, missing, result.stdout)
 
 
 def test_every_command_explains_itself_in_its_help() -> None:

@@ -49,8 +49,6 @@ from .conftest import (
     EXAMPLES,
     CopyBundle,
     cli_env,
-    console_commands,
-    readme_section,
     run_bundle,
     run_python,
 )
@@ -448,34 +446,6 @@ def test_an_adapter_that_raises_is_a_clear_refusal(evolving: Path, tmp_path: Pat
     assert first.startswith("AdapterError") and V1_TO_2 in first, first
     assert "ZeroDivisionError" in first
     assert mode == "graph"
-
-
-# lines that do not change from build to build (no digests, sizes or timings)
-STABLE = re.compile(
-    r"^\s*(load plan|why:|evolve_layers[ =]|keras |tensorflow |to load it:|example |# bundler-)"
-)
-
-
-def test_readme_walkthrough_output_is_what_the_commands_print(tmp_path: Path) -> None:
-    commands = console_commands(readme_section("When the custom code moves on"))
-    assert len(commands) >= 7
-    (tmp_path / "example_bundles").symlink_to(EXAMPLES)
-    env = cli_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    for command, shown in commands:
-        script = command.split("   # ", 1)[0]
-        result = subprocess.run(
-            ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-        printed = [line.rstrip() for line in (result.stdout + result.stderr).splitlines()]
-        verdict = shown[0].split()[0] if shown and shown[0].split() else None
-        if verdict in ("OK", "FAILED"):
-            assert result.returncode == (0 if verdict == "OK" else 1), (command, printed)
-            assert any(line.startswith(verdict + " ") for line in printed), (command, printed)
-        else:
-            assert result.returncode == 0, (command, result.stderr)
-        expected = [line.rstrip() for line in shown if STABLE.match(line)]
-        missing = [line for line in expected if line not in printed]
-        assert not missing, (command, missing, printed)
 
 
 HALVED_GAIN_RELEASE = '''

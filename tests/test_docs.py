@@ -36,10 +36,8 @@ def test_every_test_named_in_security_md_exists() -> None:
 
 DOCS = ROOT / "docs"
 # Words that point outside the repository, or at documents a reader of a clone does not have.
-OUTSIDE = ("../shared", "DESIGN.md", "the contract", "the issue")
-# docs/ pages whose `console` blocks a test executes, with that test; every other command shown
-# in docs/ is a `text` or `sh` block, an illustration rather than a promise of exact output.
-EXECUTED_CONSOLE_BLOCKS: dict[str, str] = {}
+# (Every `console` block of README.md and docs/ is run by the test tests/doc_outputs.py names.)
+OUTSIDE = ("../shared", "/work/shared", "DESIGN.md", "the contract", "the issue")
 
 
 def _documents() -> list[Path]:
@@ -61,28 +59,37 @@ def test_docs_exist_and_the_index_links_every_page() -> None:
     assert [page for page in pages if f"]({page})" not in index] == []
 
 
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as
+    hyphens, a repeated heading numbered (``-1``, ``-2``)."""
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = None if fenced else re.match(r"#{1,6} (.+)", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading[1].strip().lower()).replace(" ", "-")
+            found.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+            seen[slug] = seen.get(slug, 0) + 1
+    return found
+
+
 @pytest.mark.parametrize("document", _documents(), ids=lambda p: p.name)
 def test_documents_stay_inside_the_repository(document: Path) -> None:
     text = document.read_text()
     found = [word for word in OUTSIDE if word.lower() in text.lower()]
     assert not found, f"{document.name} mentions {found}"
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
         if "://" in target or target.startswith("mailto:"):
             continue
-        assert (document.parent / target).exists(), f"{document.name} links to missing {target}"
-
-
-def test_console_blocks_in_docs_are_executed_by_a_test() -> None:
-    shown = {
-        page.name for page in DOCS.glob("*.md") if re.search(r"```console\n", page.read_text())
-    }
-    assert shown <= set(EXECUTED_CONSOLE_BLOCKS), (
-        f"console blocks in {sorted(shown - set(EXECUTED_CONSOLE_BLOCKS))} are run by no test: "
-        "add a test and list it in EXECUTED_CONSOLE_BLOCKS, or show them as a text block"
-    )
-    for name, test in EXECUTED_CONSOLE_BLOCKS.items():
-        filename, function = test.split("::")
-        assert function in _test_functions(filename), f"{name}: {test} does not exist"
+        linked = document.parent / target if target else document
+        assert linked.exists(), f"{document.name} links to missing {target}"
+        if anchor and linked.suffix == ".md":
+            assert anchor in _anchors(linked.read_text()), (
+                f"{document.name}: no #{anchor} in {target}"
+            )
 
 
 def test_cli_page_documents_every_command() -> None:
@@ -94,6 +101,57 @@ def test_cli_page_documents_every_command() -> None:
     assert len(commands) >= 10
     page = (DOCS / "cli.md").read_text()
     assert [c for c in commands if f"## `bundle {c}" not in page] == []
+
+
+def _cli_sections() -> dict[str, str]:
+    """docs/cli.md's section of each command: {command: its text}."""
+    page = (DOCS / "cli.md").read_text()
+    return {
+        section.split()[1].strip("`"): section
+        for section in page.split("\n## `")[1:]
+        if section.startswith("bundle ")
+    }
+
+
+def _parser_options() -> list[tuple[str, str]]:
+    """(command, option) for every option the parser knows, each of its spellings."""
+    import argparse
+
+    from bundler.cli_parser import make_parser
+
+    parser = make_parser()
+    found = [("", option) for action in parser._actions for option in action.option_strings]
+    everywhere = {option for _, option in found}  # given before or after the command
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            found += [(name, o) for o in action.option_strings if o not in everywhere]
+    return found
+
+
+def test_cli_page_documents_every_option_of_every_command() -> None:
+    """`--help` and docs/cli.md agree: each option the parser knows appears in its command's
+    section (global options in the page's opening), every spelling of it."""
+    page = (DOCS / "cli.md").read_text()
+    sections = {"": page.split("\n## `", 1)[0], **_cli_sections()}
+    options = _parser_options()
+    assert len(options) > 30, options
+    missing = [
+        f"bundle {command} {option}".replace("  ", " ")
+        for command, option in options
+        if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", sections[command])
+    ]
+    assert missing == [], f"docs/cli.md does not name these options: {missing}"
+
+
+def test_cli_page_headings_name_only_options_the_parser_knows() -> None:
+    known = set(_parser_options())
+    headings = {
+        (name, option)
+        for name, section in _cli_sections().items()
+        for option in re.findall(r"(?<![\w-])--?[a-z][\w-]*", section.split("\n", 1)[0])
+    }
+    assert sorted(headings - known) == []
 
 
 def test_environment_page_names_every_variable_bundler_reads() -> None:

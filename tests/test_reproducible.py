@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import subprocess
 import sys
 import zipfile
@@ -17,13 +16,7 @@ from bundler import Bundle
 from bundler.golden import generated_inputs, named_outputs
 from bundler.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
 
-from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, readme_section, run_bundle
-
-
-def _stable(line: str) -> str:
-    """A line without what differs between runs: digests, sizes, timings, random weights."""
-    line = re.sub(r"[0-9a-f]{64}", "<hex>", line)
-    return re.sub(r"\d+(\.\d+)?(e-?\d+)?", "<n>", line)
+from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, run_bundle
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -183,11 +176,6 @@ def test_check_reproducible_names_what_an_unseeded_factory_changes(
     assert (tmp_path / "out" / "bundle.lock.json").is_file(), "the first build stays"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == [], "the second build is removed"
-    section = readme_section("What changed: reproducible builds and bundle diff")
-    (shown,) = re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
-    assert [_stable(line) for line in lines[1:]] == [
-        _stable(line) for line in shown.splitlines()[1:]
-    ], "the README shows this output"
 
 
 def test_a_keras_zip_past_the_zip64_limits_stays_readable(

@@ -31,9 +31,8 @@ from bundler.errors import BundleError
 from .conftest import (
     EXAMPLES,
     ROOT,
+    CheckPage,
     cli_env,
-    console_commands,
-    readme_section,
     require_module,
     require_program,
     service_env,
@@ -582,36 +581,23 @@ def test_watch_reloads_when_the_path_names_another_bundle(
         assert attempts == [False, True][:tries]  # a refused one is not tried again
 
 
-def test_readme_serving_commands_print_what_it_shows(server: Server) -> None:
-    """The README's curl commands, run against a server like the one it shows."""
+def test_the_deploying_guide_prints_what_it_shows(
+    server: Server, check_page: CheckPage, tmp_path: Path
+) -> None:
+    """docs/deploying.md's curl commands, run against this module's server (it serves the
+    session's custom_layer bundle, as the guide's server does)."""
+    from .test_doc_outputs import scene
+
     require_program("curl", "apt-get install curl")
-    commands = console_commands(readme_section("Serving with KServe"))
-    assert len(commands) >= 3, commands
-    for command, shown in commands:
-        result = subprocess.run(
-            ["bash", "-c", command.replace("localhost:8080", f"127.0.0.1:{server.port}")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, (command, result.stderr)
-        _assert_same_document(json.loads("\n".join(shown)), json.loads(result.stdout), command)
+    here = scene(tmp_path, examples=False)
+    here.shown_as = {
+        f"127.0.0.1:{server.port}": "localhost:8080",
+        str(server.bundles["v1"]): "/srv/ml/bundles/regressor-0.3.0",
+    }
+    # the session's build of custom_layer: its digest depends on what the process built before
+    here.facts = {"regressor-0.3.0": load_bundle_digest(server.bundles["v1"])}
+    check_page("docs/deploying.md", here)
 
 
-def _assert_same_document(shown: Any, got: Any, where: str) -> None:
-    """Equal, but for floats (to 1e-4) and what differs between machines (digests, paths)."""
-    if isinstance(shown, dict):
-        assert isinstance(got, dict) and sorted(got) == sorted(shown), (where, shown, got)
-        for key, value in shown.items():
-            if key != "bundle":  # the bundle's folder on this machine
-                _assert_same_document(value, got[key], f"{where}: {key}")
-    elif isinstance(shown, list):
-        assert isinstance(got, list) and len(got) == len(shown), (where, shown, got)
-        for index, (a, b) in enumerate(zip(shown, got, strict=True)):
-            _assert_same_document(a, b, f"{where}[{index}]")
-    elif isinstance(shown, float):
-        assert got == pytest.approx(shown, rel=1e-4), (where, shown, got)
-    elif isinstance(shown, str):
-        assert re.sub(r"[0-9a-f]{64}", "<hex>", got) == re.sub(r"[0-9a-f]{64}", "<hex>", shown)
-    else:
-        assert got == shown, (where, shown, got)
+def load_bundle_digest(bundle: Path) -> str:
+    return str(json.loads((bundle / "bundle.lock.json").read_text())["digest"])

@@ -22,7 +22,7 @@ from bundler.errors import SignatureError, UsageError
 from bundler.lock import SIGNATURE_FILENAME
 from bundler.signing import keygen, sign_bundle, verify_signature
 
-from .conftest import CopyBundle, console_commands, readme_section, run_bundle, service_env
+from .conftest import ROOT, CopyBundle, console_commands, run_bundle, service_env
 from .hostile import edit_lock, reseal
 
 # A forgery damages the bundle at ``root`` with the test keys (``other``: a second bundle to borrow
@@ -60,14 +60,16 @@ def test_signed_bundle_verifies_and_loads_with_the_trusted_key(
     assert not [p for p in root.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_cli_keygen_sign_verify_key_as_the_readme_shows(
+def test_cli_keygen_sign_verify_key_as_the_signing_guide_shows(
     copy_bundle: CopyBundle, tmp_path: Path
 ) -> None:
-    """The README's signing commands, run as written (on a copy of the bundle)."""
+    """docs/signing.md's commands, run as written (on a copy of the bundle); the guide's own
+    test checks what they print."""
     root = copy_bundle("custom_layer")
     commands = [
         command.split("#", 1)[0].replace("bundles/custom-layer", str(root)).split()
-        for command, _ in console_commands(readme_section("Signing"))
+        for command, _ in console_commands((ROOT / "docs" / "signing.md").read_text())
+        if command.startswith("bundle ")
     ]
     assert [command[1] for command in commands] == ["keygen", "sign", "verify"]
     for command in commands:
