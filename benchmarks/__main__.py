@@ -234,8 +234,8 @@ def canonicalising(enabled: bool) -> Iterator[None]:
     """The build as it is, or (``enabled=False``) as it was before builds were reproducible."""
     import keras
 
-    import bundler.build as build
-    import bundler.export as export
+    import bundler.build.export as export
+    import bundler.build.pipeline as build
 
     # the names as the build looks them up: imported into its modules, so patched there, by name
     replacements: dict[tuple[ModuleType, str], Callable[[Any], Any]] = {
@@ -264,7 +264,7 @@ def read_whole(paths: list[Path]) -> None:
 
 def read_weights(paths: list[Path]) -> None:
     """Every weight of each ``model.keras``, read into memory with h5py, one dataset at a time."""
-    from bundler.keras_weights import KerasFile
+    from bundler.diff.keras_weights import KerasFile
 
     for path in paths:
         with KerasFile(path.parent, path.name, path.stat().st_size) as keras_file:
@@ -275,7 +275,7 @@ def read_weights(paths: list[Path]) -> None:
 def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
     """Reproducible build vs the build without it; bundle diff, identical and all-changed."""
     import bundler
-    from bundler.diff import diff_bundles
+    from bundler.diff.bundles import diff_bundles
 
     folder = work / f"repro-{params}"
     manifest = write_workspace(folder, params)
@@ -313,7 +313,7 @@ def bench_reproducible(params: int, repeat: int, work: Path) -> list[dict[str, A
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     peak = (  # VmHWM, not ru_maxrss: that one carries the benchmark's own peak across exec
         "import sys\n"
-        "from bundler.cli import main\n"
+        "from bundler.cli.main import main\n"
         "code = main(sys.argv[1:])\n"
         "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
         "print(status, file=sys.stderr)\n"
@@ -420,8 +420,8 @@ def bench_verify(params: int, repeat: int, work: Path) -> list[dict[str, Any]]:
 def bench_one_big_file(size: int, repeat: int, work: Path, small_bundle: Path) -> dict[str, Any]:
     """verify_bundle on a bundle dominated by one file of ``size`` bytes (shards in parallel)."""
     from bundler import verify_bundle
-    from bundler.lock import lock_digest
-    from bundler.lock_writer import files_table
+    from bundler.build.lock_writer import files_table
+    from bundler.lock.model import lock_digest
 
     root = work / "one-big-file"
     shutil.copytree(small_bundle, root)
@@ -469,7 +469,7 @@ def bench_startup(repeat: int, small_bundle: Path, with_tensorflow: bool) -> lis
     except ImportError:
         return rows
     # what a service pays before its first load: bundler's loader and TensorFlow, vs MLflow's
-    ready = median_time(run(python, "-c", "import bundler.load, tensorflow"), repeat)
+    ready = median_time(run(python, "-c", "import bundler.load.loader, tensorflow"), repeat)
     peer = median_time(run(python, "-c", "import mlflow.tensorflow"), repeat)
     rows.append(row("mlflow_import_vs_bundler_import", ready, peer))
     return rows
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import bundler
     from benchmarks.serve import available as serve_available
-    from bundler.build import build_bundle
+    from bundler.build.pipeline import build_bundle
 
     rows: list[dict[str, Any]] = []
     notes: list[str] = []

@@ -3,8 +3,8 @@
 - ``identity_check``: the source-identity check one load or verify does (hash the files the lock
   pins, compare), for the benchmark component, and for keras_hub's tiny ``ViTBackbone`` and
   ``BertBackbone`` when keras_hub is installed: the files pinned now (the code the model runs,
-  ``bundler.model_sources``) hashed as a lock now says (tokens, with the bytes shortcut) against
-  what a lock pinned before (the files defining the config's class and its bases, by their
+  ``bundler.build.model_sources``) hashed as a lock now says (tokens, with the bytes shortcut)
+  against what a lock pinned before (the files defining the config's class and its bases, by their
   bytes); and the same files when every one of them changed (each one tokenized). Target 5 ms.
 - ``load_modified_replay``: ``load_bundle`` of a bundle whose component changed under the same
   version (a line of code), which replays the golden examples before returning, vs a plain load
@@ -58,9 +58,9 @@ def _hub_models() -> dict[str, Any]:
 
 def keras_hub_rows(repeat: int, row: Any) -> list[dict[str, Any]]:
     """identity_check rows for keras_hub's ViT and BERT: now vs before, unchanged and changed."""
-    from bundler.components import installed_sources_digest, pin_sources, static_version
-    from bundler.model_sources import code_objects, defining_files
-    from bundler.source_hash import TOKENS_V1
+    from bundler.build.model_sources import code_objects, defining_files
+    from bundler.compat.components import installed_sources_digest, pin_sources, static_version
+    from bundler.compat.source_hash import TOKENS_V1
 
     hub = static_version("keras_hub")
     assert hub.origin is not None
@@ -92,7 +92,7 @@ def identity_rows(
 ) -> list[dict[str, Any]]:
     """Rows for one benchmark bundle ``out`` whose component module is ``bench_layers``."""
     import bundler
-    from bundler.components import installed_sources_digest, static_version
+    from bundler.compat.components import installed_sources_digest, static_version
 
     lock = bundler.verify_bundle(out).lock
     assert lock is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from bundler.errors import (
     AdapterError,
     BuildError,
     BuildWarning,
@@ -75,37 +75,37 @@ __all__ = [
 ]
 
 _LAZY = {
-    "build_bundle": "build",
-    "Bundle": "build",
-    "verify_bundle": "smoke",
-    "VerifyReport": "verify",
-    "load_bundle": "load",
-    "LoadedBundle": "load",
-    "adapter": "adapters",
-    "read_manifest": "manifest",
-    "diff_bundles": "diff",
-    "BundleDiff": "diff",
-    "inspect_bundle": "inspection",
-    "InspectReport": "inspection",
-    "PushResult": "transfer",
-    "push": "oci",
-    "pull": "oci",
-    "Lock": "lock",
-    "PullResult": "transfer",
+    "build_bundle": "build.pipeline",
+    "Bundle": "build.pipeline",
+    "verify_bundle": "load.smoke",
+    "VerifyReport": "verify.checks",
+    "load_bundle": "load.loader",
+    "LoadedBundle": "load.loader",
+    "adapter": "compat.adapters",
+    "read_manifest": "manifest.reader",
+    "diff_bundles": "diff.bundles",
+    "BundleDiff": "diff.bundles",
+    "inspect_bundle": "verify.inspection",
+    "InspectReport": "verify.inspection",
+    "PushResult": "registry.transfer",
+    "push": "registry.api",
+    "pull": "registry.api",
+    "Lock": "lock.model",
+    "PullResult": "registry.transfer",
 }
 
 if TYPE_CHECKING:
-    from .adapters import adapter
-    from .build import Bundle, build_bundle
-    from .diff import BundleDiff, diff_bundles
-    from .inspection import InspectReport, inspect_bundle
-    from .load import LoadedBundle, load_bundle
-    from .lock import Lock
-    from .manifest import read_manifest
-    from .oci import pull, push
-    from .smoke import verify_bundle
-    from .transfer import PullResult, PushResult
-    from .verify import VerifyReport
+    from bundler.build.pipeline import Bundle, build_bundle
+    from bundler.compat.adapters import adapter
+    from bundler.diff.bundles import BundleDiff, diff_bundles
+    from bundler.load.loader import LoadedBundle, load_bundle
+    from bundler.load.smoke import verify_bundle
+    from bundler.lock.model import Lock
+    from bundler.manifest.reader import read_manifest
+    from bundler.registry.api import pull, push
+    from bundler.registry.transfer import PullResult, PushResult
+    from bundler.verify.checks import VerifyReport
+    from bundler.verify.inspection import InspectReport, inspect_bundle
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from bundler.cli.main import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ A document newer than the reader is refused with both versions named: only a new
 read it correctly, and guessing would be worse than stopping.
 
 These are *format upgrades* of bundler's own documents; the *migrations* a component's newer code
-registers for its serialized objects are adapters (``bundler.adapters``).
+registers for its serialized objects are adapters (``bundler.compat.adapters``).
 """
 
 from __future__ import annotations

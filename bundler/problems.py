@@ -1,14 +1,14 @@
 """A problem with a bundle: what every check reports, by the file it is about.
 
-Its own module so that every check (integrity in ``bundler.verify``, the graph scan, the archive
-check) can report one without importing the others.
+Its own module so that every check (integrity in ``bundler.verify.checks``, the graph scan, the
+archive check) can report one without importing the others.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import ProblemKind
+from bundler.types import ProblemKind
 
 # problems about whether intact files load here; every other kind means a damaged bundle
 LOAD_KINDS = frozenset({"config", "incompatible", "modified", "smoke"})

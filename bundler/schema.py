@@ -18,9 +18,9 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def generate(name: str) -> dict[str, Any]:
     if name == "manifest":
-        from .manifest_schema import Manifest as model
+        from bundler.manifest.schema import Manifest as model
     elif name == "lock":
-        from .lock_schema import Lock as model  # type: ignore[assignment]
+        from bundler.lock.schema import Lock as model  # type: ignore[assignment]
     else:
         raise ValueError(f"unknown schema {name!r}; choose one of {', '.join(SCHEMA_NAMES)}")
     return {"$schema": DIALECT, **model.model_json_schema(mode="validation")}

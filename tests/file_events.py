@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundler.layout import LOCK_FILENAME
+from bundler.lock.layout import LOCK_FILENAME
 
 # the audit events of operations that change or open files
 FILE_EVENTS = frozenset(

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from bundler.cli import main
+from bundler.cli.main import main
 from bundler.errors import BundleError, SignatureError
-from bundler.oci import fetch
-from bundler.signing import verify_signature
+from bundler.registry.api import fetch
+from bundler.trust.signing import verify_signature
 
 from .hostile_registry import HostileRegistry
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bundler.bundle_paths import walk_tree
-from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, lock_digest
-from bundler.lock_writer import files_table
+from bundler.build.lock_writer import files_table
+from bundler.lock.model import LOCK_FILENAME, SIGNATURE_FILENAME, lock_digest
+from bundler.lock.paths import walk_tree
 
 
 def edit_lock(root: Path, change: Callable[[dict[str, Any]], None]) -> None:

@@ -49,7 +49,7 @@ MUTATIONS = [
         "scan-sibling-prefix",
         "a config may name only modules of the lock's components (acme covers acme.x, not "
         "acme_evil)",
-        "bundler/scan.py",
+        "bundler/scans/config.py",
         'any(module == m or module.startswith(m + ".") for m in allowed)',
         "any(module == m or module.startswith(m) for m in allowed)",
         ("tests/test_component_boundary.py",),
@@ -57,7 +57,7 @@ MUTATIONS = [
     Mutation(
         "build-coverage-sibling-prefix",
         "the build refuses a model using objects no component covers",
-        "bundler/scan.py",
+        "bundler/scans/config.py",
         'matches = [c for c in components if module == c or module.startswith(c + ".")]',
         "matches = [c for c in components if module == c or module.startswith(c)]",
         (
@@ -69,7 +69,7 @@ MUTATIONS = [
     Mutation(
         "component-objects-sibling-prefix",
         "a component hands Keras only the objects its own modules registered",
-        "bundler/components.py",
+        "bundler/compat/components.py",
         'return module == component or module.startswith(component + ".")',
         "return module == component or module.startswith(component)",
         (
@@ -81,7 +81,7 @@ MUTATIONS = [
     Mutation(
         "replay-tolerance-x1000",
         "a golden replay is held to the tolerance the lock records",
-        "bundler/golden.py",
+        "bundler/load/golden.py",
         "np.allclose(got, want, rtol=example.rtol, atol=example.atol)",
         "np.allclose(got, want, rtol=example.rtol * 1000, atol=example.atol * 1000)",
         (
@@ -92,7 +92,7 @@ MUTATIONS = [
     Mutation(
         "pull-digest-unchecked",
         "a pull by digest refuses a manifest with another digest",
-        "bundler/oci_pull.py",
+        "bundler/registry/pull.py",
         "if ref.digest and digest != ref.digest:",
         "if ref.digest and digest != digest:",
         (
@@ -103,7 +103,7 @@ MUTATIONS = [
     Mutation(
         "force-rebuilds-in-place",
         "--force swaps the new bundle in; OUT is never an incomplete folder",
-        "bundler/build.py",
+        "bundler/build/pipeline.py",
         "        workdir = prepare_workdir(target, force)\n",
         "        if force and target.is_dir():\n"
         "            shutil.rmtree(target)\n"
@@ -114,7 +114,7 @@ MUTATIONS = [
     Mutation(
         "lock-after-rename",
         "a build's folder is renamed into place only once its lock is in it",
-        "bundler/build.py",
+        "bundler/build/pipeline.py",
         '            stage("installing")\n            install(workdir, target, force)\n',
         '            stage("installing")\n'
         '            (workdir / "bundle.lock.json").unlink()\n'
@@ -128,7 +128,7 @@ MUTATIONS = [
     Mutation(
         "file-sha256-unchecked",
         "verify refuses a file whose bytes are not the ones the lock hashed",
-        "bundler/digest.py",
+        "bundler/files/hashing.py",
         "        if result.sha256 != entry.sha256:\n",
         "        if result.sha256 != result.sha256:\n",
         (
@@ -139,7 +139,7 @@ MUTATIONS = [
     Mutation(
         "lock-digest-unchecked",
         "verify refuses a lock whose fields or files table do not match its digest",
-        "bundler/lock_reader.py",
+        "bundler/verify/lock_reader.py",
         "    if sealed != lock.digest:",
         "    if sealed == lock.digest[:0]:",
         (
@@ -150,7 +150,7 @@ MUTATIONS = [
     Mutation(
         "symlink-followed",
         "verify never follows a symlink in the bundle",
-        "bundler/bundle_paths.py",
+        "bundler/lock/paths.py",
         "info = item.stat(follow_symlinks=False)",
         "info = item.stat()",
         (
@@ -161,7 +161,7 @@ MUTATIONS = [
     Mutation(
         "dotdot-path-allowed",
         "a lock path may not leave the bundle through '..'",
-        "bundler/bundle_paths.py",
+        "bundler/lock/paths.py",
         '    if ".." in parts:\n',
         '    if ".." in parts[1:]:\n',
         (
@@ -172,7 +172,7 @@ MUTATIONS = [
     Mutation(
         "lambda-unscanned",
         "verify and load refuse Lambda bytecode whatever Keras release enforces",
-        "bundler/scan.py",
+        "bundler/scans/config.py",
         'if obj["class_name"] == "__lambda__" and not unsafe:',
         'if obj["class_name"] == "__lambda" and not unsafe:',
         (
@@ -183,7 +183,7 @@ MUTATIONS = [
     Mutation(
         "safe-mode-off",
         "Keras rebuilds the model with safe_mode on (weights read in place)",
-        "bundler/keras_load.py",
+        "bundler/load/keras.py",
         "                    safe_mode=not unsafe,\n                    before_weights=verified,\n",
         "                    safe_mode=False,\n                    before_weights=verified,\n",
         (
@@ -194,7 +194,7 @@ MUTATIONS = [
     Mutation(
         "safe-mode-off-through-keras",
         "Keras rebuilds the model with safe_mode on (archive read by keras.saving)",
-        "bundler/keras_load.py",
+        "bundler/load/keras.py",
         "stream, custom_objects=custom_objects, safe_mode=not unsafe",
         "stream, custom_objects=custom_objects, safe_mode=False",
         (
@@ -205,7 +205,7 @@ MUTATIONS = [
     Mutation(
         "registry-lookup-unchecked",
         "load refuses an object registered in Keras by a module outside the lock",
-        "bundler/scan.py",
+        "bundler/scans/config.py",
         "            if not module_allowed(owner, allowed):\n",
         "            if not module_allowed(owner, [*allowed, owner]):\n",
         (
@@ -217,7 +217,7 @@ MUTATIONS = [
     Mutation(
         "tfsmlayer-allowed",
         "a config may not load a SavedModel from outside the bundle (TFSMLayer)",
-        "bundler/scan.py",
+        "bundler/scans/config.py",
         "for name in names & OUTSIDE_LOADERS.keys():",
         "for name in names & (OUTSIDE_LOADERS.keys() - {'TFSMLayer'}):",
         ("tests/test_keras_holes.py::test_tfsm_layer_is_refused_where_keras_would_load_it",),
@@ -237,7 +237,7 @@ MUTATIONS = [
     Mutation(
         "zip-bomb-unbounded",
         "model.keras members may not inflate beyond a bound of the archive's size",
-        "bundler/keras_archive.py",
+        "bundler/scans/keras_archive.py",
         "        if total > bound:\n",
         "        if total > bound * 1024:\n",
         ("tests/test_keras_holes.py::test_a_zip_bomb_is_refused_before_it_is_read",),
@@ -245,7 +245,7 @@ MUTATIONS = [
     Mutation(
         "signature-unchecked",
         "a signature must verify under a trusted key",
-        "bundler/signing.py",
+        "bundler/trust/signing.py",
         '        key.verify(base64.b64decode(document["signature"]), canonical_json(statement))\n',
         '        base64.b64decode(document["signature"])\n',
         ("tests/test_signing.py::test_forged_signature_is_refused",),
@@ -253,7 +253,7 @@ MUTATIONS = [
     Mutation(
         "registry-blob-unchecked",
         "a blob a registry serves must match its digest",
-        "bundler/oci_client.py",
+        "bundler/registry/client.py",
         'if received != size or "sha256:" + hasher.hexdigest() != digest:',
         "if received != size:",
         ("tests/test_oci.py::test_a_tampered_blob_in_the_registry_is_refused",),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bundler import Bundle
-from bundler.adapters import Adapter, apply_to_config, apply_to_weights, chain
+from bundler.compat.adapters import Adapter, apply_to_config, apply_to_weights, chain
 from bundler.errors import AdapterError
 
 

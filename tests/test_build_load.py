@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from bundler import Bundle, ComponentError, build_bundle, load_bundle, verify_bundle
-from bundler.atomic import remove_stale_temporaries
 from bundler.errors import BuildError, UsageError
-from bundler.lock import LOCK_FILENAME, lock_digest
-from bundler.lock_schema import Lock
+from bundler.files.atomic import remove_stale_temporaries
+from bundler.lock.model import LOCK_FILENAME, lock_digest
+from bundler.lock.schema import Lock
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES
 from .file_events import history, watching
@@ -277,7 +277,7 @@ def test_stale_temporary_folders_of_dead_builds_are_removed(tmp_path: Path) -> N
 
 
 def test_every_temporary_is_named_by_the_one_scheme(tmp_path: Path) -> None:
-    from bundler.atomic import TEMP_NAME, temporary_beside
+    from bundler.files.atomic import TEMP_NAME, temporary_beside
 
     made = temporary_beside(tmp_path / "model.keras")
     match = TEMP_NAME.match(made.name)
@@ -380,7 +380,7 @@ def test_loading_large_weights_never_writes_into_the_bundle(
     monkeypatch.setattr(saving_lib, "is_memory_sufficient", lambda model: False)
     # a bundle laid out for it has its weights read in place, with no copy at all: this is about
     # the layout Keras reads by itself (an older bundle's)
-    monkeypatch.setattr("bundler.keras_load.weights_offset", lambda path: None)
+    monkeypatch.setattr("bundler.load.keras.weights_offset", lambda path: None)
     bundle = built["custom_layer"]
     seen: list[tuple[Path, bool]] = []
     extract = zipfile.ZipFile.extract
@@ -416,7 +416,7 @@ def test_an_optimizer_mismatch_other_than_an_unbuilt_optimizer_is_still_warned(
 ) -> None:
     import keras
 
-    from bundler.keras_load import _quiet_about_unbuilt_optimizers
+    from bundler.load.keras import _quiet_about_unbuilt_optimizers
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")

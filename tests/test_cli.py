@@ -242,7 +242,7 @@ def test_sigterm_removes_the_temporary_folder(tmp_path: Path) -> None:
 
 
 def test_every_command_explains_itself_in_its_help() -> None:
-    from bundler.cli_parser import make_parser
+    from bundler.cli.parser import make_parser
 
     parser = make_parser()
     commands = next(

@@ -20,9 +20,9 @@ import pytest
 
 from bundler import Bundle, load_bundle
 from bundler.errors import IntegrityError
-from bundler.file_window import ShardMismatch, VerifiedFile
-from bundler.golden import named_outputs, read_arrays
-from bundler.keras_layout import ALIGNMENT, align_weights, weights_offset
+from bundler.files.keras_layout import ALIGNMENT, align_weights, weights_offset
+from bundler.files.window import ShardMismatch, VerifiedFile
+from bundler.load.golden import named_outputs, read_arrays
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, CopyBundle
 from .hostile import edit_lock, reseal
@@ -154,7 +154,7 @@ def test_a_zip64_weights_member_keeps_its_data_at_4096_for_keras_and_h5py(
     the same path (the 1B benchmark is the only other thing that reaches it)."""
     import keras
 
-    from bundler import keras_seam
+    from bundler.frameworks import keras_seam
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), keras.layers.Dense(2)])
@@ -401,7 +401,7 @@ def test_weights_over_512_mb_read_in_place_match_bare_keras(tmp_path: Path) -> N
     import keras
 
     from benchmarks.models import build
-    from bundler import keras_seam
+    from bundler.frameworks import keras_seam
 
     if shutil.disk_usage(tmp_path).free < 4 << 30:
         pytest.skip("needs 4 GB of free disk")
@@ -437,7 +437,7 @@ def _dense(units: int = 3, **options: Any) -> Any:
 
 
 def test_variables_the_weights_do_not_set_take_their_initialisers() -> None:
-    from bundler import keras_seam
+    from bundler.frameworks import keras_seam
 
     assert keras_seam.variables_unavailable() is None  # else the fast path is never taken
     with keras_seam.variables_from_weights():
@@ -450,7 +450,7 @@ def test_variables_the_weights_do_not_set_take_their_initialisers() -> None:
 def test_a_failed_block_and_its_end_give_keras_its_variables_back() -> None:
     from keras.src.backend.tensorflow.core import Variable
 
-    from bundler import keras_seam
+    from bundler.frameworks import keras_seam
 
     originals = (Variable._initialize_with_initializer, Variable._direct_assign)
     with (
@@ -466,7 +466,7 @@ def test_a_failed_block_and_its_end_give_keras_its_variables_back() -> None:
 def test_other_threads_build_with_their_initialisers_during_a_load() -> None:
     import threading
 
-    from bundler import keras_seam
+    from bundler.frameworks import keras_seam
 
     seen: list[Any] = []
     with keras_seam.variables_from_weights():
@@ -525,7 +525,7 @@ def test_uninitialised_variables_match_bare_keras_for_a_zoo_of_layers(
 ) -> None:
     import keras
 
-    from bundler import keras_seam
+    from bundler.frameworks import keras_seam
 
     model, feed = _zoo()
     path = tmp_path / "model.keras"

@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 
 from bundler import Bundle, verify_bundle
-from bundler.layout import LOCK_FILENAME
+from bundler.lock.layout import LOCK_FILENAME
 
 from .conftest import (
     EXAMPLES,
@@ -521,7 +521,7 @@ def test_load_plans_against_the_framework_this_process_runs(
 
     import keras
 
-    from bundler.environments import ImportedEnvironment
+    from bundler.compat.environments import ImportedEnvironment
 
     environment = ImportedEnvironment()
     assert environment.framework("keras") == keras.__version__

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from bundler import Bundle, build_bundle, load_bundle, verify_bundle
-from bundler.components import covers, registered_objects
+from bundler.compat.components import covers, registered_objects
 from bundler.errors import BuildError, UnsafeBundleError
-from bundler.scan import covering_component, module_allowed
+from bundler.scans.config import covering_component, module_allowed
 
 from .hostile import edit_keras_config, edit_lock, find_objects
 

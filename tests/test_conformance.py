@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from bundler.lock import lock_digest
+from bundler.lock.model import lock_digest
 
 from .conftest import EXAMPLES, cli_env
 
@@ -301,9 +301,9 @@ print(json.dumps(verdicts))
 CHECK = """
 import contextlib, io, json, sys, warnings
 from bundler import load_bundle, verify_bundle
-from bundler.cli import main
+from bundler.cli.main import main
 from bundler.errors import BundleError
-from bundler.golden import replay_examples
+from bundler.load.golden import replay_examples
 root, env_file, tops = sys.argv[1], sys.argv[2], tuple(sys.argv[3].split(","))
 POLICIES = ("strict", "adapt", "fallback")
 out = {"verify": {}, "target": {}, "smoke": {}, "load": {}}
@@ -338,7 +338,7 @@ with warnings.catch_warnings():
             "same_outputs": bool(results) and not problems,
         }
     try:
-        from bundler.serve import load_for_serving
+        from bundler.serve.model import load_for_serving
         out["serve"] = load_for_serving(root, "adapt").metadata()["parameters"]["mode"]
     except BundleError as error:
         out["serve"] = type(error).__name__

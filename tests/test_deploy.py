@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bundler.cli_parser import make_parser
+from bundler.cli.parser import make_parser
 
 from .conftest import ROOT
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bundler import Bundle
-from bundler.diff import SECTIONS, diff_bundles
+from bundler.diff.bundles import SECTIONS, diff_bundles
 
 from .conftest import (
     EXAMPLES,
@@ -219,7 +219,7 @@ def test_two_releases_of_an_example_differ_in_weights_config_and_components(
 
 SAME_WITHOUT_TENSORFLOW = """
 import sys
-from bundler.diff import diff_bundles
+from bundler.diff.bundles import diff_bundles
 result = diff_bundles(sys.argv[1], sys.argv[2])
 print(result.same, "tensorflow" in sys.modules, "keras" in sys.modules, "h5py" in sys.modules)
 """
@@ -371,7 +371,7 @@ def test_unreadable_contents_exit_2_naming_the_file(
 
 PEAK_MEMORY = """
 import sys
-from bundler.diff import diff_bundles
+from bundler.diff.bundles import diff_bundles
 result = diff_bundles(sys.argv[1], sys.argv[2])
 (big,) = [w for w in result.weights if w.layer == "big"]
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]

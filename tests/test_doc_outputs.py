@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bundler import Bundle
-from bundler.signing import keygen, sign_bundle
+from bundler.trust.signing import keygen, sign_bundle
 
 from . import doc_outputs
 from .conftest import (
@@ -213,7 +213,7 @@ def test_the_signing_guide_prints_what_it_shows(
 ) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from bundler.signing import key_id
+    from bundler.trust.signing import key_id
 
     bundle = copy_bundle(user_built, "custom_layer", tmp_path / "bundles" / "custom-layer")
     outcome = check_page("docs/signing.md", scene(tmp_path))

@@ -93,7 +93,7 @@ def test_documents_stay_inside_the_repository(document: Path) -> None:
 
 
 def test_cli_page_documents_every_command() -> None:
-    from bundler.cli import main
+    from bundler.cli.main import main
 
     with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
         main(["--help"])
@@ -117,7 +117,7 @@ def _parser_options() -> list[tuple[str, str]]:
     """(command, option) for every option the parser knows, each of its spellings."""
     import argparse
 
-    from bundler.cli_parser import make_parser
+    from bundler.cli.parser import make_parser
 
     parser = make_parser()
     found = [("", option) for action in parser._actions for option in action.option_strings]
@@ -156,7 +156,7 @@ def test_cli_page_headings_name_only_options_the_parser_knows() -> None:
 
 def test_environment_page_names_every_variable_bundler_reads() -> None:
     read: set[str] = set()
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         read |= set(re.findall(r"os\.environ(?:\.get|\.setdefault)?[\[(]\"([A-Z_]+)\"", text))
         read |= set(re.findall(r"\"([A-Z_]+)\" (?:not )?in os\.environ", text))
@@ -182,9 +182,29 @@ def test_reference_pages_name_every_field_of_their_schema(page: str, schema: str
     assert sorted(name for name in fields if f"`{name}`" not in text) == []
 
 
-def test_the_architecture_page_names_every_module_and_only_modules() -> None:
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+def test_the_architecture_page_follows_the_folders() -> None:
+    """Every module has a row (its path under bundler/), every folder a section, and nothing
+    else is named: the page is the map of the tree as it is."""
+    modules = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if path.name not in {"__init__.py", "__main__.py"}
+    }
+    folders = {path.parent.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("__init__.py")}
     page = (DOCS / "architecture.md").read_text()
-    rows = set(re.findall(r"^\| `([a-z_0-9]+)` \|", page, re.MULTILINE))
+    rows = set(re.findall(r"^\| `([a-z_0-9/]+\.py)` \|", page, re.MULTILINE))
+    sections = set(re.findall(r"^#+ `([a-z_/]+)/`", page, re.MULTILINE))
+    assert len(modules) > 50 and len(folders) > 10
     assert not modules - rows, f"missing from docs/architecture.md: {sorted(modules - rows)}"
     assert not rows - modules, f"docs/architecture.md names no module {sorted(rows - modules)}"
+    folders = {"bundler" if folder == "." else folder for folder in folders}  # the top's section
+    assert sorted(folders - sections) == [], "a folder without its section"
+    assert sorted(sections - folders) == []
+    layers = re.search(r"```text\n(.*?)```", page, re.DOTALL)
+    assert layers is not None
+    specs = [line.split("  ")[0] for line in layers.group(1).splitlines()]
+    named = re.findall(r"[a-z_]+", " ".join(specs))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    contract = re.search(r"^layers = \[(.*?)^\]", pyproject, re.DOTALL | re.MULTILINE)
+    assert contract is not None
+    assert named == re.findall(r"[a-z_]+", contract.group(1)), "the page's layers differ"

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from bundler import Bundle, build_bundle, verify_bundle
-from bundler.atomic import TEMP_NAME, remove_stale_temporaries
 from bundler.errors import BuildError
+from bundler.files.atomic import TEMP_NAME, remove_stale_temporaries
 
 from .conftest import EXAMPLES, ROOT, cli_env, service_env
 
@@ -144,8 +144,8 @@ def test_read_only_output_folder_is_a_clear_build_error(read_only_folder: Path) 
 
 KILLED_FORCE_BUILD = """
 import os, signal, sys
-import bundler.atomic as atomic
-import bundler.build as build
+import bundler.files.atomic as atomic
+import bundler.build.pipeline as build
 
 point, manifest, out = sys.argv[1:]
 if point == "before-swap":
@@ -281,7 +281,7 @@ def _config_bytes(path: Path) -> tuple[int, int]:
     """(offset, length) of config.json's stored or deflated bytes inside a .keras file."""
     import zipfile
 
-    from bundler.keras_layout import data_start
+    from bundler.files.keras_layout import data_start
 
     with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
         info = archive.getinfo("config.json")

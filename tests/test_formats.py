@@ -11,7 +11,7 @@ import pytest
 from bundler import load_bundle, verify_bundle
 from bundler.errors import IntegrityError
 from bundler.formats import FormatError, Upgrade, upgrade_forward
-from bundler.lock import FORMAT, LOCK_FILENAME, LOCK_UPGRADES, files_digest
+from bundler.lock.model import FORMAT, LOCK_FILENAME, LOCK_UPGRADES, files_digest
 
 from .conftest import EXAMPLES, CopyBundle, run_bundle
 from .hostile import edit_lock

@@ -21,7 +21,7 @@ import pytest
 
 from bundler import UnsafeBundleError, load_bundle, verify_bundle
 from bundler.errors import SignatureError
-from bundler.signing import keygen, sign_bundle
+from bundler.trust.signing import keygen, sign_bundle
 from bundler.types import Policy
 
 from .conftest import CopyBundle

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from bundler import Bundle, UnsafeBundleError, load_bundle, verify_bundle
 from bundler.errors import UnsafeLoadWarning
-from bundler.graph_ops import ALLOWED_OPS, REFUSED_OPS, SAVER_OPS
-from bundler.graph_scan import SAVED_MODEL_MAX_BYTES, scan_saved_model
+from bundler.scans.graph import SAVED_MODEL_MAX_BYTES, scan_saved_model
+from bundler.scans.graph_ops import ALLOWED_OPS, REFUSED_OPS, SAVER_OPS
 
 from .conftest import CopyBundle, run_bundle, run_python, service_env
 from .hostile import reseal
@@ -280,8 +280,8 @@ def test_a_malformed_saved_model_is_a_problem_not_an_exception(
 
 
 def test_function_attributes_nested_too_deeply_are_a_problem() -> None:
-    from bundler.protowire import WireError
-    from bundler.saved_model_proto import _attr_value
+    from bundler.scans.protowire import WireError
+    from bundler.scans.saved_model_proto import _attr_value
 
     def nest(depth: int) -> bytes:
         # AttrValue{func: NameAttrList{name: "f", attr: {key: "a", value: <deeper>}}}
@@ -341,14 +341,16 @@ def test_fuzzed_saved_model_gives_findings_never_an_exception(
 
 
 def test_the_scan_never_imports_tensorflow() -> None:
-    assert "bundler.graph_scan" in sys.modules
-    code = "import sys, bundler.graph_scan, bundler.verify; print('tensorflow' in sys.modules)"
+    assert "bundler.scans.graph" in sys.modules
+    code = (
+        "import sys, bundler.scans.graph, bundler.verify.checks; print('tensorflow' in sys.modules)"
+    )
     assert run_python(code).stdout.strip() == "False"
 
 
 def test_checkpoint_ops_are_allowed_only_in_functions_only_the_saver_calls() -> None:
-    from bundler.graph_scan import scan_meta_graph
-    from bundler.saved_model_proto import Function, MetaGraph, Node
+    from bundler.scans.graph import scan_meta_graph
+    from bundler.scans.saved_model_proto import Function, MetaGraph, Node
 
     save = Function(
         ("file_prefix",),

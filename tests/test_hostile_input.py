@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from bundler import Bundle, BundleError, IntegrityError, load_bundle, verify_bundle
 from bundler.errors import ManifestError
-from bundler.lock import LOCK_FILENAME, LOCK_MAX_BYTES
-from bundler.manifest import read_manifest
+from bundler.lock.model import LOCK_FILENAME, LOCK_MAX_BYTES
+from bundler.manifest.reader import read_manifest
 
 from .conftest import CopyBundle, run_bundle
 from .fuzzing import mutated
@@ -359,7 +359,7 @@ def test_fuzzed_lock_gives_a_report_never_an_exception(
         # files table entries are no longer {sha256, size} objects has none (and nothing else is
         # excused, so a reseal that stopped working would fail here, not stop the fuzzing)
         with contextlib.suppress(TypeError, KeyError, AttributeError, ValueError):
-            from bundler.lock import lock_digest
+            from bundler.lock.model import lock_digest
 
             lock["digest"] = lock_digest(lock)
     text = json.dumps(lock)

@@ -188,7 +188,7 @@ def test_a_glance_at_the_lock_never_blocks_nor_follows_a_link(
     """What ``bundle serve`` reads before it verifies (the model's name, --watch's digest)."""
     import threading
 
-    from bundler.lock_reader import peek_lock
+    from bundler.verify.lock_reader import peek_lock
 
     first, hostile, _ = pair
     lock = hostile / "bundle.lock.json"

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from bundler import Bundle, BundleError, load_bundle, verify_bundle
 from bundler.errors import IntegrityError, SignatureError
-from bundler.lock import LOCK_FILENAME, SIGNATURE_FILENAME, lock_digest
-from bundler.signing import keygen, sign_bundle, verify_signature
+from bundler.lock.model import LOCK_FILENAME, SIGNATURE_FILENAME, lock_digest
+from bundler.trust.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import EXAMPLES, CopyBundle, run_bundle, service_env
 from .fuzzing import (

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from bundler import verify_bundle
-from bundler.layout import FORMAT, FORMAT_V1, PROVENANCE, files_digest, lock_digest
-from bundler.lock import LOCK_FILENAME
+from bundler.lock.layout import FORMAT, FORMAT_V1, PROVENANCE, files_digest, lock_digest
+from bundler.lock.model import LOCK_FILENAME
 
 from .conftest import ROOT, CopyBundle, run_bundle
 from .hostile import edit_lock
@@ -184,7 +184,7 @@ def test_every_lock_field_is_covered_by_the_digest_or_named_provenance(
     assert changed != _is_provenance(field), (
         f"lock field {_dotted(field)!r} is "
         + ("listed in PROVENANCE but covered" if changed else "neither covered by the digest nor")
-        + " listed as provenance (bundler.layout.PROVENANCE)"
+        + " listed as provenance (bundler.lock.layout.PROVENANCE)"
     )
 
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundler import Bundle, UnsafeBundleError, load_bundle, verify_bundle
-from bundler.keras_archive import INFLATION_FLOOR, INFLATION_RATIO
+from bundler.scans.keras_archive import INFLATION_FLOOR, INFLATION_RATIO
 
 from .conftest import ROOT, CopyBundle, run_python
 from .hostile import edit_keras_config, find_objects, replace_keras_member, reseal
@@ -86,7 +86,7 @@ def test_tfsm_layer_is_refused_where_keras_would_load_it(
 
 
 def test_a_torch_module_wrapper_is_refused_by_name_under_any_module() -> None:
-    from bundler.scan import check_config_modules
+    from bundler.scans.config import check_config_modules
 
     for module, registered in (("keras.layers", None), ("acme", "TorchModuleWrapper")):
         config = {"module": module, "class_name": "Wrapped", "registered_name": registered,
@@ -189,7 +189,7 @@ def test_keras_modeling_objects_pass_the_scan(built: dict[str, Bundle], tmp_path
     import keras
     from keras import layers
 
-    from bundler.scan import check_config_modules, read_config
+    from bundler.scans.config import check_config_modules, read_config
 
     tokens = keras.Input((6,), dtype="int32")
     x = layers.Embedding(20, 8)(tokens)
@@ -261,7 +261,7 @@ def test_external_storage_in_the_weights_is_refused(
         ("model.keras", "unsafe", expected.replace(str(plain / "model.keras"), "model.keras"))
     ]
     # what the check stands between: with it out too, Keras reads the outside file as a weight
-    monkeypatch.setattr("bundler.keras_load.check_archive", lambda *args: None)
+    monkeypatch.setattr("bundler.load.keras.check_archive", lambda *args: None)
     loaded = load_bundle(plain)
     bias = loaded.model.get_layer(index=0).bias.numpy()
     np.testing.assert_array_equal(bias, np.arange(32, dtype="<f4"))
@@ -447,8 +447,8 @@ def test_fuzzed_model_keras_gives_a_verdict_never_an_exception(
     """A real model.keras (stored or deflated) with bytes changed and cut: the archive check
     refuses, passes or says it cannot read it; never another exception."""
     from bundler.errors import LoadError
-    from bundler.keras_archive import archive_problems, check_archive
-    from bundler.lock import FileEntry
+    from bundler.lock.model import FileEntry
+    from bundler.scans.keras_archive import archive_problems, check_archive
 
     original = (built["sequential"].path / "model.keras").read_bytes()
     if data.draw(st.booleans()):

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from bundler import lock as value
-from bundler import lock_schema as schema
 from bundler import verify_bundle
-from bundler.lock import LOCK_FILENAME, Lock, canonical_json, lock_digest
-from bundler.lock_reader import read_lock
+from bundler.lock import model as value
+from bundler.lock import schema
+from bundler.lock.model import LOCK_FILENAME, Lock, canonical_json, lock_digest
+from bundler.verify.lock_reader import read_lock
 
 from .conftest import EXAMPLE_NAMES
 from .hostile import edit_lock

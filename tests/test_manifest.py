@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundler.errors import BundleError, ManifestError
-from bundler.manifest import manifest_from_document, parse_document, read_manifest
+from bundler.manifest.reader import manifest_from_document, parse_document, read_manifest
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES, run_bundle
 

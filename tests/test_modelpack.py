@@ -25,13 +25,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bundler import Bundle, load_bundle, verify_bundle
-from bundler import modelpack as spec
 from bundler.errors import IntegrityError, SignatureError, UsageError
-from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
-from bundler.oci import fetch
-from bundler.oci import push as push_bundle
-from bundler.signing import keygen, sign_bundle, verify_signature
-from bundler.transfer import PushFormat
+from bundler.lock.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
+from bundler.registry import modelpack as spec
+from bundler.registry.api import fetch
+from bundler.registry.api import push as push_bundle
+from bundler.registry.transfer import PushFormat
+from bundler.trust.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import (
     Registry,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.module_finder import find_module
+from bundler.compat.module_finder import find_module
 
 from .conftest import cli_env
 

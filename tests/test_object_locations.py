@@ -16,7 +16,7 @@ import pytest
 
 from bundler import Bundle, build_bundle, load_bundle
 from bundler.errors import BuildError, LoadError, UnsafeBundleError
-from bundler.smoke import verify_bundle
+from bundler.load.smoke import verify_bundle
 
 from .conftest import CopyBundle
 from .hostile import edit_lock, reseal

@@ -14,7 +14,7 @@ import pytest
 
 from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import UsageError
-from bundler.oci import credentials, parse_reference
+from bundler.registry.api import credentials, parse_reference
 
 from .conftest import CopyBundle, Registry, cli_env, run_bundle
 from .hostile import add_sealed_file
@@ -69,8 +69,8 @@ def test_push_and_pull_return_the_results_their_commands_print(
     built: dict[str, Bundle], registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bundler import PullResult, PushResult
-    from bundler.oci import pull as pull_bundle
-    from bundler.oci import push as push_bundle
+    from bundler.registry.api import pull as pull_bundle
+    from bundler.registry.api import push as push_bundle
 
     bundle = built["sequential"]
     pushed = push_bundle(bundle.path, f"oci://{registry.host}/ml/results")
@@ -177,7 +177,7 @@ def test_an_unknown_tag_is_one_clear_line(registry: Registry, tmp_path: Path) ->
 def test_without_oras_the_message_says_what_to_install(built: dict[str, Bundle]) -> None:
     code = (
         "import sys; sys.modules['oras'] = None\n"
-        "from bundler.cli import main\n"
+        "from bundler.cli.main import main\n"
         f"sys.exit(main(['push', {str(built['sequential'].path)!r}, 'oci://127.0.0.1:1/x/y']))\n"
     )
     result = subprocess.run(
@@ -238,7 +238,7 @@ def test_a_large_file_goes_up_in_chunks_and_comes_back_intact(
     """Over 32 MiB a blob is uploaded in PATCH chunks (oras's single PUT reads it whole)."""
     import os
 
-    from bundler.oci import CHUNKED_ABOVE
+    from bundler.registry.api import CHUNKED_ABOVE
 
     root = copy_bundle("sequential")
     size = CHUNKED_ABOVE + 5_000_001

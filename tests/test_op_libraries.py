@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from bundler import Bundle, IncompatibleBundleError, build_bundle, load_bundle, verify_bundle
-from bundler.lock import LockedOpLibrary
+from bundler.lock.model import LockedOpLibrary
 
 from .conftest import ROOT, cli_env
 from .hostile import edit_lock

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import SignatureError, UsageError
-from bundler.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
-from bundler.openssf import pae
-from bundler.signing import keygen, sign_bundle, verify_signature
+from bundler.lock.layout import LOCK_FILENAME, OPENSSF_SIGNATURE_FILENAME, SIGNATURE_FILENAME
+from bundler.trust.openssf import pae
+from bundler.trust.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import CopyBundle, cli_env, require_module, run_bundle, service_env
 from .fuzzing import FUZZ, assert_signature_file_gives_a_verdict, mutated_document

@@ -94,7 +94,7 @@ def test_error_messages_show_data_escaped(tmp_path: Path) -> None:
 
 def test_error_details_cannot_fake_a_line(copy_bundle: CopyBundle, tmp_path: Path) -> None:
     """A newline in a quoted file name stays inside its detail line."""
-    from bundler.signing import keygen
+    from bundler.trust.signing import keygen
 
     root = copy_bundle("sequential")
     (root / "x\nbundle: signed OK\x1b[2J").write_bytes(b"planted")

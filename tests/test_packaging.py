@@ -111,7 +111,7 @@ def test_the_wheel_holds_the_package_its_schemas_and_types_and_nothing_else(dist
     assert {name.split("/", 1)[0] for name in names} == {"bundler", _dist_info(dist)}
     modules = {name for name in names if re.fullmatch(r"bundler/[^/]+\.py", name)}
     from_source = {name for name in _sdist_names(dist) if re.fullmatch(r"bundler/[^/]+\.py", name)}
-    assert modules == from_source and "bundler/cli.py" in modules
+    assert modules == from_source and "bundler/cli/main.py" in modules
     assert {"bundler/py.typed", "bundler/schemas/__init__.py"} <= set(names)
     for schema in ("lock.schema.json", "manifest.schema.json"):  # the checked-in files, verbatim
         shipped = _read_from_wheel(dist, f"bundler/schemas/{schema}")
@@ -121,7 +121,7 @@ def test_the_wheel_holds_the_package_its_schemas_and_types_and_nothing_else(dist
 def test_the_wheel_installs_the_bundle_command(dist: Dist) -> None:
     entry_points = configparser.ConfigParser()
     entry_points.read_string(_read_from_wheel(dist, f"{_dist_info(dist)}/entry_points.txt"))
-    assert dict(entry_points["console_scripts"]) == {"bundle": "bundler.cli:main"}
+    assert dict(entry_points["console_scripts"]) == {"bundle": "bundler.cli.main:main"}
 
 
 def test_the_metadata_is_valid_and_names_keras_bundler(dist: Dist) -> None:

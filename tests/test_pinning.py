@@ -15,7 +15,7 @@ import pytest
 
 from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import IntegrityError, UsageError
-from bundler.signing import keygen, sign_bundle
+from bundler.trust.signing import keygen, sign_bundle
 
 from .conftest import CopyBundle, run_bundle, service_env
 from .hostile import edit_lock

@@ -133,11 +133,11 @@ def test_push_and_pull_count_every_byte_of_every_stage_chunk_by_chunk(
 ) -> None:
     """What the meters are told adds up to what each stage announced, also when blobs go up in
     chunks (lowered here from 32 MiB, so the example's files are big)."""
-    import bundler.oci_client
-    from bundler.oci import pull, push
+    import bundler.registry.client
+    from bundler.registry.api import pull, push
 
-    monkeypatch.setattr(bundler.oci_client, "CHUNKED_ABOVE", 4096)
-    monkeypatch.setattr(bundler.oci_client, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(bundler.registry.client, "CHUNKED_ABOVE", 4096)
+    monkeypatch.setattr(bundler.registry.client, "CHUNK_BYTES", 4096)
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path / "cache"))
     stages: list[tuple[str, int, list[int]]] = []
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from bundler import Bundle
-from bundler.protowire import LENGTH, WireError, read
-from bundler.saved_model_proto import (
+from bundler.scans.protowire import LENGTH, WireError, read
+from bundler.scans.saved_model_proto import (
     ATTR_VALUE,
     LIST_VALUE,
     MESSAGES,

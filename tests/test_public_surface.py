@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import re
 import warnings
 from typing import Any
 
@@ -19,7 +20,7 @@ from .conftest import PACKAGE, ROOT
 def _classes_defined_in_bundler() -> dict[str, list[str]]:
     """Every class statement in bundler/, by name -> the names of its bases (as written)."""
     found: dict[str, list[str]] = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
                 found[node.name] = [ast.unparse(base) for base in node.bases]
@@ -53,7 +54,7 @@ def test_every_error_and_warning_defined_in_bundler_is_exported() -> None:
 
 
 def test_registry_error_is_still_reachable_from_oci() -> None:
-    from bundler import oci
+    from bundler.registry import api as oci
 
     assert getattr(oci, "RegistryError") is bundler.RegistryError  # noqa: B009 - not re-exported
 
@@ -83,7 +84,8 @@ def test_the_package_ships_its_type_information() -> None:
 def test_the_literal_vocabularies_match_the_code() -> None:
     from typing import get_args
 
-    from bundler import compat, types
+    from bundler import types
+    from bundler.compat import plan as compat
 
     assert get_args(types.Policy) == tuple(compat.POLICIES)
     assert set(get_args(types.Status)) == {
@@ -92,7 +94,7 @@ def test_the_literal_vocabularies_match_the_code() -> None:
     kinds = set(get_args(types.ProblemKind))
     # every kind a Problem is made with in bundler/ (literal first or second argument)
     used: set[str] = set()
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Call)
@@ -104,3 +106,21 @@ def test_the_literal_vocabularies_match_the_code() -> None:
                 used.add(str(node.args[1].value))
     assert used and used <= kinds
     assert set(get_args(types.EntryKind)) - {"file", "dir"} <= kinds
+
+
+def test_every_folder_is_a_package_that_ships() -> None:
+    """A folder of bundler/ without ``__init__.py``, or left out of pyproject.toml's package
+    list, would be missing from the wheel."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    table = re.search(r"^packages = \[(.*?)^\]", pyproject, re.DOTALL | re.MULTILINE)
+    assert table is not None
+    listed = set(re.findall(r'"([a-z_.]+)"', table.group(1)))
+    folders = {
+        ".".join(("bundler", *path.relative_to(PACKAGE).parts))
+        for path in PACKAGE.rglob("*")
+        if path.is_dir() and path.name != "__pycache__"
+    }
+    assert folders, "no folders found under bundler/"
+    for folder in folders:
+        assert (PACKAGE.parent.joinpath(*folder.split(".")) / "__init__.py").is_file(), folder
+    assert folders | {"bundler", "bundler.schemas"} == listed

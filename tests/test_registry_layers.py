@@ -24,9 +24,9 @@ import pytest
 
 from bundler import Bundle
 from bundler.errors import IntegrityError
-from bundler.layout import LOCK_FILENAME, canonical_json
-from bundler.lock_reader import read_lock
-from bundler.oci import fetch
+from bundler.lock.layout import LOCK_FILENAME, canonical_json
+from bundler.registry.api import fetch
+from bundler.verify.lock_reader import read_lock
 
 from .conftest import Registry, cli_env
 from .fuzzing import run_main
@@ -45,9 +45,9 @@ def _manifest(
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """A manifest of ``format`` (``modelpack`` or ``bundler``) carrying ``lock`` and the layers
     (path, bytes, ModelPack media type), and every blob it names by digest."""
-    from bundler import modelpack
-    from bundler.oci_artifact import ARTIFACT_TYPE, FILE_MEDIA_TYPE, LOCK_MEDIA_TYPE
-    from bundler.oci_client import MANIFEST_MEDIA_TYPE
+    from bundler.registry import modelpack
+    from bundler.registry.artifact import ARTIFACT_TYPE, FILE_MEDIA_TYPE, LOCK_MEDIA_TYPE
+    from bundler.registry.client import MANIFEST_MEDIA_TYPE
 
     blobs: dict[str, bytes] = {}
     described = []
@@ -89,8 +89,8 @@ def _read_lock_of(content: bytes) -> tuple[Any, list[Any]]:
 
 def _push(registry: Registry, name: str, manifest: dict[str, Any], blobs: dict[str, bytes]) -> str:
     """Push the blobs and the manifest as they are, with bundler's own client; the reference."""
-    from bundler.oci_client import RegistryClient
-    from bundler.oci_reference import parse_reference
+    from bundler.registry.client import RegistryClient
+    from bundler.registry.reference import parse_reference
 
     reference = f"oci://{registry.host}/ml/{name}:1"
     client = RegistryClient(parse_reference(reference), insecure=False)

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import IntegrityError, SignatureError
-from bundler.lock import SIGNATURE_FILENAME
-from bundler.oci import ARTIFACT_TYPE, fetch
-from bundler.signing import keygen, sign_bundle, verify_signature
+from bundler.lock.model import SIGNATURE_FILENAME
+from bundler.registry.api import ARTIFACT_TYPE, fetch
+from bundler.trust.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import CopyBundle, Registry, cli_env, run_bundle
 from .fuzzing import FUZZ, assert_pull_gives_a_verdict, mutated_document, run_main
@@ -178,7 +178,7 @@ def test_a_killed_pull_leaves_a_folder_the_next_pull_sweeps(
 MEASURE = """
 import resource, sys, time
 from bundler.errors import BundleError
-from bundler.oci import fetch
+from bundler.registry.api import fetch
 import requests, oras.provider  # imported before the baseline, as a service has them
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
@@ -261,7 +261,7 @@ VALID_MANIFEST = {
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "artifactType": ARTIFACT_TYPE,
     "config": {
-        "mediaType": "application/vnd.bundler.lock.v1+json",
+        "mediaType": "application/vnd.bundler.lock.model.v1+json",
         "digest": "sha256:" + "1" * 64,
         "size": 10,
     },
@@ -279,7 +279,7 @@ VALID_MANIFEST = {
             "annotations": {"org.opencontainers.image.title": SIGNATURE_FILENAME},
         },
     ],
-    "annotations": {"dev.bundler.digest": "sha256:" + "4" * 64},
+    "annotations": {"dev.bundler.files.hashing": "sha256:" + "4" * 64},
 }
 
 

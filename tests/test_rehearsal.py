@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from bundler import BuildError, Bundle, UsageError, build_bundle
-from bundler.lock import LOCK_FILENAME, Rehearsal
-from bundler.rehearsal import MARKER, rehearsal_timeout
+from bundler.build.rehearsal.run import MARKER, rehearsal_timeout
+from bundler.lock.model import LOCK_FILENAME, Rehearsal
 
 from .conftest import EXAMPLES, ROOT, cli_env, run_bundle, run_python
 

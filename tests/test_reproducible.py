@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from bundler import Bundle
-from bundler.golden import generated_inputs, named_outputs
-from bundler.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
+from bundler.build.reproducible import DATE_SAVED, canonical_config, canonicalise_keras_file
+from bundler.load.golden import generated_inputs, named_outputs
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, cli_env, run_bundle
 
@@ -56,7 +56,7 @@ def test_every_example_builds_to_the_same_bytes_in_two_fresh_processes(
 
 
 def test_created_stays_outside_the_digest(built: dict[str, Bundle]) -> None:
-    from bundler.lock import lock_digest
+    from bundler.lock.model import lock_digest
 
     lock = json.loads((built["sequential"].path / "bundle.lock.json").read_text())
     assert (
@@ -182,9 +182,9 @@ def test_a_keras_zip_past_the_zip64_limits_stays_readable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Members and offsets over 4 GiB need zip64 records; a lower threshold writes them here."""
-    import bundler.reproducible
+    import bundler.build.reproducible
 
-    monkeypatch.setattr(bundler.reproducible, "ZIP64_ABOVE", 100)
+    monkeypatch.setattr(bundler.build.reproducible, "ZIP64_ABOVE", 100)
     path = tmp_path / "model.keras"
     weights = bytes(range(256)) * 1000
     with zipfile.ZipFile(path, "w") as archive:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bundler import Bundle
-from bundler.lock import LOCK_FILENAME
+from bundler.lock.model import LOCK_FILENAME
 from bundler.schema import SCHEMA_NAMES, checked_in, render
 
 from .conftest import EXAMPLE_NAMES, EXAMPLES, ROOT
@@ -42,9 +42,9 @@ def test_schema_rejects_unknown_manifest_keys() -> None:
 
 
 def test_the_layout_defaults_are_the_lock_models_defaults() -> None:
-    """Readers fill in omitted artifacts from bundler.layout without pydantic; they must agree."""
-    from bundler.layout import ARTIFACT_DEFAULTS
-    from bundler.lock import Artifacts
-    from bundler.lock_schema import Artifacts as ArtifactsSchema
+    """Readers fill in omitted artifacts from lock.layout without pydantic; they must agree."""
+    from bundler.lock.layout import ARTIFACT_DEFAULTS
+    from bundler.lock.model import Artifacts
+    from bundler.lock.schema import Artifacts as ArtifactsSchema
 
     assert Artifacts().to_dict() == ArtifactsSchema().model_dump() == ARTIFACT_DEFAULTS

@@ -280,7 +280,7 @@ def test_the_graph_fallback_is_served_under_the_same_names(deploy: dict[str, Pat
     """Under --policy fallback a bundle the Keras path refuses is served as the SavedModel graph:
     clients see the same inputs and outputs, and ``platform`` says which path answers."""
     from bundler.errors import FallbackWarning
-    from bundler.serve import load_for_serving
+    from bundler.serve.model import load_for_serving
 
     keras_path = load_for_serving(deploy["v2"], "adapt")
     with pytest.warns(FallbackWarning):
@@ -312,8 +312,8 @@ def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
     """v2 tensors by name; v1 rows (a dict a row) and columns (a dict of lists) alike."""
     from kserve.errors import InvalidInput
 
-    from bundler.serve import load_for_serving
-    from bundler.serve_protocol import check_inputs, v1_inputs, v1_outputs
+    from bundler.serve.model import load_for_serving
+    from bundler.serve.protocol import check_inputs, v1_inputs, v1_outputs
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "multi_io.py").write_text(MULTI_IO_FACTORY)
@@ -493,7 +493,7 @@ def test_a_bundle_that_cannot_be_served_stops_the_start_with_the_plan(
 
 def test_an_address_in_use_is_refused_before_any_bundle_loads(server: Server) -> None:
     from bundler.errors import UsageError
-    from bundler.serve_server import serve
+    from bundler.serve.server import serve
 
     with pytest.raises(UsageError) as refused:
         serve(["/no/such/bundle"], port=server.port)
@@ -526,7 +526,7 @@ def test_serve_without_the_extra_says_how_to_install_it() -> None:
             sys.executable,
             "-c",
             "import sys; sys.modules['kserve'] = None\n"
-            "from bundler.cli import main\n"
+            "from bundler.cli.main import main\n"
             "sys.exit(main(['serve', 'bundles/current']))",
         ],
         env=cli_env(),
@@ -547,7 +547,7 @@ def test_watch_reloads_when_the_path_names_another_bundle(
     a refused one is not retried until it changes again. In-process: no HTTP needed."""
     import asyncio
 
-    from bundler.serve import BundleModel, Reloader
+    from bundler.serve.model import BundleModel, Reloader
 
     current = tmp_path / "current"
     current.symlink_to(deploy["v1"])

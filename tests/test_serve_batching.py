@@ -20,8 +20,8 @@ from bundler import Bundle, load_bundle
 
 pytest.importorskip("kserve", reason="the serve extra is not installed")
 
-from bundler.serve import Serving, load_for_serving
-from bundler.serve_batching import Batcher, QueueFull
+from bundler.serve.batching import Batcher, QueueFull
+from bundler.serve.model import Serving, load_for_serving
 
 Calls = list[dict[str, tuple[int, ...]]]
 

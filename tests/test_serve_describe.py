@@ -16,7 +16,7 @@ from .hostile import edit_lock
 
 pytest.importorskip("kserve", reason="the serve extra is not installed")
 
-from bundler.serve_describe import (
+from bundler.serve.describe import (
     Description,
     _from_examples,
     _from_saved_model,

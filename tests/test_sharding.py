@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from bundler import verify_bundle
-from bundler.digest import SHARD_SIZE, check_digests, hash_file
-from bundler.lock import LOCK_FILENAME, FileEntry
-from bundler.lock_writer import files_table
+from bundler.build.lock_writer import files_table
+from bundler.files.hashing import SHARD_SIZE, check_digests, hash_file
+from bundler.lock.model import LOCK_FILENAME, FileEntry
 from bundler.types import ProblemKind
 
 from .conftest import ROOT, CopyBundle, cli_env

@@ -19,8 +19,8 @@ import pytest
 
 from bundler import load_bundle, verify_bundle
 from bundler.errors import SignatureError, UsageError
-from bundler.lock import SIGNATURE_FILENAME
-from bundler.signing import keygen, sign_bundle, verify_signature
+from bundler.lock.model import SIGNATURE_FILENAME
+from bundler.trust.signing import keygen, sign_bundle, verify_signature
 
 from .conftest import ROOT, CopyBundle, console_commands, run_bundle, service_env
 from .hostile import edit_lock, reseal
@@ -127,7 +127,7 @@ def _statement_forged(root: Path, keys: dict[str, Any], other: Path) -> str:
     sign_bundle(root, keys["trusted"][0])
     (root / "model.keras").write_bytes(b"evil")
     reseal(root)
-    from bundler.signing import _statement
+    from bundler.trust.signing import _statement
 
     path = root / SIGNATURE_FILENAME
     document = json.loads(path.read_text())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.source_hash import (
+from bundler.compat.source_hash import (
     TOKENS_V1,
     code_tokens,
     decode_source,
@@ -228,7 +228,7 @@ def test_a_name_311_splits_at_a_combining_mark_is_one_name() -> None:
 
 
 def test_an_f_string_that_does_not_end_is_refused() -> None:
-    from bundler.source_hash import UntokenizableSource
+    from bundler.compat.source_hash import UntokenizableSource
 
     with pytest.raises(UntokenizableSource, match="an f-string does not end"):
         list(normalise(AS_312[:8], FSTRING_LINE))
@@ -293,7 +293,7 @@ def test_every_python_gives_the_same_digests() -> None:
     expected = [source_digest(s)[0] for s in sources]
     for version, python in sorted(pythons.items()):
         result = subprocess.run(
-            [str(python), "-c", CROSS_VERSION, str(PACKAGE / "source_hash.py")],
+            [str(python), "-c", CROSS_VERSION, str(PACKAGE / "compat" / "source_hash.py")],
             input=json.dumps([s.decode("latin-1") for s in sources]),
             capture_output=True,
             text=True,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from bundler import Bundle, build_bundle, verify_bundle
-from bundler.components import static_version
+from bundler.compat.components import static_version
 
 from .conftest import cli_env
 from .hostile import edit_lock
@@ -452,7 +452,7 @@ TARGET_LINE = '# bundler-sources {"module": "pinlab", "sha256": "' + "ab" * 32 +
 def test_a_target_file_says_the_sources_digest_only_in_the_locks_terms(
     pinlab: Bundle, tmp_path: Path, line: str, compared: bool
 ) -> None:
-    from bundler.environments import TargetEnvironment
+    from bundler.compat.environments import TargetEnvironment
 
     (tmp_path / "target.txt").write_text(f"pinlab==1.0.0\n{line}\n")
     target = TargetEnvironment(tmp_path / "target.txt")
@@ -462,7 +462,7 @@ def test_a_target_file_says_the_sources_digest_only_in_the_locks_terms(
 
 
 def test_a_malformed_source_hash_in_a_target_file_is_bad_input(tmp_path: Path) -> None:
-    from bundler.environments import TargetEnvironment
+    from bundler.compat.environments import TargetEnvironment
     from bundler.errors import UsageError
 
     (tmp_path / "target.txt").write_text(TARGET_LINE + ', "source_hash": 7}\n')
@@ -475,7 +475,7 @@ def test_a_malformed_source_hash_in_a_target_file_is_bad_input(tmp_path: Path) -
 
 def test_a_file_the_tokenizer_refuses_is_pinned_by_its_bytes_and_named(tmp_path: Path) -> None:
     """The build notes it (``component_pins``): any edit to that file is then a change."""
-    from bundler.components import pin_sources
+    from bundler.compat.components import pin_sources
 
     (tmp_path / "good.py").write_text("x = 1\n")
     (tmp_path / "broken.py").write_text("x = (1,\n")

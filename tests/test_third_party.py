@@ -343,7 +343,7 @@ def test_an_older_keras_hub_is_refused_or_served_as_a_graph_as_verify_predicts(
 def test_the_providing_distribution_is_found_beside_the_module_or_as_an_editable_install() -> None:
     """Without scanning every installed distribution: the metadata folders beside the module
     (keras-tcn's `tcn`), else an editable install (this project, from a clone)."""
-    from bundler.components import static_version
+    from bundler.compat.components import static_version
 
     tcn = static_version("tcn")
     assert (tcn.distribution, tcn.version) == ("keras-tcn", "3.5.5")

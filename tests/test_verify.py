@@ -13,7 +13,7 @@ import pytest
 
 from bundler import Bundle, IntegrityError, load_bundle, verify_bundle
 from bundler.errors import UsageError
-from bundler.lock import lock_digest
+from bundler.lock.model import lock_digest
 
 from .conftest import CopyBundle, run_bundle, run_python, service_env
 

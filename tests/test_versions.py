@@ -1,11 +1,12 @@
 """Versions and ranges: examples, and properties against a brute-force reference written from rules.
 
-The reference below shares no code or structure with bundler.versions and bundler.version_ranges:
-it reads the texts with its own patterns, decides precedence with comparison functions that follow
-the rules as the modules' docstrings word them (semver 2.0.0 section 11, then the PEP 440 mapping),
-and writes each operator as its definition ("same leftmost non-zero part", "same major and minor",
-"starts with the prefix") rather than as expanded bounds. Two further oracles: the ``semver``
-library for pairs of semantic versions, and ``packaging`` (pip's own) for pairs of Python versions.
+The reference below shares no code or structure with bundler.versions.version and
+bundler.versions.ranges: it reads the texts with its own patterns, decides precedence with
+comparison functions that follow the rules as the modules' docstrings word them (semver 2.0.0
+section 11, then the PEP 440 mapping), and writes each operator as its definition ("same leftmost
+non-zero part", "same major and minor", "starts with the prefix") rather than as expanded bounds.
+Two further oracles: the ``semver`` library for pairs of semantic versions, and ``packaging`` (pip's
+own) for pairs of Python versions.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from hypothesis import strategies as st
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version as PipVersion
 
-from bundler.version_ranges import caret_range, framework_range, parse_range, satisfies
-from bundler.versions import VersionError, parse_semver, parse_version
+from bundler.versions.ranges import caret_range, framework_range, parse_range, satisfies
+from bundler.versions.version import VersionError, parse_semver, parse_version
 
 FUZZ = int(os.environ.get("BUNDLER_FUZZ_EXAMPLES", "300"))
 

@@ -1,0 +1,1 @@
+"""Building: a manifest to a bundle, rehearsed and committed atomically."""

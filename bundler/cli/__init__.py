@@ -1,0 +1,1 @@
+"""The ``bundle`` command line: the grammar, a handler per command, rendering."""

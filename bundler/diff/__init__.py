@@ -1,0 +1,2 @@
+"""Comparing two bundles: the change records, the lock's sections, the model's config and
+weights."""

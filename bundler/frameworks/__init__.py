@@ -1,0 +1,2 @@
+"""TensorFlow and Keras themselves: whether they are installed, and every reach into Keras's private
+code."""

@@ -1,0 +1,1 @@
+"""The manifest: its fields (the published schema) and reading one strictly."""

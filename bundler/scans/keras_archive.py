@@ -1,0 +1,206 @@
+"""What ``model.keras`` may hold before Keras reads it: bounded members, self-contained weights.
+
+A ``.keras`` file is a zip of ``config.json`` (scanned by ``scan``), ``metadata.json`` and
+``model.weights.h5``. Two things in it are Keras's to read and ours to bound first:
+
+- **Inflated sizes.** A 1 MB archive can declare a member of 1 GiB of zeros; Keras reads the
+  weights member whole (into memory, or to a temporary file when large). Every member's declared
+  size is checked against a bound relative to the archive's size in the lock
+  (``INFLATION_RATIO`` times it, plus ``INFLATION_FLOOR``) before anything is read. The declared
+  size cannot lie its way past that: CPython's ``ZipExtFile`` never returns more than the declared
+  ``file_size`` (it cuts the output there, and fails with ``BadZipFile`` on the CRC when the data
+  was longer) and inflates deflate data a bounded chunk at a time. Bzip2 and LZMA members inflate
+  a whole read at once, so only stored and deflated members are accepted; encrypted ones are not.
+- **HDF5 that reaches outside.** An HDF5 file can keep a dataset's bytes in another file
+  (external storage), map them from other files (virtual datasets), or link to objects of other
+  files (external links). Any of these in ``model.weights.h5`` makes loading read files outside
+  the bundle; Keras refuses them only since 3.13.2/3.14.1. We walk the file with h5py (metadata
+  only, never a dataset's data) and refuse them, soft links, and datasets that declare far more
+  bytes than the file holds (shape bombs).
+
+Both run in ``load_bundle`` before Keras opens the archive, and in ``bundle verify``: h5py is not
+TensorFlow (a small C extension Keras itself requires), so verify imports it, once, when a bundle
+has HDF5 weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bundler.errors import LoadError, UnsafeBundleError
+from bundler.files.keras_layout import data_start
+from bundler.files.window import FileWindow
+from bundler.lock.model import FileEntry
+from bundler.lock.paths import UnsafeFileError, open_bundle_file
+from bundler.problems import Problem
+
+WEIGHTS_MEMBER = "model.weights.h5"
+INFLATION_RATIO = 8
+INFLATION_FLOOR = 64 << 20
+H5_MAX_OBJECTS = 100_000
+H5_MAX_DEPTH = 64
+
+
+def check_archive(archive: zipfile.ZipFile, size: int, path: str, *, weights: bool = True) -> None:
+    """Refuse a model.keras Keras must not read (UnsafeBundleError, LoadError for damage).
+
+    ``size`` is the archive's size as the lock records it; ``path`` is where it lies.
+    ``weights=False`` leaves out ``check_weights``, for a loader that runs it once the weights'
+    bytes are verified.
+    """
+    bound = INFLATION_FLOOR + INFLATION_RATIO * size
+    total = 0
+    for info in archive.infolist():
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise UnsafeBundleError(
+                f"model.keras member {info.filename!r} uses compression method "
+                f"{info.compress_type}; only stored and deflated members are read",
+                path=path,
+            )
+        if info.flag_bits & 0x1:
+            raise UnsafeBundleError(f"model.keras member {info.filename!r} is encrypted", path=path)
+        total += info.file_size
+        if total > bound:
+            raise UnsafeBundleError(
+                f"model.keras member {info.filename!r} inflates to {info.file_size} bytes, "
+                f"beyond {bound} bytes ({INFLATION_RATIO} times the archive's {size} bytes plus "
+                f"{INFLATION_FLOOR >> 20} MiB) for all members together; refusing to read it",
+                path=path,
+            )
+    try:
+        info = archive.getinfo(WEIGHTS_MEMBER)
+    except KeyError:
+        return  # Keras says so itself, in its own words
+    if not weights:
+        return
+    check_weights(archive, info, path)
+
+
+def _archive_window(archive: zipfile.ZipFile) -> FileWindow | None:
+    """The file ``archive`` reads, as a window read with ``pread`` (no shared file position), or
+    None for an archive in memory. Never a new open by name: that could reach another file than
+    the one checked so far."""
+    source = archive.fp
+    if isinstance(source, FileWindow):
+        return FileWindow(source.descriptor, source.start, source.size)
+    try:
+        descriptor = source.fileno()  # type: ignore[union-attr]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    return FileWindow(descriptor, 0, os.fstat(descriptor).st_size)
+
+
+@contextmanager
+def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Iterator[Any]:
+    """A seekable stream of one member. A stored member is read in place (a window on the file
+    the archive reads: HDF5 seeks back and forth, and ``ZipExtFile`` re-reads from the start on
+    every backward seek); a deflated one, or one of an archive in memory, through
+    ``ZipExtFile``, capped at its declared size."""
+    whole = _archive_window(archive) if info.compress_type == zipfile.ZIP_STORED else None
+    if whole is None:
+        with archive.open(info) as stream:
+            yield stream
+        return
+    try:
+        start = data_start(whole, info)
+    except zipfile.BadZipFile as error:
+        message = f"model.keras member {info.filename!r} has no local header"
+        raise LoadError(message, path=path) from error
+    yield FileWindow(whole.descriptor, whole.start + start, info.file_size)
+
+
+def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
+    """Refuse HDF5 weights that reach outside their own bytes (see the module docstring)."""
+    import h5py
+
+    declared_bound = INFLATION_FLOOR + INFLATION_RATIO * info.file_size
+    try:
+        with _member(archive, info, path) as stream, h5py.File(stream, "r") as weights:
+            declared = 0
+            for name, found in _walk(weights, path):
+                if not isinstance(found, h5py.Dataset):
+                    continue
+                if found.external:
+                    _refuse(
+                        name, f"keeps its data in another file ({found.external[0][0]!r})", path
+                    )
+                if found.is_virtual:
+                    _refuse(name, "is a virtual dataset, mapped from other files", path)
+                declared += math.prod(found.shape or ()) * found.dtype.itemsize
+                if declared > declared_bound:
+                    _refuse(
+                        name,
+                        f"takes the datasets' declared size beyond {declared_bound} bytes, "
+                        f"{INFLATION_RATIO} times the {info.file_size} bytes of the file (a shape "
+                        "bomb)",
+                        path,
+                    )
+    except (UnsafeBundleError, LoadError):
+        raise
+    except (
+        OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, zlib.error,
+        zipfile.BadZipFile,
+    ) as error:  # fmt: skip
+        raise LoadError(
+            f"{WEIGHTS_MEMBER} in model.keras is not a readable HDF5 file: {error}", path=path
+        ) from error
+
+
+def _refuse(name: str, why: str, path: str) -> None:
+    raise UnsafeBundleError(f"{WEIGHTS_MEMBER}: {name!r} {why}; refusing to load it", path=path)
+
+
+def _walk(root: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every object under ``root`` by name, refusing links that leave the file or alias inside it;
+    bounded in count and depth (hard links can make cycles)."""
+    import h5py
+
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    count = 0
+    while stack:
+        group, prefix, depth = stack.pop()
+        for key in group:
+            name = f"{prefix}/{key}"
+            count += 1
+            if count > H5_MAX_OBJECTS:
+                _refuse(name, f"is past the first {H5_MAX_OBJECTS} objects", path)
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                _refuse(name, f"is an external link to {link.filename!r}", path)
+            if isinstance(link, h5py.SoftLink):
+                _refuse(name, f"is a soft link to {link.path!r}", path)
+            found = group[key]
+            if isinstance(found, h5py.Group):
+                if depth >= H5_MAX_DEPTH:
+                    _refuse(name, f"is nested deeper than {H5_MAX_DEPTH} groups", path)
+                stack.append((found, name, depth + 1))
+            yield name, found
+
+
+def archive_problems(
+    root: Path, keras: str, files: Mapping[str, FileEntry], earlier: Iterable[Problem]
+) -> list[Problem]:
+    """``check_archive``'s refusals as verify Problems (kind ``unsafe``); skipped when an earlier
+    problem is about model.keras (missing, changed). An archive Keras could not read at all is
+    not reported here: loading says so (and ``fallback`` serves the graph instead)."""
+    if keras not in files or any(problem.path == keras for problem in earlier):
+        return []
+    path = os.path.join(root, keras)
+    size = int(files[keras].size)
+    try:
+        with open_bundle_file(root, keras, size) as stream, zipfile.ZipFile(stream) as archive:
+            check_archive(archive, size, path)
+    except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
+        return [Problem(error.relative, error.kind, error.reason)]
+    except UnsafeBundleError as error:
+        return [Problem(keras, "unsafe", error.message)]
+    except (LoadError, OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile):
+        return []
+    return []

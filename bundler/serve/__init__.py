@@ -1,0 +1,1 @@
+"""Serving: KServe's model server over bundles, with batching, limits and verified reloads."""
