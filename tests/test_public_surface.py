@@ -32,6 +32,33 @@ def _descends(name: str, roots: set[str], classes: dict[str, list[str]]) -> bool
     return any(base in roots or _descends(base, roots, classes) for base in bases)
 
 
+# The promise, name by name: moving code between modules or folders must not change it. A name
+# added here is a new promise; a name removed breaks users.
+PUBLIC_NAMES = [
+    "AdapterError", "BuildError", "BuildWarning", "Bundle", "BundleDiff", "BundleError",
+    "ComponentError", "ExampleMismatchError", "FallbackWarning", "IncompatibleBundleError",
+    "InspectReport", "IntegrityError", "LoadError", "LoadedBundle", "Lock", "LockError",
+    "ManifestError", "MissingDependencyError", "PullResult", "PushResult", "RegistryError",
+    "SignatureError", "UnsafeBundleError", "UnsafeLoadWarning", "UsageError", "VerifyReport",
+    "__version__", "adapter", "build_bundle", "diff_bundles", "inspect_bundle", "load_bundle",
+    "pull", "push", "read_manifest", "verify_bundle",
+]  # fmt: skip
+
+
+def test_the_public_names_are_the_promised_ones() -> None:
+    assert sorted(bundler.__all__) == sorted(PUBLIC_NAMES)
+
+
+def test_every_public_name_resolves_where_it_is_defined() -> None:
+    """``bundler.X`` is the object its module defines (no stale copy, no shadowing), and each
+    module named in the lazy table exists."""
+    import importlib
+
+    lazy: dict[str, str] = getattr(bundler, "_LAZY")  # noqa: B009 - private by design
+    for name, module in lazy.items():
+        assert getattr(importlib.import_module(f"bundler.{module}"), name) is getattr(bundler, name)
+
+
 @pytest.mark.parametrize("name", sorted(set(bundler.__all__) - {"__version__"}))
 def test_every_public_name_imports_and_has_a_docstring(name: str) -> None:
     value = getattr(bundler, name)
@@ -106,6 +133,24 @@ def test_the_literal_vocabularies_match_the_code() -> None:
                 used.add(str(node.args[1].value))
     assert used and used <= kinds
     assert set(get_args(types.EntryKind)) - {"file", "dir"} <= kinds
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    """A name with a leading underscore is its module's own business; one that another module
+    needs is public, with a docstring. (The layers and cycles are import-linter's contracts in
+    pyproject.toml, run by ``lint-imports``.)"""
+    crossing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level > 0 or (node.module or "").startswith("bundler")
+            ):
+                crossing += [
+                    f"{path.relative_to(PACKAGE)}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    assert crossing == []
 
 
 def test_every_folder_is_a_package_that_ships() -> None:
