@@ -67,7 +67,7 @@ PAGES: dict[str, str] = {
     "docs/reproducible-builds.md": (
         "tests/test_doc_outputs.py::test_the_reproducible_builds_guide_prints_what_it_shows"
     ),
-    "docs/deploying.md": "tests/test_serve.py::test_the_deploying_guide_prints_what_it_shows",
+    "docs/deploying.md": "tests/serve/test_serve.py::test_the_deploying_guide_prints_what_it_shows",
 }
 
 # The distributions whose versions decide what a build writes and prints: the environment.

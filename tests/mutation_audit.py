@@ -52,7 +52,7 @@ MUTATIONS = [
         "bundler/scans/config.py",
         'any(module == m or module.startswith(m + ".") for m in allowed)',
         "any(module == m or module.startswith(m) for m in allowed)",
-        ("tests/test_component_boundary.py",),
+        ("tests/compat/test_component_boundary.py",),
     ),
     Mutation(
         "build-coverage-sibling-prefix",
@@ -61,9 +61,9 @@ MUTATIONS = [
         'matches = [c for c in components if module == c or module.startswith(c + ".")]',
         "matches = [c for c in components if module == c or module.startswith(c)]",
         (
-            "tests/test_component_boundary.py::"
+            "tests/compat/test_component_boundary.py::"
             "test_the_build_refuses_a_model_using_a_sibling_prefix_module",
-            "tests/test_component_boundary.py::test_a_component_covers_itself_and_its_submodules_only",
+            "tests/compat/test_component_boundary.py::test_a_component_covers_itself_and_its_submodules_only",
         ),
     ),
     Mutation(
@@ -73,9 +73,9 @@ MUTATIONS = [
         'return module == component or module.startswith(component + ".")',
         "return module == component or module.startswith(component)",
         (
-            "tests/test_component_boundary.py::"
+            "tests/compat/test_component_boundary.py::"
             "test_a_component_hands_keras_only_the_objects_its_own_modules_registered",
-            "tests/test_component_boundary.py::test_a_component_covers_itself_and_its_submodules_only",
+            "tests/compat/test_component_boundary.py::test_a_component_covers_itself_and_its_submodules_only",
         ),
     ),
     Mutation(
@@ -85,7 +85,7 @@ MUTATIONS = [
         "np.allclose(got, want, rtol=example.rtol, atol=example.atol)",
         "np.allclose(got, want, rtol=example.rtol * 1000, atol=example.atol * 1000)",
         (
-            "tests/test_compat_matrix.py::"
+            "tests/compat/test_compat_matrix.py::"
             "test_a_replay_holds_the_outputs_to_the_tolerance_the_lock_records",
         ),
     ),
@@ -96,7 +96,7 @@ MUTATIONS = [
         "if ref.digest and digest != ref.digest:",
         "if ref.digest and digest != digest:",
         (
-            "tests/test_registry_trust.py::"
+            "tests/registry/test_registry_trust.py::"
             "test_a_pull_by_digest_refuses_a_manifest_with_another_digest",
         ),
     ),
@@ -132,8 +132,8 @@ MUTATIONS = [
         "        if result.sha256 != entry.sha256:\n",
         "        if result.sha256 != result.sha256:\n",
         (
-            "tests/test_verify.py::test_verify_names_the_damaged_file[flipped byte]",
-            "tests/test_verify.py::test_load_refuses_a_damaged_bundle[flipped byte]",
+            "tests/verify/test_verify.py::test_verify_names_the_damaged_file[flipped byte]",
+            "tests/verify/test_verify.py::test_load_refuses_a_damaged_bundle[flipped byte]",
         ),
     ),
     Mutation(
@@ -143,8 +143,9 @@ MUTATIONS = [
         "    if sealed != lock.digest:",
         "    if sealed == lock.digest[:0]:",
         (
-            "tests/test_verify.py::test_verify_names_the_damaged_file[edited lock entry]",
-            "tests/test_verify.py::test_verify_names_the_damaged_file[edited file and lock entry]",
+            "tests/verify/test_verify.py::test_verify_names_the_damaged_file[edited lock entry]",
+            "tests/verify/test_verify.py::"
+            "test_verify_names_the_damaged_file[edited file and lock entry]",
         ),
     ),
     Mutation(
@@ -154,8 +155,8 @@ MUTATIONS = [
         "info = item.stat(follow_symlinks=False)",
         "info = item.stat()",
         (
-            "tests/test_verify.py::test_verify_names_the_damaged_file[symlinked file]",
-            "tests/test_verify.py::test_verify_names_the_damaged_file[symlinked folder]",
+            "tests/verify/test_verify.py::test_verify_names_the_damaged_file[symlinked file]",
+            "tests/verify/test_verify.py::test_verify_names_the_damaged_file[symlinked folder]",
         ),
     ),
     Mutation(
@@ -165,8 +166,8 @@ MUTATIONS = [
         '    if ".." in parts:\n',
         '    if ".." in parts[1:]:\n',
         (
-            "tests/test_hostile_input.py::test_unsafe_lock_path_is_refused_by_name",
-            "tests/test_hostile_input.py::test_artifact_paths_outside_the_files_table_are_refused",
+            "tests/verify/test_hostile_input.py::test_unsafe_lock_path_is_refused_by_name",
+            "tests/verify/test_hostile_input.py::test_artifact_paths_outside_the_files_table_are_refused",
         ),
     ),
     Mutation(
@@ -176,8 +177,8 @@ MUTATIONS = [
         'if obj["class_name"] == "__lambda__" and not unsafe:',
         'if obj["class_name"] == "__lambda" and not unsafe:',
         (
-            "tests/test_safe_load.py::test_load_refuses_a_hostile_config_even_with_a_resealed_lock",
-            "tests/test_safe_load.py::test_lambda_layer_is_refused_in_safe_mode",
+            "tests/load/test_safe_load.py::test_load_refuses_a_hostile_config_even_with_a_resealed_lock",
+            "tests/load/test_safe_load.py::test_lambda_layer_is_refused_in_safe_mode",
         ),
     ),
     Mutation(
@@ -187,8 +188,8 @@ MUTATIONS = [
         "                    safe_mode=not unsafe,\n                    before_weights=verified,\n",
         "                    safe_mode=False,\n                    before_weights=verified,\n",
         (
-            "tests/test_safe_load.py::test_keras_rebuilds_the_model_in_safe_mode_unless_unsafe_is_asked",
-            "tests/test_safe_load.py::test_lambda_layer_is_refused_in_safe_mode",
+            "tests/load/test_safe_load.py::test_keras_rebuilds_the_model_in_safe_mode_unless_unsafe_is_asked",
+            "tests/load/test_safe_load.py::test_lambda_layer_is_refused_in_safe_mode",
         ),
     ),
     Mutation(
@@ -198,7 +199,7 @@ MUTATIONS = [
         "stream, custom_objects=custom_objects, safe_mode=not unsafe",
         "stream, custom_objects=custom_objects, safe_mode=False",
         (
-            "tests/test_safe_load.py::"
+            "tests/load/test_safe_load.py::"
             "test_keras_rebuilds_the_model_in_safe_mode_unless_unsafe_is_asked",
         ),
     ),
@@ -209,8 +210,8 @@ MUTATIONS = [
         "            if not module_allowed(owner, allowed):\n",
         "            if not module_allowed(owner, [*allowed, owner]):\n",
         (
-            "tests/test_safe_load.py::test_load_refuses_a_hostile_config_even_with_a_resealed_lock",
-            "tests/test_component_boundary.py::"
+            "tests/load/test_safe_load.py::test_load_refuses_a_hostile_config_even_with_a_resealed_lock",
+            "tests/compat/test_component_boundary.py::"
             "test_load_refuses_an_object_a_sibling_prefix_module_registered",
         ),
     ),
@@ -220,7 +221,7 @@ MUTATIONS = [
         "bundler/scans/config.py",
         "for name in names & OUTSIDE_LOADERS.keys():",
         "for name in names & (OUTSIDE_LOADERS.keys() - {'TFSMLayer'}):",
-        ("tests/test_keras_holes.py::test_tfsm_layer_is_refused_where_keras_would_load_it",),
+        ("tests/scans/test_keras_holes.py::test_tfsm_layer_is_refused_where_keras_would_load_it",),
     ),
     Mutation(
         "json-duplicate-keys",
@@ -229,9 +230,9 @@ MUTATIONS = [
         "        if key in result:\n",
         "        if key in result and key != key:\n",
         (
-            "tests/test_hostile_values.py::"
+            "tests/verify/test_hostile_values.py::"
             "test_a_hostile_lock_value_is_one_problem_from_api_and_cli[duplicate key]",
-            "tests/test_hostile_values.py::test_duplicate_keys_in_a_signature_file_are_refused",
+            "tests/verify/test_hostile_values.py::test_duplicate_keys_in_a_signature_file_are_refused",
         ),
     ),
     Mutation(
@@ -240,7 +241,7 @@ MUTATIONS = [
         "bundler/scans/keras_archive.py",
         "        if total > bound:\n",
         "        if total > bound * 1024:\n",
-        ("tests/test_keras_holes.py::test_a_zip_bomb_is_refused_before_it_is_read",),
+        ("tests/scans/test_keras_holes.py::test_a_zip_bomb_is_refused_before_it_is_read",),
     ),
     Mutation(
         "signature-unchecked",
@@ -248,7 +249,7 @@ MUTATIONS = [
         "bundler/trust/signing.py",
         '        key.verify(base64.b64decode(document["signature"]), canonical_json(statement))\n',
         '        base64.b64decode(document["signature"])\n',
-        ("tests/test_signing.py::test_forged_signature_is_refused",),
+        ("tests/trust/test_signing.py::test_forged_signature_is_refused",),
     ),
     Mutation(
         "registry-blob-unchecked",
@@ -256,7 +257,7 @@ MUTATIONS = [
         "bundler/registry/client.py",
         'if received != size or "sha256:" + hasher.hexdigest() != digest:',
         "if received != size:",
-        ("tests/test_oci.py::test_a_tampered_blob_in_the_registry_is_refused",),
+        ("tests/registry/test_oci.py::test_a_tampered_blob_in_the_registry_is_refused",),
     ),
     Mutation(
         "missing-tool-skipped-in-ci",

@@ -21,6 +21,7 @@ from bundler import Bundle
 from bundler.trust.signing import keygen, sign_bundle
 
 from . import doc_outputs
+from .build.test_reproducible import UNSEEDED
 from .conftest import (
     EXAMPLES,
     PIP_TEST,
@@ -33,7 +34,6 @@ from .conftest import (
     page_section,
 )
 from .doc_outputs import Scene
-from .test_reproducible import UNSEEDED
 
 CLONE = "/home/you/bundler"  # how the pages show the folder a scene runs in: a user's clone
 

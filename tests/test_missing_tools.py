@@ -33,13 +33,13 @@ def _without_kserve(tmp_path: Path) -> dict[str, str]:
 HIDDEN = [
     pytest.param(
         _without_docker_registry,
-        "tests/test_oci.py::test_an_unknown_tag_is_one_clear_line",
+        "tests/registry/test_oci.py::test_an_unknown_tag_is_one_clear_line",
         f"the program 'docker-registry' is not installed: {INSTALL}",
         id="a program",
     ),
     pytest.param(
         _without_kserve,
-        "tests/test_serve.py",
+        "tests/serve/test_serve.py",
         f"the Python package 'kserve' is not installed: {PIP_TEST} (the serve extra brings it)",
         id="a package",
     ),

@@ -169,3 +169,16 @@ def test_every_folder_is_a_package_that_ships() -> None:
     for folder in folders:
         assert (PACKAGE.parent.joinpath(*folder.split(".")) / "__init__.py").is_file(), folder
     assert folders | {"bundler", "bundler.schemas"} == listed
+
+
+def test_the_tests_are_laid_out_like_the_package(pytestconfig: pytest.Config) -> None:
+    """tests/NAME/ tests bundler/NAME/, and pytest collects every one of them (its default
+    norecursedirs skips any folder called ``build``, which once hid tests/build/ silently)."""
+    import fnmatch
+
+    tests = ROOT / "tests"
+    folders = {p.parent.name for p in tests.glob("*/__init__.py")}
+    assert len(folders) > 10
+    assert sorted(folders - {p.parent.name for p in PACKAGE.glob("*/__init__.py")}) == []
+    skipped = pytestconfig.getini("norecursedirs")
+    assert [f for f in folders if any(fnmatch.fnmatch(f, pattern) for pattern in skipped)] == []

@@ -17,11 +17,11 @@ lock's ``source_hash``) hashes what Python executes instead:
 
 It must give the same digest on every Python a bundle meets (built on one, verified on another).
 ``tokenize`` changed in 3.12 (PEP 701: an f-string is FSTRING_START, parts, FSTRING_END instead of
-one STRING; the C tokenizer places some final NEWLINE and DEDENT tokens differently), so the
-stream is normalised: an f-string (or a 3.14 t-string) becomes one string token whose text is its
-source slice, as 3.11 gives it, and NEWLINE markers are not repeated (only a NEWLINE after code
-counts). ``tests/test_source_identity.py`` holds a table of sources to equal digests under every
-Python 3.10 to 3.13 it finds.
+one STRING; the C tokenizer places some final NEWLINE and DEDENT tokens differently), so the stream
+is normalised: an f-string (or a 3.14 t-string) becomes one string token whose text is its source
+slice, as 3.11 gives it, and NEWLINE markers are not repeated (only a NEWLINE after code counts).
+``tests/build/test_source_identity.py`` holds a table of sources to equal digests under every Python
+3.10 to 3.13 it finds.
 
 A file ``tokenize`` refuses (not valid Python) is hashed by its bytes instead, under a prefix of
 its own (``python-tokens/v1 bytes\\n``): such a file is pinned byte for byte, and its digest never

@@ -16,7 +16,7 @@ where and when a bundle was built, and that nothing reads to decide a load, are 
 (``PROVENANCE``), so that a rebuild on another machine that writes the same files and the same
 lock carries the same digest. A field belongs in that list only if no reader decides anything from
 it; a field that differs between two builds of one manifest on one machine (a time, a duration)
-must be in it, or reproducible builds (``tests/test_reproducible.py``) stop giving one digest.
+must be in it, or reproducible builds (``tests/build/test_reproducible.py``) stop giving one digest.
 
 Locks of format ``bundler.bundle/v1`` keep the digest they were written with: over the files table
 alone (``files_digest``). ``lock_digest`` computes whichever a document's own format defines; a

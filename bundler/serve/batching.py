@@ -24,7 +24,7 @@ and when it is free, the waiting requests that can share a call go in one:
   ``Retry-After``) rather than queued behind seconds of work.
 
 Answers equal each request's own unbatched prediction up to floating-point summation order
-(within the golden examples' tolerances: ``tests/test_serve_batching.py``).
+(within the golden examples' tolerances: ``tests/serve/test_batching.py``).
 """
 
 from __future__ import annotations
