@@ -13,10 +13,9 @@ This module is the public face; the work is done, in the order data flows, by:
 
 - ``bundler.registry.reference``: ``oci://`` references, told from folders and parsed;
 - ``bundler.registry.client``: the registry client (oras's session and auth, credentials, every
-answer
-  read with a bound, every blob checked while it streams);
+  answer read with a bound, every blob checked while it streams);
 - ``bundler.registry.artifact``: bundler's media types, and a manifest of either format read
-strictly;
+  strictly;
 - ``bundler.registry.push``: ``push``, verified bundle to layers and manifest;
 - ``bundler.registry.pull``: ``pull``, ``fetch`` and ``pull_to``, into the content-addressed cache.
 """

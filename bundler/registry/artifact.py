@@ -4,12 +4,12 @@ With ``format="bundler"`` a bundle is pushed as an OCI image manifest of our own
 (the default, a CNCF ModelPack artifact, is laid out by ``bundler.registry.modelpack``)::
 
     artifactType  application/vnd.bundler.bundle.v1+json
-    config        bundle.lock.json              application/vnd.bundler.lock.model.v1+json
+    config        bundle.lock.json              application/vnd.bundler.lock.v1+json
     layers        one per file of the bundle    application/vnd.bundler.file.v1
                   (org.opencontainers.image.title: its path in the bundle)
                   bundle.sig.json / model.sig   application/vnd.bundler.signature.v1+json
     annotations   org.opencontainers.image.{title,version,created,description},
-    dev.bundler.files.hashing
+                  dev.bundler.digest
 
 Both are one layer per file, not archives: a layer's digest *is* the file's sha256 from the lock.
 In a ModelPack artifact the lock is one of the layers; ``checked_manifest`` finds it, and every
@@ -31,7 +31,7 @@ from bundler.lock.paths import enclosing_file, unsafe_path_reason
 from bundler.registry.reference import Reference
 
 ARTIFACT_TYPE = "application/vnd.bundler.bundle.v1+json"
-LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.model.v1+json"
+LOCK_MEDIA_TYPE = "application/vnd.bundler.lock.v1+json"
 FILE_MEDIA_TYPE = "application/vnd.bundler.file.v1"
 SIGNATURE_MEDIA_TYPE = "application/vnd.bundler.signature.v1+json"
 TITLE = "org.opencontainers.image.title"

@@ -137,7 +137,7 @@ def push(
         "org.opencontainers.image.title": lock.name,
         "org.opencontainers.image.version": lock.version,
         "org.opencontainers.image.created": lock.created,
-        "dev.bundler.files.hashing": lock.digest,
+        "dev.bundler.digest": lock.digest,
     }
     if lock.description:
         annotations["org.opencontainers.image.description"] = lock.description

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from bundler import Bundle, load_bundle, verify_bundle
 from bundler.errors import UsageError
 from bundler.registry.api import credentials, parse_reference
 
-from ..conftest import CopyBundle, Registry, cli_env, run_bundle
+from ..conftest import PACKAGE, ROOT, CopyBundle, Registry, cli_env, run_bundle
 from ..hostile import add_sealed_file
 
 
@@ -248,3 +249,25 @@ def test_a_large_file_goes_up_in_chunks_and_comes_back_intact(
     result = pull(pushed["reference"], tmp_path / "cache", "-o", str(tmp_path / "pulled"))
     assert result.returncode == 0, result.stderr
     assert verify_bundle(tmp_path / "pulled").digest == lock["digest"]
+
+
+# The names other tools and earlier releases read in a registry: a format, fixed once published.
+WIRE_NAMES = {
+    "application/vnd.bundler.bundle.v1+json",
+    "application/vnd.bundler.lock.v1+json",
+    "application/vnd.bundler.file.v1",
+    "application/vnd.bundler.signature.v1+json",
+    "dev.bundler.digest",
+}
+
+
+def test_the_names_a_registry_sees_are_the_published_ones() -> None:
+    """Every media type and annotation key of bundler's own in the registry code is one the format
+    page publishes, spelled the same. (A rewrite of module paths once turned dev.bundler.digest
+    into another key: every test of push and pull still passed, both sides using the constant.)"""
+    registry = PACKAGE / "registry"
+    code = "\n".join(path.read_text() for path in sorted(registry.glob("*.py")))
+    used = set(re.findall(r'"((?:application/vnd\.bundler|dev\.bundler)[^"]*)"', code))
+    assert used == WIRE_NAMES
+    page = (ROOT / "docs" / "bundle-format.md").read_text()
+    assert sorted(name for name in WIRE_NAMES if f"`{name}`" not in page) == []

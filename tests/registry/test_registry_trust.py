@@ -261,7 +261,7 @@ VALID_MANIFEST = {
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
     "artifactType": ARTIFACT_TYPE,
     "config": {
-        "mediaType": "application/vnd.bundler.lock.model.v1+json",
+        "mediaType": "application/vnd.bundler.lock.v1+json",
         "digest": "sha256:" + "1" * 64,
         "size": 10,
     },
@@ -279,7 +279,7 @@ VALID_MANIFEST = {
             "annotations": {"org.opencontainers.image.title": SIGNATURE_FILENAME},
         },
     ],
-    "annotations": {"dev.bundler.files.hashing": "sha256:" + "4" * 64},
+    "annotations": {"dev.bundler.digest": "sha256:" + "4" * 64},
 }
 
 

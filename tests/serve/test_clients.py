@@ -84,7 +84,7 @@ def server(
 def grpc_client(server: Server, *args: str, stdin: str = "") -> Any:
     """tests/serve/triton_grpc_client.py in a fresh interpreter (see its docstring for why)."""
     result = subprocess.run(
-        [sys.executable, str(HERE / "serve/triton_grpc_client.py"), f"127.0.0.1:{server.grpc_port}",
+        [sys.executable, str(HERE / "triton_grpc_client.py"), f"127.0.0.1:{server.grpc_port}",
          *args],
         env=cli_env(), input=stdin, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
