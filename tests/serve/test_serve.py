@@ -293,35 +293,14 @@ def test_the_graph_fallback_is_served_under_the_same_names(deploy: dict[str, Pat
     )
 
 
-MULTI_IO_FACTORY = """
-import keras
-
-
-def build():
-    keras.utils.set_random_seed(0)
-    a = keras.Input(shape=(2,), name="a")
-    b = keras.Input(shape=(3,), name="b")
-    joined = keras.layers.Concatenate()([a, b])
-    score = keras.layers.Dense(1, name="score")(joined)
-    probs = keras.layers.Dense(2, activation="softmax", name="probs")(joined)
-    return keras.Model({"a": a, "b": b}, {"score": score, "probs": probs})
-"""
-
-
-def test_several_inputs_and_outputs_are_served_by_name(tmp_path: Path) -> None:
+def test_several_inputs_and_outputs_are_served_by_name(serve_bundles: dict[str, Bundle]) -> None:
     """v2 tensors by name; v1 rows (a dict a row) and columns (a dict of lists) alike."""
     from kserve.errors import InvalidInput
 
     from bundler.serve.model import load_for_serving
     from bundler.serve.protocol import check_inputs, v1_inputs, v1_outputs
 
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "multi_io.py").write_text(MULTI_IO_FACTORY)
-    (tmp_path / "manifest.yaml").write_text(
-        "apiVersion: bundler/v1\nname: multi-io\nversion: 1.0.0\n"
-        "model: {factory: 'multi_io:build'}\ncomponents: []\npaths: [src]\n"
-    )
-    bundle = build_bundle(tmp_path / "manifest.yaml", tmp_path / "bundle", rehearse=False)
+    bundle = serve_bundles["multi-io"]
     served = load_for_serving(bundle.path, "adapt")
     described, name = served.description, served.name
 
