@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import fnmatch
 import functools
 import importlib
 import re
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -236,7 +237,16 @@ class Dist:
 
 
 # what is not the project's own source: .gitignore's entries and git's own folder
-NOT_SOURCE = (".git", ".venv", "dist", "build", "bundles", "*.egg-info", "__pycache__", ".*_cache")
+NOT_SOURCE = (".git", ".venv", "bundles", "*.egg-info", "__pycache__", ".*_cache")
+# build tools' output, only at the top of the checkout: bundler/build/ and tests/build/ are source
+NOT_SOURCE_AT_TOP = ("build", "dist")
+
+
+def not_source(where: str | Path, names: Iterable[str]) -> set[str]:
+    """The entries ``names`` of the checkout's folder ``where`` that are not source (the shape
+    of ``shutil.copytree``'s ``ignore``)."""
+    patterns = NOT_SOURCE + (NOT_SOURCE_AT_TOP if Path(where) == ROOT else ())
+    return {name for name in names if any(fnmatch.fnmatch(name, p) for p in patterns)}
 
 
 @pytest.fixture(scope="session")
@@ -251,7 +261,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
         pytest.importorskip("build", reason="pip install build (the test extra)")
         where = tmp_path_factory.mktemp("dist")
         source, folder = where / "source", where / "dist"
-        shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+        shutil.copytree(ROOT, source, ignore=not_source)
         built = subprocess.run(
             [sys.executable, "-m", "build", "-o", str(folder), str(source)],
             env=cli_env(),

@@ -10,7 +10,6 @@ built once for the session (the ``dist`` fixture).
 from __future__ import annotations
 
 import configparser
-import fnmatch
 import importlib.metadata
 import os
 import re
@@ -26,7 +25,7 @@ from packaging.requirements import Requirement
 import bundler
 from bundler import Bundle
 
-from .conftest import NOT_SOURCE, PACKAGE, ROOT, Dist, run_bundle
+from .conftest import PACKAGE, ROOT, Dist, not_source, run_bundle
 
 # the other project's install line (with flags, with quotes), and an extra of its name anywhere:
 # quoted in a command, in pyproject.toml's own extras, in prose (the table below shows each)
@@ -42,7 +41,8 @@ def _texts() -> list[Path]:
     found: list[Path] = []
     for folder in folders:
         for where, dirs, files in os.walk(folder):
-            dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in NOT_SOURCE)]
+            skipped = not_source(where, dirs)
+            dirs[:] = [d for d in dirs if d not in skipped]
             found += [Path(where, name) for name in files if not Path(where, name).is_symlink()]
     return found
 
