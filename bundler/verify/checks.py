@@ -221,32 +221,40 @@ def _keras_config(root: Path, keras_file: str, entry: FileEntry) -> dict[str, An
         return read_keras_config(stream, keras_file)
 
 
+# Reads of model.keras's config that fail with the file matching its lock each time, before the
+# failure is the config's own: a writer rewriting the file under verify (a fault or an attack on
+# the check) can make one failed read look like the file's damage; each further read must line
+# up with the rewrite again, and each costs a read and a hash only on the way to a FAILED verdict.
+CONFIG_READS = 3
+
+
 def _scan_config(root: Path, lock: Lock) -> list[Problem]:
-    """The loader's config scan, run here without TensorFlow (see ``bundler.scans.config``)."""
+    """The loader's config scan, run here without TensorFlow (see ``bundler.scans.config``).
+
+    A read or a scan that fails is a ``config`` problem only when the file still matches its lock
+    after every one of ``CONFIG_READS`` tries; a file that changed in between is ``changed``."""
     keras_file = lock.artifacts.keras
     entry = lock.files[keras_file]
     modules = [component.module for component in lock.components]
-    try:
-        config = _keras_config(root, keras_file, entry)
-    except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
-        return [Problem(error.relative, error.kind, error.reason)]
-    except LoadError as error:
-        changed = changed_while_read(root, keras_file, entry)
-        try:  # the lock's bytes again: unreadable twice is the file's own damage
-            _keras_config(root, keras_file, entry)
-        except (OSError, LoadError):
-            return [changed or Problem(keras_file, "config", error.message)]
+    failure: BundleError | None = None
+    for _ in range(CONFIG_READS):
+        try:
+            config = _keras_config(root, keras_file, entry)
+            check_config_modules(config, modules, keras_file)
+            check_recorded_objects(config, lock.components, keras_file)
+        except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
+            return [Problem(error.relative, error.kind, error.reason)]
+        except (UnsafeBundleError, LoadError) as error:
+            if (changed := changed_while_read(root, keras_file, entry)) is not None:
+                return [changed]
+            failure = error
+            continue
+        if failure is None:
+            return []
         why = "changed while it was being read (it matches the lock again)"
-        return [changed or Problem(keras_file, "changed", why)]
-    try:
-        check_config_modules(config, modules, keras_file)
-        check_recorded_objects(config, lock.components, keras_file)
-    except (UnsafeBundleError, LoadError) as error:
-        return [
-            changed_while_read(root, keras_file, entry)
-            or Problem(keras_file, "config", error.message)
-        ]
-    return []
+        return [Problem(keras_file, "changed", why)]
+    assert failure is not None
+    return [Problem(keras_file, "config", failure.message)]
 
 
 def check_bundle(
