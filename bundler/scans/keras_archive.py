@@ -117,31 +117,18 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Itera
 
 
 def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
-    """Refuse HDF5 weights that reach outside their own bytes (see the module docstring)."""
+    """Refuse HDF5 weights that reach outside their own bytes (see the module docstring).
+
+    Through h5py's low-level API: one C-level visit of the links (``H5Lvisit``) and one of the
+    objects (``H5Ovisit``), then each dataset's creation properties and dataspace, nothing
+    Python-side per object beyond that; a dataset's data is never read."""
     import h5py
 
-    declared_bound = INFLATION_FLOOR + INFLATION_RATIO * info.file_size
     try:
         with _member(archive, info, path) as stream, h5py.File(stream, "r") as weights:
-            declared = 0
-            for name, found in _walk(weights, path):
-                if not isinstance(found, h5py.Dataset):
-                    continue
-                if found.external:
-                    _refuse(
-                        name, f"keeps its data in another file ({found.external[0][0]!r})", path
-                    )
-                if found.is_virtual:
-                    _refuse(name, "is a virtual dataset, mapped from other files", path)
-                declared += math.prod(found.shape or ()) * found.dtype.itemsize
-                if declared > declared_bound:
-                    _refuse(
-                        name,
-                        f"takes the datasets' declared size beyond {declared_bound} bytes, "
-                        f"{INFLATION_RATIO} times the {info.file_size} bytes of the file (a shape "
-                        "bomb)",
-                        path,
-                    )
+            _check_links(weights.id, path)
+            _check_datasets(weights.id, INFLATION_FLOOR + INFLATION_RATIO * info.file_size,
+                            info.file_size, path)
     except (UnsafeBundleError, LoadError):
         raise
     except (
@@ -157,31 +144,73 @@ def _refuse(name: str, why: str, path: str) -> None:
     raise UnsafeBundleError(f"{WEIGHTS_MEMBER}: {name!r} {why}; refusing to load it", path=path)
 
 
-def _walk(root: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """Every object under ``root`` by name, refusing links that leave the file or alias inside it;
-    bounded in count and depth (hard links can make cycles)."""
-    import h5py
+def _check_links(file_id: Any, path: str) -> None:
+    """Every link in the file, refusing those that leave it (external links) or alias inside it
+    (soft links, user-defined links); bounded in count and depth. ``H5Lvisit`` expands each group
+    once however many hard links reach it, so hard-link cycles end. The visit stops at the first
+    link to refuse (a callback must not raise, or call h5py, inside HDF5's iteration)."""
+    from h5py import h5g, h5l
 
-    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    root = h5g.open(file_id, b"/")
     count = 0
-    while stack:
-        group, prefix, depth = stack.pop()
-        for key in group:
-            name = f"{prefix}/{key}"
-            count += 1
-            if count > H5_MAX_OBJECTS:
-                _refuse(name, f"is past the first {H5_MAX_OBJECTS} objects", path)
-            link = group.get(key, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                _refuse(name, f"is an external link to {link.filename!r}", path)
-            if isinstance(link, h5py.SoftLink):
-                _refuse(name, f"is a soft link to {link.path!r}", path)
-            found = group[key]
-            if isinstance(found, h5py.Group):
-                if depth >= H5_MAX_DEPTH:
-                    _refuse(name, f"is nested deeper than {H5_MAX_DEPTH} groups", path)
-                stack.append((found, name, depth + 1))
-            yield name, found
+
+    def visit(raw: bytes, link: Any) -> tuple[bytes, str] | None:
+        nonlocal count
+        count += 1
+        if count > H5_MAX_OBJECTS:
+            return raw, "count"
+        if raw.count(b"/") >= H5_MAX_DEPTH:
+            return raw, "depth"
+        return None if link.type == h5l.TYPE_HARD else (raw, str(link.type))
+
+    stopped = root.links.visit(visit, info=True)
+    if stopped is None:
+        return
+    raw, why = stopped
+    name = "/" + raw.decode("utf-8", "replace")
+    if why == "count":
+        _refuse(name, f"is past the first {H5_MAX_OBJECTS} objects", path)
+    if why == "depth":
+        _refuse(name, f"is nested deeper than {H5_MAX_DEPTH} groups", path)
+    if why == str(h5l.TYPE_EXTERNAL):
+        filename = root.links.get_val(raw)[0].decode("utf-8", "replace")
+        _refuse(name, f"is an external link to {filename!r}", path)
+    if why == str(h5l.TYPE_SOFT):
+        target = root.links.get_val(raw).decode("utf-8", "replace")
+        _refuse(name, f"is a soft link to {target!r}", path)
+    _refuse(name, f"is a user-defined link (type {why})", path)
+
+
+def _check_datasets(file_id: Any, bound: int, size: int, path: str) -> None:
+    """Every dataset (each object once, reached by hard links only: ``_check_links`` ran):
+    no external storage, no virtual layout, and their declared sizes together within ``bound``
+    (a shape bomb declares far more than the file's ``size`` bytes hold)."""
+    from h5py import h5d, h5o
+
+    datasets: list[bytes] = []
+    h5o.visit(
+        file_id,
+        lambda raw, found: datasets.append(raw) if found.type == h5o.TYPE_DATASET else None,
+        info=True,
+    )
+    declared = 0
+    for raw in datasets:
+        name = "/" + raw.decode("utf-8", "replace")
+        dataset = h5d.open(file_id, raw)
+        properties = dataset.get_create_plist()
+        if properties.get_external_count():
+            outside = properties.get_external(0)[0].decode("utf-8", "replace")
+            _refuse(name, f"keeps its data in another file ({outside!r})", path)
+        if properties.get_layout() == h5d.VIRTUAL:
+            _refuse(name, "is a virtual dataset, mapped from other files", path)
+        declared += math.prod(dataset.shape or ()) * dataset.get_type().get_size()
+        if declared > bound:
+            _refuse(
+                name,
+                f"takes the datasets' declared size beyond {bound} bytes, {INFLATION_RATIO} "
+                f"times the {size} bytes of the file (a shape bomb)",
+                path,
+            )
 
 
 def archive_problems(

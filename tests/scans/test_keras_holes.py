@@ -300,6 +300,32 @@ def test_links_and_virtual_datasets_in_the_weights_are_refused(
     )
 
 
+def test_weights_nested_past_the_depth_bound_are_refused(plain: Path) -> None:
+    """Groups nested deeper than the bound are refused before any of them is opened."""
+    deep = "/".join(["g"] * 70)
+    _edit_weights(plain, lambda weights: weights.create_group(deep))
+    expected = f"'/{'/'.join(['g'] * 65)}' is nested deeper than 64 groups; refusing to load it"
+    assert _refusal(plain).endswith(f"model.weights.h5: {expected}")
+    assert [p.kind for p in verify_bundle(plain).problems] == ["unsafe"]
+
+
+def test_weights_past_the_object_bound_are_refused(
+    plain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The links are counted as they are visited; the visit stops at the bound (lowered here:
+    the file holds fewer than 100,000 objects, and building one that does takes a while)."""
+    import h5py
+
+    with zipfile.ZipFile(plain / "model.keras") as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            links: list[str] = []
+            weights.visit(links.append)
+    monkeypatch.setattr("bundler.scans.keras_archive.H5_MAX_OBJECTS", len(links) - 1)
+    assert f"is past the first {len(links) - 1} objects; refusing" in _refusal(plain)
+    monkeypatch.setattr("bundler.scans.keras_archive.H5_MAX_OBJECTS", len(links))
+    assert load_bundle(plain).mode == "keras"
+
+
 def test_a_shape_bomb_in_the_weights_is_refused(plain: Path) -> None:
     def bomb(weights: Any) -> None:
         del weights[BIAS]
