@@ -262,7 +262,10 @@ def declared_adapters(sources: list[Path], module: str) -> list[Adapter]:
     found: list[Adapter] = []
     for source in sources:
         try:
-            tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+            text = source.read_text(encoding="utf-8")
+            if "adapter" not in text:  # every declaration names it: no tree to build
+                continue
+            tree = ast.parse(text, filename=str(source))
         except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
             continue
         for node in ast.walk(tree):

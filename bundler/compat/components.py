@@ -36,7 +36,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -107,17 +107,41 @@ def _distribution_beside(top: str, base: Path) -> importlib.metadata.Distributio
     return None
 
 
+@lru_cache(maxsize=64)
+def _editable_folders(base: str, mtime_ns: int) -> tuple[str, ...]:
+    """The ``.dist-info`` folders in ``base`` that record an editable install (PEP 610), as
+    ``base`` was listed when it had ``mtime_ns``: installing or removing a distribution changes
+    that, so the listing is cached by it, as importlib.metadata caches its own."""
+    try:
+        folders = [e.path for e in os.scandir(base or ".") if e.name.endswith(".dist-info")]
+    except OSError:
+        return ()
+    editable = []
+    for folder in folders:  # most have no direct_url.json: one failed open each
+        try:
+            with open(os.path.join(folder, "direct_url.json"), encoding="utf-8") as stream:
+                direct = json.loads(stream.read())
+        except (OSError, ValueError):
+            continue
+        if isinstance(direct, dict) and (direct.get("dir_info") or {}).get("editable"):
+            editable.append(folder)
+    return tuple(editable)
+
+
 def _editable_distribution(top: str, origin: Path) -> importlib.metadata.Distribution | None:
     """An editable install whose project folder holds ``origin`` (its code is not beside it)."""
-    for dist in importlib.metadata.distributions():
+    for base in sys.path:  # the order importlib.metadata searches in: the first one imports
         try:
-            direct = json.loads(dist.read_text("direct_url.json") or "{}")
-        except ValueError:
+            mtime_ns = os.stat(base or ".").st_mtime_ns
+        except OSError:
             continue
-        if not (isinstance(direct, dict) and (direct.get("dir_info") or {}).get("editable")):
-            continue
-        if top in top_level_modules(dist):
-            return dist
+        for folder in _editable_folders(base, mtime_ns):
+            dist = importlib.metadata.PathDistribution(Path(folder))
+            try:
+                if top in top_level_modules(dist):
+                    return dist
+            except (OSError, ValueError):
+                continue
     return None
 
 
@@ -140,9 +164,27 @@ def providing_distribution(
 def distribution_version(name: str) -> str | None:
     """The installed version of distribution ``name``, or None."""
     try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
+        dist = importlib.metadata.distribution(name)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
         return None
+    return name_and_version(dist)[1]
+
+
+def name_and_version(dist: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
+    """A distribution's ``Name`` and ``Version``, as ``dist.metadata`` gives them, from the
+    headers alone: the email parser that ``metadata`` uses reads every line of the file
+    (TensorFlow's runs to dozens of requirements and a long description)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line:
+            break  # the headers end at the first empty line
+        key, colon, value = line.partition(":")
+        if colon and key in ("Name", "Version") and key not in found:
+            found[key] = value.strip()
+    if len(found) < 2:  # headers folded or missing: as the email parser reads them
+        return dist.metadata["Name"], dist.version
+    return found["Name"], found["Version"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +201,8 @@ def _decide(
 ) -> InstalledComponent:
     dist = providing_distribution(module_name, origin)
     if dist is not None:
-        return InstalledComponent(module_name, dist.version, dist.metadata["Name"], True, origin)
+        name, version = name_and_version(dist)
+        return InstalledComponent(module_name, version, name, True, origin)
     return InstalledComponent(module_name, declared, None, found, origin)
 
 
@@ -215,7 +258,10 @@ def find_source(module_name: str, search: list[str] | None = None) -> Path | Non
 
 def _literal_version(source: Path, depth: int = 0) -> str | None:
     try:
-        tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+        text = source.read_text(encoding="utf-8")
+        if "__version__" not in text:  # what the tree is searched for: no need to build it
+            return None
+        tree = ast.parse(text, filename=str(source))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return None
     for node in tree.body:
@@ -249,7 +295,8 @@ def static_version(module_name: str, search: list[str] | None = None) -> Install
     if origin is None:
         dist = providing_distribution(module_name, None)
         if dist is not None:  # installed in a form we cannot read statically (zip, custom finder)
-            return InstalledComponent(module_name, dist.version, dist.metadata["Name"], True)
+            name, version = name_and_version(dist)
+            return InstalledComponent(module_name, version, name, True)
         return InstalledComponent(module_name, None, None, False)
     declared = _literal_version(origin)
     parts = module_name.split(".")

@@ -29,6 +29,7 @@ from bundler.compat.components import (
     import_component,
     imported_version,
     installed_sources_digest,
+    name_and_version,
     normalize_name,
     static_version,
 )
@@ -268,9 +269,9 @@ def describe_environment(lock: Lock | None = None) -> list[str]:
     """
     lines = {}
     for dist in importlib.metadata.distributions():  # in sys.path order: the first one imports
-        name = dist.metadata["Name"]
+        name, version = name_and_version(dist)
         if name and normalize_name(name) not in lines:
-            lines[normalize_name(name)] = [f"{name}=={dist.version}"]
+            lines[normalize_name(name)] = [f"{name}=={version}"]
     for component in lock.components if lock is not None else ():
         module = component.module
         found = static_version(module)

@@ -127,8 +127,9 @@ def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) ->
     try:
         with _member(archive, info, path) as stream, h5py.File(stream, "r") as weights:
             _check_links(weights.id, path)
-            _check_datasets(weights.id, INFLATION_FLOOR + INFLATION_RATIO * info.file_size,
-                            info.file_size, path)
+            _check_datasets(
+                weights.id, INFLATION_FLOOR + INFLATION_RATIO * info.file_size, info.file_size, path
+            )
     except (UnsafeBundleError, LoadError):
         raise
     except (

@@ -317,9 +317,10 @@ def test_weights_past_the_object_bound_are_refused(
     import h5py
 
     with zipfile.ZipFile(plain / "model.keras") as archive:
-        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
-            links: list[str] = []
-            weights.visit(links.append)
+        member = io.BytesIO(archive.read("model.weights.h5"))
+    links: list[str] = []
+    with h5py.File(member, "r") as weights:
+        weights.visit(links.append)
     monkeypatch.setattr("bundler.scans.keras_archive.H5_MAX_OBJECTS", len(links) - 1)
     assert f"is past the first {len(links) - 1} objects; refusing" in _refusal(plain)
     monkeypatch.setattr("bundler.scans.keras_archive.H5_MAX_OBJECTS", len(links))
