@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +134,13 @@ def hash_range(path: Path, start: int, length: int, progress: Progress | None = 
         os.close(fd)
 
 
-def hash_and_hand_over(
-    path: Path, entry: FileEntry, consume: Callable[[bytes], None], progress: Progress | None
-) -> FileDigest:
-    """sha256 and size of a small file from one read of all its bytes, which go to ``consume``
-    when they are the ones ``entry`` lists: a check that parses the file reads it no second time.
-    At most one byte more than the entry's size is read (a file that grew is seen, not read)."""
+def hash_and_keep(
+    path: Path, entry: FileEntry, progress: Progress | None
+) -> tuple[FileDigest, bytes | None]:
+    """sha256 and size of a small file from one read of all its bytes, with those bytes when
+    they are the ones ``entry`` lists (else None): a check that parses the file reads it no
+    second time. At most one byte more than the entry's size is read (a file that grew is seen,
+    not read)."""
     fd = open_regular(path)
     with os.fdopen(fd, "rb", buffering=0) as stream:
         parts = []
@@ -151,9 +152,8 @@ def hash_and_hand_over(
     sha256 = hashlib.sha256(data).hexdigest()
     if progress is not None:
         progress(len(data))
-    if len(data) == entry.size and sha256 == entry.sha256:
-        consume(data)
-    return FileDigest(len(data), sha256)
+    intact = len(data) == entry.size and sha256 == entry.sha256
+    return FileDigest(len(data), sha256), data if intact else None
 
 
 def _largest_first(root: Path, items: list[str]) -> list[str]:
@@ -166,9 +166,15 @@ def _largest_first(root: Path, items: list[str]) -> list[str]:
     return sorted(items, key=size_of, reverse=True)
 
 
-def run_all(tasks: list[Callable[[], object]], workers: int | None) -> list[object]:
+def run_all(
+    tasks: list[Callable[[], object]],
+    workers: int | None,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[object]:
     """Run every task on up to ``workers`` threads (one per core by default): the results in the
-    tasks' order, an OSError a task raises being its result."""
+    tasks' order, an OSError a task raises being its result. ``meanwhile`` runs on the calling
+    thread once every task is handed to the threads (before them when there is one thread), so
+    Python work that would otherwise wait for the hashing, or delay it, overlaps it."""
 
     def run(task: Callable[[], object]) -> object:
         try:
@@ -178,9 +184,14 @@ def run_all(tasks: list[Callable[[], object]], workers: int | None) -> list[obje
 
     count = min(len(tasks), workers or os.cpu_count() or 1)
     if count <= 1:
+        if meanwhile is not None:
+            meanwhile()
         return [run(task) for task in tasks]
     with ThreadPoolExecutor(max_workers=count, thread_name_prefix="bundler-hash") as pool:
-        return list(pool.map(run, tasks))
+        futures = [pool.submit(run, task) for task in tasks]
+        if meanwhile is not None:
+            meanwhile()
+        return [future.result() for future in futures]
 
 
 @contextlib.contextmanager
@@ -234,14 +245,16 @@ def check_digests(
     workers: int | None = None,
     progress: Progress | None = None,
     consumers: Mapping[str, Callable[[bytes], None]] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> dict[str, tuple[ProblemKind, str] | None]:
     """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
 
     An entry with ``shards`` is checked shard by shard (each shard a task of its own, so one
     large file is spread over every core); the others by their whole-file sha256. A small file
-    named in ``consumers`` is read whole, first, and its bytes, once they match, are handed to
-    its consumer on the same worker (``hash_and_hand_over``): a parser of that file then runs
-    while the other workers hash, instead of after them, and reads nothing again.
+    named in ``consumers`` is read whole, first, by a worker (``hash_and_keep``), and its bytes,
+    once they match, are handed to its consumer on the calling thread while the workers hash the
+    rest; then ``meanwhile`` runs there too (see ``run_all``). The parsers never hold a worker
+    back from the large files, and nothing is read twice.
     """
     tasks: list[Callable[[], object]] = []
     owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
@@ -251,10 +264,9 @@ def check_digests(
         for rel, consume in (consumers or {}).items()
         if rel in expected and expected[rel].shards is None
     }
-    for rel, consume in handed.items():
-        tasks.append(
-            functools.partial(hash_and_hand_over, root / rel, expected[rel], consume, progress)
-        )
+    kept: dict[str, Future[bytes | None]] = {rel: Future() for rel in handed}
+    for rel in handed:
+        tasks.append(functools.partial(_keep, root / rel, expected[rel], progress, kept[rel]))
         owners.append((rel, -1))
     for rel in _largest_first(root, [rel for rel in expected if rel not in handed]):
         entry = expected[rel]
@@ -274,11 +286,34 @@ def check_digests(
         else:
             tasks.append(functools.partial(hash_file, root / rel, progress))
             owners.append((rel, -1))
-    for (rel, index), result in zip(owners, run_all(tasks, workers), strict=True):
+
+    def consume_then_meanwhile() -> None:
+        for rel, consume in handed.items():
+            data = kept[rel].result()
+            if data is not None:
+                consume(data)
+        if meanwhile is not None:
+            meanwhile()
+
+    results = run_all(tasks, workers, consume_then_meanwhile)
+    for (rel, index), result in zip(owners, results, strict=True):
         if verdicts[rel] is not None:
             continue  # the first problem of a file is enough
         verdicts[rel] = _verdict(rel, index, result, expected[rel])
     return verdicts
+
+
+def _keep(
+    path: Path, entry: FileEntry, progress: Progress | None, slot: Future[bytes | None]
+) -> FileDigest:
+    """``hash_and_keep`` on a worker: the digest is the task's result, the bytes go to ``slot``
+    (None when they are not the entry's, or the file could not be read)."""
+    data = None
+    try:
+        digest, data = hash_and_keep(path, entry, progress)
+        return digest
+    finally:
+        slot.set_result(data)
 
 
 def _verdict(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.errors import LoadError, UnsafeBundleError
-from bundler.files.keras_layout import data_start
+from bundler.files.keras_layout import data_start, weights_offset
 from bundler.files.window import FileWindow
 from bundler.lock.model import FileEntry
 from bundler.lock.paths import UnsafeFileError, open_bundle_file
@@ -116,16 +116,45 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Itera
     yield FileWindow(whole.descriptor, whole.start + start, info.file_size)
 
 
+@contextmanager
+def _weights_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Iterator[Any]:
+    """``model.weights.h5`` opened with h5py, read-only.
+
+    Where the archive is a file of our own open laid out for reading in place
+    (``keras_layout``: HDF5 finds the weights' superblock in it, and nothing past their end) and
+    Linux names the open file ``/proc/self/fd/N``, HDF5 reads that file itself, as the loader
+    does: the same file, not a new lookup of a name, and no Python call for each of the hundred
+    or so reads of its metadata. Anywhere else, and for a window that checks digests as it is
+    read (``VerifiedFile``), through a stream of the member (``_member``)."""
+    import h5py
+
+    source = archive.fp
+    named = None
+    if info.compress_type == zipfile.ZIP_STORED and not isinstance(source, FileWindow):
+        try:
+            descriptor = source.fileno()  # type: ignore[union-attr]
+            whole = FileWindow(descriptor, 0, os.fstat(descriptor).st_size)
+            candidate = f"/proc/self/fd/{descriptor}"
+            if os.path.exists(candidate) and weights_offset(whole) == data_start(whole, info):
+                named = candidate
+        except (AttributeError, OSError, ValueError, zipfile.BadZipFile):
+            named = None
+    if named is not None:
+        with h5py.File(named, "r", locking=False) as weights:
+            yield weights
+        return
+    with _member(archive, info, path) as stream, h5py.File(stream, "r") as weights:
+        yield weights
+
+
 def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
     """Refuse HDF5 weights that reach outside their own bytes (see the module docstring).
 
     Through h5py's low-level API: one C-level visit of the links (``H5Lvisit``) and one of the
     objects (``H5Ovisit``), then each dataset's creation properties and dataspace, nothing
     Python-side per object beyond that; a dataset's data is never read."""
-    import h5py
-
     try:
-        with _member(archive, info, path) as stream, h5py.File(stream, "r") as weights:
+        with _weights_file(archive, info, path) as weights:
             _check_links(weights.id, path)
             _check_datasets(
                 weights.id, INFLATION_FLOOR + INFLATION_RATIO * info.file_size, info.file_size, path

@@ -39,7 +39,6 @@ import os
 import stat
 import time
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,16 +149,22 @@ def check_files(
     *,
     defer: Collection[str] = (),
     consumers: Mapping[str, Callable[[bytes], None]] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[list[Problem], int]:
     """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
 
     Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
     caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
-    Files named in ``consumers`` are handed to them once hashed (``digest.check_digests``).
+    Files named in ``consumers`` are handed to them once hashed, and ``meanwhile`` runs, on this
+    thread while the files hash (``bundler.files.hashing.check_digests``).
     """
     problems, to_hash = check_tree(root, files, defer=defer)
     verdicts = check_digests(
-        root, {name: files[name] for name in to_hash}, progress=progress, consumers=consumers
+        root,
+        {name: files[name] for name in to_hash},
+        progress=progress,
+        consumers=consumers,
+        meanwhile=meanwhile,
     )
     total = 0
     for name in to_hash:
@@ -296,24 +301,28 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
-    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
-    # beside the hashing workers, while the large files hash: the plan (it reads the lock and
-    # what is installed, not the bundle's files), then the archive check of model.keras (its zip
-    # directory and HDF5 metadata); both are reported only where the files check allows
-    with ThreadPoolExecutor(1, thread_name_prefix="bundler-beside") as beside:
-        planned = beside.submit(make_plan, lock, policy, environment)
-        archived = beside.submit(_archive_problems, root, lock)
-        with metered(on_hashing, lock.total_size) as meter:
-            file_problems, hashed = check_files(
-                root, lock.files, meter, consumers=graph.consumers()
-            )
+    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes once they are hashed
+    # on this thread while the workers hash the large files: the graph scan, the plan (it reads
+    # the lock and what is installed, not the bundle's files), then the archive check of
+    # model.keras (its zip directory and HDF5 metadata); each reported only where the files
+    # check allows
+    beside: dict[str, Any] = {}
+
+    def meanwhile() -> None:
+        beside["plan"] = make_plan(lock, policy, environment)
+        beside["archive"] = _archive_problems(root, lock)
+
+    with metered(on_hashing, lock.total_size) as meter:
+        file_problems, hashed = check_files(
+            root, lock.files, meter, consumers=graph.consumers(), meanwhile=meanwhile
+        )
     problems += file_problems
     problems += graph.problems(problems)
     if not any(problem.path == lock.artifacts.keras for problem in problems):
-        problems += archived.result()  # model.keras is the file the lock lists: its verdict holds
+        problems += beside["archive"]  # model.keras is the file the lock lists: its verdict holds
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
-    plan = planned.result()
+    plan: Plan = beside["plan"]
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
     elif plan.replay and not smoke and policy != "fallback":

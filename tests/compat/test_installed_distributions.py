@@ -55,9 +55,13 @@ def test_name_and_version_read_as_the_metadata_parser_reads_them(tmp_path: Path)
     _editable_install(tmp_path, tmp_path, "probe-layers", "1.4.0", "probe_layers")
     folder = tmp_path / "probe_layers-1.4.0.dist-info"
     info = importlib.metadata.PathDistribution(folder)
-    assert name_and_version(info) == ("probe-layers", "1.4.0") == (
-        info.metadata["Name"],
-        info.version,
+    assert (
+        name_and_version(info)
+        == ("probe-layers", "1.4.0")
+        == (
+            info.metadata["Name"],
+            info.version,
+        )
     )
     (folder / "METADATA").write_text("Metadata-Version: 2.1\nName:\n probe-folded\n\n")
     assert name_and_version(info) == (info.metadata["Name"], info.version)

@@ -267,15 +267,19 @@ def test_external_storage_in_the_weights_is_refused(
     np.testing.assert_array_equal(bias, np.arange(32, dtype="<f4"))
 
 
-@pytest.mark.parametrize("kind", ["external-link", "soft-link", "virtual"])
-def test_links_and_virtual_datasets_in_the_weights_are_refused(
-    plain: Path, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _outside(tmp_path: Path) -> Path:
+    """An HDF5 file beside the bundle, for the weights to reach out to."""
     import h5py
 
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as source:
         source["data"] = np.arange(32, dtype="<f4")
+    return other
+
+
+def _plant(kind: str, other: Path) -> Callable[[Any], None]:
+    """An edit of the weights that makes the bias reach ``other`` (or declare too much)."""
+    import h5py
 
     def plant(weights: Any) -> None:
         del weights[BIAS]
@@ -283,12 +287,24 @@ def test_links_and_virtual_datasets_in_the_weights_are_refused(
             weights[BIAS] = h5py.ExternalLink(str(other), "/data")
         elif kind == "soft-link":
             weights[BIAS] = h5py.SoftLink("/layers/dense_1/vars/1")
-        else:
+        elif kind == "virtual":
             layout = h5py.VirtualLayout(shape=(32,), dtype="<f4")
             layout[:] = h5py.VirtualSource(str(other), "data", shape=(32,))
             weights.create_virtual_dataset(BIAS, layout)
+        elif kind == "external-storage":
+            weights.create_dataset(BIAS, shape=(32,), dtype="<f4", external=[(str(other), 0, 128)])
+        else:
+            weights.create_dataset(BIAS, shape=(1 << 40,), dtype="<f4", chunks=(1 << 16,))
 
-    _edit_weights(plain, plant)
+    return plant
+
+
+@pytest.mark.parametrize("kind", ["external-link", "soft-link", "virtual"])
+def test_links_and_virtual_datasets_in_the_weights_are_refused(
+    plain: Path, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = _outside(tmp_path)
+    _edit_weights(plain, _plant(kind, other))
     _without_kerass_h5_checks(monkeypatch)
     why = {
         "external-link": f"is an external link to {str(other)!r}",
@@ -298,6 +314,41 @@ def test_links_and_virtual_datasets_in_the_weights_are_refused(
     assert _refusal(plain) == (
         f"{plain / 'model.keras'}: model.weights.h5: '/{BIAS}' {why}; refusing to load it"
     )
+
+
+@pytest.mark.parametrize(
+    "kind", ["external-link", "soft-link", "virtual", "external-storage", "shape-bomb"]
+)
+def test_the_weights_are_judged_alike_read_in_place_or_through_the_archive(
+    plain: Path, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model.keras laid out for reading in place has its weights opened by HDF5 as the file
+    itself (/proc/self/fd/N on Linux), any other through a stream of the member: each refusal
+    is the same both ways."""
+    import h5py
+
+    from bundler.files.keras_layout import align_weights, weights_offset
+
+    _edit_weights(plain, _plant(kind, _outside(tmp_path)))  # rewritten as zipfile writes it
+    keras_file = plain / "model.keras"
+    assert weights_offset(keras_file) is None
+    through_the_archive = [str(p) for p in verify_bundle(plain).problems]
+    assert len(through_the_archive) == 1 and "refusing to load it" in through_the_archive[0]
+
+    align_weights(keras_file)
+    reseal(plain)
+    assert weights_offset(keras_file) is not None
+    opened: list[Any] = []
+    real_open = h5py.File
+
+    def spy(name: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", spy)
+    assert [str(p) for p in verify_bundle(plain).problems] == through_the_archive
+    if Path("/proc/self/fd").is_dir():
+        assert [str(name).startswith("/proc/self/fd/") for name in opened] == [True]
 
 
 def test_weights_nested_past_the_depth_bound_are_refused(plain: Path) -> None:
@@ -327,12 +378,8 @@ def test_weights_past_the_object_bound_are_refused(
     assert load_bundle(plain).mode == "keras"
 
 
-def test_a_shape_bomb_in_the_weights_is_refused(plain: Path) -> None:
-    def bomb(weights: Any) -> None:
-        del weights[BIAS]
-        weights.create_dataset(BIAS, shape=(1 << 40,), dtype="<f4", chunks=(1 << 16,))
-
-    _edit_weights(plain, bomb)
+def test_a_shape_bomb_in_the_weights_is_refused(plain: Path, tmp_path: Path) -> None:
+    _edit_weights(plain, _plant("shape-bomb", tmp_path))
     assert "(a shape bomb); refusing to load it" in _refusal(plain)
 
 
