@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,15 +166,9 @@ def _largest_first(root: Path, items: list[str]) -> list[str]:
     return sorted(items, key=size_of, reverse=True)
 
 
-def run_all(
-    tasks: list[Callable[[], object]],
-    workers: int | None,
-    meanwhile: Callable[[], None] | None = None,
-) -> list[object]:
+def run_all(tasks: list[Callable[[], object]], workers: int | None) -> list[object]:
     """Run every task on up to ``workers`` threads (one per core by default): the results in the
-    tasks' order, an OSError a task raises being its result. ``meanwhile`` runs on the calling
-    thread once every task is handed to the threads (before them when there is one thread), so
-    Python work that would otherwise wait for the hashing, or delay it, overlaps it."""
+    tasks' order, an OSError a task raises being its result."""
 
     def run(task: Callable[[], object]) -> object:
         try:
@@ -184,14 +178,9 @@ def run_all(
 
     count = min(len(tasks), workers or os.cpu_count() or 1)
     if count <= 1:
-        if meanwhile is not None:
-            meanwhile()
         return [run(task) for task in tasks]
     with ThreadPoolExecutor(max_workers=count, thread_name_prefix="bundler-hash") as pool:
-        futures = [pool.submit(run, task) for task in tasks]
-        if meanwhile is not None:
-            meanwhile()
-        return [future.result() for future in futures]
+        return list(pool.map(run, tasks))
 
 
 @contextlib.contextmanager
@@ -245,29 +234,39 @@ def check_digests(
     workers: int | None = None,
     progress: Progress | None = None,
     consumers: Mapping[str, Callable[[bytes], None]] | None = None,
-    meanwhile: Callable[[], None] | None = None,
+    first: Callable[[], None] | None = None,
 ) -> dict[str, tuple[ProblemKind, str] | None]:
     """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
 
     An entry with ``shards`` is checked shard by shard (each shard a task of its own, so one
-    large file is spread over every core); the others by their whole-file sha256. A small file
-    named in ``consumers`` is read whole, first, by a worker (``hash_and_keep``), and its bytes,
-    once they match, are handed to its consumer on the calling thread while the workers hash the
-    rest; then ``meanwhile`` runs there too (see ``run_all``). The parsers never hold a worker
-    back from the large files, and nothing is read twice.
+    large file is spread over every core); the others by their whole-file sha256.
+
+    A small file named in ``consumers`` is read whole by the calling thread (``hash_and_keep``),
+    and its bytes, once they match, go to its consumer there: a parser of that file reads
+    nothing again. Then ``first`` runs, and only then do the workers start on the other files.
+    Python work done while the workers hash does not overlap their hashing: on the GIL it
+    slows them by more than it takes alone (measured in benchmarks/README.md), so it is done
+    before them, and the hashing after, on every core.
     """
-    tasks: list[Callable[[], object]] = []
-    owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
     verdicts: dict[str, tuple[ProblemKind, str] | None] = dict.fromkeys(expected)
     handed = {
         rel: consume
         for rel, consume in (consumers or {}).items()
         if rel in expected and expected[rel].shards is None
     }
-    kept: dict[str, Future[bytes | None]] = {rel: Future() for rel in handed}
-    for rel in handed:
-        tasks.append(functools.partial(_keep, root / rel, expected[rel], progress, kept[rel]))
-        owners.append((rel, -1))
+    for rel, consume in handed.items():
+        try:
+            digest, data = hash_and_keep(root / rel, expected[rel], progress)
+        except OSError as error:
+            verdicts[rel] = _verdict(rel, -1, error, expected[rel])
+            continue
+        verdicts[rel] = _verdict(rel, -1, digest, expected[rel])
+        if data is not None:
+            consume(data)
+    if first is not None:
+        first()
+    tasks: list[Callable[[], object]] = []
+    owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
     for rel in _largest_first(root, [rel for rel in expected if rel not in handed]):
         entry = expected[rel]
         shards = entry.shards
@@ -286,34 +285,11 @@ def check_digests(
         else:
             tasks.append(functools.partial(hash_file, root / rel, progress))
             owners.append((rel, -1))
-
-    def consume_then_meanwhile() -> None:
-        for rel, consume in handed.items():
-            data = kept[rel].result()
-            if data is not None:
-                consume(data)
-        if meanwhile is not None:
-            meanwhile()
-
-    results = run_all(tasks, workers, consume_then_meanwhile)
-    for (rel, index), result in zip(owners, results, strict=True):
+    for (rel, index), result in zip(owners, run_all(tasks, workers), strict=True):
         if verdicts[rel] is not None:
             continue  # the first problem of a file is enough
         verdicts[rel] = _verdict(rel, index, result, expected[rel])
     return verdicts
-
-
-def _keep(
-    path: Path, entry: FileEntry, progress: Progress | None, slot: Future[bytes | None]
-) -> FileDigest:
-    """``hash_and_keep`` on a worker: the digest is the task's result, the bytes go to ``slot``
-    (None when they are not the entry's, or the file could not be read)."""
-    data = None
-    try:
-        digest, data = hash_and_keep(path, entry, progress)
-        return digest
-    finally:
-        slot.set_result(data)
 
 
 def _verdict(

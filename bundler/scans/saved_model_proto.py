@@ -277,56 +277,74 @@ def tensor_strings(tensor: memoryview) -> tuple[int, list[bytes]] | None:
     return proto.get(1, 0), [bytes(value) for value in proto.get(8, ())]
 
 
-def _attr_value(value: memoryview, depth: int, calls: list[str]) -> Attr:
+# Per read of a file: an attribute entry's bytes and depth -> its key, its value and the functions
+# it names. Nodes repeat their attributes (``T``, ``_output_shapes``, ``dtype``...): a Keras
+# export's 600 entries hold under 100 distinct ones, each read strictly once.
+_Memo = dict[tuple[bytes, int], tuple[str, Attr, tuple[str, ...]]]
+
+
+def _attr_value(value: memoryview, depth: int, calls: list[str], memo: _Memo | None = None) -> Attr:
     """One AttrValue, read strictly; the functions it names (``func``, ``list.func``, and nested
     in their attributes) are appended to ``calls``."""
     if depth > _MAX_FUNCTION_NESTING:
         raise WireError("function attributes are nested too deeply")
+    memo = {} if memo is None else memo
     attr = read(value, ATTR_VALUE)
     if _ATTR_FUNC in attr:
-        _name_attrs(attr[_ATTR_FUNC], depth, calls)
+        _name_attrs(attr[_ATTR_FUNC], depth, calls, memo)
     elif _ATTR_LIST in attr:
         for name_attrs in read(attr[_ATTR_LIST], LIST_VALUE).get(_LIST_FUNC, ()):
-            _name_attrs(name_attrs, depth, calls)
+            _name_attrs(name_attrs, depth, calls, memo)
     return attr
 
 
-def _name_attrs(buffer: memoryview, depth: int, calls: list[str]) -> None:
+def _name_attrs(buffer: memoryview, depth: int, calls: list[str], memo: _Memo) -> None:
     name_attrs = read(buffer, NAME_ATTR_LIST)
     calls.append(text(name_attrs.get(1)))
-    _attrs(name_attrs.get(2, ()), depth + 1, calls, "a function attribute")
+    _attrs(name_attrs.get(2, ()), depth + 1, calls, "a function attribute", memo)
 
 
-def _attrs(entries: list[memoryview], depth: int, calls: list[str], owner: str) -> dict[str, Attr]:
+def _attrs(
+    entries: list[memoryview], depth: int, calls: list[str], owner: str, memo: _Memo
+) -> dict[str, Attr]:
     attrs: dict[str, Attr] = {}
     for buffer in entries:
-        entry = read(buffer, ATTR_ENTRY)
-        key = text(entry.get(1))
+        raw = bytes(buffer)
+        known = memo.get((raw, depth))
+        if known is None:
+            named = len(calls)
+            entry = read(buffer, ATTR_ENTRY)
+            key = text(entry.get(1))
+            value = _attr_value(entry.get(2, memoryview(b"")), depth, calls, memo)
+            known = memo[(raw, depth)] = (key, value, tuple(calls[named:]))
+        else:
+            calls.extend(known[2])
+        key = known[0]
         if key in attrs:
             raise WireError(f"{owner} sets attribute {key!r} twice, where parsers keep the last")
-        attrs[key] = _attr_value(entry.get(2, memoryview(b"")), depth, calls)
+        attrs[key] = known[1]
     return attrs
 
 
-def _node(buffer: memoryview) -> Node:
+def _node(buffer: memoryview, memo: _Memo) -> Node:
     node = read(buffer, NODE_DEF)
     name = text(node.get(1))
     calls: list[str] = []
     try:
-        attrs = _attrs(node.get(5, ()), 0, calls, "the node")
+        attrs = _attrs(node.get(5, ()), 0, calls, "the node", memo)
         inputs = tuple(text(value) for value in node.get(3, ()))
     except WireError as error:
         raise WireError(f"node {name!r}: {error}") from error
     return Node(name, text(node.get(2)), tuple(calls), inputs, attrs)
 
 
-def _function(buffer: memoryview, functions: dict[str, Function]) -> None:
+def _function(buffer: memoryview, functions: dict[str, Function], memo: _Memo) -> None:
     function = read(buffer, FUNCTION_DEF)
     signature = read(function.get(1, memoryview(b"")), OP_DEF)
     name = text(signature.get(1))
     try:
         args = tuple(text(read(arg, ARG_DEF).get(1)) for arg in signature.get(2, ()))
-        nodes = tuple(_node(node) for node in function.get(3, ()))
+        nodes = tuple(_node(node, memo) for node in function.get(3, ()))
     except WireError as error:
         raise WireError(f"function {name!r}: {error}") from error
     if name in functions:
@@ -335,15 +353,16 @@ def _function(buffer: memoryview, functions: dict[str, Function]) -> None:
 
 
 def _meta_graph(buffer: memoryview) -> MetaGraph:
+    memo: _Memo = {}
     meta = read(buffer, META_GRAPH_DEF)
     graph = read(meta.get(2, memoryview(b"")), GRAPH_DEF)
-    nodes = tuple(_node(node) for node in graph.get(1, ()))
+    nodes = tuple(_node(node, memo) for node in graph.get(1, ()))
     functions: dict[str, Function] = {}
     gradients: list[tuple[str, str]] = []
     if 2 in graph:
         library = read(graph[2], FUNCTION_DEF_LIBRARY)
         for function in library.get(1, ()):
-            _function(function, functions)
+            _function(function, functions, memo)
         for gradient in library.get(2, ()):
             pair = read(gradient, GRADIENT_DEF)
             gradients.append((text(pair.get(1)), text(pair.get(2))))

@@ -19,9 +19,11 @@ Four layers, each reported in full rather than stopping at the first problem:
    (``bundler.compat.environments``), and so which path it takes (the Keras model, or the SavedModel
    graph).
 
-The checks overlap the hashing, which bounds how fast verify can be: the worker that hashes
-``saved_model.pb`` hands its bytes to the graph scan (read once, parsed while the large files
-hash), and the plan and model.keras's archive check run on a thread beside the hashing workers.
+Hashing bounds how fast verify can be, and the checks are kept small beside it: this thread reads
+``saved_model.pb`` once, hashes it and hands its bytes to the graph scan, then makes the plan and
+checks model.keras's archive, and only then do the workers hash the large files on every core.
+Run beside the workers, that Python would slow their hashing by more than it takes alone (they
+wait for the GIL between chunks): benchmarks/README.md has the measurements.
 
 None of this imports TensorFlow or Keras: component versions come from distribution metadata or
 source text, framework versions from distribution metadata. Only ``smoke=True`` runs the model, and
@@ -149,14 +151,14 @@ def check_files(
     *,
     defer: Collection[str] = (),
     consumers: Mapping[str, Callable[[bytes], None]] | None = None,
-    meanwhile: Callable[[], None] | None = None,
+    first: Callable[[], None] | None = None,
 ) -> tuple[list[Problem], int]:
     """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
 
     Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
     caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
-    Files named in ``consumers`` are handed to them once hashed, and ``meanwhile`` runs, on this
-    thread while the files hash (``bundler.files.hashing.check_digests``).
+    Files named in ``consumers`` are hashed first and handed to them, then ``first`` runs, on
+    this thread, before the workers hash the rest (``bundler.files.hashing.check_digests``).
     """
     problems, to_hash = check_tree(root, files, defer=defer)
     verdicts = check_digests(
@@ -164,7 +166,7 @@ def check_files(
         {name: files[name] for name in to_hash},
         progress=progress,
         consumers=consumers,
-        meanwhile=meanwhile,
+        first=first,
     )
     total = 0
     for name in to_hash:
@@ -301,28 +303,27 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
-    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes once they are hashed
-    # on this thread while the workers hash the large files: the graph scan, the plan (it reads
-    # the lock and what is installed, not the bundle's files), then the archive check of
-    # model.keras (its zip directory and HDF5 metadata); each reported only where the files
-    # check allows
-    beside: dict[str, Any] = {}
+    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
+    # then, on this thread before the workers hash the large files: the plan (it reads the lock
+    # and what is installed, not the bundle's files) and the archive check of model.keras (its
+    # zip directory and HDF5 metadata); each reported only where the files check allows
+    before: dict[str, Any] = {}
 
-    def meanwhile() -> None:
-        beside["plan"] = make_plan(lock, policy, environment)
-        beside["archive"] = _archive_problems(root, lock)
+    def first() -> None:
+        before["plan"] = make_plan(lock, policy, environment)
+        before["archive"] = _archive_problems(root, lock)
 
     with metered(on_hashing, lock.total_size) as meter:
         file_problems, hashed = check_files(
-            root, lock.files, meter, consumers=graph.consumers(), meanwhile=meanwhile
+            root, lock.files, meter, consumers=graph.consumers(), first=first
         )
     problems += file_problems
     problems += graph.problems(problems)
     if not any(problem.path == lock.artifacts.keras for problem in problems):
-        problems += beside["archive"]  # model.keras is the file the lock lists: its verdict holds
+        problems += before["archive"]  # model.keras is the file the lock lists: its verdict holds
     if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
         problems += _scan_config(root, lock)
-    plan: Plan = beside["plan"]
+    plan: Plan = before["plan"]
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
     elif plan.replay and not smoke and policy != "fallback":
