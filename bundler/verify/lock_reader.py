@@ -112,7 +112,36 @@ def _lock_validator() -> Any:
     import jsonschema
 
     checker = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]
-    return checker(lock_schema())
+    return checker(_inlined(lock_schema()))
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with each ``{"$ref": "#/$defs/Name"}`` replaced by that definition (in an
+    ``allOf`` where the reference has siblings): the same constraints, and no reference for
+    jsonschema to resolve at each use, a third of the lock's validation. The lock's schema has
+    no recursive definition; one that had would be used as it is."""
+    definitions = schema.get("$defs", {})
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            name = reference.removeprefix("#/$defs/")
+            if name in seen or name not in definitions:
+                raise ValueError(name)
+            target = inline(definitions[name], (*seen, name))
+            rest = {key: inline(value, seen) for key, value in node.items() if key != "$ref"}
+            return {"allOf": [target], **rest} if rest else target
+        return {key: inline(value, seen) for key, value in node.items() if key != "$defs"}
+
+    try:
+        flat: dict[str, Any] = inline(schema, ())
+    except ValueError:  # a recursive or dangling reference: left to jsonschema
+        return schema
+    return flat
 
 
 def read_lock(root: Path) -> tuple[Lock | None, list[Problem]]:

@@ -65,3 +65,43 @@ def test_name_and_version_read_as_the_metadata_parser_reads_them(tmp_path: Path)
     )
     (folder / "METADATA").write_text("Metadata-Version: 2.1\nName:\n probe-folded\n\n")
     assert name_and_version(info) == (info.metadata["Name"], info.version)
+
+
+LITERAL_VERSIONS = {
+    "after a docstring and imports": ('"""Layers."""\nimport os\n__version__ = "1.2.0"\n', "1.2.0"),
+    "annotated": ('__version__: str = "2.0"\n', "2.0"),
+    "named in the docstring first": (
+        '"""Read\n__version__ = "0.0.0"\nfor the version."""\n__version__ = "3.1"\n',
+        "3.1",
+    ),
+    "inside a block first": ('if True:\n    __version__ = "9"\n__version__ = "4.0"\n', "4.0"),
+    "computed first": ('__version__ = str(5)\n__version__ = "5.0"\n', "5.0"),
+    "listed first": ('__all__ = ["__version__"]\n__version__ = "6.0"\n', "6.0"),
+    "inside brackets": ('x = [\n__version__ := "7",\n]\n__version__ = "7.1"\n', "7.1"),
+    "after a continued line": ('x = 1 + \\\n    2\n__version__ = "8.0"; y = 1\n', "8.0"),
+    "in a class": ('class A:\n    __version__ = "9"\n', None),
+    "broken later": ('__version__ = "1.0"\ndef f(:\n', "1.0"),
+}
+
+
+@pytest.mark.parametrize("case", LITERAL_VERSIONS)
+def test_the_literal_version_is_the_first_module_level_one(tmp_path: Path, case: str) -> None:
+    """The statements up to the first line naming ``__version__`` are parsed before the whole
+    module: the answer is the first top-level assignment, as the whole module's tree says (a
+    module that fails to parse after it still declares it: importing it fails anyway)."""
+    from bundler.compat.components import _literal_version
+
+    source, expected = LITERAL_VERSIONS[case]
+    module = tmp_path / "layers.py"
+    module.write_text(source)
+    assert _literal_version(module) == expected
+
+
+def test_the_literal_version_follows_an_import_from_the_version_module(tmp_path: Path) -> None:
+    from bundler.compat.components import _literal_version
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""A package."""\nfrom ._version import __version__\n')
+    (package / "_version.py").write_text('__version__ = "2.5.1"\n')
+    assert _literal_version(package / "__init__.py") == "2.5.1"
