@@ -23,11 +23,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,20 +167,40 @@ def _largest_first(root: Path, items: list[str]) -> list[str]:
 
 
 def run_all(tasks: list[Callable[[], object]], workers: int | None) -> list[object]:
-    """Run every task on up to ``workers`` threads (one per core by default): the results in the
-    tasks' order, an OSError a task raises being its result."""
-
-    def run(task: Callable[[], object]) -> object:
-        try:
-            return task()
-        except OSError as error:
-            return error
-
+    """Run every task on up to ``workers`` threads (one per core by default), the calling thread
+    being one of them: the results in the tasks' order, an OSError a task raises being its
+    result. Each thread takes the next task in order when it is free, so larger files listed
+    first start first. Any other exception (an interrupt too) stops every thread after the task
+    it is on, and is raised here."""
     count = min(len(tasks), workers or os.cpu_count() or 1)
-    if count <= 1:
-        return [run(task) for task in tasks]
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="bundler-hash") as pool:
-        return list(pool.map(run, tasks))
+    results: list[object] = [None] * len(tasks)
+    failures: list[BaseException] = []
+    order = itertools.count()  # next() on it is atomic: each task is taken once
+
+    def work() -> None:
+        try:
+            while not failures and (index := next(order)) < len(tasks):
+                try:
+                    results[index] = tasks[index]()
+                except OSError as error:
+                    results[index] = error
+        except BaseException as error:  # re-raised by the calling thread
+            failures.append(error)
+
+    helpers = [
+        threading.Thread(target=work, name=f"bundler-hash-{number}", daemon=True)
+        for number in range(count - 1)
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            helper.join()
+    if failures:
+        raise failures[0]
+    return results
 
 
 @contextlib.contextmanager

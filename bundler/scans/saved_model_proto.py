@@ -21,8 +21,9 @@ which nest, at ``_MAX_FUNCTION_NESTING``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from bundler.scans.protowire import (
     FIXED32,
@@ -219,15 +220,15 @@ SAVER_FILENAME, SAVER_SAVE, SAVER_RESTORE = 1, 2, 3
 Attr = Mapping[int, Any]  # one AttrValue: the number of the member set (at most one) -> value
 
 
-@dataclass(frozen=True)
-class Node:
-    """One node of a graph or of a function's body."""
+class Node(NamedTuple):
+    """One node of a graph or of a function's body (a named tuple, not a frozen dataclass: a
+    graph has hundreds, and a frozen dataclass's constructor costs four times as much)."""
 
     name: str
     op: str
     calls: tuple[str, ...]  # functions named in its attributes (f, then_branch, body, ...)
     inputs: tuple[str, ...] = ()
-    attrs: Mapping[str, Attr] = field(default_factory=dict)
+    attrs: Mapping[str, Attr] = MappingProxyType({})
 
     def flag(self, name: str) -> bool | None:
         """A bool attribute (``AttrValue.b``): None when the node does not set it."""
