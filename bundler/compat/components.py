@@ -350,7 +350,9 @@ def _version_in(body: list[ast.stmt], source: Path, depth: int) -> str | None:
 def static_version(module_name: str, search: list[str] | None = None) -> InstalledComponent:
     """The installed version of a component, read without importing it (see module docstring)."""
     loaded = sys.modules.get(module_name)
-    if loaded is not None:
+    # an import still running in another thread (a load importing Keras, say) has put the module
+    # there before setting its __version__: what it will say is what its file says
+    if loaded is not None and not getattr(getattr(loaded, "__spec__", None), "_initializing", 0):
         return imported_version(loaded)
     origin = find_source(module_name, search)
     if origin is None:

@@ -287,7 +287,10 @@ def check_digests(
         first()
     tasks: list[Callable[[], object]] = []
     owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
-    for rel in _largest_first(root, [rel for rel in expected if rel not in handed]):
+    # larger first, by the sizes the lock lists (the walk found them so, or they are problems)
+    for rel in sorted(
+        (rel for rel in expected if rel not in handed), key=lambda rel: -expected[rel].size
+    ):
         entry = expected[rel]
         shards = entry.shards
         if shards is not None:

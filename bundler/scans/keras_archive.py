@@ -118,7 +118,7 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Itera
 
 @contextmanager
 def _weights_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> Iterator[Any]:
-    """``model.weights.h5`` opened with h5py, read-only.
+    """``model.weights.h5`` opened read-only with h5py, as a low-level file identifier.
 
     Where the archive is a file of our own open laid out for reading in place
     (``keras_layout``: HDF5 finds the weights' superblock in it, and nothing past their end) and
@@ -140,11 +140,18 @@ def _weights_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) ->
         except (AttributeError, OSError, ValueError, zipfile.BadZipFile):
             named = None
     if named is not None:
-        with h5py.File(named, "r", locking=False) as weights:
+        from h5py import h5f
+
+        # h5py's defaults (file locking, closing), so that the loader's own open of the same
+        # file while this one is open in another thread matches it, as HDF5 requires
+        weights = h5f.open(named.encode(), h5f.ACC_RDONLY)
+        try:
             yield weights
+        finally:
+            weights.close()
         return
-    with _member(archive, info, path) as stream, h5py.File(stream, "r") as weights:
-        yield weights
+    with _member(archive, info, path) as stream, h5py.File(stream, "r") as opened:
+        yield opened.id
 
 
 def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> None:
@@ -155,9 +162,9 @@ def check_weights(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) ->
     Python-side per object beyond that; a dataset's data is never read."""
     try:
         with _weights_file(archive, info, path) as weights:
-            _check_links(weights.id, path)
+            _check_links(weights, path)
             _check_datasets(
-                weights.id, INFLATION_FLOOR + INFLATION_RATIO * info.file_size, info.file_size, path
+                weights, INFLATION_FLOOR + INFLATION_RATIO * info.file_size, info.file_size, path
             )
     except (UnsafeBundleError, LoadError):
         raise
@@ -181,7 +188,6 @@ def _check_links(file_id: Any, path: str) -> None:
     link to refuse (a callback must not raise, or call h5py, inside HDF5's iteration)."""
     from h5py import h5g, h5l
 
-    root = h5g.open(file_id, b"/")
     count = 0
 
     def visit(raw: bytes, link: Any) -> tuple[bytes, str] | None:
@@ -193,22 +199,26 @@ def _check_links(file_id: Any, path: str) -> None:
             return raw, "depth"
         return None if link.type == h5l.TYPE_HARD else (raw, str(link.type))
 
-    stopped = root.links.visit(visit, info=True)
-    if stopped is None:
-        return
-    raw, why = stopped
-    name = "/" + raw.decode("utf-8", "replace")
-    if why == "count":
-        _refuse(name, f"is past the first {H5_MAX_OBJECTS} objects", path)
-    if why == "depth":
-        _refuse(name, f"is nested deeper than {H5_MAX_DEPTH} groups", path)
-    if why == str(h5l.TYPE_EXTERNAL):
-        filename = root.links.get_val(raw)[0].decode("utf-8", "replace")
-        _refuse(name, f"is an external link to {filename!r}", path)
-    if why == str(h5l.TYPE_SOFT):
-        target = root.links.get_val(raw).decode("utf-8", "replace")
-        _refuse(name, f"is a soft link to {target!r}", path)
-    _refuse(name, f"is a user-defined link (type {why})", path)
+    root = h5g.open(file_id, b"/")
+    try:  # every identifier closed before a refusal leaves: the file must close with the check
+        stopped = root.links.visit(visit, info=True)
+        if stopped is None:
+            return
+        raw, kind = stopped
+        if kind == "count":
+            why = f"is past the first {H5_MAX_OBJECTS} objects"
+        elif kind == "depth":
+            why = f"is nested deeper than {H5_MAX_DEPTH} groups"
+        elif kind == str(h5l.TYPE_EXTERNAL):
+            filename = root.links.get_val(raw)[0].decode("utf-8", "replace")
+            why = f"is an external link to {filename!r}"
+        elif kind == str(h5l.TYPE_SOFT):
+            why = f"is a soft link to {root.links.get_val(raw).decode('utf-8', 'replace')!r}"
+        else:
+            why = f"is a user-defined link (type {kind})"
+    finally:
+        root.close()
+    _refuse("/" + raw.decode("utf-8", "replace"), why, path)
 
 
 def _check_datasets(file_id: Any, bound: int, size: int, path: str) -> None:
@@ -225,22 +235,26 @@ def _check_datasets(file_id: Any, bound: int, size: int, path: str) -> None:
     )
     declared = 0
     for raw in datasets:
-        name = "/" + raw.decode("utf-8", "replace")
+        why = None
         dataset = h5d.open(file_id, raw)
-        properties = dataset.get_create_plist()
-        if properties.get_external_count():
-            outside = properties.get_external(0)[0].decode("utf-8", "replace")
-            _refuse(name, f"keeps its data in another file ({outside!r})", path)
-        if properties.get_layout() == h5d.VIRTUAL:
-            _refuse(name, "is a virtual dataset, mapped from other files", path)
-        declared += math.prod(dataset.shape or ()) * dataset.get_type().get_size()
-        if declared > bound:
-            _refuse(
-                name,
-                f"takes the datasets' declared size beyond {bound} bytes, {INFLATION_RATIO} "
-                f"times the {size} bytes of the file (a shape bomb)",
-                path,
-            )
+        try:
+            properties = dataset.get_create_plist()
+            if properties.get_external_count():
+                outside = properties.get_external(0)[0].decode("utf-8", "replace")
+                why = f"keeps its data in another file ({outside!r})"
+            elif properties.get_layout() == h5d.VIRTUAL:
+                why = "is a virtual dataset, mapped from other files"
+            else:
+                declared += math.prod(dataset.shape or ()) * dataset.get_type().get_size()
+                if declared > bound:
+                    why = (
+                        f"takes the datasets' declared size beyond {bound} bytes, "
+                        f"{INFLATION_RATIO} times the {size} bytes of the file (a shape bomb)"
+                    )
+        finally:
+            dataset.close()
+        if why is not None:
+            _refuse("/" + raw.decode("utf-8", "replace"), why, path)
 
 
 def archive_problems(

@@ -281,7 +281,7 @@ def tensor_strings(tensor: memoryview) -> tuple[int, list[bytes]] | None:
 # Per read of a file: an attribute entry's bytes and depth -> its key, its value and the functions
 # it names. Nodes repeat their attributes (``T``, ``_output_shapes``, ``dtype``...): a Keras
 # export's 600 entries hold under 100 distinct ones, each read strictly once.
-_Memo = dict[tuple[bytes, int], tuple[str, Attr, tuple[str, ...]]]
+_Memo = dict[tuple[memoryview, int], tuple[str, Attr, tuple[str, ...]]]
 
 
 def _attr_value(value: memoryview, depth: int, calls: list[str], memo: _Memo | None = None) -> Attr:
@@ -309,15 +309,14 @@ def _attrs(
     entries: list[memoryview], depth: int, calls: list[str], owner: str, memo: _Memo
 ) -> dict[str, Attr]:
     attrs: dict[str, Attr] = {}
-    for buffer in entries:
-        raw = bytes(buffer)
-        known = memo.get((raw, depth))
+    for buffer in entries:  # a read-only memoryview hashes and compares as its bytes do
+        known = memo.get((buffer, depth))
         if known is None:
             named = len(calls)
             entry = read(buffer, ATTR_ENTRY)
             key = text(entry.get(1))
             value = _attr_value(entry.get(2, memoryview(b"")), depth, calls, memo)
-            known = memo[(raw, depth)] = (key, value, tuple(calls[named:]))
+            known = memo[(buffer, depth)] = (key, value, tuple(calls[named:]))
         else:
             calls.extend(known[2])
         key = known[0]

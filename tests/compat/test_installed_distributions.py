@@ -105,3 +105,38 @@ def test_the_literal_version_follows_an_import_from_the_version_module(tmp_path:
     (package / "__init__.py").write_text('"""A package."""\nfrom ._version import __version__\n')
     (package / "_version.py").write_text('__version__ = "2.5.1"\n')
     assert _literal_version(package / "__init__.py") == "2.5.1"
+
+
+def test_a_component_imported_meanwhile_by_another_thread_keeps_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load importing a component (which imports Keras first, for seconds) puts it in
+    sys.modules before its ``__version__`` is set: a verify in another thread meanwhile reads
+    the version from its file, not "declares no version" from the half-made module."""
+    import sys
+    import threading
+
+    gate, started = threading.Event(), threading.Event()
+    monkeypatch.setattr("builtins._probe_gate", (started, gate), raising=False)
+    (tmp_path / "slow_layers.py").write_text(
+        "import builtins\n"
+        "started, gate = builtins._probe_gate\n"
+        "started.set()\n"
+        "gate.wait(10)  # importing Keras\n"
+        '__version__ = "3.2.1"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_layers", raising=False)
+    importer = threading.Thread(target=__import__, args=("slow_layers",))
+    importer.start()
+    try:
+        assert started.wait(10)
+        assert "slow_layers" in sys.modules
+        during = static_version("slow_layers")
+    finally:
+        gate.set()
+        importer.join()
+    assert (during.found, during.version) == (True, "3.2.1")
+    after = static_version("slow_layers")
+    assert (after.found, after.version) == (True, "3.2.1")
+    del sys.modules["slow_layers"]
