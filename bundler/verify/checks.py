@@ -264,6 +264,21 @@ def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     return [Problem(keras_file, "config", failure.message)]
 
 
+def _config_passes(root: Path, lock: Lock) -> bool:
+    """The loader's config scan on one read of model.keras made before it is hashed, with the
+    archive already checked safe to open: True when it passes. That verdict counts only once
+    the hash vouches for the file; a scan that fails, or cannot run, is left to ``_scan_config``
+    after the hashing, which decides (and rereads)."""
+    keras_file = lock.artifacts.keras
+    try:
+        config = _keras_config(root, keras_file, lock.files[keras_file])
+        check_config_modules(config, [c.module for c in lock.components], keras_file)
+        check_recorded_objects(config, lock.components, keras_file)
+    except (BundleError, UnsafeFileError, OSError, ValueError, KeyError):
+        return False
+    return True
+
+
 def check_bundle(
     path: str | Path,
     *,
@@ -305,13 +320,15 @@ def check_bundle(
     problems += check_artifacts(lock)
     graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
     # then, on this thread before the workers hash the large files: the plan (it reads the lock
-    # and what is installed, not the bundle's files) and the archive check of model.keras (its
-    # zip directory and HDF5 metadata); each reported only where the files check allows
+    # and what is installed, not the bundle's files), the archive check of model.keras (its zip
+    # directory and HDF5 metadata), then, in an archive safe to open, the config scan; each
+    # counts only where the files check allows
     before: dict[str, Any] = {}
 
     def first() -> None:
         before["plan"] = make_plan(lock, policy, environment)
-        before["archive"] = _archive_problems(root, lock)
+        before["archive"] = archived = _archive_problems(root, lock)
+        before["config"] = not archived and _config_passes(root, lock)
 
     with metered(on_hashing, lock.total_size) as meter:
         file_problems, hashed = check_files(
@@ -321,7 +338,7 @@ def check_bundle(
     problems += graph.problems(problems)
     if not any(problem.path == lock.artifacts.keras for problem in problems):
         problems += before["archive"]  # model.keras is the file the lock lists: its verdict holds
-    if not problems:  # only bytes the lock vouches for, in an archive that is safe to open
+    if not problems and not before["config"]:  # the file the lock lists; read again, to decide
         problems += _scan_config(root, lock)
     plan: Plan = before["plan"]
     if not plan.ok:
