@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from bundler.types import EntryKind, ProblemKind
 
 MAX_PATH_LENGTH = 1024
 MAX_PATH_DEPTH = 32
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def unsafe_path_reason(path: str) -> str | None:
         return "is empty"
     if len(path) > MAX_PATH_LENGTH:
         return f"is longer than {MAX_PATH_LENGTH} characters"
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in path):
+    if _CONTROL.search(path):
         return "contains a control character"
     if "\\" in path:
         return "contains a backslash (paths use '/')"
