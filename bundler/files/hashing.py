@@ -1,10 +1,11 @@
 """Bytes to digests: streaming, parallel file hashing, and the check of files against the lock.
 
-Hashing reads each file once, in large chunks, on a pool of threads: hashlib releases the GIL while
-it digests a chunk, so with one thread per core every core is busy and memory stays flat whatever
-the file size. Files are opened only as regular files, never through a symlink
-(``bundle_paths.open_regular``), so a symlink swapped in after the walk is refused rather than
-followed out of the bundle.
+Hashing reads each file once, in large chunks, on one thread per core, the calling thread among
+them: hashlib releases the GIL while it digests a chunk, so every core is busy and memory stays
+flat whatever the file size. A thread needs the GIL back between chunks, so Python run beside the
+hashing stalls it: callers run their checks before (``check_digests``'s ``first``). Files are
+opened only as regular files, never through a symlink (``bundle_paths.open_regular``), so a
+symlink swapped in after the walk is refused rather than followed out of the bundle.
 
 A file larger than ``SHARD_SIZE`` also gets the sha256 of each ``SHARD_SIZE`` slice (its shards),
 as OpenSSF model-signing does: the build computes them in the same single read as the whole-file
