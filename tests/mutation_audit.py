@@ -244,6 +244,19 @@ MUTATIONS = [
         ("tests/scans/test_keras_holes.py::test_a_zip_bomb_is_refused_before_it_is_read",),
     ),
     Mutation(
+        "h5-links-unchecked",
+        "the weights' HDF5 may not link outside itself or alias inside it",
+        "bundler/scans/keras_archive.py",
+        "        return None if link.type == h5l.TYPE_HARD else (raw, str(link.type))\n",
+        "        return None\n",
+        (
+            "tests/scans/test_keras_holes.py::"
+            "test_links_and_virtual_datasets_in_the_weights_are_refused[soft-link]",
+            "tests/scans/test_keras_holes.py::"
+            "test_links_and_virtual_datasets_in_the_weights_are_refused[external-link]",
+        ),
+    ),
+    Mutation(
         "signature-unchecked",
         "a signature must verify under a trusted key",
         "bundler/trust/signing.py",
