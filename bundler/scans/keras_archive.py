@@ -128,16 +128,15 @@ def _weights_file(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) ->
     read (``VerifiedFile``), through a stream of the member (``_member``)."""
     import h5py
 
-    source = archive.fp
     named = None
-    if info.compress_type == zipfile.ZIP_STORED and not isinstance(source, FileWindow):
+    stored = info.compress_type == zipfile.ZIP_STORED
+    whole = _archive_window(archive) if stored and not isinstance(archive.fp, FileWindow) else None
+    if whole is not None:
+        candidate = f"/proc/self/fd/{whole.descriptor}"
         try:
-            descriptor = source.fileno()  # type: ignore[union-attr]
-            whole = FileWindow(descriptor, 0, os.fstat(descriptor).st_size)
-            candidate = f"/proc/self/fd/{descriptor}"
             if os.path.exists(candidate) and weights_offset(whole) == data_start(whole, info):
                 named = candidate
-        except (AttributeError, OSError, ValueError, zipfile.BadZipFile):
+        except (OSError, ValueError, zipfile.BadZipFile):
             named = None
     if named is not None:
         from h5py import h5f
