@@ -3,9 +3,9 @@
 Hashing reads each file once, in large chunks, on one thread per core, the calling thread among
 them: hashlib releases the GIL while it digests a chunk, so every core is busy and memory stays
 flat whatever the file size. A thread needs the GIL back between chunks, so Python run beside the
-hashing stalls it: callers run their checks before (``check_digests``'s ``first``). Files are
-opened only as regular files, never through a symlink (``bundle_paths.open_regular``), so a
-symlink swapped in after the walk is refused rather than followed out of the bundle.
+hashing stalls it: callers run their checks before they hash. Files are opened only as regular
+files, never through a symlink (``bundle_paths.open_regular``), so a symlink swapped in after the
+walk is refused rather than followed out of the bundle.
 
 A file larger than ``SHARD_SIZE`` also gets the sha256 of each ``SHARD_SIZE`` slice (its shards),
 as OpenSSF model-signing does: the build computes them in the same single read as the whole-file
@@ -255,7 +255,6 @@ def check_digests(
     workers: int | None = None,
     progress: Progress | None = None,
     consumers: Mapping[str, Callable[[bytes], None]] | None = None,
-    first: Callable[[], None] | None = None,
 ) -> dict[str, tuple[ProblemKind, str] | None]:
     """Check files against lock entries in parallel: name -> None if intact, else (kind, why).
 
@@ -263,11 +262,9 @@ def check_digests(
     large file is spread over every core); the others by their whole-file sha256.
 
     A small file named in ``consumers`` is read whole by the calling thread (``hash_and_keep``),
-    and its bytes, once they match, go to its consumer there: a parser of that file reads
-    nothing again. Then ``first`` runs, and only then do the workers start on the other files.
-    Python work done while the workers hash does not overlap their hashing: on the GIL it
-    slows them by more than it takes alone (measured in benchmarks/README.md), so it is done
-    before them, and the hashing after, on every core.
+    and its bytes, once they match, go to its consumer there, before the workers start on the
+    other files: a parser of that file reads nothing again, and does not run beside the hashing
+    (on the GIL it would slow the workers by more than it takes alone; benchmarks/README.md).
     """
     verdicts: dict[str, tuple[ProblemKind, str] | None] = dict.fromkeys(expected)
     handed = {
@@ -284,8 +281,6 @@ def check_digests(
         verdicts[rel] = _verdict(rel, -1, digest, expected[rel])
         if data is not None:
             consume(data)
-    if first is not None:
-        first()
     tasks: list[Callable[[], object]] = []
     owners: list[tuple[str, int]] = []  # (file, shard index or -1 for the whole file)
     # larger first, by the sizes the lock lists (the walk found them so, or they are problems)

@@ -19,9 +19,10 @@ Four layers, each reported in full rather than stopping at the first problem:
    (``bundler.compat.environments``), and so which path it takes (the Keras model, or the SavedModel
    graph).
 
-Hashing bounds how fast verify can be, and the checks are kept small beside it: this thread reads
-``saved_model.pb`` once, hashes it and hands its bytes to the graph scan, then makes the plan and
-checks model.keras's archive, and only then do the workers hash the large files on every core.
+Hashing bounds how fast verify can be, and the checks are kept small beside it: this thread makes
+the plan and checks model.keras's archive and config, then reads ``saved_model.pb`` once, hashes it
+and hands its bytes to the graph scan, and only then do the workers hash the large files on every
+core.
 Run beside the workers, that Python would slow their hashing by more than it takes alone (they
 wait for the GIL between chunks): benchmarks/README.md has the measurements.
 
@@ -151,14 +152,13 @@ def check_files(
     *,
     defer: Collection[str] = (),
     consumers: Mapping[str, Callable[[bytes], None]] | None = None,
-    first: Callable[[], None] | None = None,
 ) -> tuple[list[Problem], int]:
     """Compare the bundle folder with the lock's files table; returns (problems, bytes hashed).
 
     Files named in ``defer`` that have shard digests are walked and sized but not hashed: the
     caller reads them through ``file_window.VerifiedFile``, which checks each shard as it is read.
-    Files named in ``consumers`` are hashed first and handed to them, then ``first`` runs, on
-    this thread, before the workers hash the rest (``bundler.files.hashing.check_digests``).
+    Files named in ``consumers`` are hashed first, on this thread, and handed to them
+    (``bundler.files.hashing.check_digests``).
     """
     problems, to_hash = check_tree(root, files, defer=defer)
     verdicts = check_digests(
@@ -166,7 +166,6 @@ def check_files(
         {name: files[name] for name in to_hash},
         progress=progress,
         consumers=consumers,
-        first=first,
     )
     total = 0
     for name in to_hash:
@@ -223,9 +222,14 @@ def changed_while_read(root: Path, relative: str, entry: FileEntry) -> Problem |
     return Problem(relative, "changed", f"changed while it was being read ({verdict[1]})")
 
 
-def _keras_config(root: Path, keras_file: str, entry: FileEntry) -> dict[str, Any]:
-    with open_bundle_file(root, keras_file, entry.size) as stream:
-        return read_keras_config(stream, keras_file)
+def _read_and_scan_config(root: Path, lock: Lock) -> None:
+    """One read of model.keras's config and the loader's scan of it (``bundler.scans.config``):
+    raises what either finds."""
+    keras_file = lock.artifacts.keras
+    with open_bundle_file(root, keras_file, lock.files[keras_file].size) as stream:
+        config = read_keras_config(stream, keras_file)
+    check_config_modules(config, [c.module for c in lock.components], keras_file)
+    check_recorded_objects(config, lock.components, keras_file)
 
 
 # Reads of model.keras's config that fail with the file matching its lock each time, before the
@@ -242,13 +246,10 @@ def _scan_config(root: Path, lock: Lock) -> list[Problem]:
     after every one of ``CONFIG_READS`` tries; a file that changed in between is ``changed``."""
     keras_file = lock.artifacts.keras
     entry = lock.files[keras_file]
-    modules = [component.module for component in lock.components]
     failure: BundleError | None = None
     for _ in range(CONFIG_READS):
         try:
-            config = _keras_config(root, keras_file, entry)
-            check_config_modules(config, modules, keras_file)
-            check_recorded_objects(config, lock.components, keras_file)
+            _read_and_scan_config(root, lock)
         except UnsafeFileError as error:  # swapped for a link, a FIFO, another size since the walk
             return [Problem(error.relative, error.kind, error.reason)]
         except (UnsafeBundleError, LoadError) as error:
@@ -269,11 +270,8 @@ def _config_passes(root: Path, lock: Lock) -> bool:
     archive already checked safe to open: True when it passes. That verdict counts only once
     the hash vouches for the file; a scan that fails, or cannot run, is left to ``_scan_config``
     after the hashing, which decides (and rereads)."""
-    keras_file = lock.artifacts.keras
     try:
-        config = _keras_config(root, keras_file, lock.files[keras_file])
-        check_config_modules(config, [c.module for c in lock.components], keras_file)
-        check_recorded_objects(config, lock.components, keras_file)
+        _read_and_scan_config(root, lock)
     except (BundleError, UnsafeFileError, OSError, ValueError, KeyError):
         return False
     return True
@@ -318,29 +316,22 @@ def check_bundle(
     if lock is None:
         return VerifyReport(str(root), tuple(problems), seconds=time.perf_counter() - started)
     problems += check_artifacts(lock)
-    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes as they are hashed
-    # then, on this thread before the workers hash the large files: the plan (it reads the lock
+    # before the hashing, not beside it (see the module docstring): the plan (it reads the lock
     # and what is installed, not the bundle's files), the archive check of model.keras (its zip
     # directory and HDF5 metadata), then, in an archive safe to open, the config scan; each
     # counts only where the files check allows
-    before: dict[str, Any] = {}
-
-    def first() -> None:
-        before["plan"] = make_plan(lock, policy, environment)
-        before["archive"] = archived = _archive_problems(root, lock)
-        before["config"] = not archived and _config_passes(root, lock)
-
+    plan = make_plan(lock, policy, environment)
+    archived = _archive_problems(root, lock)
+    config_passed = not archived and _config_passes(root, lock)
+    graph = GraphScan(root, lock)  # run on saved_model.pb's bytes once they are hashed
     with metered(on_hashing, lock.total_size) as meter:
-        file_problems, hashed = check_files(
-            root, lock.files, meter, consumers=graph.consumers(), first=first
-        )
+        file_problems, hashed = check_files(root, lock.files, meter, consumers=graph.consumers())
     problems += file_problems
     problems += graph.problems(problems)
     if not any(problem.path == lock.artifacts.keras for problem in problems):
-        problems += before["archive"]  # model.keras is the file the lock lists: its verdict holds
-    if not problems and not before["config"]:  # the file the lock lists; read again, to decide
+        problems += archived  # model.keras is the file the lock lists: its verdict holds
+    if not problems and not config_passed:  # the file the lock lists; read again, to decide
         problems += _scan_config(root, lock)
-    plan: Plan = before["plan"]
     if not plan.ok:
         problems.append(Problem(".", "incompatible", plan.refusal()))
     elif plan.replay and not smoke and policy != "fallback":

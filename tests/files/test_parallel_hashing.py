@@ -66,11 +66,7 @@ def test_a_consumer_gets_the_bytes_it_was_hashed_from_only_when_they_match(
         "b.pb": FileEntry(size=5, sha256="0" * 64),
     }
     handed: dict[str, bytes] = {}
-    order: list[str] = []
     consumers = {name: functools.partial(handed.__setitem__, name) for name in expected}
-    verdicts = check_digests(
-        tmp_path, expected, consumers=consumers, first=lambda: order.append("first")
-    )
+    verdicts = check_digests(tmp_path, expected, consumers=consumers)
     assert verdicts["a.pb"] is None and verdicts["b.pb"] is not None
     assert handed == {"a.pb": b"graph"}
-    assert order == ["first"]
